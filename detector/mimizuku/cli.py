@@ -1,0 +1,249 @@
+"""`mimizuku` command line: argv handled here, failures mapped to exit codes here.
+
+Exit codes (stable; scripts and the command wodle rely on them):
+  0  success
+  1  unexpected internal error (a bug: the message says where)
+  2  usage error (bad arguments)
+  3  input error: a path that does not exist or cannot be read, or no alerts in the input
+  4  model error: missing, tampered, unsafe (writable by others / wrong owner) or incompatible
+  5  not enough data to train any detector
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from typing import Any, Dict, List, Optional, Sequence
+
+EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_INPUT, EXIT_MODEL, EXIT_DATA = 0, 1, 2, 3, 4, 5
+
+log = logging.getLogger("mimizuku")
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int):
+        super().__init__(message)
+        self.code = code
+
+
+def _printable(text: Any, limit: int = 200) -> str:
+    """Attacker-controlled text made safe for a terminal: no control characters or escapes."""
+    s = str(text)
+    out = "".join(ch if (ch.isprintable() or ch == " ") else f"\\x{ord(ch):02x}" if ord(ch) < 256
+                  else f"\\u{ord(ch):04x}" for ch in s)
+    return out if len(out) <= limit else out[: limit - 1] + "…"
+
+
+def _window_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--days", type=int, help="only the last N days of an archive tree")
+    p.add_argument("--since", help="first day or time to read (YYYY-MM-DD[THH:MM:SS])")
+    p.add_argument("--until", help="last day (inclusive) or time (exclusive) to read")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="mimizuku", description="Anomaly detection for Wazuh alerts.")
+    ap.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    ap.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    t = sub.add_parser("train", help="learn what is normal from alerts and save a model")
+    t.add_argument("--input", "-i", nargs="+", required=True, metavar="PATH",
+                   help="alerts.json files, .json.gz archives, a logs/alerts tree or an indexer export")
+    _window_args(t)
+    t.add_argument("--model-dir", "-m", required=True, help="directory to write the model into")
+    t.add_argument("--contamination", type=float, default=0.001, help="share of training alerts flagged (default 0.001)")
+    t.add_argument("--n-neighbors", type=int, default=5, help="LOF neighbours (default 5)")
+    t.add_argument("--detectors", default="files,commands,context", help="comma list of files, commands, context")
+    t.add_argument("--ignore-user", action="append", default=[], metavar="USER", help="never flag this user (repeatable)")
+    t.add_argument("--ignore-file", action="append", default=[], metavar="PATH", help="never flag this path prefix or glob")
+    t.add_argument("--abuse-file", action="append", default=[], metavar="PATH", help="always flag this path, basename or glob")
+
+    s = sub.add_parser("score", help="score alerts with a saved model")
+    s.add_argument("--model-dir", "-m", required=True)
+    s.add_argument("--input", "-i", nargs="+", required=True, metavar="PATH")
+    _window_args(s)
+    s.add_argument("--all", action="store_true", help="print every scored alert, not only anomalies")
+    s.add_argument("--format", choices=("table", "jsonl"), default="table")
+    s.add_argument("--output", "-o", help="write to this file instead of standard output")
+
+    g = sub.add_parser("generate", help="write realistic sample alerts (a fleet with labelled attacks)")
+    g.add_argument("args", nargs=argparse.REMAINDER, help="options of `python -m mimizuku.synth --help`")
+
+    d = sub.add_parser("demo", help="generate sample data, train on it and score its last days")
+    d.add_argument("--out", default="./demo", help="working directory (default ./demo)")
+    d.add_argument("--days", type=int, default=10)
+    d.add_argument("--seed", type=int, default=0)
+    return ap
+
+
+def _version() -> str:
+    from ._version import __version__
+
+    return __version__
+
+
+def _progress() -> bool:
+    return sys.stderr.isatty()
+
+
+def _read_error(e: Exception) -> CliError:
+    return CliError(str(e), EXIT_INPUT)
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    from .alerts import AlertSourceError
+    from .detectors.base import NotEnoughData
+    from .model import Mimizuku
+
+    dets = tuple(x.strip() for x in a.detectors.split(",") if x.strip())
+    model = Mimizuku(contamination=a.contamination, n_neighbors=a.n_neighbors, detectors=dets,
+                     ignore_users=a.ignore_user, ignore_files=a.ignore_file, abuse_files=a.abuse_file)
+    try:
+        model.fit(a.input, days=a.days, since=a.since, until=a.until, progress=_progress())
+    except AlertSourceError as e:
+        raise _read_error(e)
+    except NotEnoughData as e:
+        code = EXIT_INPUT if str(e).startswith("no alerts") else EXIT_DATA
+        raise CliError(str(e), code)
+    except ValueError as e:
+        raise CliError(str(e), EXIT_USAGE)
+    manifest = model.save_model(a.model_dir)
+    summary = {"model_dir": os.path.abspath(a.model_dir), "model_version": manifest.get("model_version"),
+               "alerts": model.n_alerts_, "read": model.read_stats_,
+               "detectors": {n: {"alerts": d["alerts"], "situations": d["situations"]}
+                             for n, d in manifest["detectors"].items()},
+               "skipped_detectors": model.skipped_detectors_}
+    print(json.dumps(summary, ensure_ascii=False))
+    return EXIT_OK
+
+
+def _load(model_dir: str):
+    from .model import Mimizuku
+    from .persistence import ModelError
+
+    try:
+        return Mimizuku.load_model(model_dir)
+    except ModelError as e:
+        raise CliError(f"cannot load model from {model_dir}: {e}", EXIT_MODEL)
+
+
+def _table_row(r: Dict[str, Any]) -> str:
+    f = r["fields"]
+    what = f.get("path") or f.get("command") or f"rule {r['rule']['id']}"
+    reason = r["reasons"][0] if r["reasons"] else ""
+    return "  ".join([
+        _printable(r["timestamp"] or "-", 24).ljust(24),
+        _printable(r["agent"]["name"] or "-", 20).ljust(20),
+        r["detector"].ljust(8),
+        f"{r['score']:.3f}",
+        r["severity"].ljust(8),
+        _printable(what, 60).ljust(60),
+        _printable(reason, 140),
+    ])
+
+
+def cmd_score(a: argparse.Namespace) -> int:
+    from .alerts import AlertSourceError, ReadStats
+
+    model = _load(a.model_dir)
+    out = open(a.output, "w", encoding="utf-8") if a.output else sys.stdout
+    stats = ReadStats()
+    n = flagged = 0
+    try:
+        if a.format == "table":
+            out.write("  ".join(["timestamp".ljust(24), "agent".ljust(20), "detector", "score", "severity",
+                                 "what".ljust(60), "why"]) + "\n")
+        for r in model.iter_records(a.input, days=a.days, since=a.since, until=a.until,
+                                    progress=_progress(), stats=stats):
+            n += 1
+            flagged += r["anomaly"]
+            if not (a.all or r["anomaly"]):
+                continue
+            if a.format == "jsonl":
+                out.write(json.dumps(r, ensure_ascii=False) + "\n")
+            else:
+                out.write(_table_row(r) + "\n")
+    except AlertSourceError as e:
+        raise _read_error(e)
+    finally:
+        if a.output:
+            out.close()
+    if stats.alerts == 0:
+        raise CliError(f"no alerts in the input ({stats})", EXIT_INPUT)
+    print(f"scored {n} alerts, {flagged} anomalies; read: {stats}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_generate(a: argparse.Namespace) -> int:
+    from . import synth
+
+    return synth.main(a.args)
+
+
+def cmd_demo(a: argparse.Namespace) -> int:
+    """Everything on embedded defaults: sample fleet → train on the quiet days → score the rest."""
+    from . import synth
+    from .model import Mimizuku
+
+    os.makedirs(a.out, exist_ok=True)
+    cfg = synth.FleetConfig(days=a.days, seed=a.seed, attack_days=2)
+    tree = os.path.join(a.out, "wazuh")
+    alerts = list(synth.generate(cfg))
+    synth.write_archive_tree(tree, alerts)
+    stamps = sorted({x["timestamp"][:10] for x in alerts})
+    split = stamps[-2]  # the last two days may hold attacks
+    print(f"generated {len(alerts)} alerts for {len(stamps)} days under {tree}", file=sys.stderr)
+    model = Mimizuku().fit([x for x in alerts if x["timestamp"][:10] < split], progress=_progress())
+    model_dir = os.path.join(a.out, "model")
+    model.save_model(model_dir)
+    print(f"trained on the days before {split}; model in {model_dir}", file=sys.stderr)
+    test = [x for x in alerts if x["timestamp"][:10] >= split]
+    recs = model.score_records(test)
+    flagged = [r for r, x in zip(recs, test) if r["anomaly"]]
+    print("  ".join(["timestamp".ljust(24), "agent".ljust(20), "detector", "score", "severity", "what".ljust(60), "why"]))
+    for r in flagged:
+        print(_table_row(r))
+    by_id = {x.get("id"): x for x in test}
+    caught = {by_id[r["id"]]["_label"]["episode"] for r in flagged if by_id.get(r["id"], {}).get("_label", {}).get("attack")}
+    episodes = {x["_label"]["episode"] for x in test if x.get("_label", {}).get("attack")}
+    print(f"\n{len(flagged)} anomalies among {len(recs)} scored alerts; "
+          f"attack episodes caught: {len(caught)}/{len(episodes)}", file=sys.stderr)
+    return EXIT_OK
+
+
+COMMANDS = {"train": cmd_train, "score": cmd_score, "generate": cmd_generate, "demo": cmd_demo}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    ap = build_parser()
+    try:
+        a = ap.parse_args(argv)
+    except SystemExit as e:  # argparse exits 2 on usage errors, 0 on --help
+        return int(e.code or 0)
+    logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING,
+                        format="mimizuku: %(levelname)s: %(message)s")
+    try:
+        return COMMANDS[a.command](a)
+    except CliError as e:
+        print(f"mimizuku {a.command}: error: {e}", file=sys.stderr)
+        return e.code
+    except KeyboardInterrupt:
+        print(f"mimizuku {a.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+    except Exception as e:  # a bug: say so clearly, with the place
+        import traceback
+
+        tb = traceback.extract_tb(e.__traceback__)[-1]
+        print(f"mimizuku {a.command}: internal error: {type(e).__name__}: {e} "
+              f"(at {os.path.basename(tb.filename)}:{tb.lineno}; run with -v and report it)", file=sys.stderr)
+        if a.verbose:
+            traceback.print_exc()
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""What every detector shares: keys, weighted training, calibration, caching.
+
+A detector sees an alert through its *key*: a small hashable tuple of the values it models
+(for files: agent, path tokens, event, user, process). Training counts keys instead of keeping
+rows, so a million alerts that repeat a few thousand situations cost a few thousand rows, and
+duplicates become weights rather than the degenerate neighbourhoods that break LOF on raw rows.
+
+Conventions (PyOD / scikit-learn): ``decision_scores_`` and ``raw_scores`` are raw, higher =
+more anomalous; ``score_samples`` gives calibrated scores in [0, 1]; ``threshold_`` and
+``predict`` (1 = anomaly) come from the one calibrator.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Dict, Hashable, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+from sklearn.base import BaseEstimator
+
+from ..calibration import TailCalibrator
+
+Key = Tuple[Hashable, ...]
+
+
+class NotEnoughData(ValueError):
+    """The detector saw too few alerts of its kind to learn what is normal."""
+
+
+def user_matches(user: Optional[str], users: Iterable[str]) -> bool:
+    return user is not None and user in set(users)
+
+
+class Detector(BaseEstimator):
+    """Base class: subclasses define ``name``, ``applies``, ``key``, ``_fit_keys``, ``_raw``."""
+
+    name = "base"
+    min_keys = 2  # distinct situations needed to fit
+
+    # -- what subclasses provide -----------------------------------------------------------------
+    def applies(self, alert: Dict[str, Any]) -> bool:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def key(self, alert: Dict[str, Any]) -> Key:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _fit_keys(self, keys: List[Key], weights: np.ndarray) -> np.ndarray:  # pragma: no cover
+        """Fit on distinct keys; return the raw training score of each key."""
+        raise NotImplementedError
+
+    def _raw(self, keys: List[Key]) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def explain(self, key: Key, alert: Dict[str, Any]) -> List[str]:  # pragma: no cover
+        raise NotImplementedError
+
+    def ignored(self, alert: Dict[str, Any]) -> Optional[str]:
+        """Why this alert must never be flagged by this detector (None if it may be)."""
+        return None
+
+    def start_stream(self) -> None:
+        """Reset per-stream state (the context detector's rate windows)."""
+
+    # -- training --------------------------------------------------------------------------------
+    def begin_fit(self) -> None:
+        self._counts: Counter = Counter()
+        self.start_stream()
+
+    def observe(self, alert: Dict[str, Any]) -> None:
+        self._counts[self.key(alert)] += 1
+
+    def end_fit(self) -> "Detector":
+        counts = self._counts
+        del self._counts
+        if len(counts) < self.min_keys:
+            raise NotEnoughData(
+                f"{self.name}: {sum(counts.values())} alert(s) in {len(counts)} distinct situation(s); "
+                f"at least {self.min_keys} distinct situations are needed"
+            )
+        keys = list(counts)
+        weights = np.fromiter((counts[k] for k in keys), dtype=float, count=len(keys))
+        self.n_alerts_ = int(weights.sum())
+        self.n_keys_ = len(keys)
+        raw = self._fit_keys(keys, weights)
+        self.decision_scores_ = raw
+        self.calibrator_ = TailCalibrator(self.contamination).fit(raw, weights)
+        self.threshold_ = float(self.calibrator_.threshold_)
+        self.start_stream()
+        return self
+
+    def fit(self, alerts: Iterable[Dict[str, Any]], y=None) -> "Detector":
+        self.begin_fit()
+        for a in alerts:
+            if self.applies(a) and not self.ignored(a):
+                self.observe(a)
+        return self.end_fit()
+
+    # -- scoring ---------------------------------------------------------------------------------
+    _CACHE_MAX = 200_000
+
+    def raw_scores(self, keys: Sequence[Key]) -> np.ndarray:
+        """Raw scores of keys, computed once per distinct key (memoised)."""
+        cache = self.__dict__.setdefault("_cache", {})
+        missing = list(dict.fromkeys(k for k in keys if k not in cache))
+        if missing:
+            if len(cache) + len(missing) > self._CACHE_MAX:
+                cache.clear()
+            for k, v in zip(missing, self._raw(missing)):
+                cache[k] = float(v)
+        return np.fromiter((cache[k] for k in keys), dtype=float, count=len(keys))
+
+    def calibrate(self, raw) -> np.ndarray:
+        return self.calibrator_.transform(raw)
+
+    def score_samples(self, alerts: Sequence[Dict[str, Any]]) -> np.ndarray:
+        """Calibrated scores in [0, 1] of alerts this detector applies to (higher = more anomalous)."""
+        self.start_stream()
+        return self.calibrate(self.raw_scores([self.key(a) for a in alerts]))
+
+    def decision_function(self, alerts: Sequence[Dict[str, Any]]) -> np.ndarray:
+        """Calibrated score minus the threshold: positive means anomalous."""
+        return self.score_samples(alerts) - self.threshold_
+
+    def predict(self, alerts: Sequence[Dict[str, Any]]) -> np.ndarray:
+        """1 for anomalies, 0 for normal alerts (PyOD's convention)."""
+        return (self.decision_function(alerts) >= 0).astype(int)
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.pop("_cache", None)
+        state.pop("_counts", None)
+        return state
+
+    @property
+    def fitted(self) -> bool:
+        return hasattr(self, "calibrator_")

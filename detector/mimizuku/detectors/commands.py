@@ -1,0 +1,88 @@
+"""Command detector: which programs, with which arguments, are run by whom and where.
+
+Local Outlier Factor over the tokens of audited commands (rule 80792, ``data.audit.execve``) and
+sudo commands (rule 5402, ``data.command``), the user, the user it ran as, and the agent —
+plus user×program and agent×program tokens. Shell constructs (``>&``, pipes, ``/dev/tcp``)
+are tokens of their own, because they are what reverse shells are made of.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional
+
+from .. import fields
+from ..features import command_shape, command_tokens
+from .base import Key
+from .lof import LOFDetector
+
+
+class CommandDetector(LOFDetector):
+    """LOF over audited and sudo commands."""
+
+    name = "commands"
+    group_weights = {"command": 1.0, "user": 0.6, "run_as": 0.3, "agent": 0.4,
+                     "user_prog": 0.5, "agent_prog": 0.4}
+
+    def __init__(self, n_neighbors=5, contamination=0.001, ignore_users=(), ignore_user_ids=(),
+                 max_samples=20000, n_features=1024, novelty_weight=0.5):
+        super().__init__(n_neighbors=n_neighbors, contamination=contamination,
+                         max_samples=max_samples, n_features=n_features, novelty_weight=novelty_weight)
+        self.ignore_users = ignore_users
+        self.ignore_user_ids = ignore_user_ids
+
+    def applies(self, alert: Dict[str, Any]) -> bool:
+        return fields.is_command(alert)
+
+    def ignored(self, alert: Dict[str, Any]) -> Optional[str]:
+        user = fields.command_user(alert) if self.ignore_users else None
+        if user is not None and user in self.ignore_users:
+            return f"user {user!r} is in ignore_users"
+        if self.ignore_user_ids:
+            uid = fields._str(fields._get(alert, "data", "audit", "uid"))
+            if uid is not None and uid in {str(u) for u in self.ignore_user_ids}:
+                return f"uid {uid} is in ignore_user_ids"
+        return None
+
+    def key(self, alert: Dict[str, Any]) -> Key:
+        cmd = fields.command_line(alert) or ""
+        return (
+            fields.agent_name(alert) or "",
+            command_tokens(cmd),
+            fields.command_user(alert) or "",
+            fields.command_run_as(alert) or "",
+        )
+
+    def example(self, alert: Dict[str, Any]) -> str:
+        return command_shape(fields.command_line(alert) or "", 120)
+
+    @staticmethod
+    def _prog(toks) -> str:
+        return next((t for t in toks if t.startswith("prog:")), "prog:?")
+
+    def groups(self, key: Key) -> Dict[str, List[str]]:
+        agent, toks, user, run_as = key
+        prog = self._prog(toks)
+        return {
+            "command": list(toks),
+            "user": [user or "?"],
+            "run_as": [run_as or "?"],
+            "agent": [agent],
+            "user_prog": [(user or "?") + "|" + prog],
+            "agent_prog": [agent + "|" + prog],
+        }
+
+    def scopes(self, key: Key):
+        agent, toks, user, run_as = key
+        out = [("agent", agent, list(toks) + ([f"user:{user}"] if user else []))]
+        if user:
+            out.append(("user", user, list(toks)))
+        return out
+
+    def describe(self, key: Key) -> str:
+        agent, toks, user, run_as = key
+        shape = self.examples_.get(key, "?")
+        by = f" by {user}" if user else ""
+        return f"`{shape}`{by} on {agent}"
+
+
+#: The name the original library used.
+AuditCommand = CommandDetector

@@ -1,0 +1,381 @@
+"""Context detector: is this alert usual for this rule, host, user, hour and rate?
+
+In the spirit of AnomalyHunter: every alert becomes a point — rule id, rule groups, level,
+agent, user, source-address class, Windows provider/event id or IDS signature (one-hot, never
+ordinal codes), hour
+of day (on a circle), and how often this rule fired on this agent in the trailing window (log2
+scale, so a dirb flood or a brute force stands out from the same rule at its usual rate) — and
+DBSCAN (weighted by how often each situation occurred) finds the dense regions of normal activity.
+
+Every categorical difference costs more than ``eps`` (one-hot weights >= eps), so DBSCAN
+neighbourhoods never cross a *block* (same rule, agent, user, address class, Windows event):
+clustering each block on its own (hour, rate) points is exactly DBSCAN on the whole space, at a
+fraction of the cost. DBSCAN has no ``predict``: a new alert's raw score is its distance to the
+nearest core sample beyond ``eps`` (0 for core and border points: they belong to a cluster),
+searched across blocks in order of block distance.
+"""
+from __future__ import annotations
+
+import math
+from collections import defaultdict, deque
+from functools import lru_cache
+from typing import Any, Deque, Dict, List, Optional, Tuple
+
+import numpy as np
+from scipy import sparse
+from sklearn.cluster import DBSCAN
+from sklearn.feature_extraction import FeatureHasher
+
+from .. import fields
+from .base import Detector, Key
+
+# feature weights: categorical ones must exceed eps / sqrt(2) so blocks never touch
+W_RULE, W_GROUPS, W_LEVEL, W_AGENT, W_USER, W_IPCLASS, W_WIN = 1.0, 0.5, 0.5, 1.0, 0.7, 0.6, 1.0
+MAX_EPS = min(W_RULE, W_AGENT, W_USER, W_IPCLASS, W_WIN) * math.sqrt(2) * 0.99
+
+
+@lru_cache(maxsize=4096)
+def _day_epoch(date: str) -> Optional[int]:
+    try:
+        y, m, d = int(date[0:4]), int(date[5:7]), int(date[8:10])
+        # days since epoch (civil calendar), no timezone: only differences matter here
+        import datetime as _dt
+
+        return (_dt.date(y, m, d) - _dt.date(1970, 1, 1)).days * 86400
+    except (ValueError, TypeError):
+        return None
+
+
+def seconds_and_hour(ts: Optional[str]) -> Tuple[Optional[int], Optional[int]]:
+    """Whole seconds (manager-local clock) and hour of day from a Wazuh timestamp, cheaply."""
+    if not ts or len(ts) < 19 or ts[10] not in "T " or ts[13] != ":" or ts[16] != ":":
+        return None, None
+    day = _day_epoch(ts[:10])
+    try:
+        h, mi, s = int(ts[11:13]), int(ts[14:16]), int(ts[17:19])
+    except ValueError:
+        return None, None
+    if day is None or not (0 <= h < 24):
+        return None, None
+    return day + h * 3600 + mi * 60 + s, h
+
+
+class RateTracker:
+    """Alerts per key in a trailing window, in one-second buckets (bounded memory per key)."""
+
+    def __init__(self, window: int = 60):
+        self.window = window
+        self._q: Dict[Any, Deque[List[int]]] = {}
+        self._n: Dict[Any, int] = {}
+        self._ops = 0
+
+    def observe(self, key: Any, t: Optional[int]) -> int:
+        if t is None:
+            return 1
+        q = self._q.get(key)
+        if q is None:
+            q = self._q[key] = deque()
+            self._n[key] = 0
+        n = self._n[key]
+        while q and q[0][0] <= t - self.window:
+            n -= q.popleft()[1]
+        if q and q[-1][0] == t:
+            q[-1][1] += 1
+        elif q and q[-1][0] > t:  # out of order: count it in the newest bucket
+            q[-1][1] += 1
+        else:
+            q.append([t, 1])
+        n += 1
+        self._n[key] = n
+        self._ops += 1
+        if self._ops % 100_000 == 0:
+            self._prune(t)
+        return n
+
+    def _prune(self, now: int) -> None:
+        for k in [k for k, q in self._q.items() if not q or q[-1][0] <= now - self.window]:
+            del self._q[k]
+            del self._n[k]
+
+
+def rate_bin(count: int) -> int:
+    return max(0, int(count).bit_length() - 1)  # floor(log2(count))
+
+
+class ContextDetector(Detector):
+    """DBSCAN over the context of every alert; score = distance to the nearest core sample."""
+
+    name = "context"
+
+    def __init__(self, eps=0.5, min_samples=5, contamination=0.001, rate_window=60,
+                 hour_weight=0.35, rate_weight=0.5, ignore_users=()):
+        self.eps = eps
+        self.min_samples = min_samples
+        self.contamination = contamination
+        self.rate_window = rate_window
+        self.hour_weight = hour_weight
+        self.rate_weight = rate_weight
+        self.ignore_users = ignore_users
+
+    def applies(self, alert: Dict[str, Any]) -> bool:
+        return fields.rule_id(alert) is not None
+
+    def ignored(self, alert: Dict[str, Any]) -> Optional[str]:
+        if not self.ignore_users:
+            return None
+        user = fields.any_user(alert)
+        if user is not None and user in self.ignore_users:
+            return f"user {user!r} is in ignore_users"
+        return None
+
+    def start_stream(self) -> None:
+        self._rates = RateTracker(self.rate_window)
+
+    # -- the point of an alert -------------------------------------------------------------------
+    def key(self, alert: Dict[str, Any]) -> Key:
+        rid = fields.rule_id(alert) or "?"
+        agent = fields.agent_name(alert) or fields.agent_id(alert) or "?"
+        block = (
+            rid,
+            tuple(sorted(fields.rule_groups(alert))),
+            fields.rule_level(alert),
+            agent,
+            fields.any_user(alert) or "",
+            fields.ip_class(fields.src_ip(alert)),
+            fields.win_event(alert) or fields.ids_signature(alert) or "",
+        )
+        t, hour = seconds_and_hour(fields.timestamp(alert))
+        rates = self.__dict__.get("_rates")
+        if rates is None:
+            self.start_stream()
+            rates = self._rates
+        count = rates.observe((agent, rid), t)
+        return (block, -1 if hour is None else hour, rate_bin(count), count)
+
+    # the exact count rides along in the key for reasons but must not split situations
+    @staticmethod
+    def _situation(key: Key) -> Key:
+        return key[:3]
+
+    def observe(self, alert: Dict[str, Any]) -> None:
+        k = self.key(alert)
+        s = self._situation(k)
+        self._counts[s] += 1
+        pair = (s[0][3], s[0][0])
+        if k[3] > self._max_rate.get(pair, 0):
+            self._max_rate[pair] = k[3]
+
+    def begin_fit(self) -> None:
+        super().begin_fit()
+        self._max_rate: Dict[Tuple[str, str], int] = {}
+
+    def _cont(self, hour: int, rbin: int) -> Tuple[float, float, float]:
+        if hour < 0:
+            hx = hy = 0.0
+        else:
+            a = 2 * math.pi * hour / 24
+            hx, hy = self.hour_weight * math.cos(a), self.hour_weight * math.sin(a)
+        return hx, hy, self.rate_weight * rbin
+
+    @staticmethod
+    def _block_features(block) -> Dict[str, float]:
+        rid, groups, level, agent, user, ipc, win = block
+        d = {"r=" + rid: W_RULE, "a=" + agent: W_AGENT, "u=" + (user or "-"): W_USER,
+             "ip=" + ipc: W_IPCLASS, "w=" + (win or "-"): W_WIN, "level": W_LEVEL * min(level, 16) / 16}
+        if groups:
+            g = W_GROUPS / math.sqrt(len(groups))
+            for x in groups:
+                d["g=" + x] = g
+        return d
+
+    # -- fitting -------------------------------------------------------------------------------
+    def _fit_keys(self, keys: List[Key], weights: np.ndarray) -> np.ndarray:
+        if not 0 < self.eps <= MAX_EPS:
+            raise ValueError(f"eps must be in (0, {MAX_EPS:.2f}] so that categorical differences exceed it")
+        self.max_rate_ = self.__dict__.pop("_max_rate", {})
+        by_block: Dict[Any, List[int]] = defaultdict(list)
+        for i, (block, _, _) in enumerate(keys):
+            by_block[block].append(i)
+        blocks = list(by_block)
+        self.blocks_ = blocks
+        self.block_index_ = {b: j for j, b in enumerate(blocks)}
+        hasher = FeatureHasher(n_features=2**20, input_type="dict", alternate_sign=False)
+        self.block_matrix_ = hasher.transform([self._block_features(b) for b in blocks]).tocsr()
+        self.block_sqnorm_ = np.asarray(self.block_matrix_.multiply(self.block_matrix_).sum(axis=1)).ravel()
+        cont = np.array([self._cont(h, r) for (_, h, r) in keys], dtype=float)
+        is_core = np.zeros(len(keys), dtype=bool)
+        labels = np.full(len(keys), -1, dtype=int)
+        self.block_cores_: Dict[int, np.ndarray] = {}
+        self.block_core_keys_: Dict[int, List[Key]] = {}
+        self.block_core_weights_: Dict[int, np.ndarray] = {}
+        next_label = 0
+        for j, b in enumerate(blocks):
+            idx = np.asarray(by_block[b])
+            if len(idx) == 1:
+                core = weights[idx] >= self.min_samples
+                lab = np.where(core, 0, -1)
+            else:
+                db = DBSCAN(eps=self.eps, min_samples=self.min_samples, algorithm="kd_tree")
+                lab = db.fit_predict(cont[idx], sample_weight=weights[idx])
+                core = np.zeros(len(idx), dtype=bool)
+                core[db.core_sample_indices_] = True
+            labels[idx] = np.where(lab >= 0, lab + next_label, -1)
+            next_label += int(lab.max()) + 1 if (lab >= 0).any() else 0
+            is_core[idx] = core
+            if core.any():
+                self.block_cores_[j] = cont[idx[core]]
+                self.block_core_keys_[j] = [keys[i] for i in idx[core]]
+                self.block_core_weights_[j] = weights[idx[core]]
+        if not self.block_cores_:  # too little data for any dense region: every situation is a reference
+            for j, b in enumerate(blocks):
+                idx = np.asarray(by_block[b])
+                self.block_cores_[j] = cont[idx]
+                self.block_core_keys_[j] = [keys[i] for i in idx]
+                self.block_core_weights_[j] = weights[idx]
+            is_core[:] = True
+        self.core_blocks_ = np.array(sorted(self.block_cores_), dtype=int)
+        # every core sample in one array (with the position of its block in core_blocks_)
+        self.core_points_ = np.vstack([self.block_cores_[j] for j in self.core_blocks_])
+        self.core_pos_ = np.concatenate([np.full(len(self.block_cores_[j]), pos)
+                                         for pos, j in enumerate(self.core_blocks_)])
+        self.core_keys_ = [k for j in self.core_blocks_ for k in self.block_core_keys_[j]]
+        self.core_weights_ = np.concatenate([self.block_core_weights_[j] for j in self.core_blocks_])
+        del self.block_cores_, self.block_core_keys_, self.block_core_weights_
+        self.labels_ = labels
+        self.n_clusters_ = next_label
+        self.block_hours_: Dict[Tuple[str, str], int] = defaultdict(int)
+        self.agent_users_: Dict[str, set] = defaultdict(set)
+        self.agent_rules_: Dict[str, set] = defaultdict(set)
+        for (block, h, _), w in zip(keys, weights):
+            rid, agent, user = block[0], block[3], block[4]
+            if h >= 0:
+                self.block_hours_[(agent, rid)] |= 1 << h
+            self.agent_users_[agent].add(user)
+            self.agent_rules_[agent].add(rid)
+        self.block_hours_ = dict(self.block_hours_)
+        self.agent_users_ = dict(self.agent_users_)
+        self.agent_rules_ = dict(self.agent_rules_)
+        raw = np.zeros(len(keys))
+        rest = np.flatnonzero(~is_core)
+        if rest.size:
+            raw[rest] = self._raw([keys[i] for i in rest])
+        return raw
+
+    # -- scoring -------------------------------------------------------------------------------
+    def raw_scores(self, keys):
+        return super().raw_scores([self._situation(k) for k in keys])
+
+    def _block_distances(self, block) -> np.ndarray:
+        """Distances from a block to every block that holds core samples (memoised)."""
+        cache = self.__dict__.setdefault("_bd_cache", {})
+        d = cache.get(block)
+        if d is None:
+            j = self.block_index_.get(block)
+            cb = self.core_blocks_
+            if j is not None:
+                q = self.block_matrix_[j]
+                qn = self.block_sqnorm_[j]
+            else:
+                q = FeatureHasher(n_features=2**20, input_type="dict", alternate_sign=False).transform(
+                    [self._block_features(block)]).tocsr()
+                qn = float(q.multiply(q).sum())
+            dots = np.asarray((self.block_matrix_[cb] @ q.T).todense()).ravel()
+            d = np.sqrt(np.maximum(self.block_sqnorm_[cb] + qn - 2 * dots, 0.0))
+            if len(cache) > 50_000:
+                cache.clear()
+            cache[block] = d
+        return d
+
+    def _nearest(self, key: Key) -> Tuple[float, Optional[Key], int]:
+        """Distance to the nearest core sample, that sample's key and weight (memoised)."""
+        sit = key[:3]
+        cache = self.__dict__.setdefault("_nn_cache", {})
+        hit = cache.get(sit)
+        if hit is not None:
+            return hit
+        block, h, r = sit
+        c = np.asarray(self._cont(h, r))
+        db = self._block_distances(block)[self.core_pos_]
+        d2 = db * db + ((self.core_points_ - c) ** 2).sum(axis=1)
+        m = int(d2.argmin())
+        hit = (math.sqrt(float(d2[m])), self.core_keys_[m], int(self.core_weights_[m]))
+        if len(cache) > 200_000:
+            cache.clear()
+        cache[sit] = hit
+        return hit
+
+    def _raw(self, keys: List[Key]) -> np.ndarray:
+        # within eps of a core sample is a DBSCAN border point: part of a cluster, i.e. normal;
+        # only the distance beyond eps (noise) counts as anomalous
+        return np.array([max(0.0, self._nearest(k)[0] - self.eps) for k in keys], dtype=float)
+
+    # -- reasons -------------------------------------------------------------------------------
+    def explain(self, key: Key, alert: Dict[str, Any]) -> List[str]:
+        cache = self.__dict__.setdefault("_why_cache", {})
+        ck = (key[:3], fields.rule_description(alert))
+        hit = cache.get(ck)
+        if hit is None:
+            if len(cache) > 100_000:
+                cache.clear()
+            hit = cache[ck] = self._explain(key, alert)
+        reasons = list(hit)
+        (rid, _, _, agent, *_), _, rbin = key[:3]
+        count = key[3] if len(key) > 3 else 2 ** rbin
+        usual = self.max_rate_.get((agent, rid))
+        if usual is not None and count > max(2 * usual, usual + 2):
+            reasons.insert(0, f"{self._rule_name(rid, alert)} fired {count}× within {self.rate_window} s "
+                              f"on {agent!r} (training maximum {usual})")
+        return reasons
+
+    def _explain(self, key: Key, alert: Dict[str, Any]) -> List[str]:
+        # the count-independent part; the rate reason is added per alert in explain()
+        (rid, _, _, agent, user, ipc, win), hour, rbin = key[:3]
+        reasons = []
+        rname = self._rule_name(rid, alert)
+        if agent not in self.agent_rules_:
+            reasons.append(f"agent {agent!r} never seen in training")
+        elif rid not in self.agent_rules_[agent]:
+            reasons.append(f"{rname} never fired on {agent!r} in training")
+        else:
+            mask = self.block_hours_.get((agent, rid), 0)
+            if hour >= 0 and mask and not mask & (1 << hour):
+                hours = [h for h in range(24) if mask & (1 << h)]
+                reasons.append(f"{rname} never fired on {agent!r} at {hour:02d}:00 in training "
+                               f"(seen at {_hours(hours)})")
+        if agent in self.agent_users_ and user and user not in self.agent_users_[agent]:
+            reasons.append(f"user {user!r} never seen on {agent!r} in training")
+        dist, near, n = self._nearest(key)
+        if near is not None:
+            reasons.append(f"nearest normal example: {self.describe(near)} (seen {n}×, distance {dist:.2f})")
+        return reasons
+
+    @staticmethod
+    def _rule_name(rid: str, alert: Dict[str, Any]) -> str:
+        desc = fields.rule_description(alert)
+        return f"rule {rid}" + (f" ({desc})" if desc else "")
+
+    def describe(self, key: Key) -> str:
+        (rid, _, level, agent, user, ipc, win), hour, rbin = key[:3]
+        parts = [f"rule {rid} (level {level}) on {agent!r}"]
+        if user:
+            parts.append(f"user {user!r}")
+        if ipc != "none":
+            parts.append(f"{ipc} source")
+        if win:
+            parts.append(f"event {win!r}")
+        if hour >= 0:
+            parts.append(f"around {hour:02d}:00")
+        parts.append(f"about {2 ** rbin}–{2 ** (rbin + 1) - 1} per {self.rate_window} s")
+        return ", ".join(parts)
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        for k in ("_rates", "_bd_cache", "_max_rate", "_nn_cache", "_why_cache"):
+            state.pop(k, None)
+        return state
+
+
+def _hours(hours: List[int]) -> str:
+    if len(hours) > 8:
+        return f"{len(hours)} different hours, {hours[0]:02d}–{hours[-1]:02d}"
+    return ", ".join(f"{h:02d}" for h in hours)

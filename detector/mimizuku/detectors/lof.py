@@ -1,0 +1,211 @@
+"""Local Outlier Factor over hashed token features, fitted on distinct situations.
+
+Shared by the file-integrity and command detectors. Each key becomes a dense hashed vector made
+of weighted feature groups (each group L2-normalised, then scaled by its weight), so that a
+difference in one group costs the same whatever the number of tokens in it. LOF runs in novelty
+mode on distinct keys: a situation seen once and one seen ten thousand times are one point each
+(their frequency only weighs in calibration), which is what keeps LOF from degenerating on
+heavily duplicated alerts.
+
+LOF alone measures *relative* density: where every distinct situation is far from every other
+(commands and paths are sparse), a brand-new one looks no sparser than the rest. So the raw
+score adds a novelty term: for each scope (this agent, this user), the share of the key's tokens
+never seen there, times how surprising a new token is in that scope — ``-log10`` of its
+Good–Turing missing mass ``(N1 + 1) / (N + 1)`` (N1 tokens seen once, N token occurrences): a
+new word on a CI runner that sees new words all day is no news; on a web server whose www-data
+runs the same three commands, it is. It is computed leave-one-alert-out on the training data,
+so the calibrator learns how often normal activity brings new tokens:
+
+    raw = log(LOF) + novelty_weight * novelty          (higher = more anomalous)
+
+Token counts per agent and per user are kept for this and to explain anomalies.
+"""
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from typing import Any, Dict, List, Sequence, Tuple
+
+import numpy as np
+from sklearn.feature_extraction import FeatureHasher
+from sklearn.neighbors import LocalOutlierFactor
+
+from .base import Detector, Key
+
+
+class HashedGroups:
+    """Feature groups ({group: [tokens]}) → dense float32 rows via the hashing trick."""
+
+    def __init__(self, weights: Dict[str, float], n_features: int = 1024):
+        self.weights = weights
+        self.n_features = n_features
+        self._hasher = FeatureHasher(n_features=n_features, input_type="dict", alternate_sign=False)
+
+    def rows(self, groups_list: Sequence[Dict[str, Sequence[str]]]) -> np.ndarray:
+        dicts = []
+        for groups in groups_list:
+            d: Dict[str, float] = {}
+            for g, toks in groups.items():
+                toks = [t for t in toks if t]
+                if not toks:
+                    continue
+                v = self.weights[g] / np.sqrt(len(toks))
+                for t in toks:
+                    d[g + "=" + t] = v
+            dicts.append(d)
+        return self._hasher.transform(dicts).toarray().astype(np.float32)
+
+
+class LOFDetector(Detector):
+    """LOF novelty detector over keys; subclasses define the key and its feature groups."""
+
+    group_weights: Dict[str, float] = {}
+
+    def __init__(self, n_neighbors=5, contamination=0.001, max_samples=20000, n_features=1024,
+                 novelty_weight=0.5):
+        self.n_neighbors = n_neighbors
+        self.contamination = contamination
+        self.max_samples = max_samples
+        self.n_features = n_features
+        self.novelty_weight = novelty_weight
+
+    # subclasses: key(alert) -> tuple; groups(key) -> {group: [tokens]}; describe(key) -> str;
+    # context_of(key) -> [(label, value)] for per-agent/per-user rarity
+
+    def groups(self, key: Key) -> Dict[str, Sequence[str]]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def describe(self, key: Key) -> str:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def example(self, alert: Dict[str, Any]) -> str:  # pragma: no cover - abstract
+        """A readable rendering of the alert's situation (kept for nearest-example reasons)."""
+        raise NotImplementedError
+
+    def begin_fit(self) -> None:
+        super().begin_fit()
+        self._examples: Dict[Key, str] = {}
+
+    def observe(self, alert: Dict[str, Any]) -> None:
+        k = self.key(alert)
+        self._counts[k] += 1
+        if k not in self._examples:
+            self._examples[k] = self.example(alert)
+
+    def _vectorizer(self) -> HashedGroups:
+        v = self.__dict__.get("_vec")
+        if v is None:
+            v = self._vec = HashedGroups(self.group_weights, self.n_features)
+        return v
+
+    def _fit_keys(self, keys: List[Key], weights: np.ndarray) -> np.ndarray:
+        # reference set: every distinct key, or the most frequent ones plus a sample of the rest
+        idx = np.arange(len(keys))
+        if len(keys) > self.max_samples:
+            order = np.argsort(-weights, kind="stable")
+            head = order[: self.max_samples // 2]
+            rng = np.random.default_rng(0)
+            tail = rng.choice(order[self.max_samples // 2 :], self.max_samples - len(head), replace=False)
+            idx = np.sort(np.concatenate([head, tail]))
+        ref_keys = [keys[i] for i in idx]
+        X = self._vectorizer().rows([self.groups(k) for k in ref_keys])
+        k = max(1, min(self.n_neighbors, len(ref_keys) - 1))
+        self.lof_ = LocalOutlierFactor(n_neighbors=k, novelty=True, algorithm="brute", metric="euclidean")
+        self.lof_.fit(X)
+        self.ref_keys_ = ref_keys
+        examples = self.__dict__.pop("_examples", {})
+        self.examples_ = {k: examples.get(k, "?") for k in ref_keys}
+        self.ref_weights_ = weights[idx]
+        self._fit_token_counts(keys, weights)
+        raw = np.empty(len(keys))
+        raw[idx] = self._squash(-self.lof_.negative_outlier_factor_)
+        rest = np.setdiff1d(np.arange(len(keys)), idx)
+        if rest.size:
+            raw[rest] = self._squash(-self.lof_.score_samples(
+                self._vectorizer().rows([self.groups(keys[i]) for i in rest])))
+        # leave-one-alert-out novelty: would this alert's tokens have been new without it?
+        raw += self.novelty_weight * np.array([self.novelty(k, leave_out=1) for k in keys])
+        return raw
+
+    @staticmethod
+    def _squash(lof: np.ndarray) -> np.ndarray:
+        # LOF ≈ 1 is normal; its scale explodes for isolated points. log keeps the order and
+        # gives the calibrator's tail a sensible scale.
+        return np.log(np.maximum(lof, 1e-9))
+
+    def _raw(self, keys: List[Key]) -> np.ndarray:
+        X = self._vectorizer().rows([self.groups(k) for k in keys])
+        lof = self._squash(-self.lof_.score_samples(X))
+        return lof + self.novelty_weight * np.array([self.novelty(k) for k in keys])
+
+    def novelty(self, key: Key, leave_out: int = 0) -> float:
+        """Mean over scopes of (share of tokens new to the scope) × (surprise of a new token there)."""
+        out = []
+        for scope, value, toks in self.scopes(key):
+            seen = self.token_counts_.get((scope, value))
+            total = self.scope_totals_.get((scope, value), 0)
+            if seen is None or total - leave_out <= 0:
+                out.append(self.UNSEEN_SCOPE_SURPRISE)  # a new agent or user altogether
+                continue
+            if not toks:
+                out.append(0.0)
+                continue
+            share = sum(1 for t in toks if seen.get(t, 0) - leave_out <= 0) / len(toks)
+            out.append(share * self.scope_surprise_[(scope, value)])
+        return float(np.mean(out)) if out else 0.0
+
+    #: surprise of a scope never seen in training (as for a scope that never saw anything new)
+    UNSEEN_SCOPE_SURPRISE = 2.0
+
+    def nearest(self, key: Key) -> Tuple[Key, float, int]:
+        """The nearest training situation, its distance and how often it was seen."""
+        X = self._vectorizer().rows([self.groups(key)])
+        dist, ind = self.lof_.kneighbors(X, n_neighbors=1)
+        i = int(ind[0, 0])
+        return self.ref_keys_[i], float(dist[0, 0]), int(self.ref_weights_[i])
+
+    # -- rarity bookkeeping for reasons ----------------------------------------------------------
+    def _fit_token_counts(self, keys: List[Key], weights: np.ndarray) -> None:
+        counts: Dict[Tuple[str, str], Counter] = defaultdict(Counter)
+        totals: Counter = Counter()
+        for k, w in zip(keys, weights):
+            for scope, value, toks in self.scopes(k):
+                c = counts[(scope, value)]
+                totals[(scope, value)] += int(w)
+                for t in toks:
+                    c[t] += int(w)
+        self.token_counts_ = {s: dict(c) for s, c in counts.items()}
+        self.scope_totals_ = dict(totals)
+        # Good–Turing: the chance that the next token in this scope is a new one
+        self.scope_surprise_ = {
+            s: float(-np.log10((sum(1 for v in c.values() if v == 1) + 1) / (sum(c.values()) + 1)))
+            for s, c in counts.items()
+        }
+
+    def scopes(self, key: Key) -> List[Tuple[str, str, Sequence[str]]]:  # pragma: no cover
+        """(scope, value, tokens): e.g. ("agent", "web-01", tokens) for rarity reasons."""
+        raise NotImplementedError
+
+    def rare_tokens(self, key: Key, rare: int = 2) -> List[str]:
+        out = []
+        for scope, value, toks in self.scopes(key):
+            seen = self.token_counts_.get((scope, value))
+            if seen is None:
+                out.append(f"{scope} {value!r} never seen in training")
+                continue
+            never = list(dict.fromkeys(_pretty(t) for t in toks if t not in seen))
+            seldom = list(dict.fromkeys(f"{_pretty(t)} ({seen[t]}×)" for t in toks if 0 < seen.get(t, 0) <= rare))
+            if never:
+                out.append(f"never seen for {scope} {value!r}: " + ", ".join(never[:8]))
+            if seldom:
+                out.append(f"rarely seen for {scope} {value!r}: " + ", ".join(seldom[:5]))
+        return out
+
+    def explain(self, key: Key, alert: Dict[str, Any]) -> List[str]:
+        reasons = self.rare_tokens(key)
+        near, dist, n = self.nearest(key)
+        reasons.append(f"nearest normal example: {self.describe(near)} (seen {n}×, distance {dist:.2f})")
+        return reasons
+
+
+def _pretty(token: str) -> str:
+    return token.split(":", 1)[1] if ":" in token and not token.startswith("dir:") else token

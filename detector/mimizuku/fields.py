@@ -1,0 +1,287 @@
+"""Where things live in a Wazuh alert: one place that knows the alert layout.
+
+Standard library only: the integration client, the event sink and the detectors all read
+alerts through these helpers, so a change of layout (Wazuh 5, indexer exports) is made here once.
+Every helper tolerates missing or oddly typed fields and returns ``None``/empty instead of raising.
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Any, Dict, List, Optional
+
+#: The rule group and ``data.integration`` value that mark the plugin's own events.
+OWN_NAME = "mimizuku"
+
+FIM_RULES = frozenset({"550", "553", "554"})
+COMMAND_RULES = frozenset({"80792"})
+SUDO_RULES = frozenset({"5402"})
+
+_UID_RE = re.compile(r'\bUID="([^"]{1,64})"')
+_EXECVE_KEY_RE = re.compile(r"^a(\d+)$")
+
+
+def _get(d: Any, *keys: str) -> Any:
+    try:
+        for k in keys:
+            d = d[k]
+        return d
+    except (KeyError, TypeError, IndexError):
+        return None
+
+
+def _str(v: Any) -> Optional[str]:
+    if v is None:
+        return None
+    if isinstance(v, str):
+        return v if v != "" else None
+    if isinstance(v, (int, float, bool)):
+        return str(v)
+    return None
+
+
+def is_alert(a: Any) -> bool:
+    """An alert is a JSON object with a ``rule`` object (integratord skips anything else)."""
+    return isinstance(a, dict) and isinstance(a.get("rule"), dict)
+
+
+def is_own_event(a: Dict[str, Any]) -> bool:
+    """True for events the plugin itself injected (feedback loop guard)."""
+    groups = _get(a, "rule", "groups")
+    if isinstance(groups, list) and OWN_NAME in groups:
+        return True
+    return _get(a, "data", "integration") == OWN_NAME
+
+
+def alert_id(a: Dict[str, Any]) -> Optional[str]:
+    return _str(a.get("id")) or _str(a.get("_id"))
+
+
+def timestamp(a: Dict[str, Any]) -> Optional[str]:
+    """The alert time as written by Wazuh (``timestamp``, or ``@timestamp`` in exports)."""
+    return _str(a.get("timestamp")) or _str(a.get("@timestamp"))
+
+
+def rule_id(a: Dict[str, Any]) -> Optional[str]:
+    return _str(_get(a, "rule", "id"))
+
+
+def rule_level(a: Dict[str, Any]) -> int:
+    try:
+        return int(_get(a, "rule", "level") or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def rule_groups(a: Dict[str, Any]) -> List[str]:
+    g = _get(a, "rule", "groups")
+    return [x for x in g if isinstance(x, str)] if isinstance(g, list) else []
+
+
+def rule_description(a: Dict[str, Any]) -> Optional[str]:
+    return _str(_get(a, "rule", "description"))
+
+
+def agent_id(a: Dict[str, Any]) -> Optional[str]:
+    return _str(_get(a, "agent", "id"))
+
+
+def agent_name(a: Dict[str, Any]) -> Optional[str]:
+    return _str(_get(a, "agent", "name"))
+
+
+def agent_ip(a: Dict[str, Any]) -> Optional[str]:
+    return _str(_get(a, "agent", "ip"))
+
+
+def location(a: Dict[str, Any]) -> Optional[str]:
+    return _str(a.get("location"))
+
+
+# --- file integrity -------------------------------------------------------------------------
+
+def is_fim(a: Dict[str, Any]) -> bool:
+    return isinstance(a.get("syscheck"), dict) and file_path(a) is not None
+
+
+def file_path(a: Dict[str, Any]) -> Optional[str]:
+    return _str(_get(a, "syscheck", "path"))
+
+
+def file_event(a: Dict[str, Any]) -> Optional[str]:
+    ev = _str(_get(a, "syscheck", "event"))
+    if ev:
+        return ev
+    return {"550": "modified", "553": "deleted", "554": "added"}.get(rule_id(a) or "")
+
+
+def file_user(a: Dict[str, Any]) -> Optional[str]:
+    """Who changed the file: whodata effective user, else login user, else the owner after."""
+    sc = a.get("syscheck")
+    if not isinstance(sc, dict):
+        return None
+    return (
+        _str(_get(sc, "audit", "effective_user", "name"))
+        or _str(_get(sc, "audit", "user", "name"))
+        or _str(_get(sc, "audit", "login_user", "name"))
+        or _str(sc.get("uname_after"))
+    )
+
+
+def file_process(a: Dict[str, Any]) -> Optional[str]:
+    return _str(_get(a, "syscheck", "audit", "process", "name"))
+
+
+# --- commands ---------------------------------------------------------------------------------
+
+def is_command(a: Dict[str, Any]) -> bool:
+    rid = rule_id(a)
+    if rid in COMMAND_RULES:
+        return command_line(a) is not None
+    if rid in SUDO_RULES:
+        return _str(_get(a, "data", "command")) is not None
+    return False
+
+
+def command_argv(a: Dict[str, Any]) -> List[str]:
+    """The command's argument vector: ``data.audit.execve.a0..aN`` in numeric order."""
+    execve = _get(a, "data", "audit", "execve")
+    if isinstance(execve, dict) and execve:
+        items = []
+        for k, v in execve.items():
+            m = _EXECVE_KEY_RE.match(str(k))
+            sv = _str(v)
+            if m and sv is not None:
+                items.append((int(m.group(1)), sv))
+        items.sort()
+        if items:
+            return [v for _, v in items]
+    return []
+
+
+def command_line(a: Dict[str, Any]) -> Optional[str]:
+    argv = command_argv(a)
+    if argv:
+        return " ".join(argv)
+    return (
+        _str(_get(a, "data", "command"))
+        or _str(_get(a, "data", "audit", "command"))
+        or _str(_get(a, "data", "audit", "exe"))
+    )
+
+
+def command_exe(a: Dict[str, Any]) -> Optional[str]:
+    return _str(_get(a, "data", "audit", "exe"))
+
+
+def command_user(a: Dict[str, Any]) -> Optional[str]:
+    """Who ran it: enriched ``UID="name"`` in full_log, sudo's srcuser, else the audit uid."""
+    if rule_id(a) in SUDO_RULES:
+        return _str(_get(a, "data", "srcuser")) or _str(_get(a, "data", "dstuser"))
+    full_log = a.get("full_log")
+    if isinstance(full_log, str):
+        m = _UID_RE.search(full_log)
+        if m:
+            return m.group(1)
+    return _str(_get(a, "data", "audit", "uid")) or _str(_get(a, "data", "audit", "auid"))
+
+
+def command_run_as(a: Dict[str, Any]) -> Optional[str]:
+    if rule_id(a) in SUDO_RULES:
+        return _str(_get(a, "data", "dstuser"))
+    return _str(_get(a, "data", "audit", "euid"))
+
+
+# --- users and addresses ----------------------------------------------------------------------
+
+def src_ip(a: Dict[str, Any]) -> Optional[str]:
+    return _str(_get(a, "data", "srcip")) or _str(_get(a, "data", "src_ip"))
+
+
+def src_user(a: Dict[str, Any]) -> Optional[str]:
+    return _str(_get(a, "data", "srcuser"))
+
+
+def dst_user(a: Dict[str, Any]) -> Optional[str]:
+    return _str(_get(a, "data", "dstuser"))
+
+
+def any_user(a: Dict[str, Any]) -> Optional[str]:
+    """The most specific user name the alert carries, whatever its source."""
+    if "syscheck" in a and is_fim(a):
+        u = file_user(a)
+        if u:
+            return u
+    data = a.get("data")
+    if not isinstance(data, dict):
+        return None
+    if is_command(a):
+        u = command_user(a)
+        if u:
+            return u
+    return (
+        src_user(a)
+        or dst_user(a)
+        or _str(_get(a, "data", "user"))
+        or _str(_get(a, "data", "win", "eventdata", "targetUserName"))
+        or _str(_get(a, "data", "win", "eventdata", "subjectUserName"))
+    )
+
+
+def ip_class(ip: Optional[str]) -> str:
+    """A coarse class of an address: none, loopback, private, link-local, multicast, public, invalid."""
+    if not ip:
+        return "none"
+    try:
+        addr = ipaddress.ip_address(ip.strip().split("%")[0])
+    except ValueError:
+        return "invalid"
+    if addr.is_loopback:
+        return "loopback"
+    if addr.is_link_local:
+        return "link-local"
+    if addr.is_multicast:
+        return "multicast"
+    if addr.is_private:
+        return "private"
+    return "public"
+
+
+def ids_signature(a: Dict[str, Any]) -> Optional[str]:
+    """The IDS signature of a Suricata/Snort alert (its identity: the rule id is generic)."""
+    sig = _str(_get(a, "data", "alert", "signature_id")) or _str(_get(a, "data", "alert", "signature"))
+    if sig:
+        return sig
+    groups = rule_groups(a)
+    if "suricata" in groups or "ids" in groups:
+        return rule_description(a)  # Wazuh puts the signature into the description
+    return None
+
+
+def win_event(a: Dict[str, Any]) -> Optional[str]:
+    """``provider:eventID`` of a Windows event, if the alert is one."""
+    system = _get(a, "data", "win", "system")
+    if not isinstance(system, dict):
+        return None
+    eid = _str(system.get("eventID"))
+    prov = _str(system.get("providerName"))
+    if eid is None and prov is None:
+        return None
+    return f"{prov or ''}:{eid or ''}"
+
+
+def key_fields(a: Dict[str, Any]) -> Dict[str, str]:
+    """The fields a person wants to see next to an anomaly (only those present)."""
+    out: Dict[str, str] = {}
+    if "syscheck" in a and is_fim(a):
+        out["path"] = file_path(a)
+        out["event"] = file_event(a)
+        out["process"] = file_process(a)
+    if isinstance(a.get("data"), dict):
+        if is_command(a):
+            out["command"] = command_line(a)
+        out["srcip"] = src_ip(a)
+        out["srcuser"] = src_user(a)
+        out["dstuser"] = dst_user(a)
+    out["user"] = any_user(a)
+    return {k: v for k, v in out.items() if v is not None}

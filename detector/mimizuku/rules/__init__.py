@@ -1,0 +1,1 @@
+"""The original library's detector classes (``FsNotify``, ``AuditCommand``), kept for its API."""

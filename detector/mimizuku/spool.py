@@ -1,0 +1,120 @@
+"""A durable, ordered spool directory: what could not be delivered now is kept for later.
+
+Each item is one JSON file written atomically (temporary name, fsync, rename), named so that
+lexical order is arrival order. Consumers drain it in order and delete an item only after it was
+delivered, so a crash at any point loses nothing (an item may be delivered twice, never zero
+times). Standard library only: the integration client uses it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional, Tuple
+
+_SUFFIX = ".json"
+_seq = 0
+
+
+class SpoolError(OSError):
+    """The spool directory cannot be used (missing permissions, disk full...)."""
+
+
+class Spool:
+    """An ordered directory of pending JSON items.
+
+    ``max_items`` bounds growth: beyond it ``put`` raises ``SpoolError`` rather than filling the
+    disk silently (the caller must then fail loudly).
+    """
+
+    def __init__(self, directory: os.PathLike | str, *, max_items: int = 1_000_000, mode: int = 0o640):
+        self.directory = Path(directory)
+        self.max_items = max_items
+        self.mode = mode
+
+    def _ensure(self) -> None:
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True, mode=0o750)
+        except OSError as e:
+            raise SpoolError(f"cannot create spool directory {self.directory}: {e.strerror}") from e
+
+    def put(self, item: Any) -> Path:
+        """Store one JSON-serialisable item; returns its file."""
+        global _seq
+        self._ensure()
+        if self.max_items and len(self) >= self.max_items:
+            raise SpoolError(f"spool {self.directory} is full ({self.max_items} items)")
+        _seq = (_seq + 1) % 1_000_000
+        name = f"{time.time_ns():020d}-{os.getpid():07d}-{_seq:06d}-{secrets.token_hex(3)}{_SUFFIX}"
+        final = self.directory / name
+        tmp = self.directory / (".tmp-" + name)
+        data = json.dumps(item, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self.mode)
+            try:
+                os.write(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(tmp, final)
+        except OSError as e:
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+            raise SpoolError(f"cannot write to spool {self.directory}: {e.strerror}") from e
+        return final
+
+    def paths(self) -> list:
+        try:
+            names = [n for n in os.listdir(self.directory) if n.endswith(_SUFFIX) and not n.startswith(".")]
+        except FileNotFoundError:
+            return []
+        except OSError as e:
+            raise SpoolError(f"cannot read spool {self.directory}: {e.strerror}") from e
+        return [self.directory / n for n in sorted(names)]
+
+    def __len__(self) -> int:
+        return len(self.paths())
+
+    def items(self) -> Iterator[Tuple[Path, Any]]:
+        """Pending items in arrival order. An unreadable item is moved aside as ``*.bad``."""
+        for p in self.paths():
+            try:
+                with open(p, "rb") as f:
+                    obj = json.loads(f.read().decode("utf-8"))
+            except FileNotFoundError:
+                continue  # another consumer took it
+            except (OSError, ValueError):
+                try:
+                    os.rename(p, p.with_suffix(".bad"))
+                except OSError:
+                    pass
+                continue
+            yield p, obj
+
+    @staticmethod
+    def ack(path: Path) -> None:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+    def drain(self, deliver: Callable[[Any], None], limit: Optional[int] = None) -> Tuple[int, Optional[BaseException]]:
+        """Deliver pending items in order; stop at the first failure (order is kept).
+
+        Returns (delivered count, the exception that stopped it or None).
+        """
+        n = 0
+        for p, obj in self.items():
+            if limit is not None and n >= limit:
+                break
+            try:
+                deliver(obj)
+            except Exception as e:  # the item stays for the next attempt
+                return n, e
+            self.ack(p)
+            n += 1
+        return n, None

@@ -1,0 +1,116 @@
+"""The command line: train/score end to end, output formats, exit codes for every failure."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import alert_factory as F
+from mimizuku.cli import EXIT_DATA, EXIT_INPUT, EXIT_MODEL, EXIT_OK, EXIT_USAGE, main
+
+ATK = F.attacks()
+ATTACKS = [a for kind in ATK.values() for a in kind]
+
+
+def _jsonl(path, alerts):
+    path.write_text("".join(json.dumps(a) + "\n" for a in alerts))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    train = _jsonl(d / "train.json", F.normal_fleet(days=4))
+    test = _jsonl(d / "test.json", F.normal_fleet(days=1, seed=5) + ATTACKS)
+    assert main(["train", "--input", train, "--model-dir", str(d / "model")]) == EXIT_OK
+    return d, test
+
+
+def test_train_prints_a_json_summary(tmp_path, capsys):
+    train = _jsonl(tmp_path / "t.json", F.normal_fleet(days=2))
+    assert main(["train", "-i", train, "-m", str(tmp_path / "m")]) == EXIT_OK
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["alerts"] == len(F.normal_fleet(days=2))
+    assert set(summary["detectors"]) == {"files", "commands", "context"}
+
+
+def test_score_jsonl_all_has_required_fields(trained, capsys):
+    d, test = trained
+    assert main(["score", "-m", str(d / "model"), "-i", test, "--all", "--format", "jsonl"]) == EXIT_OK
+    lines = capsys.readouterr().out.strip().splitlines()
+    recs = [json.loads(x) for x in lines]
+    assert len(recs) == len(F.normal_fleet(days=1, seed=5)) + len(ATTACKS)
+    for r in recs:
+        assert {"id", "detector", "score", "anomaly", "severity", "reasons"} <= set(r)
+    flagged = {r["id"] for r in recs if r["anomaly"]}
+    assert {a["id"] for a in ATTACKS} <= flagged
+
+
+def test_score_default_prints_only_anomalies_as_a_table(trained, capsys):
+    d, test = trained
+    assert main(["score", "-m", str(d / "model"), "-i", test]) == EXIT_OK
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[0].startswith("timestamp")
+    body = "\n".join(out[1:])
+    assert "authorized_keys" in body and "/dev/tcp" in body
+    assert len(out) - 1 < 40  # anomalies only, not the ~300 routine alerts
+
+
+def test_table_output_neutralises_terminal_escapes(trained, tmp_path, capsys):
+    d, _ = trained
+    evil = F.fim(F.BASE, "/tmp/\x1b[2J\x1b]0;pwned\x07x\nFAKE ROW", user="www-data", process="sh")
+    src = _jsonl(tmp_path / "evil.json", [evil])
+    assert main(["score", "-m", str(d / "model"), "-i", src]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out
+    assert len(out.strip().splitlines()) == 2  # header + one row: the newline did not split it
+    assert "\\x1b" in out
+
+
+@pytest.mark.parametrize("args,code", [
+    (["train", "-i", "/nonexistent/alerts.json", "-m", "{tmp}/m"], EXIT_INPUT),
+    (["score", "-m", "{tmp}/no-model", "-i", "{test}"], EXIT_MODEL),
+    (["score", "-m", "{model}", "-i", "/nonexistent.json"], EXIT_INPUT),
+    (["score", "-m", "{model}", "-i", "{empty}"], EXIT_INPUT),
+    (["train", "-i", "{empty}", "-m", "{tmp}/m"], EXIT_INPUT),
+    (["train", "-i", "{garbage}", "-m", "{tmp}/m"], EXIT_INPUT),
+    (["train", "-i", "{one}", "-m", "{tmp}/m", "--detectors", "files"], EXIT_DATA),
+    (["train", "-i", "{test}", "-m", "{tmp}/m", "--detectors", "bogus"], EXIT_USAGE),
+    (["score", "--bogus-flag"], EXIT_USAGE),
+    (["frobnicate"], EXIT_USAGE),
+])
+def test_failures_have_defined_exit_codes_and_clear_messages(trained, tmp_path, capsys, args, code):
+    d, test = trained
+    (tmp_path / "empty.json").write_text("")
+    (tmp_path / "garbage.json").write_bytes(b"not json\n{\"half\": \n\xff\xfe\x00\n[1,2]\n")
+    _jsonl(tmp_path / "one.json", [F.fim(F.BASE, "/etc/hosts")])
+    subst = {"tmp": str(tmp_path), "test": test, "model": str(d / "model"), "empty": str(tmp_path / "empty.json"),
+             "garbage": str(tmp_path / "garbage.json"), "one": str(tmp_path / "one.json")}
+    argv = [a.format(**subst) for a in args]
+    assert main(argv) == code
+    err = capsys.readouterr().err
+    assert err.strip(), "a failure must say what went wrong"
+    assert "Traceback" not in err
+
+
+def test_tampered_model_exits_with_model_error(trained, tmp_path, capsys):
+    import shutil
+
+    d, test = trained
+    shutil.copytree(d / "model", tmp_path / "m")
+    f = tmp_path / "m" / "commands.joblib"
+    f.write_bytes(f.read_bytes()[:-10] + b"0123456789")
+    assert main(["score", "-m", str(tmp_path / "m"), "-i", test]) == EXIT_MODEL
+    assert "checksum" in capsys.readouterr().err.lower()
+
+
+def test_console_script_and_module_entry_points(trained):
+    d, test = trained
+    r = subprocess.run([sys.executable, "-m", "mimizuku", "score", "-m", str(d / "model"), "-i", test,
+                        "--format", "jsonl"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert all(json.loads(x)["anomaly"] for x in r.stdout.strip().splitlines())
+    assert "anomalies" in r.stderr

@@ -1,0 +1,192 @@
+"""wazuh_rules/mimizuku_rules.xml: loads on a manager (wazuh-facts.md 3) and fires as intended.
+
+Field values are checked in the form analysisd gives them (strings from the json decoder),
+with Wazuh's own regex semantics (wazuhregex emulates OS_Regex/PCRE2).
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("wazuhregex", reason="test dependency wazuhregex (pip install wazuhregex)")
+
+from mimizuku import events  # noqa: E402
+from wazuh_emulation import Ruleset, RulesError, parse_queue_message, regex_match  # noqa: E402
+
+RULES = Path(__file__).resolve().parent.parent / "wazuh_rules" / "mimizuku_rules.xml"
+#: Stock rule ids the file must not reuse (a sample spread over the stock ranges).
+STOCK_IDS = [1, 550, 553, 554, 5402, 5715, 31101, 80792, 87105, 99999]
+
+
+@pytest.fixture(scope="module")
+def rules():
+    return Ruleset(RULES, known_ids=STOCK_IDS)
+
+
+def record(sev="high", pct=96, anomaly=None, detector="files", agent=("005", "app-03", "10.1.1.3")):
+    anomaly = (sev != "none") if anomaly is None else anomaly
+    return {"id": "1700000000.77", "timestamp": "2026-11-20T10:15:02.123+0000",
+            "agent": {"id": agent[0], "name": agent[1], "ip": agent[2]},
+            "rule": {"id": "550", "level": 7, "description": "Integrity checksum changed.", "groups": ["syscheck"]},
+            "location": "syscheck", "detector": detector, "score": pct / 100, "score_pct": pct, "threshold": 0.8,
+            "anomaly": anomaly, "severity": sev, "reasons": ["/etc/shadow is rarely modified"] if anomaly else [],
+            "fields": {"path": "/etc/shadow"}, "model_version": "v1"}
+
+
+def job_line(**m):
+    return b"1:command_mimizuku:" + json.dumps({"integration": "mimizuku", "mimizuku": m}).encode()
+
+
+# --- load-time checks ----------------------------------------------------------------------------
+
+def test_file_loads_with_every_load_time_rule(rules):
+    assert 119000 in rules.rules and [r.id for r in rules.roots] == [119000]
+    for r in rules.rules.values():
+        assert 100000 <= r.id <= 120000 and 0 <= r.level <= 16
+        assert "mimizuku" in r.groups
+        assert "no_full_log" in r.options
+    base = rules.rules[119000]
+    assert base.level == 0 and base.decoded_as == "json"
+    assert [(f.name, f.pattern) for f in base.fields] == [("integration", "^mimizuku$")]
+
+
+def test_file_has_no_xml_declaration_and_one_root_group():
+    text = RULES.read_text()
+    assert not text.lstrip().startswith("<?xml")
+    assert len(re.findall(r"<group name=", text)) == 1
+
+
+@pytest.mark.parametrize("mutation, message", [
+    (lambda t: t.replace('<rule id="119003" level="8">', '<rule id="119003" level="17">'), "level"),
+    (lambda t: t.replace('<rule id="119003" level="8">', '<rule id="1190030" level="8">'), "6 digits"),
+    (lambda t: t.replace('<rule id="119003" level="8">', '<rule id="99000" level="8">'), "custom ids"),
+    (lambda t: t.replace('<rule id="119003" level="8">', '<rule id="119002" level="8">'), "duplicate"),
+    (lambda t: t.replace("<if_sid>119005</if_sid>", "<if_sid>119099</if_sid>"), "not defined earlier"),
+    (lambda t: t.replace("<if_sid>119005</if_sid>", "<if_sid>11900x</if_sid>"), "invalid if_sid"),
+    (lambda t: t.replace("<options>no_full_log</options>", "<colour>red</colour>", 1), "unknown element"),
+    (lambda t: t.replace("<options>no_full_log</options>", "<options>no_fulllog</options>", 1), "unknown option"),
+    (lambda t: t.replace("<decoded_as>json</decoded_as>", "<decoded_as>jsn</decoded_as>"), "unknown decoder"),
+    (lambda t: t.replace("^99$|^100$", "^(99|100)$"), "invalid osregex"),
+    (lambda t: t.replace("</group>\n", "", 1), "XML error"),
+    (lambda t: "<?xml version='1.0'?>\n" + t, "declaration"),
+])
+def test_the_checks_catch_what_would_break_a_manager(tmp_path, mutation, message):
+    bad = tmp_path / "bad_rules.xml"
+    bad.write_text(mutation(RULES.read_text()))
+    with pytest.raises(RulesError, match=message):
+        Ruleset(bad, known_ids=STOCK_IDS)
+
+
+def test_a_rule_reusing_a_stock_id_is_caught(tmp_path):
+    bad = tmp_path / "bad_rules.xml"
+    bad.write_text(RULES.read_text())
+    with pytest.raises(RulesError, match="duplicate"):
+        Ruleset(bad, known_ids=STOCK_IDS + [119004])
+
+
+# --- field patterns against the strings our events produce ------------------------------------
+
+#: Every string form each matched field can take in our events (json decoder output).
+FORMS = {
+    "integration": ["mimizuku", "virustotal", "mimizuku2", "xmimizuku"],
+    "mimizuku.anomaly": ["true", "false"],
+    "mimizuku.severity": list(events.SEVERITIES) + ["severe"],
+    "mimizuku.score_pct": [str(i) for i in range(0, 101)] + ["990", "1000", "0.990000"],
+    "mimizuku.status": ["ok", "kept", "failed", "okay", "not-ok", "running"],
+    "mimizuku.job": ["retrain", "cluster", "a b"],
+}
+#: What each (rule, field) pattern is meant to accept among FORMS; everything else must not match.
+INTENDED = {
+    (119000, "integration"): {"mimizuku"},
+    (119001, "mimizuku.anomaly"): {"false"},
+    (119002, "mimizuku.anomaly"): {"true"}, (119002, "mimizuku.severity"): {"low"},
+    (119003, "mimizuku.anomaly"): {"true"}, (119003, "mimizuku.severity"): {"medium"},
+    (119004, "mimizuku.anomaly"): {"true"}, (119004, "mimizuku.severity"): {"high"},
+    (119005, "mimizuku.anomaly"): {"true"}, (119005, "mimizuku.severity"): {"critical"},
+    (119006, "mimizuku.anomaly"): {"true"}, (119006, "mimizuku.severity"): {"none", "severe"},
+    (119007, "mimizuku.score_pct"): {"99", "100"},
+    (119010, "mimizuku.job"): {"retrain", "cluster"},
+    (119011, "mimizuku.status"): {"ok"},
+    (119012, "mimizuku.status"): {"kept"},
+    (119013, "mimizuku.status"): {"failed"},
+    (119014, "mimizuku.status"): {"okay", "not-ok", "running"},
+}
+
+
+def test_every_field_pattern_matches_exactly_the_intended_forms(rules):
+    seen = set()
+    for rule in rules.rules.values():
+        for cond in rule.fields:
+            key = (rule.id, cond.name)
+            assert key in INTENDED, f"no expectation for {key}"
+            seen.add(key)
+            matched = {v for v in FORMS[cond.name] if regex_match(cond.pattern, cond.type, v) != cond.negate}
+            assert matched == INTENDED[key], key
+    assert seen == set(INTENDED)
+
+
+# --- events from our own code, through the emulated analysisd ---------------------------------
+
+@pytest.mark.parametrize("sev, pct, want, level", [
+    ("low", 82, 119002, 5), ("medium", 91, 119003, 8), ("high", 96, 119004, 10),
+    ("critical", 98, 119005, 12), ("critical", 99, 119007, 13), ("critical", 100, 119007, 13),
+    ("bogus", 97, 119006, 6),
+])
+def test_anomaly_levels_rise_with_severity(rules, sev, pct, want, level):
+    rec = record(sev, pct)
+    if sev == "bogus":
+        rec["severity"] = "none"  # an anomaly without a known severity (events maps unknown to "none")
+    ev = parse_queue_message(events.event_message(rec))
+    rule = rules.match(ev)
+    assert (rule.id, rule.level) == (want, level)
+    assert "anomaly" in rule.groups and "mimizuku" in rule.groups
+    assert rules.matching_siblings(ev, rule) == []
+    desc = rules.description(rule, ev)
+    assert "app-03" in desc and "files detector" in desc and "/etc/shadow is rarely modified" in desc
+    assert f"{pct}%" in desc and "(null)" not in desc
+
+
+def test_non_anomalous_scores_stay_at_level_zero(rules):
+    ev = parse_queue_message(events.event_message(record("none", 40)))
+    rule = rules.match(ev)
+    assert (rule.id, rule.level) == (119001, 0)
+    assert "(null)" not in rules.description(rule, ev)
+
+
+@pytest.mark.parametrize("detector, agent", itertools.product(
+    ["files", "commands", "context"], [("000", "wazuh-manager", None), ("017", "ws-17", "fe80::7")]))
+def test_description_names_agent_detector_and_reason(rules, detector, agent):
+    ev = parse_queue_message(events.event_message(record("medium", 91, detector=detector, agent=agent)))
+    desc = rules.description(rules.match(ev), ev)
+    name = agent[1] if agent[0] != "000" else "wazuh-manager"
+    assert name in desc and f"{detector} detector" in desc and "rarely modified" in desc
+
+
+@pytest.mark.parametrize("line, want, level", [
+    ({"job": "retrain", "status": "ok", "version": "20261121T020000Z-ab12cd"}, 119011, 3),
+    ({"job": "retrain", "status": "kept", "version": "v7", "error": "new model flagged 9% of a quiet day"}, 119012, 7),
+    ({"job": "retrain", "status": "failed", "version": "v7", "error": "no alerts archived for 2026-11-20"}, 119013, 9),
+    ({"job": "retrain", "status": "exploded"}, 119014, 6),
+])
+def test_nightly_job_summary_lines(rules, line, want, level):
+    ev = parse_queue_message(job_line(**line))
+    assert ev.location == "command_mimizuku"
+    rule = rules.match(ev)
+    assert (rule.id, rule.level) == (want, level)
+    assert rules.matching_siblings(ev, rule) == []
+    desc = rules.description(rule, ev)
+    assert "retrain" in desc and "(null)" not in desc
+    if line["status"] == "failed":
+        assert level >= 3 and "mimizuku_job_failed" in rule.groups and line["error"] in desc
+
+
+def test_other_json_events_do_not_match(rules):
+    for payload in ({"integration": "virustotal", "virustotal": {"malicious": 1}},
+                    {"mimizuku": {"anomaly": True, "severity": "high"}}):
+        ev = parse_queue_message(b"1:virustotal:" + json.dumps(payload).encode())
+        assert rules.match(ev) is None
+    assert rules.match(parse_queue_message(b"1:/var/log/syslog:mimizuku anomaly true")) is None
