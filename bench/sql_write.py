@@ -10,7 +10,11 @@ be inserted). Prints rows/s for both passes. The MariaDB URL comes from ``--mysq
 ``$MIMIZUKU_BENCH_MYSQL_URL`` / ``$MIMIZUKU_TEST_MYSQL_URL`` (``eval "$(bash .ci/mariadb.sh)"``
 sets the latter). The MariaDB tables are DROPPED first: point it at a test database only.
 
-Target (issue: nightly job): >= 20,000 rows/s to MariaDB. There is no peer figure: the PyPI
+"cpu-bound rows/s" is rows / max(client CPU s, server CPU s): the writer prepares batch n+1 while
+the server stores batch n, so on a machine where both get a core that is the rate to expect; on a
+machine shared with other jobs the wall-clock "rows/s" falls below it.
+
+Target (issue: nightly job): >= 20,000 rows/s to MariaDB (wall clock). There is no peer figure: the PyPI
 package mimizuku 0.2.36 has no SQL output. For scale, the same rows are also written by a bare
 SQLAlchemy ``executemany`` of pre-built rows (no conversion, no idempotency check) in the same
 run, which bounds what any SQLAlchemy writer could do here.
@@ -162,14 +166,17 @@ def main(argv=None) -> int:
     status = 0
     try:
         print(f"{'target':<8} {'rows':>8} {'outliers':>9} {'write s':>8} {'rows/s':>9} {'client cpu s':>13} "
-              f"{'server cpu s':>13} {'rerun s':>8} {'rerun rows/s':>13} {'bare rows/s':>12}")
+              f"{'server cpu s':>13} {'cpu-bound rows/s':>17} {'rerun s':>8} {'rerun rows/s':>13} {'bare rows/s':>12}")
         for label, url in targets:
             r = run_one(label, url, records, clusters, args.batch_size, tmp / f"spool-{label}", args.repeat)
             bare = "-" if args.no_bare else f"{bare_executemany(url, records, clusters, args.batch_size):,.0f}"
             server_cpu = "-" if label == "sqlite" else f"{r['server_cpu']:.2f}"
+            # what the two overlapping stages allow when each has a core to itself (busy machines)
+            busiest = max(r["client_cpu"], 0 if label == "sqlite" or r["server_cpu"] != r["server_cpu"] else r["server_cpu"])
+            bound = f"{r['rows'] / busiest:,.0f}" if busiest > 0 else "-"
             print(f"{label:<8} {r['rows']:>8,} {r['outliers']:>9,} {r['first_s']:>8.2f} {r['first_rps']:>9,.0f} "
-                  f"{r['client_cpu']:>13.2f} {server_cpu:>13} {r['rerun_s']:>8.2f} {r['rerun_rps']:>13,.0f} {bare:>12}",
-                  flush=True)
+                  f"{r['client_cpu']:>13.2f} {server_cpu:>13} {bound:>17} {r['rerun_s']:>8.2f} "
+                  f"{r['rerun_rps']:>13,.0f} {bare:>12}", flush=True)
             if label == "mariadb":
                 ok = r["first_rps"] >= TARGET_MYSQL
                 print(f"target: >= {TARGET_MYSQL:,} rows/s to MariaDB -> {'met' if ok else 'NOT met'} "

@@ -142,7 +142,7 @@ def test_context_dbscan_decomposition_matches_global_dbscan(fleet):
     det.end_fit()
     hasher = FeatureHasher(n_features=2**20, input_type="dict", alternate_sign=False)
     B = hasher.transform([det._block_features(k[0]) for k in keys]).toarray()
-    C = np.array([det._cont(h, r) for (_, h, r) in keys])
+    C = np.array([det._cont(h, r, sb) for (_, h, r, sb) in keys])
     # keep only the used columns to make the global DBSCAN cheap
     B = B[:, np.flatnonzero(np.abs(B).sum(axis=0))]
     X = np.hstack([B, C])

@@ -137,7 +137,10 @@ def file_process(a: Dict[str, Any]) -> Optional[str]:
 def is_command(a: Dict[str, Any]) -> bool:
     rid = rule_id(a)
     if rid in COMMAND_RULES:
-        return command_line(a) is not None
+        audit = _get(a, "data", "audit")
+        return isinstance(audit, dict) and bool(
+            (isinstance(audit.get("execve"), dict) and audit["execve"]) or _str(audit.get("command"))
+            or _str(audit.get("exe")) or _str(_get(a, "data", "command")))
     if rid in SUDO_RULES:
         return _str(_get(a, "data", "command")) is not None
     return False

@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from . import events
+from . import events, scorer_client
 from .fields import is_alert, is_own_event
 from .queue_sink import FailureNotice, QueueSink
 from .spool import Spool, SpoolError
@@ -73,7 +73,9 @@ SEVERITY_RANK = {s: i for i, s in enumerate(events.SEVERITIES)}
 #: Keys of the ``<options>`` JSON object and what they mean (docs/wazuh.md lists them too).
 OPTION_KEYS = {
     "model_dir": "directory of the trained model (default <wazuh>/mimizuku/models)",
-    "socket": "resident scorer socket; tried first when set (mimizuku serve, later issue)",
+    "socket": "resident scorer socket (mimizuku serve); when set, alerts go to it first",
+    "socket_timeout": "seconds to wait for the resident scorer's acknowledgement (default 2)",
+    "fallback": '"spool" (default: keep alerts for the resident scorer when it is down) or "in-process"',
     "queue": "analysisd queue socket (default <wazuh>/queue/sockets/queue)",
     "spool_dir": "where alerts and events wait (default <wazuh>/mimizuku/spool)",
     "log_file": "log file (default <wazuh>/logs/integrations.log)",
@@ -175,6 +177,8 @@ class Options:
     max_batch: int = 200
     max_spool: int = 100_000
     ignore_users: Tuple[str, ...] = ()
+    socket_timeout: Optional[float] = None
+    fallback: str = "spool"
 
     @classmethod
     def defaults(cls, home: Path) -> "Options":
@@ -241,6 +245,15 @@ def load_options(path: str, home: Path) -> Options:
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise OptionsError(f"option {key!r} must be a positive integer")
             setattr(opts, key, v)
+    if data.get("socket_timeout") is not None:
+        v = data["socket_timeout"]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 600:
+            raise OptionsError('option "socket_timeout" must be a number of seconds in (0, 600]')
+        opts.socket_timeout = float(v)
+    if "fallback" in data:
+        if data["fallback"] not in ("spool", "in-process"):
+            raise OptionsError('option "fallback" must be "spool" or "in-process"')
+        opts.fallback = data["fallback"]
     if data.get("ignore_users") is not None:
         u = data["ignore_users"]
         if not isinstance(u, list) or not all(isinstance(x, str) for x in u):
@@ -396,8 +409,9 @@ def score_in_process(alerts: List[Dict[str, Any]], options: Options) -> List[Dic
 
 
 def make_scorers(options: Options, in_process: Optional[Scorer] = None) -> List[Tuple[str, Scorer]]:
-    """Scorers to try in order. The resident scorer (``options.socket``) slots in first here when
-    its client exists (next issue); until then the engine runs in-process."""
+    """Scorers to try in order here. The resident scorer is not one of them: when ``socket`` is
+    set, the alert is handed to it whole before any of this runs (:meth:`_Call.resident`), and
+    it sends the events itself; the engine runs in-process only as the configured fallback."""
     return [("in-process", in_process or score_in_process)]
 
 
@@ -471,7 +485,8 @@ class _Call:
     """State of one run: what is open, what to report."""
 
     def __init__(self, inv: Invocation, home: Path, log: IntegrationLog, deadline: Deadline,
-                 in_process: Optional[Scorer]):
+                 in_process: Optional[Scorer], resident: Optional[str] = None):
+        self.resident_outcome = resident
         self.inv = inv
         self.home = home
         self.log = log
@@ -514,6 +529,10 @@ class _Call:
             return EXIT_USAGE
         FailureNotice(defaults.spool_dir, "options", log).recovered("options of the mimizuku integration are valid again")
         log.path = opts.log_file
+        if opts.socket is not None:
+            outcome = self.resident(opts, text)
+            if outcome == scorer_client.ACKED:
+                return EXIT_OK
 
         alerts = Spool(opts.spool_dir / "alerts", max_items=opts.max_spool)
         spooled = True
@@ -533,11 +552,36 @@ class _Call:
                     log("error", f"alert {alert.get('id')} lost: it could neither be kept nor scored")
                     return EXIT_LOST
                 return EXIT_OK
+            if opts.socket is not None and not (opts.fallback == "in-process"
+                                                and self.resident_outcome == scorer_client.UNREACHABLE):
+                return EXIT_OK  # the resident scorer drains the spool when it is back
             with _drain_lock(alerts.directory) as mine:
                 if not mine:
                     log.debug("another process is draining the alert spool; alert left there")
                     return EXIT_OK
                 return self._drain(alerts, opts, sink)
+
+    def resident(self, opts: Options, text: str) -> str:
+        """Hand the alert to the resident scorer (unless the fast path already tried): outcome."""
+        outcome = self.resident_outcome
+        if outcome is None:
+            line = text.strip().replace("\r", " ").replace("\n", " ").encode("utf-8", "replace")
+            wait = scorer_client.ack_timeout(self.inv.timeout, opts.socket_timeout)
+            wait = min(wait, max(0.05, self.deadline.remaining()))
+            outcome, _ = scorer_client.deliver(str(opts.socket), line, wait)
+            self.resident_outcome = outcome
+        notice = FailureNotice(opts.spool_dir, "resident", self.log)
+        if outcome == scorer_client.ACKED:
+            notice.recovered(f"resident scorer at {opts.socket} answers again")
+        else:
+            what = {scorer_client.UNREACHABLE: "is not running (or not reachable)",
+                    scorer_client.UNCERTAIN: "did not acknowledge in time",
+                    scorer_client.REFUSED: "refused the alert (not ready)"}.get(outcome, outcome)
+            then = ("scored in-process meanwhile" if opts.fallback == "in-process" and
+                    outcome == scorer_client.UNREACHABLE else "scored by it when it is back")
+            notice.failing(outcome, f"resident scorer at {opts.socket} {what}; alerts are kept in "
+                           f"{opts.spool_dir / 'alerts'} and {then}", "warning")
+        return outcome
 
     def _drain(self, alerts: Spool, opts: Options, sink: QueueSink) -> int:
         """Score the spool oldest first, batch by batch, while time is left."""
@@ -645,9 +689,12 @@ def _is_model_error(exc: BaseException) -> bool:
 
 
 def run(argv: Sequence[str], *, home: Optional[Path] = None, in_process: Optional[Scorer] = None,
-        arm_watchdog: bool = True) -> int:
-    """One integratord call; returns the exit code. ``in_process`` replaces the engine (tests)."""
-    start = time.monotonic()
+        arm_watchdog: bool = True, resident: Optional[str] = None, start: Optional[float] = None) -> int:
+    """One integratord call; returns the exit code. ``in_process`` replaces the engine (tests).
+
+    ``resident``/``start``: the outcome of the fast path's attempt to hand the alert to the
+    resident scorer (:func:`mimizuku.scorer_client.forward`) and when the call began."""
+    start = time.monotonic() if start is None else start
     home = home or wazuh_home(argv[0] if argv else None)
     log = IntegrationLog(Options.defaults(home).log_file)
     try:
@@ -660,7 +707,7 @@ def run(argv: Sequence[str], *, home: Optional[Path] = None, in_process: Optiona
     if arm_watchdog:
         deadline.arm()
     try:
-        return _Call(inv, home, log, deadline, in_process).run()
+        return _Call(inv, home, log, deadline, in_process, resident).run()
     except DeadlineExceeded:
         log("warning", "timeout reached; pending alerts stay in the spool")
         return EXIT_OK

@@ -3468,6 +3468,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             os.replace(tmp, args.jsonl)
             total = summary["alerts"]
         elif args.out:
+            if args.jsonl == "-":
+                alerts = _tee_jsonl(alerts, sys.stdout)
             summary = write_archive_tree(args.out, alerts, today_as_alerts_json=not args.no_alerts_json,
                                          part_lines=args.part_lines)
             total = summary["alerts"]

@@ -126,8 +126,8 @@ class Detector(BaseEstimator):
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        state.pop("_cache", None)
-        state.pop("_counts", None)
+        for k in ("_cache", "_counts", "_nn_cache", "_examples", "_vec"):
+            state.pop(k, None)
         return state
 
     @property

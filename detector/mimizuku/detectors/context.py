@@ -22,9 +22,7 @@ from functools import lru_cache
 from typing import Any, Deque, Dict, List, Optional, Tuple
 
 import numpy as np
-from scipy import sparse
 from sklearn.cluster import DBSCAN
-from sklearn.feature_extraction import FeatureHasher
 
 from .. import fields
 from .base import Detector, Key
@@ -150,32 +148,39 @@ class ContextDetector(Detector):
             self.start_stream()
             rates = self._rates
         count = rates.observe((agent, rid), t)
-        return (block, -1 if hour is None else hour, rate_bin(count), count)
+        src = fields.src_ip(alert)
+        src_count = rates.observe(("src", agent, src), t) if src else 0
+        # situation (block, hour, rule-rate bin, source-rate bin) + the exact counts for reasons
+        return (block, -1 if hour is None else hour, rate_bin(count),
+                rate_bin(src_count) if src_count else -1, count, src_count, src)
 
     # the exact count rides along in the key for reasons but must not split situations
     @staticmethod
     def _situation(key: Key) -> Key:
-        return key[:3]
+        return key[:4]
 
     def observe(self, alert: Dict[str, Any]) -> None:
         k = self.key(alert)
         s = self._situation(k)
         self._counts[s] += 1
         pair = (s[0][3], s[0][0])
-        if k[3] > self._max_rate.get(pair, 0):
-            self._max_rate[pair] = k[3]
+        if k[4] > self._max_rate.get(pair, 0):
+            self._max_rate[pair] = k[4]
+        if k[5] > self._max_src.get(pair, 0):
+            self._max_src[pair] = k[5]
 
     def begin_fit(self) -> None:
         super().begin_fit()
         self._max_rate: Dict[Tuple[str, str], int] = {}
+        self._max_src: Dict[Tuple[str, str], int] = {}
 
-    def _cont(self, hour: int, rbin: int) -> Tuple[float, float, float]:
+    def _cont(self, hour: int, rbin: int, sbin: int) -> Tuple[float, float, float, float]:
         if hour < 0:
             hx = hy = 0.0
         else:
             a = 2 * math.pi * hour / 24
             hx, hy = self.hour_weight * math.cos(a), self.hour_weight * math.sin(a)
-        return hx, hy, self.rate_weight * rbin
+        return hx, hy, self.rate_weight * rbin, self.rate_weight * max(sbin, 0)
 
     @staticmethod
     def _block_features(block) -> Dict[str, float]:
@@ -193,16 +198,14 @@ class ContextDetector(Detector):
         if not 0 < self.eps <= MAX_EPS:
             raise ValueError(f"eps must be in (0, {MAX_EPS:.2f}] so that categorical differences exceed it")
         self.max_rate_ = self.__dict__.pop("_max_rate", {})
+        self.max_src_ = self.__dict__.pop("_max_src", {})
         by_block: Dict[Any, List[int]] = defaultdict(list)
-        for i, (block, _, _) in enumerate(keys):
+        for i, (block, *_) in enumerate(keys):
             by_block[block].append(i)
         blocks = list(by_block)
         self.blocks_ = blocks
         self.block_index_ = {b: j for j, b in enumerate(blocks)}
-        hasher = FeatureHasher(n_features=2**20, input_type="dict", alternate_sign=False)
-        self.block_matrix_ = hasher.transform([self._block_features(b) for b in blocks]).tocsr()
-        self.block_sqnorm_ = np.asarray(self.block_matrix_.multiply(self.block_matrix_).sum(axis=1)).ravel()
-        cont = np.array([self._cont(h, r) for (_, h, r) in keys], dtype=float)
+        cont = np.array([self._cont(h, r, sb) for (_, h, r, sb) in keys], dtype=float)
         is_core = np.zeros(len(keys), dtype=bool)
         labels = np.full(len(keys), -1, dtype=int)
         self.block_cores_: Dict[int, np.ndarray] = {}
@@ -241,12 +244,25 @@ class ContextDetector(Detector):
         self.core_keys_ = [k for j in self.core_blocks_ for k in self.block_core_keys_[j]]
         self.core_weights_ = np.concatenate([self.block_core_weights_[j] for j in self.core_blocks_])
         del self.block_cores_, self.block_core_keys_, self.block_core_weights_
+        # the blocks that hold cores as dense rows over the features they use
+        vocab: Dict[str, int] = {}
+        feats = [self._block_features(blocks[j]) for j in self.core_blocks_]
+        for f in feats:
+            for name in f:
+                vocab.setdefault(name, len(vocab))
+        B = np.zeros((len(feats), len(vocab)))
+        for r, f in enumerate(feats):
+            for name, v in f.items():
+                B[r, vocab[name]] = v
+        self.core_block_vocab_ = vocab
+        self.core_block_matrix_ = B
+        self.core_block_sqnorm_ = (B * B).sum(axis=1)
         self.labels_ = labels
         self.n_clusters_ = next_label
         self.block_hours_: Dict[Tuple[str, str], int] = defaultdict(int)
         self.agent_users_: Dict[str, set] = defaultdict(set)
         self.agent_rules_: Dict[str, set] = defaultdict(set)
-        for (block, h, _), w in zip(keys, weights):
+        for (block, h, *_), w in zip(keys, weights):
             rid, agent, user = block[0], block[3], block[4]
             if h >= 0:
                 self.block_hours_[(agent, rid)] |= 1 << h
@@ -265,71 +281,93 @@ class ContextDetector(Detector):
     def raw_scores(self, keys):
         return super().raw_scores([self._situation(k) for k in keys])
 
-    def _block_distances(self, block) -> np.ndarray:
-        """Distances from a block to every block that holds core samples (memoised)."""
-        cache = self.__dict__.setdefault("_bd_cache", {})
-        d = cache.get(block)
-        if d is None:
-            j = self.block_index_.get(block)
-            cb = self.core_blocks_
-            if j is not None:
-                q = self.block_matrix_[j]
-                qn = self.block_sqnorm_[j]
-            else:
-                q = FeatureHasher(n_features=2**20, input_type="dict", alternate_sign=False).transform(
-                    [self._block_features(block)]).tocsr()
-                qn = float(q.multiply(q).sum())
-            dots = np.asarray((self.block_matrix_[cb] @ q.T).todense()).ravel()
-            d = np.sqrt(np.maximum(self.block_sqnorm_[cb] + qn - 2 * dots, 0.0))
-            if len(cache) > 50_000:
-                cache.clear()
-            cache[block] = d
-        return d
+    def _block_rows(self, blocks) -> Tuple[np.ndarray, np.ndarray]:
+        """Query blocks as rows over the core blocks' features (+ the squared norm of the rest)."""
+        vocab = self.core_block_vocab_
+        Q = np.zeros((len(blocks), len(vocab)))
+        extra = np.zeros(len(blocks))
+        for r, b in enumerate(blocks):
+            for name, v in self._block_features(b).items():
+                c = vocab.get(name)
+                if c is None:
+                    extra[r] += v * v
+                else:
+                    Q[r, c] = v
+        return Q, (Q * Q).sum(axis=1) + extra
+
+    def _nearest_many(self, sits: List[Key]) -> Tuple[np.ndarray, np.ndarray]:
+        """Distance to the nearest core sample and its index, for many situations at once."""
+        blocks = list(dict.fromkeys(s[0] for s in sits))
+        bpos = {b: i for i, b in enumerate(blocks)}
+        Q, qn = self._block_rows(blocks)
+        db2 = np.maximum(qn[:, None] + self.core_block_sqnorm_[None, :] - 2.0 * Q @ self.core_block_matrix_.T, 0.0)
+        C = np.array([self._cont(h, r, sb) for (_, h, r, sb) in sits], dtype=float)
+        qb = np.array([bpos[s[0]] for s in sits])
+        dist = np.empty(len(sits))
+        idx = np.empty(len(sits), dtype=int)
+        pts, cpos = self.core_points_, self.core_pos_
+        pn = (pts * pts).sum(axis=1)
+        for start in range(0, len(sits), 256):
+            sl = slice(start, start + 256)
+            c = C[sl]
+            d2 = db2[qb[sl]][:, cpos] + np.maximum(pn[None, :] + (c * c).sum(axis=1)[:, None] - 2.0 * c @ pts.T, 0.0)
+            m = d2.argmin(axis=1)
+            idx[sl] = m
+            dist[sl] = np.sqrt(d2[np.arange(len(m)), m])
+        return dist, idx
 
     def _nearest(self, key: Key) -> Tuple[float, Optional[Key], int]:
         """Distance to the nearest core sample, that sample's key and weight (memoised)."""
-        sit = key[:3]
+        sit = key[:4]
         cache = self.__dict__.setdefault("_nn_cache", {})
         hit = cache.get(sit)
-        if hit is not None:
-            return hit
-        block, h, r = sit
-        c = np.asarray(self._cont(h, r))
-        db = self._block_distances(block)[self.core_pos_]
-        d2 = db * db + ((self.core_points_ - c) ** 2).sum(axis=1)
-        m = int(d2.argmin())
-        hit = (math.sqrt(float(d2[m])), self.core_keys_[m], int(self.core_weights_[m]))
+        if hit is None:
+            d, i = self._nearest_many([sit])
+            hit = self._remember(sit, float(d[0]), int(i[0]))
+        return hit
+
+    def _remember(self, sit: Key, dist: float, i: int):
+        cache = self.__dict__.setdefault("_nn_cache", {})
         if len(cache) > 200_000:
             cache.clear()
-        cache[sit] = hit
+        hit = cache[sit] = (dist, self.core_keys_[i], int(self.core_weights_[i]))
         return hit
 
     def _raw(self, keys: List[Key]) -> np.ndarray:
         # within eps of a core sample is a DBSCAN border point: part of a cluster, i.e. normal;
         # only the distance beyond eps (noise) counts as anomalous
-        return np.array([max(0.0, self._nearest(k)[0] - self.eps) for k in keys], dtype=float)
+        sits = [k[:4] for k in keys]
+        dist, idx = self._nearest_many(sits)
+        for s_, d, i in zip(sits, dist, idx):
+            self._remember(s_, float(d), int(i))
+        return np.maximum(0.0, dist - self.eps)
 
     # -- reasons -------------------------------------------------------------------------------
     def explain(self, key: Key, alert: Dict[str, Any]) -> List[str]:
         cache = self.__dict__.setdefault("_why_cache", {})
-        ck = (key[:3], fields.rule_description(alert))
+        ck = (key[:4], fields.rule_description(alert))
         hit = cache.get(ck)
         if hit is None:
             if len(cache) > 100_000:
                 cache.clear()
             hit = cache[ck] = self._explain(key, alert)
         reasons = list(hit)
-        (rid, _, _, agent, *_), _, rbin = key[:3]
-        count = key[3] if len(key) > 3 else 2 ** rbin
+        (rid, _, _, agent, *_), _, rbin, sbin = key[:4]
+        count = key[4] if len(key) > 4 else 2 ** rbin
         usual = self.max_rate_.get((agent, rid))
         if usual is not None and count > max(2 * usual, usual + 2):
             reasons.insert(0, f"{self._rule_name(rid, alert)} fired {count}× within {self.rate_window} s "
                               f"on {agent!r} (training maximum {usual})")
+        src_count = key[5] if len(key) > 5 else 0
+        usual_src = self.max_src_.get((agent, rid), 0)
+        if src_count and src_count > max(2 * usual_src, usual_src + 2):
+            reasons.insert(0, f"source {key[6]} produced {src_count} alerts on {agent!r} within "
+                              f"{self.rate_window} s (for rule {rid} in training at most {usual_src})")
         return reasons
 
     def _explain(self, key: Key, alert: Dict[str, Any]) -> List[str]:
         # the count-independent part; the rate reason is added per alert in explain()
-        (rid, _, _, agent, user, ipc, win), hour, rbin = key[:3]
+        (rid, _, _, agent, user, ipc, win), hour, rbin, sbin = key[:4]
         reasons = []
         rname = self._rule_name(rid, alert)
         if agent not in self.agent_rules_:
@@ -355,7 +393,7 @@ class ContextDetector(Detector):
         return f"rule {rid}" + (f" ({desc})" if desc else "")
 
     def describe(self, key: Key) -> str:
-        (rid, _, level, agent, user, ipc, win), hour, rbin = key[:3]
+        (rid, _, level, agent, user, ipc, win), hour, rbin, sbin = key[:4]
         parts = [f"rule {rid} (level {level}) on {agent!r}"]
         if user:
             parts.append(f"user {user!r}")
@@ -366,11 +404,13 @@ class ContextDetector(Detector):
         if hour >= 0:
             parts.append(f"around {hour:02d}:00")
         parts.append(f"about {2 ** rbin}–{2 ** (rbin + 1) - 1} per {self.rate_window} s")
+        if sbin >= 0:
+            parts.append(f"its source about {2 ** sbin}–{2 ** (sbin + 1) - 1} times")
         return ", ".join(parts)
 
     def __getstate__(self):
         state = super().__getstate__()
-        for k in ("_rates", "_bd_cache", "_max_rate", "_nn_cache", "_why_cache"):
+        for k in ("_rates", "_max_rate", "_max_src", "_nn_cache", "_why_cache"):
             state.pop(k, None)
         return state
 

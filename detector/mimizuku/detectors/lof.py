@@ -111,6 +111,15 @@ class LOFDetector(Detector):
         k = max(1, min(self.n_neighbors, len(ref_keys) - 1))
         self.lof_ = LocalOutlierFactor(n_neighbors=k, novelty=True, algorithm="brute", metric="euclidean")
         self.lof_.fit(X)
+        # what scoring needs, from the fitted neighbour graph (public API): each reference's
+        # k-distance and local reachability density — scoring then runs in plain numpy
+        dist, ind = self.lof_.kneighbors(None, n_neighbors=k)
+        self.ref_X_ = X
+        self.ref_sqnorm_ = (X.astype(np.float64) ** 2).sum(axis=1)
+        self.ref_kdist_ = dist[:, -1]
+        reach = np.maximum(dist, self.ref_kdist_[ind])
+        self.ref_lrd_ = 1.0 / (reach.mean(axis=1) + 1e-10)
+        self.k_ = k
         self.ref_keys_ = ref_keys
         examples = self.__dict__.pop("_examples", {})
         self.examples_ = {k: examples.get(k, "?") for k in ref_keys}
@@ -120,8 +129,7 @@ class LOFDetector(Detector):
         raw[idx] = self._squash(-self.lof_.negative_outlier_factor_)
         rest = np.setdiff1d(np.arange(len(keys)), idx)
         if rest.size:
-            raw[rest] = self._squash(-self.lof_.score_samples(
-                self._vectorizer().rows([self.groups(keys[i]) for i in rest])))
+            raw[rest] = self._squash(self._lof([keys[i] for i in rest]))
         # leave-one-alert-out novelty: would this alert's tokens have been new without it?
         raw += self.novelty_weight * np.array([self.novelty(k, leave_out=1) for k in keys])
         return raw
@@ -132,9 +140,36 @@ class LOFDetector(Detector):
         # gives the calibrator's tail a sensible scale.
         return np.log(np.maximum(lof, 1e-9))
 
-    def _raw(self, keys: List[Key]) -> np.ndarray:
+    def _kneighbors(self, X: np.ndarray, k: int):
+        """k nearest references (distances ascending, indices) by brute force in chunks."""
+        out_d, out_i = [], []
+        R = self.ref_X_
+        for start in range(0, len(X), 512):
+            Q = X[start:start + 512]
+            d2 = self.ref_sqnorm_[None, :] + (Q.astype(np.float64) ** 2).sum(axis=1)[:, None] - 2.0 * (Q @ R.T)
+            np.maximum(d2, 0.0, out=d2)
+            idx = np.argpartition(d2, k - 1, axis=1)[:, :k] if k < d2.shape[1] else np.argsort(d2, axis=1)[:, :k]
+            dk = np.take_along_axis(d2, idx, axis=1)
+            order = np.argsort(dk, axis=1)
+            out_i.append(np.take_along_axis(idx, order, axis=1))
+            out_d.append(np.sqrt(np.take_along_axis(dk, order, axis=1)))
+        return np.vstack(out_d), np.vstack(out_i)
+
+    def _lof(self, keys: List[Key]) -> np.ndarray:
+        """Local Outlier Factor of new points against the references (as LocalOutlierFactor.score_samples, negated)."""
         X = self._vectorizer().rows([self.groups(k) for k in keys])
-        lof = self._squash(-self.lof_.score_samples(X))
+        dist, ind = self._kneighbors(X, self.k_)
+        cache = self.__dict__.setdefault("_nn_cache", {})
+        if len(cache) > 200_000:
+            cache.clear()
+        for k, d0, i0 in zip(keys, dist[:, 0], ind[:, 0]):
+            cache[k] = (int(i0), float(d0))
+        reach = np.maximum(dist, self.ref_kdist_[ind])
+        lrd = 1.0 / (reach.mean(axis=1) + 1e-10)
+        return self.ref_lrd_[ind].mean(axis=1) / lrd
+
+    def _raw(self, keys: List[Key]) -> np.ndarray:
+        lof = self._squash(self._lof(keys))
         return lof + self.novelty_weight * np.array([self.novelty(k) for k in keys])
 
     def novelty(self, key: Key, leave_out: int = 0) -> float:
@@ -158,10 +193,12 @@ class LOFDetector(Detector):
 
     def nearest(self, key: Key) -> Tuple[Key, float, int]:
         """The nearest training situation, its distance and how often it was seen."""
-        X = self._vectorizer().rows([self.groups(key)])
-        dist, ind = self.lof_.kneighbors(X, n_neighbors=1)
-        i = int(ind[0, 0])
-        return self.ref_keys_[i], float(dist[0, 0]), int(self.ref_weights_[i])
+        hit = self.__dict__.get("_nn_cache", {}).get(key)
+        if hit is None:
+            dist, ind = self._kneighbors(self._vectorizer().rows([self.groups(key)]), 1)
+            hit = (int(ind[0, 0]), float(dist[0, 0]))
+        i, d = hit
+        return self.ref_keys_[i], d, int(self.ref_weights_[i])
 
     # -- rarity bookkeeping for reasons ----------------------------------------------------------
     def _fit_token_counts(self, keys: List[Key], weights: np.ndarray) -> None:

@@ -21,6 +21,7 @@ import os
 import queue
 import threading
 import uuid
+from collections.abc import Mapping as MappingABC
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
@@ -295,18 +296,22 @@ def _rows_for(records: Sequence[Mapping[str, Any]], cluster_labels: Sequence[Opt
     run_id, _ = _text(run_id, ID_LEN)
     model_version, _ = _text(model_version, VERSION_LEN)
     for rec, cluster in zip(records, cluster_labels):
-        if not isinstance(rec, Mapping):
+        if rec.__class__ is not dict and not isinstance(rec, MappingABC):
             continue
         key = _alert_key(rec)
         if key in seen:
             continue
         seen.add(key)
+        # exact-type checks first: isinstance() against an ABC costs more than the rest of a field
         agent = rec.get("agent")
-        agent = agent if isinstance(agent, Mapping) else _EMPTY
+        if agent.__class__ is not dict and not isinstance(agent, MappingABC):
+            agent = _EMPTY
         rule = rec.get("rule")
-        rule = rule if isinstance(rule, Mapping) else _EMPTY
+        if rule.__class__ is not dict and not isinstance(rule, MappingABC):
+            rule = _EMPTY
         fields = rec.get("fields")
-        fields = fields if isinstance(fields, Mapping) else _EMPTY
+        if fields.__class__ is not dict and not isinstance(fields, MappingABC):
+            fields = _EMPTY
         agent_id, c1 = _text(agent.get("id"), AGENT_ID_LEN)
         agent_name, c2 = _text(agent.get("name"), AGENT_NAME_LEN)
         agent_ip, c3 = _text(agent.get("ip"), IP_LEN)
@@ -731,7 +736,7 @@ class SqlSink:
                     "model_version": run.get("model_version"), "records": batch, "clusters": labels}
 
         for rec in records:
-            if not isinstance(rec, Mapping):
+            if rec.__class__ is not dict and not isinstance(rec, MappingABC):
                 continue
             batch.append(rec)
             labels.append(_cluster_of(rec, _alert_key(rec), clusters))
