@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--model-dir", "-m", required=True, help="directory to write the model into")
     t.add_argument("--contamination", type=float, default=0.001, help="share of training alerts flagged (default 0.001)")
     t.add_argument("--n-neighbors", type=int, default=5, help="LOF neighbours (default 5)")
+    t.add_argument("--context-contamination", type=float, default=None,
+                   help="alert budget of the context detector, which scores every alert (default: --contamination)")
     t.add_argument("--detectors", default="files,commands,context", help="comma list of files, commands, context")
     t.add_argument("--ignore-user", action="append", default=[], metavar="USER", help="never flag this user (repeatable)")
     t.add_argument("--ignore-file", action="append", default=[], metavar="PATH", help="never flag this path prefix or glob")
@@ -67,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--all", action="store_true", help="print every scored alert, not only anomalies")
     s.add_argument("--format", choices=("table", "jsonl"), default="table")
     s.add_argument("--output", "-o", help="write to this file instead of standard output")
+    s.add_argument("--correlate", action="store_true",
+                   help="batch mode: lift alerts that share a source or user with an anomaly (mimizuku.correlate)")
 
     g = sub.add_parser("generate", help="write realistic sample alerts (a fleet with labelled attacks)")
     g.add_argument("args", nargs=argparse.REMAINDER, help="options of `python -m mimizuku.synth --help`")
@@ -74,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="generate sample data, train on it and score its last days")
     d.add_argument("--out", default="./demo", help="working directory (default ./demo)")
     d.add_argument("--days", type=int, default=10)
+    d.add_argument("--scale", type=float, default=0.3, help="fleet activity scale (1.0 ≈ 20k alerts/day)")
     d.add_argument("--seed", type=int, default=0)
     return ap
 
@@ -99,6 +104,7 @@ def cmd_train(a: argparse.Namespace) -> int:
 
     dets = tuple(x.strip() for x in a.detectors.split(",") if x.strip())
     model = Mimizuku(contamination=a.contamination, n_neighbors=a.n_neighbors, detectors=dets,
+                     context_contamination=a.context_contamination,
                      ignore_users=a.ignore_user, ignore_files=a.ignore_file, abuse_files=a.abuse_file)
     try:
         model.fit(a.input, days=a.days, since=a.since, until=a.until, progress=_progress())
@@ -155,8 +161,13 @@ def cmd_score(a: argparse.Namespace) -> int:
         if a.format == "table":
             out.write("  ".join(["timestamp".ljust(24), "agent".ljust(20), "detector", "score", "severity",
                                  "what".ljust(60), "why"]) + "\n")
-        for r in model.iter_records(a.input, days=a.days, since=a.since, until=a.until,
-                                    progress=_progress(), stats=stats):
+        records = model.iter_records(a.input, days=a.days, since=a.since, until=a.until,
+                                     progress=_progress(), stats=stats)
+        if a.correlate:
+            from .correlate import correlate
+
+            records = correlate(list(records))
+        for r in records:
             n += 1
             flagged += r["anomaly"]
             if not (a.all or r["anomaly"]):
@@ -188,7 +199,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
     from .model import Mimizuku
 
     os.makedirs(a.out, exist_ok=True)
-    cfg = synth.FleetConfig(days=a.days, seed=a.seed, attack_days=2)
+    cfg = synth.FleetConfig(days=a.days, seed=a.seed, attack_days=2, scale=a.scale)
     tree = os.path.join(a.out, "wazuh")
     alerts = list(synth.generate(cfg))
     synth.write_archive_tree(tree, alerts)

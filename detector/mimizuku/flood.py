@@ -27,15 +27,20 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 DEFAULT_WINDOW = 60.0
 DEFAULT_MAX_SIGNATURES = 10_000
 
-_HEXRUN = re.compile(r"[0-9a-fA-F]{6,}")
+_HEXRUN = re.compile(r"(?<![0-9A-Za-z])[0-9a-fA-F]{6,}(?![0-9A-Za-z])")
 _DIGITS = re.compile(r"\d+")
 _SPACES = re.compile(r"\s+")
 
 Signature = Tuple[str, str, str]
 
 
+def _hex(m: "re.Match[str]") -> str:
+    run = m.group(0)
+    return "<hex>" if any(c.isdigit() for c in run) else run  # "deadbeef"... but not "facade"
+
+
 def path_shape(path: str) -> str:
-    """A path with its variable parts folded: hex runs -> ``<hex>``, digit runs -> ``#``.
+    """A path with its variable parts folded: hex words -> ``<hex>``, digit runs -> ``#``.
 
     The directory is kept (it says *where*), the file name is reduced to its shape, so files a
     scanner or a dropper creates one after another share a signature, and ``/etc/shadow`` does not
@@ -43,8 +48,8 @@ def path_shape(path: str) -> str:
     """
     path = path.strip()
     head, sep, name = path.rpartition("/")
-    head = _DIGITS.sub("#", _HEXRUN.sub("<hex>", head))
-    name = _DIGITS.sub("#", _HEXRUN.sub("<hex>", name))
+    head = _DIGITS.sub("#", _HEXRUN.sub(_hex, head))
+    name = _DIGITS.sub("#", _HEXRUN.sub(_hex, name))
     return f"{head}{sep}{name}"
 
 

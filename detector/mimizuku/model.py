@@ -44,7 +44,8 @@ class Mimizuku:
     """
 
     def __init__(self, contamination=0.001, n_neighbors=5, abuse_files=(), ignore_files=(),
-                 ignore_users=(), detectors=DETECTORS, eps=0.5, min_samples=5, rate_window=60):
+                 ignore_users=(), detectors=DETECTORS, eps=0.5, min_samples=5, rate_window=60,
+                 context_contamination=None):
         self.contamination = contamination
         self.n_neighbors = n_neighbors
         self.abuse_files = list(abuse_files)
@@ -54,6 +55,7 @@ class Mimizuku:
         self.eps = eps
         self.min_samples = min_samples
         self.rate_window = rate_window
+        self.context_contamination = context_contamination
         self.rules: List[Detector] = []
 
     # -- composition ------------------------------------------------------------------------
@@ -72,9 +74,15 @@ class Mimizuku:
             "files": lambda: FileIntegrityDetector(n_neighbors=self.n_neighbors, contamination=self.contamination),
             "commands": lambda: CommandDetector(n_neighbors=self.n_neighbors, contamination=self.contamination),
             "context": lambda: ContextDetector(eps=self.eps, min_samples=self.min_samples,
-                                               contamination=self.contamination, rate_window=self.rate_window),
+                                               contamination=self._context_contamination(),
+                                               rate_window=self.rate_window),
         }
         return [made[n]() for n in DETECTORS if n in self.detectors]
+
+    def _context_contamination(self) -> float:
+        """The context detector's alert budget (default: ``contamination``). It scores *every*
+        alert, so a SOC that finds 0.1 % of all alerts too many may lower it on its own."""
+        return self.contamination if self.context_contamination is None else self.context_contamination
 
     # -- training ---------------------------------------------------------------------------
     def fit(self, data, *, days=None, since=None, until=None, progress=False) -> "Mimizuku":
@@ -243,7 +251,8 @@ class Mimizuku:
         return {"contamination": self.contamination, "n_neighbors": self.n_neighbors,
                 "abuse_files": self.abuse_files, "ignore_files": self.ignore_files,
                 "ignore_users": self.ignore_users, "detectors": list(self.detectors), "eps": self.eps,
-                "min_samples": self.min_samples, "rate_window": self.rate_window}
+                "min_samples": self.min_samples, "rate_window": self.rate_window,
+                "context_contamination": self.context_contamination}
 
     def manifest(self) -> Dict[str, Any]:
         self._check_fitted()
@@ -280,7 +289,7 @@ class Mimizuku:
             if value is not None:
                 p[name] = list(value)
         known = {"contamination", "n_neighbors", "abuse_files", "ignore_files", "ignore_users",
-                 "detectors", "eps", "min_samples", "rate_window"}
+                 "detectors", "eps", "min_samples", "rate_window", "context_contamination"}
         model = cls(**{k: v for k, v in p.items() if k in known})
         names = [n for n in manifest.get("detectors", {}) if n in objects]
         model.detectors_ = {n: objects[n] for n in names}

@@ -1,0 +1,361 @@
+"""`mimizuku retrain`: the nightly job end to end on generated archive trees.
+
+Fast settings: 14 days of the default fleet at scale 0.03 (~8,400 alerts), written with
+``part_lines`` so days have ``-001`` gzip parts. Each retrain takes a few seconds.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import signal
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+import retrain_trees as T
+from mimizuku.model import Mimizuku
+from mimizuku.retrain import AnomalyFilter, RetrainConfig, main, retrain, summary_line
+from mimizuku.versions import ModelStore, current_version
+
+ALERTS = T.fleet(scale=0.03)
+DAYS = T.days_of(ALERTS)
+LAST = DAYS[-1]
+
+
+def _strip(alerts):
+    return [{k: v for k, v in a.items() if k != "_label"} for a in alerts]
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    """A tree (gz parts) and a model root where one retrain already installed a model."""
+    d = tmp_path_factory.mktemp("base")
+    T.write_tree(d, ALERTS, part_lines=150)
+    code = main(["retrain", "--wazuh-home", str(d), "--day", LAST, "--no-batch", "--summary-json"])
+    assert code == 0
+    return d
+
+
+@pytest.fixture
+def home(base, tmp_path):
+    """A private copy of the base tree and its model root (symlinks kept)."""
+    d = tmp_path / "wazuh"
+    shutil.copytree(base, d, symlinks=True)
+    return d
+
+
+def _run(capfd, *args):
+    capfd.readouterr()
+    code = main(["retrain", *args, "--summary-json"])
+    out, _err = capfd.readouterr()
+    return code, T.summary_of(out.encode())
+
+
+def test_retrain_from_generated_tree_with_gz_parts_missing_day_and_corrupt_line(tmp_path, capfd):
+    home = tmp_path / "wazuh"
+    info = T.write_tree(home, ALERTS, part_lines=150)
+    assert any("-001.json.gz" in f for f in info["files"])
+    missing = DAYS[4]
+    n_missing = sum(1 for a in ALERTS if a["timestamp"][:10] == missing)
+    assert T.remove_day(home, missing) >= 2
+    T.corrupt_line(T.day_files(home, DAYS[7])[-1])
+
+    code, s = _run(capfd, "--wazuh-home", str(home), "--day", LAST)
+
+    assert code == 0, s
+    assert s["status"] == "ok" and s["exit_code"] == 0 and "error" not in s
+    models = home / "mimizuku" / "models"
+    assert s["version"] == current_version(models)
+    assert (models / "current" / "manifest.json").is_file()
+    c = s["counts"]
+    assert c["alerts_read"] == len(ALERTS) - n_missing
+    assert c["bad_lines"] == 1
+    assert c["missing_days"] == [missing]
+    assert c["trained_on"] == c["alerts_read"] and c["excluded_flagged"] == 0  # no model before
+    # the day was analysed, clustered and written to SQLite under the model root
+    day = c["day"]
+    n_last = sum(1 for a in ALERTS if a["timestamp"][:10] == LAST)
+    assert day["date"] == LAST and day["alerts"] == n_last == day["scored"]
+    assert day["clusters"] >= 1 and 0 <= day["noise"] < n_last
+    with sqlite3.connect(models / "mimizuku.db") as db:
+        rows = db.execute("select count(*), count(distinct cluster), sum(cluster = -1) from alerts").fetchone()
+        assert rows[0] == n_last
+        assert rows[2] == day["noise"]
+        assert db.execute("select count(*) from runs").fetchone()[0] == 1
+        assert db.execute("select model_version from runs").fetchone()[0] == s["version"]
+    # the report is written and linked
+    report = Path(s["report"])
+    assert report.is_file() and report.parent == home / "logs" / "mimizuku" / "reports"
+    html = report.read_text()
+    assert html.startswith("<!DOCTYPE html>") and "data:image/png;base64," in html and "DBSCAN" in html
+    # the manifest records what the run excluded and how it validated
+    manifest = json.loads((models / "current" / "manifest.json").read_text())
+    assert manifest["retrain"]["validation"]["ok"] is True
+    assert manifest["training"]["read"]["bad_json"] == 1
+
+
+def test_summary_line_only_output_in_wodle_mode(home):
+    """The wodle reads stdout and stderr from one pipe: with --summary-json nothing but the line."""
+    p = T.run_cli(["retrain", "--wazuh-home", str(home), "--day", LAST, "--no-report", "--summary-json"])
+    assert p.returncode == 0, p.stderr
+    assert p.stderr == b""
+    s = T.summary_of(p.stdout)
+    line = p.stdout.decode().rstrip("\n")
+    assert line.isascii() and len(line) < 64 * 1024
+    outer = json.loads(line)
+    assert outer["integration"] == "mimizuku" and s["job"] == "retrain" and " " not in s["job"]
+    assert s["status"] == "ok" and s["previous_version"] and s["version"] != s["previous_version"]
+    # the log went to the log file instead
+    log = (home / "logs" / "mimizuku" / "retrain.log").read_text()
+    assert "installed" in log and s["version"] in log
+
+
+def test_flagged_alerts_are_excluded_from_retraining(tmp_path, capfd):
+    """river's AnomalyFilter: what the current model flags never reaches the new model."""
+    home = tmp_path / "wazuh"
+    T.write_tree(home, ALERTS)
+    clean = _strip([a for a in ALERTS if a["timestamp"][:10] < DAYS[-2]])  # before the attack days
+    current = Mimizuku().fit(clean)
+    models = home / "mimizuku" / "models"
+    T.install_model(models, current)
+    stream = _strip(ALERTS)
+    flagged_ids = {r["id"] for r in current.score_records(stream) if r["anomaly"]}
+    assert len(flagged_ids) > 20
+
+    # the filter drops exactly what the model's own scoring flags
+    f = AnomalyFilter(current)
+    kept_ids = {a["id"] for a in f(stream)}
+    assert f.excluded == len(flagged_ids)
+    assert kept_ids == {a["id"] for a in stream} - flagged_ids
+
+    code, s = _run(capfd, "--wazuh-home", str(home), "--day", LAST, "--no-batch", "--max-rate-ratio", "1000")
+    assert code == 0, s
+    assert s["counts"]["excluded_flagged"] == len(flagged_ids)
+    assert s["counts"]["trained_on"] == len(stream) - len(flagged_ids)
+    filtered = Mimizuku.load_model(models / "current")
+    assert filtered.n_alerts_ == len(stream) - len(flagged_ids)
+
+    # the same run learning from everything (the filter off) learns the flagged alerts as normal
+    T.install_model(models, current)  # back to the same current model
+    code, s2 = _run(capfd, "--wazuh-home", str(home), "--day", LAST, "--no-batch", "--learn-flagged",
+                    "--max-rate-ratio", "1000")
+    assert code == 0, s2
+    assert s2["counts"]["excluded_flagged"] == 0 and s2["counts"]["flagged_by_current"] == len(flagged_ids)
+    unfiltered = Mimizuku.load_model(models / "current")
+    flagged_alerts = [a for a in stream if a["id"] in flagged_ids]
+    still_filtered = sum(r["anomaly"] for r in filtered.score_records(flagged_alerts))
+    still_unfiltered = sum(r["anomaly"] for r in unfiltered.score_records(flagged_alerts))
+    assert still_filtered > still_unfiltered
+
+
+def test_validation_refuses_model_whose_day_rate_explodes(home, capfd):
+    """A broken model (contamination 0.2: a fifth of every day flagged) is not installed."""
+    models = home / "mimizuku" / "models"
+    before = current_version(models)
+    code, s = _run(capfd, "--wazuh-home", str(home), "--day", LAST, "--no-batch", "--contamination", "0.2")
+    assert code == 7
+    assert s["status"] == "kept" and s["version"] == before
+    assert s["candidate_version"] and s["candidate_version"] != before
+    assert "anomaly rate on " + LAST in s["error"]
+    assert s["validation"]["ok"] is False and s["validation"]["anomalies"] > s["validation"]["allowed"]
+    assert current_version(models) == before
+    assert not (models / "versions" / s["candidate_version"]).exists()
+
+
+def test_validation_refuses_model_trained_on_too_few_alerts(home, capfd):
+    """Only one thin day in the window: fewer context alerts than the minimum, previous model kept."""
+    models = home / "mimizuku" / "models"
+    before = current_version(models)
+    for day in DAYS[:-1]:
+        T.remove_day(home, day)
+    code, s = _run(capfd, "--wazuh-home", str(home), "--day", LAST, "--no-batch", "--min-alerts", "context=5000")
+    assert code == 7 and s["status"] == "kept" and s["version"] == before
+    assert "context:" in s["error"] and "fewer than the minimum 5000" in s["error"]
+    assert current_version(models) == before
+
+
+def test_first_model_refused_when_broken_is_a_failure(tmp_path, capfd):
+    home = tmp_path / "wazuh"
+    T.write_tree(home, ALERTS)
+    code, s = _run(capfd, "--wazuh-home", str(home), "--day", LAST, "--no-batch", "--contamination", "0.3")
+    assert code == 7 and s["status"] == "failed" and s["version"] == ""
+    assert "no model in use" in s["error"]
+    assert current_version(home / "mimizuku" / "models") is None
+
+
+def test_no_alerts_is_an_input_failure(tmp_path, capfd):
+    home = tmp_path / "wazuh"
+    (home / "logs" / "alerts").mkdir(parents=True)
+    code, s = _run(capfd, "--wazuh-home", str(home))
+    assert code == 3 and s["status"] == "failed" and "alerts" in s["error"]
+
+
+def test_rollback_goes_back_and_verifies(home, capfd):
+    models = home / "mimizuku" / "models"
+    first = current_version(models)
+    code, s = _run(capfd, "--wazuh-home", str(home), "--day", LAST, "--no-batch")
+    assert code == 0
+    second = s["version"]
+    assert second != first and current_version(models) == second
+
+    capfd.readouterr()
+    assert main(["rollback", "--model-dir", str(models)]) == 0
+    assert current_version(models) == first
+    assert f"now {first}" in capfd.readouterr().out
+    # nothing older than the first one
+    assert main(["rollback", "--model-dir", str(models)]) == 4
+    assert "no earlier model version" in capfd.readouterr().err
+    # explicitly forward again, and a version that does not exist
+    assert main(["rollback", second, "--model-dir", str(models)]) == 0 and current_version(models) == second
+    assert main(["rollback", "20990101T000000Z-000000", "--model-dir", str(models)]) == 4
+    assert main(["rollback", "../../etc", "--model-dir", str(models)]) == 4
+    # a tampered version is never switched to
+    victim = models / "versions" / first / "context.joblib"
+    victim.write_bytes(victim.read_bytes() + b"x")
+    capfd.readouterr()
+    assert main(["rollback", first, "--model-dir", str(models)]) == 4
+    assert "checksum mismatch" in capfd.readouterr().err
+    assert current_version(models) == second
+    assert main(["rollback", "--list", "--model-dir", str(models)]) == 0
+    listing = {line.split()[-1] if "alerts=" not in line else line.split("  ")[0].split()[-1]: line
+               for line in capfd.readouterr().out.splitlines()}
+    assert listing[second].startswith("*") and not listing[first].startswith("*")
+
+
+def test_keeps_last_k_versions(home, capfd):
+    models = home / "mimizuku" / "models"
+    seen = [current_version(models)]
+    for _ in range(3):
+        code, s = _run(capfd, "--wazuh-home", str(home), "--day", LAST, "--no-batch", "--keep", "2")
+        assert code == 0
+        seen.append(s["version"])
+    left = sorted(p.name for p in (models / "versions").iterdir())
+    assert left == sorted(seen[-2:])
+    assert current_version(models) == seen[-1]
+
+
+def test_second_concurrent_run_is_refused_by_the_lock(home, capfd):
+    models = home / "mimizuku" / "models"
+    before = current_version(models)
+    p = T.popen_cli(["retrain", "--wazuh-home", str(home), "--day", LAST, "--no-batch"],
+                    env={"MIMIZUKU_RETRAIN_PAUSE_AT": "training", "MIMIZUKU_RETRAIN_PAUSE_SECONDS": "120"})
+    try:
+        T.wait_for_marker(p, b"paused at training")
+        code, s = _run(capfd, "--wazuh-home", str(home), "--day", LAST, "--no-batch")
+        assert code == 6
+        assert s["status"] == "failed" and "another mimizuku retrain or rollback is running" in s["error"]
+        assert f"pid {p.pid}" in s["error"]
+        assert s["version"] == before
+        assert main(["rollback", "--model-dir", str(models)]) == 6
+    finally:
+        p.kill()
+        p.wait()
+    # the kernel released the lock with the process: the next run works
+    code, s = _run(capfd, "--wazuh-home", str(home), "--day", LAST, "--no-batch")
+    assert code == 0 and s["status"] == "ok"
+
+
+@pytest.mark.parametrize("stage", ["training", "install"])
+def test_killed_run_leaves_current_untouched_and_is_cleaned_next_run(home, capfd, stage):
+    models = home / "mimizuku" / "models"
+    before = current_version(models)
+    versions_before = {p.name for p in (models / "versions").iterdir()}
+    p = T.popen_cli(["retrain", "--wazuh-home", str(home), "--day", LAST, "--no-batch"],
+                    env={"MIMIZUKU_RETRAIN_PAUSE_AT": stage, "MIMIZUKU_RETRAIN_PAUSE_SECONDS": "120"})
+    try:
+        T.wait_for_marker(p, f"paused at {stage}".encode())
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    assert p.returncode == -signal.SIGKILL
+    assert current_version(models) == before
+    assert Mimizuku.load_model(models / "current").model_version_ == before
+    leftovers = {p.name for p in (models / "versions").iterdir()} - versions_before
+    if stage == "install":  # written completely, never switched to: an orphan
+        assert len(leftovers) == 1
+    else:
+        assert leftovers == set()
+
+    code, s = _run(capfd, "--wazuh-home", str(home), "--day", LAST, "--no-batch")
+    assert code == 0
+    assert s["counts"]["leftovers_cleaned"] == len(leftovers)
+    assert {p.name for p in (models / "versions").iterdir()} == versions_before | {s["version"]}
+
+
+def test_sigterm_reports_failure_and_keeps_current(home):
+    models = home / "mimizuku" / "models"
+    before = current_version(models)
+    p = T.popen_cli(["retrain", "--wazuh-home", str(home), "--day", LAST, "--no-batch", "--summary-json"],
+                    env={"MIMIZUKU_RETRAIN_PAUSE_AT": "training", "MIMIZUKU_RETRAIN_PAUSE_SECONDS": "120"})
+    try:
+        T.wait_for_marker(p, b"paused at training")
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=60)
+    finally:
+        p.kill()
+    assert p.returncode == 143
+    s = T.summary_of(out)
+    assert s["status"] == "failed" and "SIGTERM" in s["error"] and s["version"] == before
+    assert current_version(models) == before
+
+
+def test_batch_writes_are_idempotent_and_syslog_not_repeated(home, capfd):
+    models = home / "mimizuku" / "models"
+    db = models / "mimizuku.db"
+    code, s1 = _run(capfd, "--wazuh-home", str(home), "--day", LAST, "--no-report", "--syslog-select", "outliers")
+    assert code == 0
+    n_last = sum(1 for a in ALERTS if a["timestamp"][:10] == LAST)
+    assert s1["counts"]["sql"]["alerts_inserted"] == n_last
+    assert s1["counts"]["syslog"]["selected"] >= s1["counts"]["day"]["noise"] > 0
+    syslog = home / "logs" / "mimizuku" / "anomaly.syslog"
+    lines = syslog.read_text().splitlines()
+    assert len(lines) == s1["counts"]["syslog"]["selected"] > 0
+    with sqlite3.connect(db) as c:
+        before = c.execute("select count(*), (select count(*) from outliers) from alerts").fetchone()
+
+    code, s2 = _run(capfd, "--wazuh-home", str(home), "--day", LAST, "--no-report", "--syslog-select", "outliers")
+    assert code == 0
+    assert s2["counts"]["sql"]["alerts_inserted"] == 0
+    assert s2["counts"]["sql"]["alerts_existing"] == n_last
+    assert s2["counts"]["sql"]["outliers_inserted"] == 0
+    assert "syslog" not in s2["counts"] and "already sent" in s2["counts"]["syslog_skipped"]
+    assert syslog.read_text().splitlines() == lines
+    with sqlite3.connect(db) as c:
+        assert c.execute("select count(*), (select count(*) from outliers) from alerts").fetchone() == before
+
+
+def test_database_down_is_a_warning_not_a_failure(home, capfd, tmp_path):
+    spool = tmp_path / "spool"
+    code, s = _run(capfd, "--wazuh-home", str(home), "--day", LAST, "--no-report", "--no-syslog",
+                   "--db", "mysql+pymysql://u:secret-pw@127.0.0.1:1/none", "--spool-dir", str(spool))
+    assert code == 0 and s["status"] == "ok"
+    assert any(w.startswith("SQL:") for w in s["warnings"])
+    assert "secret-pw" not in json.dumps(s)
+    assert s["counts"]["sql"]["spooled"] >= 1
+    assert any(spool.glob("sql-*/*.json"))
+
+
+def test_summary_line_is_bounded_and_cannot_be_split():
+    huge = {"integration": "mimizuku", "mimizuku": {"job": "retrain", "status": "failed", "version": "",
+                                                     "error": "x\ny\u2028z", "warnings": ["w" * 5000] * 50,
+                                                     "validation": {"reasons": ["r" * 10000] * 10}}}
+    line = summary_line(huge)
+    assert "\n" not in line and "\u2028" not in line and line.isascii()
+    assert len(line) < 64 * 1024
+    assert json.loads(line)["mimizuku"]["status"] == "failed"
+
+
+def test_demo_defaults_use_sqlite_and_syslog_file_under_home(tmp_path):
+    """The README's first command: only --wazuh-home, everything else embedded defaults."""
+    home = tmp_path / "demo"
+    T.write_tree(home, ALERTS)
+    cfg = RetrainConfig(wazuh_home=home, day=None)
+    assert cfg.sql_url == "sqlite:///" + str(home / "mimizuku" / "models" / "mimizuku.db")
+    assert cfg.syslog_file == home / "logs" / "mimizuku" / "anomaly.syslog"
+    assert cfg.spool_dir == home / "mimizuku" / "spool"
+    s = retrain(RetrainConfig(wazuh_home=home, day=None, report=False))["mimizuku"]
+    assert s["status"] == "ok"
+    assert (home / "mimizuku" / "models" / "mimizuku.db").is_file()

@@ -1,0 +1,257 @@
+"""The resident scorer with a real model: socket protocol, bad requests, hot reload, tampering,
+flood control, status. (The integratord client paths are in test_serve_client.py, follow mode in
+test_serve_follow.py.)"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from mimizuku import scorer_client, serve, status
+from test_serve_support import Daemon, Scratch, traffic, wait_until
+
+
+@pytest.fixture
+def scratch():
+    s = Scratch()
+    yield s
+    s.close()
+
+
+def send_all(sock_path, alerts, timeout=10.0):
+    out = []
+    for a in alerts:
+        outcome, ans = scorer_client.deliver(str(sock_path), json.dumps(a).encode(), timeout)
+        out.append(outcome)
+    return out
+
+
+def raw_conn(path):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(10)
+    s.connect(str(path))
+    return s
+
+
+def read_answers(s, n):
+    buf = b""
+    while buf.count(b"\n") < n:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        buf += chunk
+    return [json.loads(x) for x in buf.split(b"\n") if x]
+
+
+def test_scores_every_alert_once_and_acknowledges_after_the_event(scratch):
+    scratch.install_version("v1")
+    col = scratch.analysisd()
+    d = Daemon(scratch.config())
+    try:
+        alerts = traffic(120, "a")
+        assert send_all(d.server.cfg.socket, alerts) == ["acked"] * 120
+        # acknowledged means the event is already out: no waiting needed beyond the socket buffer
+        ids = col.wait_for(120, 10)
+        assert sorted(ids) == sorted(a["id"] for a in alerts)
+        assert {ev.payload["mimizuku"]["model_version"] for ev in col.events} == {"v1"}
+        # the same alert again (a client retry) is acknowledged as a duplicate, not re-scored
+        s = raw_conn(d.server.cfg.socket)
+        s.sendall(json.dumps({"id": 7, "op": "score", "alert": alerts[0]}).encode() + b"\n")
+        assert read_answers(s, 1) == [{"id": 7, "ok": True, "status": "duplicate"}]
+        s.close()
+        time.sleep(0.2)
+        assert len(col.events) == 120
+        st = d.server.status()
+        assert st["counters"]["scored"] == 120 and st["counters"]["duplicates"] == 1
+    finally:
+        d.stop()
+        col.close()
+    # the handled ids survive a restart (journal): the same alert is still a duplicate
+    col = scratch.analysisd()
+    d = Daemon(scratch.config())
+    try:
+        assert send_all(d.server.cfg.socket, alerts[:3]) == ["acked"] * 3
+        assert d.server.counters.duplicates == 3 and d.server.counters.scored == 0
+    finally:
+        d.stop()
+        col.close()
+
+
+def test_bad_requests_get_errors_and_do_not_stop_the_daemon(scratch):
+    scratch.install_version("v1")
+    col = scratch.analysisd()
+    d = Daemon(scratch.config())
+    path = d.server.cfg.socket
+    try:
+        s = raw_conn(path)
+        s.sendall(b"garbage\n[1,2]\n{\"op\": \"score\"}\n{\"id\": {\"x\": 1}, \"op\": \"score\"}\n"
+                  b"{\"id\": \"u\", \"op\": \"explode\"}\n{\"id\": \"n\", \"op\": \"score\", \"alert\": {\"no\": \"rule\"}}\n"
+                  b"\xff\xfe\x00\n{\"id\": \"own\", \"op\": \"score\", \"alert\": {\"rule\": {\"id\": \"119004\", "
+                  b"\"groups\": [\"mimizuku\"]}}}\n")
+        ans = read_answers(s, 8)
+        assert [a["ok"] for a in ans] == [False] * 6 + [False, True]
+        assert [a.get("code") for a in ans[:6]] == ["bad_request"] * 5 + ["bad_alert"]
+        assert ans[4]["id"] == "u" and ans[0]["id"] is None and ans[7] == {"id": "own", "ok": True, "status": "skipped"}
+        s.close()
+        # a line over the cap: an error, then the connection is closed
+        s = raw_conn(path)
+        big = b'{"id": "big", "op": "score", "alert": {"rule": {"id": "1"}, "x": "' + b"A" * (serve.MAX_LINE + 10)
+        try:
+            s.sendall(big)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        ans = read_answers(s, 1)
+        assert ans and ans[0]["code"] == "bad_request" and "longer" in ans[0]["error"]
+        assert s.recv(10) == b""
+        s.close()
+        # half a line, then the client goes away
+        s = raw_conn(path)
+        s.sendall(b'{"id": "half", "op": "score", "alert": {"rul')
+        s.close()
+        # a complete request, then the client closes before the answer: still scored
+        alert = traffic(1, "gone")[0]
+        s = raw_conn(path)
+        s.sendall(json.dumps({"id": "bye", "op": "score", "alert": alert}).encode() + b"\n")
+        s.close()
+        assert col.wait_for(1, 10) == ["gone.0"]
+        # many connections opened and dropped
+        for _ in range(50):
+            raw_conn(path).close()
+        # still serving
+        assert send_all(path, traffic(3, "after")) == ["acked"] * 3
+        assert scorer_client.call(path, {"op": "ping"})["status"] == "pong"
+        assert d.server.counters.bad_requests == 7 and d.thread.is_alive()
+    finally:
+        d.stop()
+        col.close()
+
+
+def test_hot_reload_under_load_drops_nothing(scratch):
+    scratch.install_version("v1")
+    col = scratch.analysisd()
+    d = Daemon(scratch.config(watch_interval=0.1))
+    path = d.server.cfg.socket
+    alerts = traffic(900, "load")
+    results = {}
+
+    def client(k):
+        chunk = alerts[k::3]
+        results[k] = send_all(path, chunk)
+
+    try:
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(3)]
+        for t in threads:
+            t.start()
+        assert wait_until(lambda: d.server.counters.scored >= 150, 60)
+        scratch.install_version("v2")                # the nightly job: new version, pointer switched
+        assert wait_until(lambda: d.server.model_version == "v2", 60)
+        scratch.install_version("v3", current=False)
+        scratch.point_current("v3")
+        d.server.request_reload()                    # what SIGHUP does
+        for t in threads:
+            t.join(120)
+        assert all(r == ["acked"] * 300 for r in results.values())
+        ids = col.wait_for(900, 20)
+        assert sorted(ids) == sorted(a["id"] for a in alerts)          # none dropped, none twice
+        seq = [ev.payload["mimizuku"]["model_version"] for ev in col.events]
+        assert wait_until(lambda: d.server.model_version == "v3", 60)
+        assert "v1" in seq and ("v2" in seq or "v3" in seq)
+        # each event scored by the old or the new model; after the first newer one, never older
+        rank = {"v1": 1, "v2": 2, "v3": 3}
+        assert all(rank[a] <= rank[b] for a, b in zip(seq, seq[1:]))
+        assert d.server.last_reload["ok"] and d.server.last_reload["rate_windows"] == "carried over"
+    finally:
+        d.stop()
+        col.close()
+
+
+def test_tampered_new_model_is_refused_and_the_old_one_kept(scratch, caplog):
+    scratch.install_version("v1")
+    col = scratch.analysisd()
+    d = Daemon(scratch.config(watch_interval=0.1))
+    try:
+        bad = scratch.install_version("v2", current=False)
+        victim = next(bad.glob("*.joblib"))
+        data = bytearray(victim.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        victim.write_bytes(bytes(data))
+        reloads = d.server.reloads
+        with caplog.at_level("ERROR", logger="mimizuku.serve"):
+            scratch.point_current("v2")
+            assert wait_until(lambda: d.server.reloads > reloads, 60)
+        assert d.server.model_version == "v1"
+        lr = d.server.last_reload
+        assert lr["ok"] is False and "Integrity" in lr["error"] and lr["kept"] == "v1"
+        assert any("refused" in r.getMessage() and "v2" in r.getMessage() for r in caplog.records)
+        # still scoring, with the old model
+        assert send_all(d.server.cfg.socket, traffic(5, "still")) == ["acked"] * 5
+        col.wait_for(5, 10)
+        assert {ev.payload["mimizuku"]["model_version"] for ev in col.events} == {"v1"}
+        # status reports it (exit 1: running, last reload refused)
+        code = status.main(["--socket", str(d.server.cfg.socket), "--wazuh-home", str(scratch.home)])
+        assert code == status.EXIT_DEGRADED
+        # a world-writable model directory is refused too (ownership/permission check)
+        ok = scratch.install_version("v3", current=False)
+        os.chmod(ok, 0o777)
+        reloads = d.server.reloads
+        scratch.point_current("v3")
+        assert wait_until(lambda: d.server.reloads > reloads, 60)
+        assert d.server.model_version == "v1" and "Security" in d.server.last_reload["error"]
+    finally:
+        d.stop()
+        col.close()
+
+
+def test_flood_of_anomalies_becomes_one_event_and_a_summary(scratch):
+    scratch.install_version("v1")
+    col = scratch.analysisd()
+    cfg = scratch.config(send="anomalies", flood_window=3600)
+    cfg.options.thresholds = {"*": 0.0}  # every score counts as an anomaly: a deterministic flood
+    d = Daemon(cfg)
+    base = traffic(1, "x")[0]
+    scan = []
+    for i in range(400):
+        a = json.loads(json.dumps(base))
+        a["id"] = f"scan.{i}"
+        a["timestamp"] = "2026-11-21T03:%02d:%02d.000+0000" % (i // 60, i % 60)
+        scan.append(a)
+    try:
+        assert send_all(d.server.cfg.socket, scan) == ["acked"] * 400
+        time.sleep(0.3)
+        assert col.ids() == ["scan.0"]
+    finally:
+        d.stop()       # graceful stop: the pending summary goes out
+        col.wait_for(2, 10)
+        col.close()
+    summary = col.events[-1].payload["mimizuku"]
+    assert len(col.events) == 2 and summary["flood_count"] == 400
+    assert summary["flood"]["first"] == scan[0]["timestamp"] and summary["flood"]["last"] == scan[-1]["timestamp"]
+    assert summary["source"]["alert_id"] == "scan.399" and "400 similar" in summary["reason"]
+
+
+def test_status_running_and_down(scratch, capsys):
+    scratch.install_version("v1")
+    col = scratch.analysisd()
+    d = Daemon(scratch.config())
+    args = ["--wazuh-home", str(scratch.home), "--model-dir", str(scratch.models)]
+    try:
+        send_all(d.server.cfg.socket, traffic(4, "st"))
+        assert status.main(args) == status.EXIT_OK
+        out = capsys.readouterr().out
+        assert "running" in out and "v1" in out and "4 scored" in out
+        assert status.main(args + ["--json"]) == 0
+        st = json.loads(capsys.readouterr().out)
+        assert st["counters"]["scored"] == 4 and st["model"]["version"] == "v1" and st["queue_depth"] == 0
+    finally:
+        d.stop()
+        col.close()
+    (scratch.spool / "alerts").mkdir(exist_ok=True)
+    (scratch.spool / "alerts" / "00000000000000000001-x.json").write_text("{}")
+    assert status.main(args) == status.EXIT_DOWN
+    out = capsys.readouterr().out
+    assert "NOT running" in out and "v1" in out and "1 alerts" in out and "4 scored" in out
