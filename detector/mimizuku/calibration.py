@@ -15,7 +15,7 @@ Beyond the largest training score the tail decays exponentially, so unseen extre
 from __future__ import annotations
 
 import math
-from typing import Optional
+
 
 import numpy as np
 

@@ -7,7 +7,7 @@ Every helper tolerates missing or oddly typed fields and returns ``None``/empty 
 from __future__ import annotations
 
 import ipaddress
-import re
+from functools import lru_cache
 from typing import Any, Dict, List, Optional
 
 #: The rule group and ``data.integration`` value that mark the plugin's own events.
@@ -17,8 +17,7 @@ FIM_RULES = frozenset({"550", "553", "554"})
 COMMAND_RULES = frozenset({"80792"})
 SUDO_RULES = frozenset({"5402"})
 
-_UID_RE = re.compile(r'\bUID="([^"]{1,64})"')
-_EXECVE_KEY_RE = re.compile(r"^a(\d+)$")
+_UID_MARK = ' UID="'
 
 
 def _get(d: Any, *keys: str) -> Any:
@@ -152,10 +151,11 @@ def command_argv(a: Dict[str, Any]) -> List[str]:
     if isinstance(execve, dict) and execve:
         items = []
         for k, v in execve.items():
-            m = _EXECVE_KEY_RE.match(str(k))
+            if not (isinstance(k, str) and len(k) > 1 and k[0] == "a" and k[1:].isdigit() and k[1:].isascii()):
+                continue
             sv = _str(v)
-            if m and sv is not None:
-                items.append((int(m.group(1)), sv))
+            if sv is not None:
+                items.append((int(k[1:]), sv))
         items.sort()
         if items:
             return [v for _, v in items]
@@ -183,9 +183,12 @@ def command_user(a: Dict[str, Any]) -> Optional[str]:
         return _str(_get(a, "data", "srcuser")) or _str(_get(a, "data", "dstuser"))
     full_log = a.get("full_log")
     if isinstance(full_log, str):
-        m = _UID_RE.search(full_log)
-        if m:
-            return m.group(1)
+        i = full_log.find(_UID_MARK)
+        if i >= 0:
+            start = i + len(_UID_MARK)
+            end = full_log.find('"', start, start + 65)
+            if end > start:
+                return full_log[start:end]
     return _str(_get(a, "data", "audit", "uid")) or _str(_get(a, "data", "audit", "auid"))
 
 
@@ -235,6 +238,11 @@ def ip_class(ip: Optional[str]) -> str:
     """A coarse class of an address: none, loopback, private, link-local, multicast, public, invalid."""
     if not ip:
         return "none"
+    return _ip_class(ip)
+
+
+@lru_cache(maxsize=65536)
+def _ip_class(ip: str) -> str:
     try:
         addr = ipaddress.ip_address(ip.strip().split("%")[0])
     except ValueError:

@@ -19,7 +19,6 @@ import secrets
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence
 
 from . import fields
-from ._version import __version__
 from .calibration import severity as severity_of
 from .detectors.base import Detector, NotEnoughData
 from .detectors.commands import CommandDetector
