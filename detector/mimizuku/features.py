@@ -47,6 +47,11 @@ def path_tokens(path: str) -> Tuple[str, ...]:
     ext = base.rsplit(".", 1)[1][:16] if "." in base.strip(".") else ""
     if ext:
         tokens.append("ext:" + ext)
+        # the kind of file in this directory (the nearest one with a name left after
+        # normalisation, so uploads/2026/11/x.php counts as uploads): a .php among uploads is news
+        parent = next((p.strip("*") for p in reversed(parts[:-1]) if p.strip("*")), "")
+        if parent:
+            tokens.append("in:" + parent[:32] + "|" + ext)
     if base.startswith("."):
         tokens.append("hidden")
     return tuple(dict.fromkeys(tokens))

@@ -87,12 +87,13 @@ class FileIntegrityDetector(LOFDetector):
 
     def scopes(self, key: Key):
         agent, toks, event, user, proc = key
-        words = [t for t in toks if t.startswith(("w:", "ext:"))] + self._dirs(toks)
+        kinds = [t for t in toks if t.startswith("in:")]
+        words = [t for t in toks if t.startswith(("w:", "ext:"))] + kinds + self._dirs(toks)
         extra = [f"user:{user}"] if user else []
         extra += [f"process:{proc}"] if proc else []
         out = [("agent", agent, words + extra + [f"event:{event}"])]
         if user:
-            out.append(("user", user, self._dirs(toks) + ([f"process:{proc}"] if proc else [])))
+            out.append(("user", user, self._dirs(toks) + kinds + ([f"process:{proc}"] if proc else [])))
         return out
 
     def describe(self, key: Key) -> str:

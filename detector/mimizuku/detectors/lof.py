@@ -9,8 +9,9 @@ heavily duplicated alerts.
 
 LOF alone measures *relative* density: where every distinct situation is far from every other
 (commands and paths are sparse), a brand-new one looks no sparser than the rest. So the raw
-score adds a novelty term: for each scope (this agent, this user), the share of the key's tokens
-never seen there, times how surprising a new token is in that scope — ``-log10`` of its
+score adds a novelty term: for each scope (this agent, this user), whether the key brings tokens
+never seen there (one new token counts half, two or more count fully), times how surprising a
+new token is in that scope — ``-log10`` of its
 Good–Turing missing mass ``(N1 + 1) / (N + 1)`` (N1 tokens seen once, N token occurrences): a
 new word on a CI runner that sees new words all day is no news; on a web server whose www-data
 runs the same three commands, it is. It is computed leave-one-alert-out on the training data,
@@ -173,7 +174,10 @@ class LOFDetector(Detector):
         return lof + self.novelty_weight * np.array([self.novelty(k) for k in keys])
 
     def novelty(self, key: Key, leave_out: int = 0) -> float:
-        """Mean over scopes of (share of tokens new to the scope) × (surprise of a new token there)."""
+        """Mean over scopes of the surprise of new tokens there (one new token: half, two or more: all).
+
+        What counts is how many tokens are new, not their share: one new word in a long,
+        otherwise familiar path (a .php among uploads) is as telling as in a short one."""
         out = []
         for scope, value, toks in self.scopes(key):
             seen = self.token_counts_.get((scope, value))
@@ -184,8 +188,8 @@ class LOFDetector(Detector):
             if not toks:
                 out.append(0.0)
                 continue
-            share = sum(1 for t in toks if seen.get(t, 0) - leave_out <= 0) / len(toks)
-            out.append(share * self.scope_surprise_[(scope, value)])
+            new = sum(1 for t in toks if seen.get(t, 0) - leave_out <= 0)
+            out.append(min(1.0, new / 2) * self.scope_surprise_[(scope, value)])
         return float(np.mean(out)) if out else 0.0
 
     #: surprise of a scope never seen in training (as for a scope that never saw anything new)
