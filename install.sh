@@ -27,6 +27,9 @@ UNINSTALL=0
 PURGE=0
 FORCE_VERSION=""
 MIN_VERSION="4.8"
+NO_SYSTEMD=0
+SYSTEMD_DIR=""
+UNIT_NAME="mimizuku-serve.service"
 
 BEGIN_MARK="<!-- BEGIN mimizuku: added by mimizuku install.sh, removed by its uninstall option -->"
 END_MARK="<!-- END mimizuku -->"
@@ -46,6 +49,8 @@ Usage: install.sh [options]
   --with-syslog-localfile also merge ossec_conf/localfile_syslog.xml
   --no-ossec-conf         do not touch ossec.conf (print the blocks instead)
   --wazuh-version V       skip detection and assume this Wazuh version
+  --no-systemd            do not install the resident scorer's systemd unit
+  --systemd-dir DIR       where the unit goes (default /etc/systemd/system, when systemd runs)
   --dry-run               show what would be done; change nothing
   --uninstall             remove what install.sh added (data in spool/ and models/ is kept)
   --purge                 with --uninstall: also remove spool/ and models/
@@ -69,6 +74,8 @@ while [ $# -gt 0 ]; do
         --with-syslog-localfile) WITH_LOCALFILE=1; shift ;;
         --no-ossec-conf) NO_CONF=1; shift ;;
         --wazuh-version) FORCE_VERSION=${2:?--wazuh-version needs a version}; shift 2 ;;
+        --no-systemd) NO_SYSTEMD=1; shift ;;
+        --systemd-dir) SYSTEMD_DIR=${2:?--systemd-dir needs a directory}; shift 2 ;;
         --dry-run) DRY_RUN=1; shift ;;
         --uninstall) UNINSTALL=1; shift ;;
         --purge) PURGE=1; shift ;;
@@ -84,7 +91,18 @@ MANIFEST="$HOME_DIR/install-manifest"
 CONF="$PREFIX/etc/ossec.conf"
 SCRIPT="$PREFIX/integrations/custom-mimizuku"
 RULES="$PREFIX/etc/rules/mimizuku_rules.xml"
+UNIT="${SYSTEMD_DIR:-/etc/systemd/system}/$UNIT_NAME"
 
+# The resident scorer's unit is installed where systemd runs the system (or into --systemd-dir).
+use_systemd() {
+    [ "$NO_SYSTEMD" -eq 0 ] || return 1
+    [ -n "$SYSTEMD_DIR" ] && return 0
+    [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1
+}
+systemctl_do() {  # never fatal: the files are in place, the service is a convenience
+    command -v systemctl >/dev/null 2>&1 || return 0
+    run systemctl "$@" || echo "install.sh: warning: systemctl $* failed" >&2
+}
 # --- checks ----------------------------------------------------------------------------------
 
 [ "$(id -u)" -eq 0 ] || die "run as root (files must be root:wazuh, the venv root-owned)"
@@ -195,7 +213,12 @@ do_uninstall() {
         say "no mimizuku section in $CONF"
     fi
     for path in "${files[@]}"; do
+        if [ "$(basename "$path")" = "$UNIT_NAME" ] && [ -e "$path" ]; then
+            say "stopping and disabling $UNIT_NAME"
+            systemctl_do disable --now "$UNIT_NAME"
+        fi
         [ -e "$path" ] && { say "removing $path"; run rm -f -- "$path"; }
+        if [ "$(basename "$path")" = "$UNIT_NAME" ]; then systemctl_do daemon-reload; fi
     done
     for path in "${venvs[@]}"; do
         [ -d "$path" ] && { say "removing the virtualenv $path"; run rm -rf -- "$path"; }
@@ -309,6 +332,9 @@ SHEBANG="#!$PY -I"
 [ ${#SHEBANG} -le 127 ] || die "interpreter path too long for a shebang: $PY"
 { echo "$SHEBANG"; tail -n +2 "$SELF_DIR/integrations/custom-mimizuku"; } > "$STAGE/custom-mimizuku"
 cp "$SELF_DIR/wazuh_rules/mimizuku_rules.xml" "$STAGE/mimizuku_rules.xml"
+sed -e "s#/var/ossec/mimizuku/venv/bin/python3#$(sed_escape "$PY")#g" \
+    -e "s#/var/ossec\\([/ ]\\|\$\\)#$(sed_escape "$PREFIX")\\1#g" \
+    "$SELF_DIR/ossec_conf/$UNIT_NAME" > "$STAGE/$UNIT_NAME"
 
 # 3. the integratord user must be able to run it (a root-only interpreter would fail every call)
 if [ "$DRY_RUN" -eq 0 ] || [ -x "$PY" ]; then
@@ -370,6 +396,7 @@ place() {  # src dst owner group mode
 make_dir "$HOME_DIR" root wazuh 0750 dir
 make_dir "$HOME_DIR/models" root wazuh 0750 datadir
 make_dir "$HOME_DIR/spool" wazuh wazuh 0750 datadir
+make_dir "$HOME_DIR/run" wazuh wazuh 0750 datadir      # the resident scorer's socket and state
 make_dir "$PREFIX/logs/mimizuku" root wazuh 0750 dir
 [ -d "$PREFIX/integrations" ] || make_dir "$PREFIX/integrations" root wazuh 0750 dir
 [ -d "$PREFIX/etc/rules" ] || make_dir "$PREFIX/etc/rules" wazuh wazuh 0770 dir
@@ -379,6 +406,10 @@ fi
 
 place "$STAGE/custom-mimizuku" "$SCRIPT" root wazuh 0750
 place "$STAGE/mimizuku_rules.xml" "$RULES" root wazuh 0640
+if use_systemd; then
+    [ -d "$(dirname "$UNIT")" ] || die "systemd unit directory $(dirname "$UNIT") does not exist"
+    place "$STAGE/$UNIT_NAME" "$UNIT" root root 0644
+fi
 
 if [ "$NO_CONF" -eq 1 ]; then
     say "--no-ossec-conf: add these blocks to $CONF yourself:"
@@ -402,11 +433,20 @@ if [ "$DRY_RUN" -eq 0 ]; then
         cp "$MANIFEST_NEW" "$MANIFEST.tmp" && chmod 0640 "$MANIFEST.tmp" && mv -f "$MANIFEST.tmp" "$MANIFEST"
     fi
     # committed: drop the undo copies
-    rm -f "$SCRIPT.mimizuku-old" "$RULES.mimizuku-old"
+    rm -f "$SCRIPT.mimizuku-old" "$RULES.mimizuku-old" "$UNIT.mimizuku-old"
     ROLLBACK=()
     say "installed. Next:"
 else
     say "dry run: nothing was changed. A real run would then tell you to:"
+fi
+if use_systemd; then
+    systemctl_do daemon-reload
+    systemctl_do enable "$UNIT_NAME"
+    systemctl_do restart "$UNIT_NAME"
+    say "resident scorer: $UNIT_NAME (systemctl status ${UNIT_NAME%.service}; mimizuku status)"
+else
+    say "no systemd here: run the resident scorer as user wazuh yourself (docs/serve.md):"
+    say "  $PY -m mimizuku.serve --wazuh-home $PREFIX"
 fi
 cat <<EOF
   1. check the configuration:   $PREFIX/bin/wazuh-analysisd -t

@@ -16,7 +16,9 @@ Commands:
   anomalous) and flags ``score_samples(X) < model.offset_``, which is exactly sklearn's
   ``LocalOutlierFactor.predict(X) == -1`` (``decision_function = score_samples - offset_``).
 * ``predict --model DIR --test FILE --out JSON``: times the public ``Mimizuku.load_model`` and
-  ``predict(path)`` (reading the file included), for throughput.
+  ``predict(path)`` (reading the file included), for throughput. Note: its FsNotify drops
+  duplicate anomaly rows (same host, path, event, user), so ``predict`` lists fewer anomalies
+  than ``score`` flags alerts; the two agree once those duplicates are removed.
 """
 import argparse
 import contextlib

@@ -46,7 +46,7 @@ def _mark(ok: Optional[bool]) -> str:
     return "" if ok is None else ("ok" if ok else "FAIL")
 
 
-def _cell(value: str, ok: Optional[bool] = None, width: int = 22) -> str:
+def _cell(value: str, ok: Optional[bool] = None, width: int = 26) -> str:
     txt = value if ok is None else f"{value}  {_mark(ok)}"
     return f"{txt:<{width}}"
 
@@ -57,7 +57,7 @@ def _f(x: Optional[float], nd: int = 4) -> str:
 
 def _rows(title: str, mo: C.Metrics, mp: C.Metrics, windows: bool) -> List[str]:
     out = [title]
-    head = f"  {'':<40}{'ours':<22}{'peer (0.2.36)':<22}target"
+    head = f"  {'':<40}{'ours':<26}{'peer (0.2.36)':<26}target"
     out.append(head)
 
     def row(label: str, a: str, b: str, target: str = "") -> None:
@@ -77,7 +77,7 @@ def _rows(title: str, mo: C.Metrics, mp: C.Metrics, windows: bool) -> List[str]:
         _cell(f"{_f(mp.fp_per_10k, 1)} ({mp.fp:,} FP)", None if mp.fp_per_10k is None else mp.fp_per_10k <= C.TARGET_FP_PER_10K),
         f"<= {C.TARGET_FP_PER_10K:g}")
     if windows:
-        row(f"  secondary: outside attack windows",
+        row("  secondary: outside attack windows",
             _cell(f"{_f(mo.fp_per_10k_outside, 1)}"), _cell(f"{_f(mp.fp_per_10k_outside, 1)}"),
             f"({mo.n_neg_outside:,} benign alerts outside the labelled attack windows)")
     row("TPR at threshold", _cell(f"{_f(mo.tpr, 3)} ({mo.tp:,}/{mo.n_pos:,})"),
@@ -109,6 +109,9 @@ def report(ds: C.Dataset, ours: C.SideScores, peer: Optional[C.SideScores]) -> L
         peer = C.SideScores("peer", np.full(ds.n_test, np.nan), np.zeros(ds.n_test, dtype=bool),
                             peer_domain=np.zeros(ds.n_test, dtype=bool))
     else:
+        counts = getattr(peer, "train_counts", {})
+        if any(counts.values()):
+            lines.append("peer trained on: " + ", ".join(f"{k} {v:,} alerts" for k, v in counts.items()))
         for note in peer.notes:
             lines.append(f"peer: {note}")
     domain = peer.peer_domain if peer.peer_domain is not None else np.zeros(ds.n_test, dtype=bool)

@@ -90,8 +90,10 @@ def popen_cli(args: Sequence[str], *, env: Optional[Dict[str, str]] = None) -> s
                             stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=e)
 
 
-def wait_for_marker(proc: subprocess.Popen, marker: bytes, timeout: float = 120.0) -> bytes:
-    """Read the child's stderr until ``marker`` shows up (it is then blocked at a pause point)."""
+def wait_for_marker(proc: subprocess.Popen, marker: bytes, timeout: float = 120.0,
+                    log: Optional[Path] = None) -> bytes:
+    """Read the child's stderr (or ``log``) until ``marker`` shows up (the child is then blocked
+    at a pause point)."""
     import select
     import time
 
@@ -101,7 +103,11 @@ def wait_for_marker(proc: subprocess.Popen, marker: bytes, timeout: float = 120.
     while marker not in buf:
         left = deadline - time.monotonic()
         if left <= 0 or proc.poll() is not None:
-            raise AssertionError(f"marker {marker!r} not seen; stderr so far: {buf[-2000:]!r}")
+            raise AssertionError(f"marker {marker!r} not seen; so far: {buf[-2000:]!r}")
+        if log is not None:
+            time.sleep(0.1)
+            buf = log.read_bytes() if log.exists() else b""
+            continue
         r, _, _ = select.select([fd], [], [], min(left, 1.0))
         if r:
             chunk = os.read(fd, 65536)

@@ -250,3 +250,16 @@ def test_bad_bookmark_is_reported(wz, tmp_path):
     (tmp_path / "bookmark").write_text("{not json")
     with pytest.raises(FollowError):
         follower(wz, tmp_path).read()
+
+
+def test_two_relinks_between_reads_skip_nothing(wz, tmp_path):
+    wz.open_day(21)
+    a = wz.write(2)
+    f = follower(wz, tmp_path, from_start=True)
+    assert ids_of(drain(f)) == a
+    b = wz.write(1)
+    wz.open_day(21, part=1)
+    c = wz.write(2)
+    wz.open_day(22)
+    d = wz.write(2)
+    assert ids_of(drain(f)) == b + c + d

@@ -28,7 +28,6 @@ import hashlib
 import json
 import os
 import re
-import stat as stat_mod
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -311,20 +310,29 @@ class AlertFollower:
                                 "alerts after its bookmark cannot be read")
         live_id = (st.st_dev, st.st_ino) if st is not None else None
         if later_than is not None:
-            for key, p in list_day_files(self.alerts_dir):
-                if key <= later_than:
-                    continue
-                if not p.name.endswith(".gz") and live_id is not None:
-                    try:
-                        pst = os.stat(p)
-                        if (pst.st_dev, pst.st_ino) == live_id:
-                            continue  # that one is alerts.json: read last, as the live file
-                    except OSError:
-                        continue
-                self._queue.append((p, p.name.endswith(".gz"), _archive_name(self.alerts_dir, p)))
+            self._queue_later(later_than, live_id)
         self.stats["catch_up_files"] += len(self._queue) + (1 if old is not None else 0)
         if self._cur is None:
             self._next_source()
+
+    def _queue_later(self, after: Tuple[int, int, int, int], live_id: Optional[Tuple[int, int]]) -> None:
+        """Queue the day files after ``after`` and before the live one (which is read last)."""
+        live_key = None
+        files = list_day_files(self.alerts_dir)
+        if live_id is not None:
+            for key, p in files:
+                if p.name.endswith(".gz"):
+                    continue
+                try:
+                    pst = os.stat(p)
+                except OSError:
+                    continue
+                if (pst.st_dev, pst.st_ino) == live_id:
+                    live_key = key
+        for key, p in files:
+            if key <= after or (live_key is not None and key >= live_key):
+                continue
+            self._queue.append((p, p.name.endswith(".gz"), _archive_name(self.alerts_dir, p)))
 
     def _find_old(self, bm: Bookmark) -> Optional[Tuple[Path, bool, Tuple[int, int, int, int]]]:
         """The bookmarked file under the archive tree: by name, then inode, then first-line hash."""
@@ -467,7 +475,12 @@ class AlertFollower:
             self.log("info", f"{self.path} now points to a new file (inode {st.st_ino}): "
                              f"switching after {src.offset} bytes of the old one")
             self._finish(src, "relinked")
-            self._open(self.path, 0, live=True)
+            # more than one relink since the last look (rotation parts): read the skipped files too
+            old_key = day_file_key(self.alerts_dir, self.alerts_dir / src.archive) if src.archive else None
+            if old_key is not None:
+                self._queue_later(old_key, (st.st_dev, st.st_ino))
+                self.stats["catch_up_files"] += len(self._queue)
+            self._next_source()
             return True
         if st.st_size < src.offset + len(src.buf):
             self.stats["truncations"] += 1

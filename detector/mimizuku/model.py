@@ -108,7 +108,14 @@ class Mimizuku:
         if n == 0:
             raise NotEnoughData(f"no alerts to train on ({stats})")
         fitted, problems = [], {}
-        for d in dets:
+        steps = dets
+        if progress:
+            from tqdm import tqdm
+
+            steps = tqdm(dets, desc="training", unit="detector", leave=False)
+        for d in steps:
+            if progress:
+                steps.set_postfix_str(d.name)
             try:
                 fitted.append(d.end_fit())
             except NotEnoughData as e:

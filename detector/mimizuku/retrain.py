@@ -150,6 +150,12 @@ class AnomalyFilter:
     records. Also counts the alerts per day and the current model's anomalies per day, for the
     validation of the next model. ``model=None`` lets everything through (and still counts);
     ``exclude=False`` scores and counts but lets the flagged alerts through too.
+
+    ``share_keys(new_model)``: the current detectors have just computed each alert's key (the
+    costly part: fields, tokens, rate windows); a new detector of the same class and parameters
+    would compute the very same key from the very same stream, so it is handed over instead of
+    computed twice. Rates in the keys are then counted over the whole stream, flagged alerts
+    included — as the scorer counts them.
     """
 
     def __init__(self, model: Any = None, exclude: bool = True, batch_size: int = 2048, on_batch=None):
@@ -163,6 +169,9 @@ class AnomalyFilter:
         self.per_day: Counter = Counter()
         self.flagged_per_day: Counter = Counter()
         self.excluded_by_detector: Counter = Counter()
+        self._memo: Dict[Tuple[str, int], Any] = {}
+        self._shared: List[Any] = []
+        self.shared_detectors: List[str] = []
 
     def __call__(self, alerts: Iterable[Dict[str, Any]]) -> Iterator[Dict[str, Any]]:
         dets = list(self.model.detectors_.values()) if self.model is not None else []
@@ -177,14 +186,53 @@ class AnomalyFilter:
         if batch:
             yield from self._pass(batch, dets)
 
+    def share_keys(self, new: Any) -> List[str]:
+        """Let ``new``'s detectors reuse the keys computed here (see the class docstring)."""
+        if self.model is None:
+            return []
+        try:
+            dets = new._new_detectors()
+        except Exception:  # pragma: no cover - an estimator without that hook: no sharing
+            return []
+        memo = self._memo
+        for d in dets:
+            old = self.model.detectors_.get(d.name)
+            if old is not None and type(old) is type(d) and old.get_params() == d.get_params():
+                def key(alert: Dict[str, Any], _orig=d.key, _name=d.name) -> Any:
+                    k = memo.get((_name, id(alert)))
+                    return _orig(alert) if k is None else k
+
+                d.key = key  # shadows the method on this instance, removed by unshare()
+                self.shared_detectors.append(d.name)
+            new.add_rule(d)
+        self._shared = dets
+        self._new = new
+        return list(self.shared_detectors)
+
+    def unshare(self) -> None:
+        """Undo ``share_keys`` (before the new model is saved: nothing of this may be pickled)."""
+        for d in self._shared:
+            d.__dict__.pop("key", None)
+        if self._shared:
+            self._new.rules = []
+        self._shared = []
+        self._memo.clear()
+
     def flags(self, batch: Sequence[Dict[str, Any]], dets: Sequence[Any]) -> List[bool]:
         hit = [False] * len(batch)
         by: List[Optional[str]] = [None] * len(batch)
+        memo = self._memo
+        memo.clear()  # the previous batch has been consumed
+        share = bool(self._shared)
         for d in dets:
             idx = [i for i, a in enumerate(batch) if d.applies(a)]
             if not idx:
                 continue
             keys = [d.key(batch[i]) for i in idx]
+            if share:
+                name = d.name
+                for i, k in zip(idx, keys):
+                    memo[(name, id(batch[i]))] = k
             scores = d.calibrate(d.raw_scores(keys))
             thr = d.threshold_
             for i, s in zip(idx, scores):
@@ -271,10 +319,9 @@ def validate(new: Any, current: Any, cfg: RetrainConfig, *, day_records: Optiona
         n = int(getattr(det, "n_alerts_", 0)) if det is not None else 0
         if n >= need:
             continue
-        had = cur_alerts.get(name, 0)
         why = f"{name}: {n} alert(s), fewer than the minimum {need}"
-        if current is not None and had >= need:
-            v.refuse(f"{why} (the current model learned from {had})")
+        if name in cur_alerts:  # never trade a detector in use for none
+            v.refuse(f"{why} (the current model learned from {cur_alerts[name]})")
         elif det is not None:
             v.dropped[name] = why
             del new.detectors_[name]
@@ -583,6 +630,9 @@ def _train_and_install(store: ModelStore, run: _Run) -> Tuple[Any, Any]:
 
     filt = AnomalyFilter(current, exclude=cfg.anomaly_filter, on_batch=on_batch)
     new = Mimizuku(**_params(current, cfg))
+    shared = filt.share_keys(new)
+    if shared:
+        log.info("keys computed once for the filter and the new %s detector(s)", ", ".join(shared))
     t0 = time.monotonic()
     log.info("reading %d day(s) plus today from %s and training (anomaly filter: %s)", cfg.days, cfg.source,
              f"model {run.version}" if current is not None and cfg.anomaly_filter else "off")
@@ -603,6 +653,8 @@ def _train_and_install(store: ModelStore, run: _Run) -> Tuple[Any, Any]:
     except ValueError as e:  # bad model parameters
         run.fail(EXIT_USAGE, f"invalid model parameters: {e}")
         return current, None
+    finally:
+        filt.unshare()
     run.durations["read_train"] = _ms(t0)
     new.read_stats_ = stats.as_dict()
     run.candidate = new.model_version_

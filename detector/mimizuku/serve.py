@@ -43,11 +43,10 @@ import queue
 import selectors
 import signal
 import socket
-import stat
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Deque, Dict, List, Optional, Tuple
 
@@ -148,40 +147,20 @@ class ServeConfig:
 # --- which model: the version pointer ------------------------------------------------------------
 
 def resolve_model_dir(model_dir: Path) -> Path:
-    """The directory holding the model to load.
+    """The directory holding the model to load, with every symlink resolved.
 
-    ``<dir>/current`` (a symlink, or a file naming a version under ``<dir>/versions/``) when it
-    exists -- the layout of :mod:`mimizuku.versions`; otherwise ``<dir>`` itself.
+    The layout of :mod:`mimizuku.versions`: ``<root>/current -> versions/<version>`` when the
+    root holds versions, else the root itself (a plain model directory). Resolving once, here,
+    makes the fingerprint and the load refer to the same version directory even if ``current``
+    moves in between (the next watch tick picks the newer one up).
     """
     try:
-        from . import versions  # type: ignore  # written alongside; use its notion when present
-
-        for name in ("current_dir", "resolve_current", "current_version_dir"):
-            fn = getattr(versions, name, None)
-            if callable(fn):
-                try:
-                    got = fn(model_dir)
-                except Exception:
-                    break
-                if got:
-                    return Path(got)
-                break
-    except ImportError:
-        pass
-    cur = model_dir / "current"
-    try:
-        st = os.lstat(cur)
-    except FileNotFoundError:
-        return model_dir
-    if stat.S_ISLNK(st.st_mode):
-        target = os.readlink(cur)
-        return Path(target) if os.path.isabs(target) else model_dir / target
-    if stat.S_ISREG(st.st_mode):
-        name = cur.read_text(encoding="utf-8").strip()
-        if not name or "/" in name or name in (".", ".."):
-            raise ValueError(f"{cur} does not name a version")
-        return model_dir / "versions" / name
-    return cur
+        from .versions import resolve_model_dir as _resolve
+    except ImportError:  # pragma: no cover - versions.py ships with the package
+        def _resolve(root):
+            cur = Path(root) / "current"
+            return cur if os.path.lexists(cur) else Path(root)
+    return Path(os.path.realpath(_resolve(model_dir)))
 
 
 def model_fingerprint(model_dir: Path) -> Optional[Tuple[str, int, int, int]]:
