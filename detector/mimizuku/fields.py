@@ -20,13 +20,17 @@ SUDO_RULES = frozenset({"5402"})
 _UID_MARK = ' UID="'
 
 
-def _get(d: Any, *keys: str) -> Any:
+def dig(d: Any, *keys: str) -> Any:
+    """``d[k1][k2]…``, or None when any step is missing or not a mapping."""
     try:
         for k in keys:
             d = d[k]
         return d
     except (KeyError, TypeError, IndexError):
         return None
+
+
+_get = dig
 
 
 def _str(v: Any) -> Optional[str]:

@@ -27,6 +27,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from ._version import __version__
 from .outputs import parse_timestamp
+from .fields import dig as _get
 
 __all__ = ["write_report", "render_report", "read_records", "main"]
 
@@ -62,12 +63,6 @@ def _label(value: Any, cap: int = 32) -> str:
     return s.replace("$", r"\$")  # matplotlib shows "\$" as "$" and never enters mathtext
 
 
-def _get(d: Any, *keys: str) -> Any:
-    for k in keys:
-        if not isinstance(d, Mapping):
-            return None
-        d = d.get(k)
-    return d
 
 
 def _score(r: Mapping[str, Any]) -> Optional[float]:

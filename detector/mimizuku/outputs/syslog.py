@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 from .._version import __version__
 from ..spool import Spool, SpoolError
 from . import OutputError, OutputUnavailableError, clean_text, default_spool_dir, parse_timestamp
+from ..fields import dig as _get
 
 try:
     import fcntl
@@ -154,12 +155,6 @@ def _score_text(x: Any) -> Optional[str]:
     return f"{f:.4f}".rstrip("0").rstrip(".") if math.isfinite(f) else None
 
 
-def _get(d: Any, *keys: str) -> Any:
-    for k in keys:
-        if not isinstance(d, Mapping):
-            return None
-        d = d.get(k)
-    return d
 
 
 def _cluster(record: Mapping[str, Any], cluster: Optional[int]) -> Optional[int]:
