@@ -174,3 +174,25 @@ def test_seconds_and_hour_parses_wazuh_and_rejects_garbage():
 def test_context_eps_must_stay_below_categorical_gap(fleet):
     with pytest.raises(ValueError):
         _fit(ContextDetector(eps=2.0), fleet)
+
+
+def test_numpy_lof_scoring_equals_scikit_learn(fleet):
+    """Scoring runs LOF in numpy from the fitted graph; it must agree with LocalOutlierFactor."""
+    det = _fit(CommandDetector(), fleet)
+    probe = [k for k in det.ref_keys_[:5]] + [det.key(a) for kind in F.attacks().values() for a in kind
+                                              if det.applies(a)]
+    X = det._vectorizer().rows([det.groups(k) for k in probe])
+    ours = det._lof(probe)
+    theirs = -det.lof_.score_samples(X)
+    assert np.allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+def test_saved_detector_does_not_carry_the_fitted_lof(fleet, tmp_path):
+    import joblib
+
+    det = _fit(FileIntegrityDetector(), fleet)
+    joblib.dump(det, tmp_path / "d.joblib")
+    back = joblib.load(tmp_path / "d.joblib")
+    assert not hasattr(back, "lof_")
+    alerts = [a for a in F.normal_fleet(days=1, seed=11) if det.applies(a)]
+    assert np.allclose(back.score_samples(alerts), det.score_samples(alerts))

@@ -195,6 +195,13 @@ class LOFDetector(Detector):
     #: surprise of a scope never seen in training (as for a scope that never saw anything new)
     UNSEEN_SCOPE_SURPRISE = 2.0
 
+    def __getstate__(self):
+        # scoring needs only the reference rows, k-distances and lrd (kept below); the fitted
+        # LocalOutlierFactor would add a second copy of the references to every saved model
+        state = super().__getstate__()
+        state.pop("lof_", None)
+        return state
+
     def nearest(self, key: Key) -> Tuple[Key, float, int]:
         """The nearest training situation, its distance and how often it was seen."""
         hit = self.__dict__.get("_nn_cache", {}).get(key)
