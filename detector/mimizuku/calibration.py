@@ -53,7 +53,7 @@ class TailCalibrator:
 
     def score_from_p(self, p):
         p = np.clip(np.asarray(p, dtype=float), self.floor, 1.0)
-        return np.clip(np.log(p) / math.log(self.floor), 0.0, 1.0)
+        return np.clip(np.log(p) / math.log(self.floor), 0.0, 1.0) + 0.0  # + 0.0: no "-0.0" scores
 
     def tail_probability(self, raw) -> np.ndarray:
         raw = np.asarray(raw, dtype=float)

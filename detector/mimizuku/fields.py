@@ -18,6 +18,7 @@ COMMAND_RULES = frozenset({"80792"})
 SUDO_RULES = frozenset({"5402"})
 
 _UID_MARK = ' UID="'
+_ARG_KEYS = tuple(f"a{i}" for i in range(64))
 
 
 def dig(d: Any, *keys: str) -> Any:
@@ -66,7 +67,11 @@ def timestamp(a: Dict[str, Any]) -> Optional[str]:
 
 
 def rule_id(a: Dict[str, Any]) -> Optional[str]:
-    return _str(_get(a, "rule", "id"))
+    try:
+        v = a["rule"]["id"]
+    except (KeyError, TypeError, IndexError):
+        return None
+    return v if isinstance(v, str) and v else _str(v)
 
 
 def rule_level(a: Dict[str, Any]) -> int:
@@ -90,7 +95,11 @@ def agent_id(a: Dict[str, Any]) -> Optional[str]:
 
 
 def agent_name(a: Dict[str, Any]) -> Optional[str]:
-    return _str(_get(a, "agent", "name"))
+    try:
+        v = a["agent"]["name"]
+    except (KeyError, TypeError, IndexError):
+        return None
+    return v if isinstance(v, str) and v else _str(v)
 
 
 def agent_ip(a: Dict[str, Any]) -> Optional[str]:
@@ -153,6 +162,15 @@ def command_argv(a: Dict[str, Any]) -> List[str]:
     """The command's argument vector: ``data.audit.execve.a0..aN`` in numeric order."""
     execve = _get(a, "data", "audit", "execve")
     if isinstance(execve, dict) and execve:
+        # usual case: a0, a1, … (and argc) and nothing else
+        fast = []
+        for key in _ARG_KEYS:
+            v = execve.get(key)
+            if not isinstance(v, str) or not v:
+                break
+            fast.append(v)
+        if fast and len(fast) == len(execve) - ("argc" in execve):
+            return fast
         items = []
         for k, v in execve.items():
             if not (isinstance(k, str) and len(k) > 1 and k[0] == "a" and k[1:].isdigit() and k[1:].isascii()):

@@ -254,6 +254,7 @@ class ContextDetector(Detector):
         for r, f in enumerate(feats):
             for name, v in f.items():
                 B[r, vocab[name]] = v
+        self._index_core_blocks()
         self.core_block_vocab_ = vocab
         self.core_block_matrix_ = B
         self.core_block_sqnorm_ = (B * B).sum(axis=1)
@@ -296,25 +297,42 @@ class ContextDetector(Detector):
         return Q, (Q * Q).sum(axis=1) + extra
 
     def _nearest_many(self, sits: List[Key]) -> Tuple[np.ndarray, np.ndarray]:
-        """Distance to the nearest core sample and its index, for many situations at once."""
-        blocks = list(dict.fromkeys(s[0] for s in sits))
-        bpos = {b: i for i, b in enumerate(blocks)}
+        """Distance to the nearest core sample and its index, for many situations at once.
+
+        Blocks are visited in order of block distance, and a search stops as soon as the next
+        block is farther than the best core found: usually only the situation's own block.
+        """
+        if not hasattr(self, "core_block_start_"):
+            self._index_core_blocks()
+        by_block: Dict[Any, List[int]] = defaultdict(list)
+        for i, s in enumerate(sits):
+            by_block[s[0]].append(i)
+        blocks = list(by_block)
         Q, qn = self._block_rows(blocks)
-        db2 = np.maximum(qn[:, None] + self.core_block_sqnorm_[None, :] - 2.0 * Q @ self.core_block_matrix_.T, 0.0)
+        db = np.sqrt(np.maximum(qn[:, None] + self.core_block_sqnorm_[None, :] - 2.0 * Q @ self.core_block_matrix_.T, 0.0))
         C = np.array([self._cont(h, r, sb) for (_, h, r, sb) in sits], dtype=float)
-        qb = np.array([bpos[s[0]] for s in sits])
-        dist = np.empty(len(sits))
-        idx = np.empty(len(sits), dtype=int)
-        pts, cpos = self.core_points_, self.core_pos_
-        pn = (pts * pts).sum(axis=1)
-        for start in range(0, len(sits), 256):
-            sl = slice(start, start + 256)
-            c = C[sl]
-            d2 = db2[qb[sl]][:, cpos] + np.maximum(pn[None, :] + (c * c).sum(axis=1)[:, None] - 2.0 * c @ pts.T, 0.0)
-            m = d2.argmin(axis=1)
-            idx[sl] = m
-            dist[sl] = np.sqrt(d2[np.arange(len(m)), m])
+        dist = np.full(len(sits), np.inf)
+        idx = np.zeros(len(sits), dtype=int)
+        pts = self.core_points_
+        for qb, block in enumerate(blocks):
+            rows = np.asarray(by_block[block])
+            c = C[rows]
+            for p in np.argsort(db[qb], kind="stable"):
+                if db[qb, p] >= dist[rows].max():
+                    break
+                lo, hi = self.core_block_start_[p], self.core_block_start_[p + 1]
+                d2 = ((pts[lo:hi][None, :, :] - c[:, None, :]) ** 2).sum(axis=2) + db[qb, p] ** 2
+                m = d2.argmin(axis=1)
+                d = np.sqrt(d2[np.arange(len(rows)), m])
+                better = d < dist[rows]
+                dist[rows[better]] = d[better]
+                idx[rows[better]] = lo + m[better]
         return dist, idx
+
+    def _index_core_blocks(self) -> None:
+        # cores are stored grouped by block position; where each block's cores start
+        counts = np.bincount(self.core_pos_, minlength=len(self.core_blocks_))
+        self.core_block_start_ = np.concatenate([[0], np.cumsum(counts)])
 
     def _nearest(self, key: Key) -> Tuple[float, Optional[Key], int]:
         """Distance to the nearest core sample, that sample's key and weight (memoised)."""
