@@ -132,3 +132,10 @@ def test_score_correlate_lifts_related_alerts(trained, tmp_path, capsys):
     assert corr[1]["score"] == plain[1]["score"]
     assert corr[0]["anomaly"] and corr[0]["score"] > plain[0]["score"]
     assert corr[0]["related_to"] == alerts[1]["id"] and "same user 'deploy'" in corr[0]["reasons"][0]
+
+
+def test_generate_passes_its_options_to_the_generator(tmp_path):
+    assert main(["generate", "--out", str(tmp_path / "fleet"), "--days", "2", "--scale", "0.02", "-q"]) == EXIT_OK
+    days = list((tmp_path / "fleet" / "logs" / "alerts").rglob("ossec-alerts-*.json*"))
+    assert days, "an archive tree was written"
+    assert main(["generate", "--bogus"]) == EXIT_USAGE

@@ -7,6 +7,9 @@ Exit codes (stable; scripts and the command wodle rely on them):
   3  input error: a path that does not exist or cannot be read, or no alerts in the input
   4  model error: missing, tampered, unsafe (writable by others / wrong owner) or incompatible
   5  not enough data to train any detector
+  6  locked: another retrain or rollback is running (retrain, rollback)
+  7  validation refused the new model; the current one is kept (retrain)
+  130 / 143  interrupted (SIGINT / SIGTERM)
 """
 from __future__ import annotations
 
@@ -72,8 +75,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--correlate", action="store_true",
                    help="batch mode: lift alerts that share a source or user with an anomaly (mimizuku.correlate)")
 
-    g = sub.add_parser("generate", help="write realistic sample alerts (a fleet with labelled attacks)")
-    g.add_argument("args", nargs=argparse.REMAINDER, help="options of `python -m mimizuku.synth --help`")
+    sub.add_parser("generate", add_help=False,
+                   help="write realistic sample alerts (a fleet with labelled attacks); "
+                        "options: `mimizuku generate --help`")
+
+    from . import batch, retrain, versions
+
+    retrain.add_parser(sub)
+    versions.add_rollback_parser(sub)
+    batch.add_report_parser(sub)
 
     d = sub.add_parser("demo", help="generate sample data, train on it and score its last days")
     d.add_argument("--out", default="./demo", help="working directory (default ./demo)")
@@ -187,12 +197,6 @@ def cmd_score(a: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_generate(a: argparse.Namespace) -> int:
-    from . import synth
-
-    return synth.main(a.args)
-
-
 def cmd_demo(a: argparse.Namespace) -> int:
     """Everything on embedded defaults: sample fleet → train on the quiet days → score the rest."""
     from . import synth
@@ -224,10 +228,18 @@ def cmd_demo(a: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"train": cmd_train, "score": cmd_score, "generate": cmd_generate, "demo": cmd_demo}
+COMMANDS = {"train": cmd_train, "score": cmd_score, "demo": cmd_demo}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["generate"]:  # the generator has its own options (python -m mimizuku.synth)
+        from . import synth
+
+        try:
+            return synth.main(argv[1:])
+        except SystemExit as e:  # its argparse: usage errors exit 2, --help exits 0
+            return int(e.code or 0)
     ap = build_parser()
     try:
         a = ap.parse_args(argv)
@@ -236,7 +248,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING,
                         format="mimizuku: %(levelname)s: %(message)s")
     try:
-        return COMMANDS[a.command](a)
+        handler = COMMANDS.get(a.command)
+        return handler(a) if handler is not None else a.func(a)
     except CliError as e:
         print(f"mimizuku {a.command}: error: {e}", file=sys.stderr)
         return e.code

@@ -299,8 +299,10 @@ class Mimizuku:
         The ignore/abuse lists given here replace the ones saved with the model.
         """
         from .persistence import load_model_dir
+        from .versions import resolve_model_dir
 
-        objects, manifest = load_model_dir(model_dir, check_versions=check_versions)
+        # a model root kept by the nightly job holds versions/<v>/ and a `current` pointer
+        objects, manifest = load_model_dir(resolve_model_dir(model_dir), check_versions=check_versions)
         p = dict(manifest.get("params", {}))
         for name, value in (("ignore_files", ignore_files), ("abuse_files", abuse_files), ("ignore_users", ignore_users)):
             if value is not None:
