@@ -6,9 +6,7 @@ at scale 0.02 for the others. Each retrain takes a few seconds.
 """
 from __future__ import annotations
 
-import gzip
 import json
-import os
 import shutil
 import signal
 import sqlite3
@@ -48,6 +46,19 @@ def home(base, tmp_path):
     d = tmp_path / "wazuh"
     shutil.copytree(base, d, symlinks=True)
     return d
+
+
+RULES = T.ROOT / "wazuh_rules" / "mimizuku_rules.xml"
+
+
+def _alert_for(line: str):
+    """(rule id, level, description) analysisd gives the summary line (tests/wazuh_emulation)."""
+    from wazuh_emulation import Ruleset, parse_queue_message
+
+    rules = Ruleset(RULES)
+    ev = parse_queue_message(b"1:command_mimizuku:" + line.encode())
+    rule = rules.match(ev)
+    return rule.id, rule.level, rules.description(rule, ev)
 
 
 def _run(capfd, *args):
@@ -113,6 +124,8 @@ def test_summary_line_only_output_in_wodle_mode(home):
     outer = json.loads(line)
     assert outer["integration"] == "mimizuku" and s["job"] == "retrain" and " " not in s["job"]
     assert s["status"] == "ok" and s["previous_version"] and s["version"] != s["previous_version"]
+    rule, level, desc = _alert_for(line)
+    assert (rule, level) == (119011, 3) and s["version"] in desc
     # the log went to the log file instead
     log = (home / "logs" / "mimizuku" / "retrain.log").read_text()
     assert "installed" in log and s["version"] in log
@@ -142,6 +155,19 @@ def test_flagged_alerts_are_excluded_from_retraining(tmp_path, capfd):
     assert s["counts"]["trained_on"] == len(stream) - len(flagged_ids)
     filtered = Mimizuku.load_model(models / "current")
     assert filtered.n_alerts_ == len(stream) - len(flagged_ids)
+    assert s["counts"]["days_judged"] == len(DAYS) and s["counts"]["days_from_verdicts"] == 0
+
+    # the verdicts of the model in use are kept per complete day; the next run with the same
+    # model in use judges only the day analysed and takes the other days' verdicts as they were
+    verdicts = {p.stem: json.loads(p.read_text()) for p in (models / "verdicts").glob("*.json")}
+    assert sorted(verdicts) == DAYS
+    assert {i for v in verdicts.values() for i in v["flagged"]} == flagged_ids
+    assert {v["model_version"] for v in verdicts.values()} == {current.model_version_}
+    T.install_model(models, current)
+    code, s1 = _run(capfd, "--wazuh-home", str(home), "--day", LAST, "--no-batch", "--max-rate-ratio", "1000")
+    assert code == 0
+    assert s1["counts"]["days_judged"] == 1 and s1["counts"]["days_from_verdicts"] == len(DAYS) - 1
+    assert s1["counts"]["excluded_flagged"] == len(flagged_ids)
 
     # the same run learning from everything (the filter off) learns the flagged alerts as normal
     T.install_model(models, current)  # back to the same current model
@@ -167,6 +193,8 @@ def test_validation_refuses_model_whose_day_rate_explodes(home, capfd):
     assert "anomaly rate on " + LAST in s["error"]
     assert s["validation"]["ok"] is False and s["validation"]["anomalies"] > s["validation"]["allowed"]
     assert current_version(models) == before
+    rule, level, desc = _alert_for(summary_line({"integration": "mimizuku", "mimizuku": s}))
+    assert (rule, level) == (119012, 7) and before in desc and "refused" in desc
     assert not (models / "versions" / s["candidate_version"]).exists()
 
 
@@ -197,6 +225,8 @@ def test_no_alerts_is_an_input_failure(tmp_path, capfd):
     (home / "logs" / "alerts").mkdir(parents=True)
     code, s = _run(capfd, "--wazuh-home", str(home))
     assert code == 3 and s["status"] == "failed" and "alerts" in s["error"]
+    rule, level, desc = _alert_for(summary_line({"integration": "mimizuku", "mimizuku": s}))
+    assert (rule, level) == (119013, 9) and s["error"] in desc
 
 
 def test_rollback_goes_back_and_verifies(home, capfd):

@@ -21,19 +21,22 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
-import math
 import os
 import sys
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
-from typing import Any, Callable, Dict, Hashable, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Dict, Hashable, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from . import fields
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+
+# numpy / scikit-learn are imported where they are used: the CLI builds its parser from this
+# module, and `mimizuku --help` must not pay for them.
 
 __all__ = ["ContextClusterer", "DayAnalysis", "score_day", "analyse_day", "deliver",
            "add_report_parser", "run_report"]
@@ -96,12 +99,13 @@ class ContextClusterer:
             yield d._situation(d.key(a)) if d.applies(a) else None
 
     # -- clustering ------------------------------------------------------------------------------
-    def fit_predict(self, alerts: Iterable[Dict[str, Any]], y=None) -> np.ndarray:
+    def fit_predict(self, alerts: Iterable[Dict[str, Any]], y=None) -> "np.ndarray":
         sits = list(self.situations(alerts))
         return self.fit_predict_situations(sits)
 
-    def fit_predict_situations(self, sits: Sequence[Optional[Situation]]) -> np.ndarray:
+    def fit_predict_situations(self, sits: Sequence[Optional[Situation]]) -> "np.ndarray":
         """Labels per input situation (``-2`` for ``None``: not clustered)."""
+        import numpy as np
         from sklearn.cluster import DBSCAN
         from .detectors.context import MAX_EPS
 
@@ -151,6 +155,7 @@ class ContextClusterer:
 
     def _block_components(self, blocks: List[Hashable], fd: Any):
         """Connected components of blocks closer than eps (one-hot distance), and the block rows."""
+        import numpy as np
         from scipy.sparse.csgraph import connected_components
         from sklearn.feature_extraction import DictVectorizer
         from sklearn.neighbors import radius_neighbors_graph
@@ -222,7 +227,12 @@ def _ms(t0: float) -> int:
 def score_day(model: Any, source: Any, day: date, *, clusterer: Optional[ContextClusterer] = None,
               progress: bool = False) -> DayAnalysis:
     """Read one day (the alert's own wall-clock date), score it, and compute each alert's
-    situation for clustering — one read, streaming (records are kept, alerts are not)."""
+    situation for clustering — one read, streaming (records are kept, alerts are not).
+
+    When the model's context detector has the clusterer's feature space (same class and rate
+    window), the point it computes to score an alert is the point clustered: taken as it passes
+    (not computed twice), so clusters and context scores describe exactly the same thing.
+    """
     from .alerts import ReadStats, iter_alerts
 
     clusterer = clusterer or ContextClusterer.from_model(model)
@@ -230,27 +240,51 @@ def score_day(model: Any, source: Any, day: date, *, clusterer: Optional[Context
     stats = ReadStats()
     pending: deque = deque()
     t0 = time.monotonic()
+    ctx = getattr(model, "detectors_", {}).get("context")
+    seen: Dict[int, Any] = {}
+    share = ctx is not None and type(ctx) is type(fd) and getattr(ctx, "rate_window", None) == fd.rate_window
+
+    def situation(a: Dict[str, Any]) -> Optional[Situation]:
+        k = seen.pop(id(a), None) if share else None
+        if k is None:
+            return fd._situation(fd.key(a)) if fd.applies(a) else None
+        return fd._situation(k)
 
     def alerts() -> Iterator[Dict[str, Any]]:
         for a in iter_alerts(source, since=day, until=day, stats=stats, progress=progress):
-            sit = fd._situation(fd.key(a)) if fd.applies(a) else None
-            pending.append((fields.alert_id(a), fields.rule_id(a), sit))
+            if share:
+                pending.append((fields.alert_id(a), fields.rule_id(a), a))
+            else:
+                pending.append((fields.alert_id(a), fields.rule_id(a), situation(a)))
             yield a
 
     out = DayAnalysis(day=day.isoformat(), model_version=str(getattr(model, "model_version_", "unversioned")))
-    for rec in model.iter_records(alerts()):
-        sit = None
-        rid = (rec.get("rule") or {}).get("id")
-        while pending:  # records come in alert order; alerts no detector scored have none
-            aid, arid, s = pending.popleft()
-            if aid is not None and aid == rec.get("id"):
-                sit = s
-                break
-            if aid is None and str(rec.get("id", "")).startswith("sha1:") and arid == rid:
-                sit = s
-                break
-        out.records.append(rec)
-        out.situations.append(sit)
+    if share:
+        def key(alert: Dict[str, Any], _orig=ctx.key) -> Any:
+            k = _orig(alert)
+            seen[id(alert)] = k
+            return k
+
+        ctx.key = key  # on this instance, for this read only (removed below, never pickled)
+    try:
+        for rec in model.iter_records(alerts()):
+            sit = None
+            rid = (rec.get("rule") or {}).get("id")
+            while pending:  # records come in alert order; alerts no detector scored have none
+                aid, arid, x = pending.popleft()
+                match = (aid is not None and aid == rec.get("id")) or \
+                    (aid is None and str(rec.get("id", "")).startswith("sha1:") and arid == rid)
+                if share:
+                    x = situation(x) if match else seen.pop(id(x), None)
+                if match:
+                    sit = x
+                    break
+            out.records.append(rec)
+            out.situations.append(sit)
+    finally:
+        if share:
+            ctx.__dict__.pop("key", None)
+        seen.clear()
     out.read = stats.as_dict()
     out.durations_ms["score"] = _ms(t0)
     return out

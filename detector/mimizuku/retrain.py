@@ -110,10 +110,10 @@ class RetrainConfig:
     progress: bool = False
 
     def __post_init__(self) -> None:
-        self.wazuh_home = Path(self.wazuh_home)
+        self.wazuh_home = Path(os.path.abspath(self.wazuh_home))  # paths in the summary are absolute
         if self.model_dir is None:
             self.model_dir = self.wazuh_home / "mimizuku" / "models"
-        self.model_dir = Path(self.model_dir)
+        self.model_dir = Path(os.path.abspath(self.model_dir))
         if self.source is None:
             self.source = str(self.wazuh_home)
         if self.syslog_file is None:
@@ -151,6 +151,11 @@ class AnomalyFilter:
     validation of the next model. ``model=None`` lets everything through (and still counts);
     ``exclude=False`` scores and counts but lets the flagged alerts through too.
 
+    ``verdicts``: river's filter judges each sample once, with the model of its time. A run
+    records which alerts of each complete day its model flagged (``<model-dir>/verdicts``); later
+    runs exclude those and score only the days nobody judged yet (normally yesterday and today),
+    which keeps the nightly cost of the filter to about one day of scoring.
+
     ``share_keys(new_model)``: the current detectors have just computed each alert's key (the
     costly part: fields, tokens, rate windows); a new detector of the same class and parameters
     would compute the very same key from the very same stream, so it is handed over instead of
@@ -158,9 +163,15 @@ class AnomalyFilter:
     included — as the scorer counts them.
     """
 
-    def __init__(self, model: Any = None, exclude: bool = True, batch_size: int = 2048, on_batch=None):
+    def __init__(self, model: Any = None, exclude: bool = True, batch_size: int = 2048, on_batch=None,
+                 verdicts: Optional[Dict[str, Any]] = None):
         self.model = model
         self.exclude = exclude
+        #: day -> ids an earlier run's model flagged that day: those days are not scored again
+        self.verdicts: Dict[str, Any] = dict(verdicts or {})
+        self.judged_per_day: Counter = Counter()
+        self.judged_flagged: Dict[str, List[str]] = {}
+        self.from_verdicts = 0
         self.batch_size = batch_size
         self.on_batch = on_batch
         self.seen = 0
@@ -253,10 +264,30 @@ class AnomalyFilter:
         return hit
 
     def _pass(self, batch: List[Dict[str, Any]], dets: Sequence[Any]) -> Iterator[Dict[str, Any]]:
-        hit = self.flags(batch, dets) if dets else [False] * len(batch)
-        for a, h in zip(batch, hit):
+        days = []
+        for a in batch:
             ts = fields.timestamp(a)
-            day = ts[:10] if ts and len(ts) >= 10 else "-"
+            days.append(ts[:10] if ts and len(ts) >= 10 else "-")
+        hit = [False] * len(batch)
+        verdicts = self.verdicts
+        if dets:
+            need = [i for i, d in enumerate(days) if d not in verdicts]
+            if need:
+                sub = self.flags([batch[i] for i in need], dets)
+                for i, h in zip(need, sub):
+                    hit[i] = h
+                    d = days[i]
+                    self.judged_per_day[d] += 1
+                    if h:
+                        aid = fields.alert_id(batch[i])
+                        if aid is not None:
+                            self.judged_flagged.setdefault(d, []).append(aid)
+        for i, d in enumerate(days):
+            if d in verdicts:
+                aid = fields.alert_id(batch[i])
+                hit[i] = aid is not None and aid in verdicts[d]
+                self.from_verdicts += 1
+        for a, h, day in zip(batch, hit, days):
             self.per_day[day] += 1
             self.seen += 1
             if h:
@@ -496,6 +527,56 @@ def _params(current: Any, cfg: RetrainConfig) -> Dict[str, Any]:
     return p
 
 
+VERDICTS = "verdicts"
+_VERDICT_MAX_BYTES = 64 << 20
+
+
+def _load_verdicts(store: ModelStore, days: Iterable[str]) -> Dict[str, set]:
+    """Ids flagged on each of ``days`` by the model of that time (days without a file: none)."""
+    out: Dict[str, set] = {}
+    for day in days:
+        try:
+            with open(store.root / VERDICTS / f"{day}.json", "rb") as f:
+                obj = json.loads(f.read(_VERDICT_MAX_BYTES))
+        except (OSError, ValueError):
+            continue
+        if isinstance(obj, dict) and obj.get("day") == day and isinstance(obj.get("flagged"), list):
+            out[day] = {x for x in obj["flagged"] if isinstance(x, str)}
+    return out
+
+
+def _save_verdicts(store: ModelStore, filt: "AnomalyFilter", version: Optional[str], today: date,
+                   days: int) -> int:
+    """Record what the model in use flagged on each complete day it judged; prune old files."""
+    d = store.root / VERDICTS
+    d.mkdir(mode=0o750, exist_ok=True)
+    n = 0
+    for day, count in filt.judged_per_day.items():
+        if day == "-" or day >= today.isoformat():
+            continue  # today is still being written: judged again next time
+        try:
+            date.fromisoformat(day)
+        except ValueError:
+            continue
+        data = json.dumps({"day": day, "model_version": version, "alerts": count,
+                           "flagged": sorted(set(filt.judged_flagged.get(day, [])))}).encode()
+        tmp = d / f".{day}.json.tmp-{os.getpid()}"
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, d / f"{day}.json")
+        n += 1
+    oldest = (today - timedelta(days=days + 31)).isoformat()
+    for p in d.iterdir():
+        if p.name.endswith(".json") and p.name[:10] < oldest or p.name.startswith("."):
+            try:
+                p.unlink()
+            except OSError:
+                pass
+    return n
+
+
 def _choose_validation_day(per_day: Counter, batch_day: date) -> Optional[str]:
     """The batch day if it had alerts, else the latest earlier day that did."""
     want = batch_day.isoformat()
@@ -506,8 +587,7 @@ def _choose_validation_day(per_day: Counter, batch_day: date) -> Optional[str]:
 
 
 def _install(new: Any, store: ModelStore, run: _Run, extra: Dict[str, Any]) -> None:
-    from .model import Mimizuku
-    from .persistence import save_model_dir
+    from .persistence import save_model_dir, verify_model_dir
 
     t0 = time.monotonic()
     version = new.model_version_
@@ -516,11 +596,12 @@ def _install(new: Any, store: ModelStore, run: _Run, extra: Dict[str, Any]) -> N
     save_model_dir(store.version_dir(version), dict(new.detectors_), manifest, group=store.group())
     _pause("install")
     previous = store.install(version)
-    # a reload that fails keeps the old model: load it exactly as the scorer will
+    # a reload that fails keeps the old model: every check the scorer's load runs (path, owners,
+    # modes, checksums, library versions), through the pointer, short of unpickling
     try:
-        loaded = Mimizuku.load_model(resolve_model_dir(store.root))
-        if loaded.model_version_ != version:
-            raise VersionError(f"loaded {loaded.model_version_} instead of {version}")
+        manifest = verify_model_dir(resolve_model_dir(store.root))
+        if manifest.get("model_version") != version:
+            raise VersionError(f"the pointer leads to {manifest.get('model_version')} instead of {version}")
     except Exception as e:
         if previous is not None:
             store.rollback(previous, verify=False)
@@ -628,7 +709,11 @@ def _train_and_install(store: ModelStore, run: _Run) -> Tuple[Any, Any]:
             first_batch[0] = False
             _pause("training")
 
-    filt = AnomalyFilter(current, exclude=cfg.anomaly_filter, on_batch=on_batch)
+    today = date.today()
+    fresh = {today.isoformat(), cfg.batch_day.isoformat()}  # always judged by the model in use
+    window = [(today - timedelta(days=i)).isoformat() for i in range(cfg.days, -1, -1)]
+    verdicts = _load_verdicts(store, [d for d in window if d not in fresh]) if current is not None else {}
+    filt = AnomalyFilter(current, exclude=cfg.anomaly_filter, on_batch=on_batch, verdicts=verdicts)
     new = Mimizuku(**_params(current, cfg))
     shared = filt.share_keys(new)
     if shared:
@@ -636,6 +721,13 @@ def _train_and_install(store: ModelStore, run: _Run) -> Tuple[Any, Any]:
     t0 = time.monotonic()
     log.info("reading %d day(s) plus today from %s and training (anomaly filter: %s)", cfg.days, cfg.source,
              f"model {run.version}" if current is not None and cfg.anomaly_filter else "off")
+    def keep_verdicts() -> None:  # only after the whole stream was judged: never half a day
+        if current is not None:
+            try:
+                _save_verdicts(store, filt, run.version, today, cfg.days)
+            except OSError as e:
+                run.warn(f"cannot record the anomaly filter's verdicts in {store.root}: {e}")
+
     try:
         alerts = iter_alerts(cfg.source, days=cfg.days + 1, stats=stats, progress=cfg.progress)
         new.fit(filt(alerts))
@@ -643,6 +735,7 @@ def _train_and_install(store: ModelStore, run: _Run) -> Tuple[Any, Any]:
         run.fail(EXIT_INPUT, f"cannot read the alerts: {e}")
         return current, None
     except NotEnoughData as e:
+        keep_verdicts()
         run.durations["read_train"] = _ms(t0)
         run.counts.update(_read_counts(stats, filt, cfg))
         if stats.alerts == 0:
@@ -655,6 +748,7 @@ def _train_and_install(store: ModelStore, run: _Run) -> Tuple[Any, Any]:
         return current, None
     finally:
         filt.unshare()
+    keep_verdicts()
     run.durations["read_train"] = _ms(t0)
     new.read_stats_ = stats.as_dict()
     run.candidate = new.model_version_
@@ -711,6 +805,8 @@ def _read_counts(stats: Any, filt: AnomalyFilter, cfg: RetrainConfig) -> Dict[st
         "days_with_alerts": sum(1 for d in window + [today.isoformat()] if filt.per_day.get(d)),
         "missing_days": [d for d in window if not filt.per_day.get(d)][:31],
         "flagged_by_current": int(filt.flagged),
+        "days_judged": sum(1 for d, n in filt.judged_per_day.items() if n and d != "-"),
+        "days_from_verdicts": len(filt.verdicts),
         "excluded_flagged": int(filt.excluded),
         "trained_on": int(filt.seen - filt.excluded),
     }
@@ -1031,13 +1127,19 @@ def run(args: argparse.Namespace) -> int:
         except (ValueError, OSError) as e:
             r = _Run(RetrainConfig(wazuh_home=Path(args.wazuh_home)))
             r.fail(EXIT_USAGE, str(e))
+            r.version = ModelStore(args.model_dir or r.cfg.model_dir).current_version()
             summary = r.summary()
         else:
             summary = retrain(cfg)
         code = int(summary["mimizuku"]["exit_code"])
         log.info("summary: %s", summary_line(summary))
         text = summary_line(summary) if args.summary_json else _human(summary)
-        os.write(out_fd, (text + "\n").encode("utf-8", "replace"))
+        data = (text + "\n").encode("utf-8", "replace")
+        while data:
+            try:
+                data = data[os.write(out_fd, data):]
+            except BrokenPipeError:
+                break
     return code
 
 
