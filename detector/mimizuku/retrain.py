@@ -13,7 +13,7 @@ One run, under an exclusive lock on the model root:
    last ``--keep`` versions kept) and checks that it loads as the scorer will load it;
 5. analyses the previous day with the model now in use (``batch``): scores, DBSCAN clusters,
    SQL, syslog, and the HTML report;
-6. prints ONE JSON line (docs/wazuh.md, "The nightly job's summary line") and exits with a code.
+6. prints ONE JSON line (the README's Wazuh section, "The nightly job's summary line") and exits with a code.
 
 Exit codes (those of the ``mimizuku`` CLI where they fit):
 
@@ -63,7 +63,7 @@ EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_INPUT, EXIT_MODEL, EXIT_DATA = 0, 1, 2,
 EXIT_LOCKED, EXIT_REFUSED, EXIT_TERMINATED = 6, 7, 143
 
 DEFAULT_MIN_ALERTS = {"files": 20, "commands": 20, "context": 200}
-SUMMARY_MAX_BYTES = 60 * 1024  # docs/wazuh.md: keep the line under 64 KiB
+SUMMARY_MAX_BYTES = 60 * 1024  # the README's Wazuh section: keep the line under 64 KiB
 PAUSE_ENV = "MIMIZUKU_RETRAIN_PAUSE_AT"  # test/debug aid: stage names at which to sleep
 
 
@@ -933,7 +933,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="anomaly share of the day allowed for a first model (default 0.05)")
     g = p.add_argument_group("outputs")
     g.add_argument("--summary-json", action="store_true",
-                   help="print only the one-line JSON summary on stdout (the wodle's mode, docs/wazuh.md)")
+                   help="print only the one-line JSON summary on stdout (the wodle's mode, the README's Wazuh section)")
     g.add_argument("--no-batch", action="store_true", help="retrain only: no analysis of the day, no outputs")
     g.add_argument("--db", help="SQLAlchemy URL (default sqlite:///<model-dir>/mimizuku.db; "
                                 "MySQL/MariaDB: mysql+pymysql://user:pw@host/db)")
