@@ -7,7 +7,7 @@
 #
 # Everything is prepared first (virtualenv, rendered script, merged ossec.conf) and only then
 # put in place; a failure at any point restores what was there before. Running it twice changes
-# nothing the second time. See docs/wazuh.md.
+# nothing the second time. See the README's Wazuh section.
 set -euo pipefail
 umask 022   # the venv must be readable by group wazuh through root:wazuh 0750 parents
 
@@ -452,5 +452,5 @@ cat <<EOF
   1. check the configuration:   $PREFIX/bin/wazuh-analysisd -t
   2. restart the manager:       systemctl restart wazuh-manager   (or $PREFIX/bin/wazuh-control restart)
   3. train a first model:       $(dirname "$PY")/mimizuku retrain --wazuh-home $PREFIX   (the nightly job does it too)
-  4. test the rules:            $PREFIX/bin/wazuh-logtest   (see docs/wazuh.md for a sample event)
+  4. test the rules:            $PREFIX/bin/wazuh-logtest   (the README's Wazuh section has a sample event)
 EOF

@@ -196,3 +196,11 @@ def test_saved_detector_does_not_carry_the_fitted_lof(fleet, tmp_path):
     assert not hasattr(back, "lof_")
     alerts = [a for a in F.normal_fleet(days=1, seed=11) if det.applies(a)]
     assert np.allclose(back.score_samples(alerts), det.score_samples(alerts))
+
+
+def test_rate_tracker_ignores_alerts_older_than_its_window():
+    r = RateTracker(window=60)
+    for t in range(1000, 1030):
+        r.observe("k", t)
+    assert r.observe("k", 100) == 1        # a replayed old alert is not part of the current burst
+    assert r.observe("k", 1030) == 31      # and did not inflate it

@@ -254,3 +254,54 @@ def test_status_running_and_down(scratch, capsys):
     assert status.main(args) == status.EXIT_DOWN
     out = capsys.readouterr().out
     assert "NOT running" in out and "v1" in out and "1 alerts" in out and "4 scored" in out
+
+
+def test_no_model_yet_then_one_arrives(scratch):
+    col = scratch.analysisd()
+    d = Daemon(scratch.config(), wait_model=False)
+    try:
+        outcome, ans = scorer_client.deliver(str(d.server.cfg.socket), json.dumps(traffic(1, "early")[0]).encode(), 5)
+        assert outcome == "refused" and ans["code"] == "not_ready"
+        from mimizuku.spool import Spool
+
+        early = traffic(3, "early")
+        for a in early:                      # what the clients do with a refused alert
+            Spool(scratch.spool / "alerts").put(a)
+        assert status.main(["--socket", str(d.server.cfg.socket)]) == status.EXIT_DEGRADED
+        scratch.install_version("v1")        # the first nightly training
+        assert wait_until(lambda: d.server.ready, 60)
+        assert sorted(col.wait_for(3, 10)) == sorted(a["id"] for a in early)
+        assert scratch.spooled_alerts() == 0
+    finally:
+        d.stop()
+        col.close()
+
+
+def test_events_kept_while_analysisd_is_down_are_sent_when_it_is_back(scratch):
+    scratch.install_version("v1")
+    d = Daemon(scratch.config(event_retry_interval=0.1))
+    try:
+        alerts = traffic(5, "later")
+        assert send_all(d.server.cfg.socket, alerts) == ["acked"] * 5   # kept: acknowledged all the same
+        assert d.server.counters.events_spooled == 5
+        col = scratch.analysisd()                                        # analysisd starts
+        try:
+            assert sorted(col.wait_for(5, 30)) == sorted(a["id"] for a in alerts)  # no new alert needed
+        finally:
+            col.close()
+    finally:
+        d.stop()
+
+
+def test_handled_ids_window_and_journal(tmp_path):
+    j = tmp_path / "handled.ids"
+    h = serve.HandledIds(j, 1000)
+    ids = [serve.HandledIds.digest(f"1763000000.{i}") for i in range(3500)]
+    for k in range(0, 3500, 100):
+        h.add(ids[k:k + 100])
+    assert len(h) == 1000 and ids[-1] in h and ids[2500] in h and ids[2499] not in h
+    assert len(j.read_text().splitlines()) <= 2000         # compacted when it doubles
+    h.close()
+    again = serve.HandledIds(j, 1000)                       # what a restart reads back
+    assert len(again) == 1000 and ids[-1] in again and ids[2500] in again and ids[2499] not in again
+    again.close()

@@ -193,7 +193,7 @@ class Daemon:
         return self.code
 
 
-def wait_until(cond, timeout: float = 30.0, step: float = 0.02) -> bool:
+def wait_until(cond, timeout: float = 90.0, step: float = 0.02) -> bool:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if cond():

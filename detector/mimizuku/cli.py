@@ -79,11 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write realistic sample alerts (a fleet with labelled attacks); "
                         "options: `mimizuku generate --help`")
 
-    from . import batch, retrain, versions
+    from . import batch, retrain, serve, status, versions
 
     retrain.add_parser(sub)
     versions.add_rollback_parser(sub)
     batch.add_report_parser(sub)
+    serve.add_parser(sub)
+    status.add_parser(sub)
 
     d = sub.add_parser("demo", help="generate sample data, train on it and score its last days")
     d.add_argument("--out", default="./demo", help="working directory (default ./demo)")
@@ -228,7 +230,19 @@ def cmd_demo(a: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"train": cmd_train, "score": cmd_score, "demo": cmd_demo}
+def cmd_serve(a: argparse.Namespace) -> int:
+    from . import serve
+
+    return serve.run(a)
+
+
+def cmd_status(a: argparse.Namespace) -> int:
+    from . import status
+
+    return status.run(a)
+
+
+COMMANDS = {"train": cmd_train, "score": cmd_score, "demo": cmd_demo, "serve": cmd_serve, "status": cmd_status}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -168,6 +168,7 @@ class _Source:
         self.archive = archive
         self.offset = offset          # file offset of buf[0]
         self.buf = bytearray()
+        self.pos = 0                  # start of the unread part of buf
         self.skipping = False         # inside a too-long line: drop bytes until its newline
         self.eof = False
         self.fd: Optional[int] = None
@@ -213,7 +214,7 @@ Mark = Tuple[int, int]
 
 
 class AlertFollower:
-    """Yields complete lines of alerts.json (and of the files it was relinked away from).
+    """Returns complete lines of alerts.json (and of the files it was relinked away from).
 
     ``read(max_lines)`` -> list of ``(line bytes without newline, mark)``; ``commit(mark)`` once
     the line was handled (in order); ``save()`` persists the bookmark of the last committed mark.
@@ -392,6 +393,7 @@ class AlertFollower:
     def _seek(self, src: _Source, offset: int) -> None:
         src.offset = offset
         src.buf.clear()
+        src.pos = 0
         src.skipping = False
         os.lseek(src.fd, offset, os.SEEK_SET)
 
@@ -431,35 +433,45 @@ class AlertFollower:
         return out
 
     def _lines_from(self, src: _Source, room: int, out: List[Tuple[bytes, Mark]]) -> int:
+        """Move up to ``room`` complete lines into ``out``; 0 when no complete line is available."""
         n = 0
-        while n < room:
-            nl = src.buf.find(b"\n")
-            if nl < 0:
-                if len(src.buf) >= MAX_LINE_BYTES:  # too long: drop it, keep dropping to its newline
-                    src.offset += len(src.buf)
-                    src.buf.clear()
-                    if not src.skipping:
-                        src.skipping = True
-                        self.stats["too_long"] += 1
-                data = src.read_chunk()
-                if not data:
-                    return n
-                src.buf += data
-                continue
-            line = bytes(src.buf[:nl])
-            del src.buf[: nl + 1]
-            src.offset += nl + 1
-            if src.skipping:
-                src.skipping = False
-                continue
-            if len(line) >= MAX_LINE_BYTES:
-                self.stats["too_long"] += 1
-                continue
-            if src.first_hash is None:
-                src.refresh_first_hash()
-            out.append((line, (self._cur_id, src.offset)))
-            n += 1
-        return n
+        buf = src.buf
+        pos = src.pos          # buf[pos] is the byte at file offset src.offset
+        sid = self._cur_id
+        try:
+            while n < room:
+                nl = buf.find(b"\n", pos)
+                if nl < 0:
+                    if pos:
+                        del buf[:pos]   # compact once per chunk, not once per line
+                        pos = 0
+                    if len(buf) >= MAX_LINE_BYTES:  # too long: drop it, keep dropping to its newline
+                        src.offset += len(buf)
+                        buf.clear()
+                        if not src.skipping:
+                            src.skipping = True
+                            self.stats["too_long"] += 1
+                    data = src.read_chunk()
+                    if not data:
+                        return n
+                    buf += data
+                    continue
+                line = buf[pos:nl]
+                src.offset += nl + 1 - pos
+                pos = nl + 1
+                if src.skipping:
+                    src.skipping = False
+                    continue
+                if len(line) >= MAX_LINE_BYTES:
+                    self.stats["too_long"] += 1
+                    continue
+                if src.first_hash is None:
+                    src.refresh_first_hash()
+                out.append((line, (sid, src.offset)))
+                n += 1
+            return n
+        finally:
+            src.pos = pos
 
     def _rotated(self, src: _Source, out: List[Tuple[bytes, Mark]]) -> bool:
         """At the end of the live file: was it relinked, truncated or replaced? (then switch)"""
@@ -482,7 +494,7 @@ class AlertFollower:
                 self.stats["catch_up_files"] += len(self._queue)
             self._next_source()
             return True
-        if st.st_size < src.offset + len(src.buf):
+        if st.st_size < src.offset + len(src.buf) - src.pos:
             self.stats["truncations"] += 1
             self.log("warning", f"{self.path} was truncated ({st.st_size} < {src.offset}): reading it from its start")
             self._seek(src, 0)
@@ -499,9 +511,10 @@ class AlertFollower:
         return False
 
     def _finish(self, src: _Source, why: str) -> None:
-        if src.buf and not src.skipping:
+        left = len(src.buf) - src.pos
+        if left and not src.skipping:
             self.stats["partial_dropped"] += 1
-            self.log("warning", f"{src.path}: an incomplete last line ({len(src.buf)} bytes) was dropped ({why})")
+            self.log("warning", f"{src.path}: an incomplete last line ({left} bytes) was dropped ({why})")
         src.close()
 
     # -- bookmark --------------------------------------------------------------------------------

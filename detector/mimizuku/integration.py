@@ -8,9 +8,12 @@ So, per call:
    temporary file (integratord deletes it as soon as we exit);
 2. drop the plugin's own events (feedback loop) -- standard library only up to here;
 3. put the alert in the alert spool (durable) *before* any scoring starts;
-4. score the spooled alerts, oldest first, in bounded batches: with the resident scorer when one is
-   configured and reachable (a later issue: :func:`make_scorers` is where it slots in), otherwise
-   in-process with the engine (imported only now, from the engine's virtualenv);
+4. with the resident scorer configured (``socket``), hand it the alert (:meth:`_Call.resident`;
+   the script's fast path, :func:`mimizuku.scorer_client.forward`, usually did already): once it
+   acknowledges, the call is done; when it does not, the alert stays in the spool for it (or, with
+   ``"fallback": "in-process"`` and the scorer not running, is scored here). Otherwise score the
+   spooled alerts, oldest first, in bounded batches in-process with the engine (imported only
+   now, from the engine's virtualenv);
 5. send anomalies (or every score, ``"send": "all"``) to analysisd through :class:`QueueSink`,
    which keeps what it cannot send; then remove the scored alerts from the spool.
 
@@ -70,7 +73,7 @@ MAX_ALERT_BYTES = 8 * 1024 * 1024
 MAX_OPTIONS_BYTES = 64 * 1024
 SEVERITY_RANK = {s: i for i, s in enumerate(events.SEVERITIES)}
 
-#: Keys of the ``<options>`` JSON object and what they mean (docs/wazuh.md lists them too).
+#: Keys of the ``<options>`` JSON object and what they mean (the README's Wazuh section lists them too).
 OPTION_KEYS = {
     "model_dir": "directory of the trained model (default <wazuh>/mimizuku/models)",
     "socket": "resident scorer socket (mimizuku serve); when set, alerts go to it first",

@@ -74,6 +74,8 @@ class RateTracker:
         if q is None:
             q = self._q[key] = deque()
             self._n[key] = 0
+        if q and t <= q[-1][0] - self.window:
+            return 1  # older than the whole window (a replayed spool or archive): not part of this burst
         n = self._n[key]
         while q and q[0][0] <= t - self.window:
             n -= q.popleft()[1]

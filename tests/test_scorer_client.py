@@ -1,0 +1,201 @@
+"""The stdlib-only client of the resident scorer: outcomes against a stand-in server, the options
+reader, and what the fast path imports (nothing heavy: that is its whole point)."""
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from mimizuku import scorer_client as sc
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Stub:
+    """A UNIX stream server answering each request line with ``reply(request) -> bytes | None``."""
+
+    def __init__(self, path: Path, reply):
+        self.path = path
+        self.reply = reply
+        self.requests = []
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(str(path))
+        self.sock.listen(8)
+        self.sock.settimeout(0.2)
+        self.stop = threading.Event()
+        self.t = threading.Thread(target=self._run, daemon=True)
+        self.t.start()
+
+    def _run(self):
+        while not self.stop.is_set():
+            try:
+                c, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            c.settimeout(5)
+            buf = b""
+            try:
+                while b"\n" not in buf:
+                    got = c.recv(65536)
+                    if not got:
+                        break
+                    buf += got
+                line = buf.split(b"\n")[0]
+                self.requests.append(json.loads(line))
+                out = self.reply(self.requests[-1])
+                if out is not None:
+                    c.sendall(out)
+                    c.recv(1)  # wait for the client to close
+            except (OSError, ValueError):
+                pass
+            finally:
+                c.close()
+
+    def close(self):
+        self.stop.set()
+        self.sock.close()
+        self.t.join()
+
+
+ALERT = {"id": "1.1", "rule": {"id": "550", "level": 7}, "agent": {"id": "001"}}
+
+
+@pytest.fixture
+def sockpath(tmp_path):
+    return tmp_path / "serve.sock"
+
+
+def ok_reply(req):
+    return json.dumps({"id": req["id"], "ok": True, "status": "scored"}, separators=(",", ":")).encode() + b"\n"
+
+
+def test_loads_matches_json():
+    texts = ['{"a": [1, -2.5e3, true, false, null, "\\u00e9\\n"], "b": {}}', " [] ", '"x"', "0"]
+    for t in texts:
+        assert sc.loads(t) == json.loads(t)
+    for bad in ["{", '{"a": 1} 2', "NaN", "", "{'a': 1}", '{"a": Infinity}']:
+        with pytest.raises(ValueError):
+            sc.loads(bad)
+
+
+def test_acked(sockpath):
+    s = Stub(sockpath, ok_reply)
+    try:
+        outcome, ans = sc.deliver(sockpath, json.dumps(ALERT).encode(), 2)
+        assert outcome == sc.ACKED
+        assert s.requests[0]["op"] == "score" and s.requests[0]["alert"] == ALERT
+    finally:
+        s.close()
+
+
+def test_refused_and_answers_to_other_requests(sockpath):
+    s = Stub(sockpath, lambda r: json.dumps({"id": r["id"], "ok": False, "code": "not_ready", "error": "x"}).encode() + b"\n")
+    try:
+        outcome, ans = sc.deliver(sockpath, json.dumps(ALERT).encode(), 2)
+        assert outcome == sc.REFUSED and ans["code"] == "not_ready"
+    finally:
+        s.close()
+    sockpath.unlink()
+    s = Stub(sockpath, lambda r: b'{"id":"someone-else","ok":true}\n')
+    try:
+        assert sc.deliver(sockpath, json.dumps(ALERT).encode(), 2)[0] == sc.UNCERTAIN
+    finally:
+        s.close()
+
+
+def test_no_answer_in_time_or_connection_lost_is_uncertain(sockpath):
+    s = Stub(sockpath, lambda r: None)   # reads the request, never answers, closes
+    try:
+        assert sc.deliver(sockpath, json.dumps(ALERT).encode(), 2)[0] == sc.UNCERTAIN
+    finally:
+        s.close()
+    sockpath.unlink()
+    gate = threading.Event()
+    s = Stub(sockpath, lambda r: gate.wait(5) and None)  # answers too late
+    try:
+        assert sc.deliver(sockpath, json.dumps(ALERT).encode(), 0.2)[0] == sc.UNCERTAIN
+    finally:
+        gate.set()
+        s.close()
+
+
+def test_unreachable(sockpath, tmp_path):
+    assert sc.deliver(sockpath, b"{}", 1)[0] == sc.UNREACHABLE           # no socket file
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(sockpath))
+    stale.close()                                                        # file left, nobody listening
+    assert sc.deliver(sockpath, b"{}", 1)[0] == sc.UNREACHABLE
+    assert sc.deliver(tmp_path / "nodir" / "x.sock", b"{}", 1)[0] == sc.UNREACHABLE
+
+
+def test_ack_timeout_leaves_room_to_spool():
+    assert sc.ack_timeout(10) == sc.DEFAULT_ACK_TIMEOUT
+    assert sc.ack_timeout(10, 30) == 10 - sc.SPOOL_MARGIN
+    assert sc.ack_timeout(1, 5) == 0.05
+    assert sc.ack_timeout(10, 0.5) == 0.5
+
+
+def _files(tmp_path, options):
+    alert = tmp_path / "custom-mimizuku-1-2.alert"
+    alert.write_text(json.dumps(ALERT, indent=2))   # even pretty-printed (newlines inside)
+    opts = tmp_path / "custom-mimizuku-1-2.options"
+    opts.write_text(options)
+    return alert, opts
+
+
+def test_forward_without_socket_option_leaves_it_to_the_full_path(tmp_path):
+    alert, opts = _files(tmp_path, json.dumps({"send": "all"}))
+    argv = ["/x/integrations/custom-mimizuku", str(alert), "", "", "", str(opts), "10", "3", "> /dev/null 2>&1"]
+    assert sc.forward(argv) is None
+    assert sc.forward(argv[:2]) is None                                   # no options file at all
+    alert2, opts2 = _files(tmp_path, "{not json")
+    assert sc.forward(["x", str(alert2), "", "", "", str(opts2)]) is None  # full path reports it (exit 2)
+
+
+FAST = """
+import sys
+sys.path.insert(0, {detector!r})
+before = set(sys.modules)
+from mimizuku.scorer_client import forward
+code = forward({argv!r})
+new = sorted(set(sys.modules) - before)
+print(code, ",".join(new))
+"""
+
+
+def test_fast_path_acknowledged_loads_almost_nothing(tmp_path, sockpath):
+    s = Stub(sockpath, ok_reply)
+    try:
+        alert, opts = _files(tmp_path, json.dumps({"socket": str(sockpath), "send": "all"}))
+        argv = [str(tmp_path / "integrations" / "custom-mimizuku"), str(alert), "", "", "", str(opts), "10", "3"]
+        r = subprocess.run([sys.executable, "-I", "-c", FAST.format(detector=str(ROOT / "detector"), argv=argv)],
+                           capture_output=True, text=True, timeout=60)
+        code, mods = r.stdout.split()
+        assert code == "0", r.stderr
+        loaded = set(mods.split(","))
+        assert {"mimizuku.scorer_client", "_socket"} <= loaded
+        heavy = {"json", "re", "socket", "enum", "typing", "mimizuku.integration", "mimizuku.spool", "pandas", "numpy"}
+        assert not (loaded & heavy), loaded & heavy
+        assert s.requests[0]["alert"] == ALERT
+    finally:
+        s.close()
+
+
+def test_forward_when_unreachable_spools_via_the_full_path(tmp_path):
+    home = tmp_path / "ossec"
+    (home / "integrations").mkdir(parents=True)
+    (home / "logs").mkdir()
+    spool = tmp_path / "spool"
+    alert, opts = _files(tmp_path, json.dumps({"socket": str(tmp_path / "none.sock"), "spool_dir": str(spool)}))
+    argv = [str(home / "integrations" / "custom-mimizuku"), str(alert), "", "", "", str(opts), "10", "3"]
+    assert sc.forward(argv) == 0
+    kept = list((spool / "alerts").glob("*.json"))
+    assert len(kept) == 1 and json.loads(kept[0].read_text()) == ALERT
+    assert "is not running" in (home / "logs" / "integrations.log").read_text()
