@@ -197,9 +197,11 @@ PEER_PREDICT = "import sys; from mimizuku import Mimizuku; m=Mimizuku.load_model
 class QueueDrain:
     """A socket where analysisd's queue would be, emptied in the background."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, rcvbuf: int = 0):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        if rcvbuf:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.bind(str(path))
         self.sock.settimeout(0.2)
         self.count = 0

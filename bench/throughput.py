@@ -26,9 +26,11 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from integration_call import QueueDrain  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "detector"))
@@ -82,32 +84,9 @@ def data_file(n: int, scale: float, days: int) -> Path:
     return path
 
 
-class Queue:
-    """analysisd's queue socket, drained in the background (counts events)."""
-
-    def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-        self.sock.bind(str(path))
-        self.sock.settimeout(0.2)
-        self.count = 0
-        self.stop = False
-        self.t = threading.Thread(target=self._run, daemon=True)
-        self.t.start()
-
-    def _run(self):
-        while not self.stop:
-            try:
-                self.sock.recv(1 << 17)
-                self.count += 1
-            except socket.timeout:
-                pass
-
-    def close(self):
-        self.stop = True
-        self.t.join()
-        self.sock.close()
+def Queue(path: Path) -> "QueueDrain":
+    """analysisd's queue socket, drained in the background (counts events), with a large buffer."""
+    return QueueDrain(path, rcvbuf=4 << 20)
 
 
 class Daemon:
