@@ -46,6 +46,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "detector"))
+sys.path.insert(0, str(ROOT / "bench"))
+from sql_write import server_cpu  # noqa: E402
 
 TARGET_S, TARGET_RSS, TARGET_ROWS = 180.0, 4 * 1024 ** 3, 20_000
 
@@ -139,15 +141,6 @@ def sql_throughput(url: str, records, repeat: int, spool: Path) -> dict:
             "client_cpu": best[2][0], "server_cpu": best[2][1]}
 
 
-def server_cpu() -> float:
-    """CPU seconds used so far by the private MariaDB of .ci/mariadb.sh (nan if unknown)."""
-    try:
-        base = os.environ.get("MIMIZUKU_MARIADB_DIR", "/tmp/mimizuku-mariadb")
-        pid = open(os.path.join(base, "mysqld.pid")).read().strip()
-        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return float("nan")
 
 
 def main(argv=None) -> int:

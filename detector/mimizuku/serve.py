@@ -58,7 +58,7 @@ from .flood import DEFAULT_WINDOW, FloodControl
 from .follow import AlertFollower, FollowError
 from .integration import Options, OptionsError, apply_policy, load_options
 from .queue_sink import FailureNotice, QueueSink
-from .spool import Spool, SpoolError
+from .spool import MISSING as SPOOL_MISSING, Spool, SpoolError
 
 log = logging.getLogger("mimizuku.serve")
 
@@ -1104,16 +1104,8 @@ class Server:
                     f"resident scorer at {self.cfg.socket} answers again")
             return
         for p in paths[: self.cfg.spool_batch]:
-            try:
-                with open(p, "rb") as f:
-                    alert = _loads(f.read())
-            except FileNotFoundError:
-                continue
-            except (OSError, ValueError):
-                try:
-                    os.rename(p, p.with_suffix(".bad"))
-                except OSError:
-                    pass
+            alert = Spool.load(p, _loads)
+            if alert is SPOOL_MISSING:
                 continue
             if not is_alert(alert) or is_own_event(alert):
                 Spool.ack(p)

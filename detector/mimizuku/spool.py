@@ -15,6 +15,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Tuple
 
 _SUFFIX = ".json"
+_MISSING = object()
+#: what ``Spool.load`` returns for an item that is gone or unreadable
+MISSING = _MISSING
 _seq = 0
 
 
@@ -82,18 +85,25 @@ class Spool:
     def items(self) -> Iterator[Tuple[Path, Any]]:
         """Pending items in arrival order. An unreadable item is moved aside as ``*.bad``."""
         for p in self.paths():
+            obj = self.load(p)
+            if obj is not _MISSING:
+                yield p, obj
+
+    @staticmethod
+    def load(path: Path, loads: Callable[[bytes], Any] = lambda b: json.loads(b.decode("utf-8"))) -> Any:
+        """One item's content; ``MISSING`` if another consumer took it or it was unreadable
+        (then it is moved aside as ``*.bad`` so it cannot block the spool)."""
+        try:
+            with open(path, "rb") as f:
+                return loads(f.read())
+        except FileNotFoundError:
+            return _MISSING
+        except (OSError, ValueError):
             try:
-                with open(p, "rb") as f:
-                    obj = json.loads(f.read().decode("utf-8"))
-            except FileNotFoundError:
-                continue  # another consumer took it
-            except (OSError, ValueError):
-                try:
-                    os.rename(p, p.with_suffix(".bad"))
-                except OSError:
-                    pass
-                continue
-            yield p, obj
+                os.rename(path, path.with_suffix(".bad"))
+            except OSError:
+                pass
+            return _MISSING
 
     @staticmethod
     def ack(path: Path) -> None:
