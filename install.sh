@@ -328,7 +328,7 @@ else
 fi
 
 # 2. the integration script with the venv's interpreter in its shebang
-SHEBANG="#!$PY -I"
+SHEBANG="#!$PY -IS"
 [ ${#SHEBANG} -le 127 ] || die "interpreter path too long for a shebang: $PY"
 { echo "$SHEBANG"; tail -n +2 "$SELF_DIR/integrations/custom-mimizuku"; } > "$STAGE/custom-mimizuku"
 cp "$SELF_DIR/wazuh_rules/mimizuku_rules.xml" "$STAGE/mimizuku_rules.xml"

@@ -260,7 +260,7 @@ def main() -> int:
 
         script = home / "integrations" / "custom-mimizuku"
         body = (ROOT / "integrations" / "custom-mimizuku").read_text().splitlines()[1:]
-        script.write_text("\n".join([f"#!{sys.executable} -I"] + body) + "\n")  # what install.sh writes
+        script.write_text("\n".join([f"#!{sys.executable} -IS"] + body) + "\n")  # what install.sh writes
         os.chmod(script, 0o750)
         options = work / "custom-mimizuku-1762000000-1.options"
         options.write_text(json.dumps({"model_dir": str(ours), "send": "all"}))

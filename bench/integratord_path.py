@@ -6,7 +6,7 @@ limit. Measured here in one run, each call a fresh process started the way integ
 (its argv, its temporary alert and options files, the script exec'd through its shebang):
 
 * ours: the real script, installed as install.sh installs it (a virtualenv whose interpreter is
-  in the shebang, ``-I``), ``"socket"`` in the options, ``mimizuku serve`` running: the alert is
+  in the shebang, ``-IS``), ``"socket"`` in the options, ``mimizuku serve`` running: the alert is
   handed over and the call returns once the scorer acknowledged it (scored, event sent);
 * the floor: ``python3 -S -c pass``, the cheapest Python process there is (and, for reference,
   the virtualenv's interpreter with ``site``: ``-I -c pass``);
@@ -93,13 +93,15 @@ def main() -> int:
         venv = work / "venv"
         subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
         site = next(venv.glob("lib/python3*/site-packages"))
-        (site / "mimizuku-checkout.pth").write_text(str(ROOT / "detector") + "\n")
+        # the package in site-packages as pip puts it there (a link to the checkout: a .pth file
+        # would only be read by `site`, which the -S of the shebang skips)
+        (site / "mimizuku").symlink_to(ROOT / "detector" / "mimizuku", target_is_directory=True)
         vpy = venv / "bin" / "python3"
         script = home / "integrations" / "custom-mimizuku"
         body = (ROOT / "integrations" / "custom-mimizuku").read_text().splitlines()[1:]
-        script.write_text("\n".join([f"#!{vpy} -I"] + body) + "\n")
+        script.write_text("\n".join([f"#!{vpy} -IS"] + body) + "\n")
         os.chmod(script, 0o750)
-        subprocess.run([str(vpy), "-I", "-c", "import mimizuku.scorer_client"], check=True)  # .pyc in place
+        subprocess.run([str(vpy), "-I", "-c", "import mimizuku.scorer_client, mimizuku.integration"], check=True)  # .pyc in place
 
         drain = QueueDrain(home / "queue" / "sockets" / "queue")
         env = {"PATH": "/usr/bin:/bin", "LANG": "C"}

@@ -134,7 +134,7 @@ def test_install_permissions_and_merged_conf(tree):
     h = tree.home
     script = h / "integrations" / "custom-mimizuku"
     assert mode_owner(script) == (0o750, "root", "wazuh")
-    assert script.read_text().splitlines()[0] == f"#!{venv}/bin/python3 -I"
+    assert script.read_text().splitlines()[0] == f"#!{venv}/bin/python3 -IS"
     assert script.read_text().splitlines()[1:] == (ROOT / "integrations" / "custom-mimizuku").read_text().splitlines()[1:]
     rules = h / "etc" / "rules" / "mimizuku_rules.xml"
     assert mode_owner(rules) == (0o640, "root", "wazuh")

@@ -61,7 +61,7 @@ class EngineManager:
             gid = grp.getgrnam("wazuh").gr_gid
         self.script = self.home / "integrations" / "custom-mimizuku"
         src = (ROOT / "integrations" / "custom-mimizuku").read_text().splitlines()[1:]
-        self.script.write_text("\n".join([f"#!{sys.executable} -I"] + src) + "\n")
+        self.script.write_text("\n".join([f"#!{sys.executable} -IS"] + src) + "\n")  # as install.sh
         if self.check_as:
             os.chown(self.script, 0, gid)
         os.chmod(self.script, 0o750 if self.check_as else 0o500)  # never writable by "integratord"
@@ -159,3 +159,25 @@ def test_generated_alerts_anomalies_reach_the_intended_rules(em):
     expected = [r for r in engine.score_records(sample) if r["anomaly"]]
     rules, got = run_through(em, sample, {"model_dir": str(em.models)})
     check_events(rules, got, expected)
+
+
+def test_script_with_the_site_free_shebang_finds_the_venv_package(tmp_path):
+    """install.sh's shebang is `<venv>/bin/python3 -IS`: no `site`, so the script itself must put
+    the virtualenv's site-packages on the path (the package installed there, no .pth file)."""
+    import subprocess
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = next(venv.glob("lib/python3*/site-packages"))
+    (site / "mimizuku").symlink_to(Path(__file__).resolve().parents[1] / "detector" / "mimizuku")
+    script = tmp_path / "integrations" / "custom-mimizuku"  # no ../detector next to it
+    script.parent.mkdir()
+    body = (Path(__file__).resolve().parents[1] / "integrations" / "custom-mimizuku").read_text().splitlines()[1:]
+    script.write_text("\n".join([f"#!{venv}/bin/python3 -IS"] + body) + "\n")
+    script.chmod(0o750)
+    p = subprocess.run([str(script)], capture_output=True, text=True)
+    assert p.returncode == 2, p.stderr  # imported mimizuku from the venv and rejected the argv
+    # and without the package in the venv it says so (exit 6), not a traceback
+    (site / "mimizuku").unlink()
+    p = subprocess.run([str(script)], capture_output=True, text=True)
+    assert p.returncode == 6 and "cannot import mimizuku" in p.stderr

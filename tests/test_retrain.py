@@ -386,3 +386,21 @@ def test_demo_defaults_use_sqlite_and_syslog_file_under_home(tmp_path):
     s = retrain(RetrainConfig(wazuh_home=home, day=None, report=False))["mimizuku"]
     assert s["status"] == "ok"
     assert (home / "mimizuku" / "models" / "mimizuku.db").is_file()
+
+
+def test_retrain_publishes_for_the_cluster_and_a_node_syncs(home, tmp_path):
+    """--publish-to: the installed model is published (signed) and a node's sync installs it; a
+    missing key is a warning, the local install stands."""
+    from mimizuku import model_sync
+
+    pub, node = tmp_path / "pub", tmp_path / "node-models"
+    s = retrain(RetrainConfig(wazuh_home=home, day=None, batch=False, publish_to=pub))["mimizuku"]
+    assert s["status"] == "ok" and "published" not in s["counts"]
+    assert any("not published" in w and "cluster key" in w for w in s["warnings"])
+    key = home / "etc" / "mimizuku" / "cluster.key"
+    model_sync.generate_key(key)
+    s = retrain(RetrainConfig(wazuh_home=home, day=None, batch=False, publish_to=pub, activation_delay=0))["mimizuku"]
+    assert s["status"] == "ok" and s["counts"]["published"]["version"] == s["version"]
+    r = model_sync.sync_once(model_sync.DirectorySource(pub), node, model_sync.load_key(key))
+    assert r.action == "switched" and current_version(node) == s["version"]
+    assert Mimizuku.load_model(node).model_version_ == s["version"]

@@ -92,17 +92,28 @@ def _drop_all(url: str) -> None:
         eng.dispose()
 
 
-@pytest.fixture(params=["sqlite", "mariadb"])
+def _with_driver(url: str, driver: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    return u.set(drivername=f"{u.get_backend_name()}+{driver}").render_as_string(hide_password=False)
+
+
+@pytest.fixture(params=["sqlite", "mariadb", "mariadb-mysqlclient"])
 def db(request, tmp_path):
-    """A fresh, empty database URL of each kind."""
+    """A fresh, empty database URL of each kind (MariaDB through PyMySQL and through mysqlclient)."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'mimizuku.db'}"
         return
     if not MYSQL_URL:
         pytest.skip("MariaDB: MIMIZUKU_TEST_MYSQL_URL is not set (CI sets it: eval \"$(bash .ci/mariadb.sh)\")")
-    _drop_all(MYSQL_URL)
-    yield MYSQL_URL
-    _drop_all(MYSQL_URL)
+    url = MYSQL_URL
+    if request.param == "mariadb-mysqlclient":
+        pytest.importorskip("MySQLdb", reason="mysqlclient is not installed (pip install mimizuku[mysql])")
+        url = _with_driver(MYSQL_URL, "mysqldb")
+    _drop_all(url)
+    yield url
+    _drop_all(url)
 
 
 @pytest.fixture
@@ -491,3 +502,57 @@ def test_default_url_is_a_sqlite_file_in_cwd(tmp_path, monkeypatch):
     assert (tmp_path / "mimizuku.db").is_file()
     assert sqlout.mask_url("mysql+pymysql://u:secret@h/db") == "mysql+pymysql://u:***@h/db"
     assert "utf8mb4" in str(SqlSink("mysql+pymysql://u:p@127.0.0.1/db?charset=utf8").url)
+
+
+# --- several writer threads -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("writers", [1, 3])
+def test_writer_threads_failure_keeps_unwritten_batches_in_order(db, tmp_path, writers):
+    """With several writers, a failure mid-run keeps exactly the batches not written (in their
+    order) in the spool, the run row is never written before its batches, and the next run
+    writes the rest: nothing lost, nothing twice."""
+    from sqlalchemy import exc as sa_exc
+
+    recs = make_day(1000)
+    spool = tmp_path / "spool"
+    sink = SqlSink(db, spool_dir=spool, batch_size=50, writers=writers)
+    real = sink._write_prepared
+    order, fail_at = [], {7}
+    lock = threading.Lock()
+
+    def flaky(prepared, counts):
+        with lock:
+            n = len(order)
+            order.append(prepared[0])
+        if n in fail_at:
+            raise sa_exc.OperationalError("INSERT", {}, Exception("server has gone away"))
+        return real(prepared, counts)
+
+    sink._write_prepared = flaky
+    with pytest.raises(SqlUnavailableError) as ei:
+        sink.write_run({"run_id": "flaky"}, recs, clusters_for(recs))
+    assert "run" not in order  # the run row waits for every batch before it
+    written = count(sink, alerts)
+    spooled = ei.value.spooled
+    assert spooled == len(sink.spool) and spooled >= 2  # the failed batch(es) and the run row at least
+    assert written + 50 * (spooled - 1) >= 1000 > written  # every unwritten batch is in the spool
+    items = [it for _p, it in sink.spool.items()]
+    assert items[-1]["kind"] == "run"
+    firsts = [int(it["records"][0]["id"].rsplit(".", 1)[-1]) for it in items if it["kind"] == "alerts"]
+    assert firsts == sorted(firsts)  # in their original order
+    fail_at.clear()
+    c = sink.write_run({"run_id": "next"}, [])
+    assert len(sink.spool) == 0 and c["spool_replayed"] == spooled
+    assert count(sink, alerts) == 1000 and count(sink, runs) == 2
+    assert c["spool_alerts_inserted"] == 1000 - written  # nothing written twice
+    sink.close()
+
+
+def test_default_mysql_driver_is_resolved(monkeypatch):
+    from mimizuku.outputs import sql as sqlmod
+
+    u = SqlSink._prepare_url("mysql://u:p@127.0.0.1:1/db")
+    assert u.drivername == f"mysql+{sqlmod._mysql_driver()}" and u.query["charset"] == "utf8mb4"
+    monkeypatch.setattr(sqlmod, "_mysql_driver", lambda: "pymysql")
+    assert SqlSink._prepare_url("mariadb://u:p@h/db").drivername == "mariadb+pymysql"
+    assert SqlSink._prepare_url("mysql+mysqldb://u:p@h/db").drivername == "mysql+mysqldb"

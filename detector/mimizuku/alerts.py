@@ -10,6 +10,9 @@ Sources it understands, alone or mixed in a list:
 * an indexer export: a ``_search`` response ``{"hits": {"hits": [{"_source": {...}}]}}`` (read
   as a stream, one hit at a time), a JSON array of alerts or hits, NDJSON lines of hits, or
   pretty-printed alerts (``jq . alerts.json``);
+* a Wazuh indexer: an URL ``https://indexer:9200/wazuh-alerts-4.x-*`` or a
+  :class:`mimizuku.indexer.IndexerSource` (point in time + ``search_after``; the window goes
+  into the query and is refined here);
 * a dict, a list of dicts, any iterable of dicts or paths, a binary or text file object;
 * a pandas DataFrame, nested (``pd.read_json(lines=True)``) or flat (``pd.json_normalize``).
 
@@ -814,6 +817,10 @@ class _Reader:
             yield from self.stream(plan[1])
         elif kind == "lazy":
             yield from self.lazy(plan[1])
+        elif kind == "indexer":  # mimizuku.indexer: the window goes into the query, refined here
+            w = self.window
+            self.stats.files += 1
+            yield from self.records(plan[1].read_window(w.lo, w.lo_wall, w.hi, w.hi_wall), True)
 
     # files -------------------------------------------------------------------------------
 
@@ -1249,6 +1256,12 @@ def _plan(source: Any, window: _Window, problems: List[str]) -> List[Tuple[Any, 
     """Check a source up front (so a bad path fails before anything is read) and list its parts."""
     if isinstance(source, dict):
         return [("records", [source])]
+    if getattr(source, "is_indexer_source", False):
+        return [("indexer", source)]
+    if isinstance(source, str) and source[:8].lower().startswith(("http://", "https://")):
+        from .indexer import IndexerSource  # a Wazuh indexer URL (credentials from config/env)
+
+        return [("indexer", IndexerSource(source))]
     if isinstance(source, (str, os.PathLike)):
         return _plan_path(Path(os.fspath(source)), window, problems)
     if _is_frame(source):

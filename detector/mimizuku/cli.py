@@ -86,6 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_report_parser(sub)
     serve.add_parser(sub)
     status.add_parser(sub)
+    from . import model_sync
+
+    model_sync.add_parsers(sub)
+    from . import check
+
+    check.add_parser(sub)
 
     d = sub.add_parser("demo", help="generate sample data, train on it and score its last days")
     d.add_argument("--out", default="./demo", help="working directory (default ./demo)")

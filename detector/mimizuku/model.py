@@ -18,6 +18,7 @@ import hashlib
 import logging
 import secrets
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence
 
 from . import fields
@@ -90,13 +91,42 @@ class Mimizuku:
         """Learn what is normal from alerts (path, directory tree, DataFrame, list or dict)."""
         from .alerts import ReadStats, iter_alerts
 
+        stats = ReadStats()
+        part = self._partial_fit(iter_alerts(data, days=days, since=since, until=until, stats=stats,
+                                             progress=progress))
+        return self._fit_from_partials([part], stats, progress=progress)
+
+    # -- training in partitions (one stream, or many merged: mimizuku.distributed_fit) ------
+    def _partial_fit(self, alerts: Iterable[Dict[str, Any]]) -> "PartialFit":
+        """Observe one partition of the training alerts with fresh detectors.
+
+        Returns what the detectors counted (``Detector.partial_state``): picklable and
+        mergeable, so partitions read apart (sequentially or on Dask workers) make one model
+        with ``_fit_from_partials``. Per-stream state (rate windows) starts anew here."""
         dets = self._new_detectors()
         for d in dets:
             d.begin_fit()
-        stats = ReadStats()
         with _gc_paused():
-            n, first, last = self._observe_all(
-                iter_alerts(data, days=days, since=since, until=until, stats=stats, progress=progress), dets)
+            n, first, last = self._observe_all(alerts, dets)
+        return PartialFit(n=n, first=first, last=last, states={d.name: d.partial_state() for d in dets})
+
+    def _fit_from_partials(self, partials: Iterable["PartialFit"], stats: Any, *, progress=False) -> "Mimizuku":
+        """Fit the detectors on the merged partitions (in the order given: the order of first
+        sight of each situation is kept, so the result equals one stream's)."""
+        dets = self._new_detectors()
+        for d in dets:
+            d.begin_fit()
+        n, first, last = 0, None, None
+        for p in partials:
+            n += p.n
+            if p.first is not None and (first is None or p.first < first):
+                first = p.first
+            if p.last is not None and (last is None or p.last > last):
+                last = p.last
+            for d in dets:
+                state = p.states.get(d.name)
+                if state is not None:
+                    d.merge_state(state)
         if n == 0:
             raise NotEnoughData(f"no alerts to train on ({stats})")
         fitted, problems = [], {}
@@ -320,6 +350,19 @@ class Mimizuku:
         model.model_version_ = manifest.get("model_version", "unversioned")
         model.manifest_ = manifest
         return model
+
+
+@dataclass
+class PartialFit:
+    """What one partition of the training alerts taught: picklable, merged by ``_fit_from_partials``.
+
+    ``states`` maps a detector name to its ``Detector.partial_state()`` (key counts and the
+    like: compact, never alerts)."""
+
+    n: int = 0
+    first: Optional[str] = None
+    last: Optional[str] = None
+    states: Dict[str, Dict[str, Any]] = field(default_factory=dict)
 
 
 @contextmanager

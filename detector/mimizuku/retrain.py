@@ -4,7 +4,9 @@ One run, under an exclusive lock on the model root:
 
 1. cleans what an interrupted run left (``versions.ModelStore.clean_leftovers``);
 2. reads the archive of the last ``--days`` days plus today (the reader drops the plugin's own
-   events) in one stream, and — river's ``AnomalyFilter``: never learn from what you flagged —
+   events) one day at a time — here, or on a Dask cluster with ``--dask ADDRESS``
+   (``mimizuku.distributed_fit``: the same code, the same model; rate windows restart at
+   midnight either way) — and, river's ``AnomalyFilter``: never learn from what you flagged,
    drops every alert the current model flags before the new model sees it;
 3. trains every detector, then validates the new model: enough alerts per detector, calibrated
    scores, and an anomaly rate on the most recent day within bounds of the current model's rate
@@ -20,7 +22,9 @@ Exit codes (those of the ``mimizuku`` CLI where they fit):
   0    ok: the new model is in use (warnings, e.g. a database that was down, are in the line)
   1    failed: unexpected internal error (a bug); the current model is untouched
   2    failed: bad arguments
-  3    failed: no alerts could be read (source missing or empty window)
+  3    failed: no alerts could be read (source missing or empty window; with ``--dask``: the
+       scheduler unreachable, no workers, workers lost or unable to read the archive); the
+       current model is untouched
   4    failed: the current model cannot be used (tampered, unsafe) or the new one did not install
   5    kept/failed: not enough data to train any detector
   6    failed: another retrain or rollback holds the lock; this run did nothing
@@ -41,6 +45,7 @@ import logging
 import logging.handlers
 import math
 import os
+import re
 import signal
 import sys
 import time
@@ -54,7 +59,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tupl
 from . import fields
 from .versions import Locked, ModelStore, VersionError, resolve_model_dir
 
-__all__ = ["RetrainConfig", "AnomalyFilter", "Validation", "validate", "retrain", "add_parser", "run",
+__all__ = ["RetrainConfig", "AnomalyFilter", "check_dask_address", "Validation", "validate", "retrain", "add_parser", "run",
            "main", "summary_line"]
 
 log = logging.getLogger("mimizuku.retrain")
@@ -108,6 +113,13 @@ class RetrainConfig:
     keep_reports: int = 30
     spool_dir: Optional[Path] = None         # default <wazuh_home>/mimizuku/spool
     progress: bool = False
+    # training on a Dask cluster (mimizuku.distributed_fit): the scheduler's address, None = locally
+    dask: Optional[str] = None
+    dask_timeout: float = 30.0               # seconds to reach the scheduler and find a worker
+    # a cluster of managers (mimizuku.model_sync): publish each installed model for the nodes
+    publish_to: Optional[Path] = None
+    cluster_key: Optional[Path] = None       # default <wazuh-home>/etc/mimizuku/cluster.key
+    activation_delay: float = 60.0
 
     def __post_init__(self) -> None:
         self.wazuh_home = Path(os.path.abspath(self.wazuh_home))  # paths in the summary are absolute
@@ -126,6 +138,10 @@ class RetrainConfig:
             raise ValueError(f"--days must be a whole number >= 1, got {self.days!r}")
         if self.keep < 1:
             raise ValueError("--keep must be >= 1")
+        if self.dask is not None:
+            self.dask = check_dask_address(self.dask)
+        if not (isinstance(self.dask_timeout, (int, float)) and 0 < self.dask_timeout <= 3600):
+            raise ValueError(f"--dask-timeout must be in (0, 3600] seconds, got {self.dask_timeout!r}")
 
     @property
     def sql_url(self) -> Optional[str]:
@@ -138,6 +154,18 @@ class RetrainConfig:
     @property
     def batch_day(self) -> date:
         return self.day or (date.today() - timedelta(days=1))
+
+
+_DASK_ADDRESS = re.compile(r"(?:[a-z][a-z0-9+.-]*://)?[^\s/:]+:\d{1,5}\Z|[a-z][a-z0-9+.-]*://\S+\Z")
+
+
+def check_dask_address(address: Any) -> str:
+    """A Dask scheduler address (``tcp://host:8786``, ``tls://...``, ``host:8786``) or ValueError."""
+    text = str(address).strip()
+    if not text or not text.isprintable() or not _DASK_ADDRESS.match(text):
+        raise ValueError(f"--dask {_short(address, 100)!r} is not a Dask scheduler address "
+                         f"(e.g. tcp://scheduler:8786)")
+    return text
 
 
 # --- river's AnomalyFilter, for a batch --------------------------------------------------------
@@ -196,6 +224,30 @@ class AnomalyFilter:
                 batch = []
         if batch:
             yield from self._pass(batch, dets)
+
+    #: the counters a partition's filter hands back (``partial_state``) and a total adds up
+    _COUNTERS = ("judged_per_day", "per_day", "flagged_per_day", "excluded_by_detector")
+    _TOTALS = ("from_verdicts", "seen", "excluded", "flagged")
+
+    def partial_state(self) -> Dict[str, Any]:
+        """The counts and ids of what this filter judged: picklable, for ``merge_state``."""
+        state: Dict[str, Any] = {k: getattr(self, k) for k in self._COUNTERS + self._TOTALS}
+        state["judged_flagged"] = self.judged_flagged
+        state["shared_detectors"] = list(self.shared_detectors)
+        return state
+
+    def merge_state(self, state: Dict[str, Any]) -> None:
+        """Add a partition's ``partial_state`` (partitions in stream order) to this filter's
+        counts: the total of a training read in partitions (mimizuku.distributed_fit)."""
+        for k in self._COUNTERS:
+            getattr(self, k).update(state[k])
+        for k in self._TOTALS:
+            setattr(self, k, getattr(self, k) + int(state[k]))
+        for day, ids in state["judged_flagged"].items():
+            self.judged_flagged.setdefault(day, []).extend(ids)
+        for name in state.get("shared_detectors", ()):
+            if name not in self.shared_detectors:
+                self.shared_detectors.append(name)
 
     def share_keys(self, new: Any) -> List[str]:
         """Let ``new``'s detectors reuse the keys computed here (see the class docstring)."""
@@ -694,33 +746,33 @@ def _batch(model: Any, day: date, store: ModelStore, run: _Run, scored: Any = No
 def _train_and_install(store: ModelStore, run: _Run) -> Tuple[Any, Any]:
     """Steps 2-4; returns (model in use, day analysis of the new model if it can be reused)."""
     from . import batch
-    from .alerts import AlertSourceError, ReadStats, iter_alerts
+    from .alerts import AlertSourceError
     from .detectors.base import NotEnoughData
-    from .model import Mimizuku
+    from .distributed_fit import DaskUnavailable, PartitionedFit
 
     cfg = run.cfg
     current = _load_current(store, run)
     run.version = store.current_version() if current is not None else None
-    stats = ReadStats()
-    first_batch = [True]
+    first_part = [True]
 
-    def on_batch(_f: AnomalyFilter) -> None:
-        if first_batch[0]:
-            first_batch[0] = False
+    def on_partition(_label: str) -> None:
+        if first_part[0]:
+            first_part[0] = False
             _pause("training")
 
     today = date.today()
     fresh = {today.isoformat(), cfg.batch_day.isoformat()}  # always judged by the model in use
     window = [(today - timedelta(days=i)).isoformat() for i in range(cfg.days, -1, -1)]
     verdicts = _load_verdicts(store, [d for d in window if d not in fresh]) if current is not None else {}
-    filt = AnomalyFilter(current, exclude=cfg.anomaly_filter, on_batch=on_batch, verdicts=verdicts)
-    new = Mimizuku(**_params(current, cfg))
-    shared = filt.share_keys(new)
-    if shared:
-        log.info("keys computed once for the filter and the new %s detector(s)", ", ".join(shared))
+    # one partition per archived day, read here one after another or on Dask (the same code:
+    # mimizuku.distributed_fit); filt and stats are the totals of all partitions
+    trainer = PartitionedFit(current, _params(current, cfg), exclude=cfg.anomaly_filter, verdicts=verdicts,
+                             progress=cfg.progress, on_partition=on_partition, dask_timeout=cfg.dask_timeout)
+    filt, stats = trainer.filter, trainer.stats
     t0 = time.monotonic()
-    log.info("reading %d day(s) plus today from %s and training (anomaly filter: %s)", cfg.days, cfg.source,
-             f"model {run.version}" if current is not None and cfg.anomaly_filter else "off")
+    log.info("reading %d day(s) plus today from %s and training (anomaly filter: %s; %s)", cfg.days, cfg.source,
+             f"model {run.version}" if current is not None and cfg.anomaly_filter else "off",
+             f"on the Dask cluster at {cfg.dask}" if cfg.dask else "locally")
     def keep_verdicts() -> None:  # only after the whole stream was judged: never half a day
         if current is not None:
             try:
@@ -729,10 +781,12 @@ def _train_and_install(store: ModelStore, run: _Run) -> Tuple[Any, Any]:
                 run.warn(f"cannot record the anomaly filter's verdicts in {store.root}: {e}")
 
     try:
-        alerts = iter_alerts(cfg.source, days=cfg.days + 1, stats=stats, progress=cfg.progress)
-        new.fit(filt(alerts))
+        new = trainer.fit(cfg.source, days=cfg.days + 1, dask=cfg.dask)
     except AlertSourceError as e:
         run.fail(EXIT_INPUT, f"cannot read the alerts: {e}")
+        return current, None
+    except DaskUnavailable as e:
+        run.fail(EXIT_INPUT, f"{e}; nothing was trained, the current model is kept")
         return current, None
     except NotEnoughData as e:
         keep_verdicts()
@@ -746,8 +800,10 @@ def _train_and_install(store: ModelStore, run: _Run) -> Tuple[Any, Any]:
     except ValueError as e:  # bad model parameters
         run.fail(EXIT_USAGE, f"invalid model parameters: {e}")
         return current, None
-    finally:
-        filt.unshare()
+    if filt.shared_detectors:
+        log.info("keys computed once for the filter and the new %s detector(s)", ", ".join(filt.shared_detectors))
+    if cfg.dask:
+        run.counts["dask"] = {"partitions": len(trainer.partitions), "workers": len(trainer.workers)}
     keep_verdicts()
     run.durations["read_train"] = _ms(t0)
     new.read_stats_ = stats.as_dict()
@@ -842,6 +898,8 @@ def retrain(cfg: RetrainConfig) -> Dict[str, Any]:
                 in_use, reuse = None, None
             if run.status != "ok":
                 run.version = store.current_version()
+            elif cfg.publish_to is not None:
+                _publish(store, run)
             if cfg.batch and in_use is not None and run.code in (EXIT_OK, EXIT_REFUSED, EXIT_DATA):
                 try:
                     _batch(in_use, cfg.batch_day, store, run, reuse)
@@ -877,6 +935,23 @@ def retrain(cfg: RetrainConfig) -> Dict[str, Any]:
     except OSError:
         pass
     return summary
+
+
+def _publish(store: ModelStore, run: "_Run") -> None:
+    """Publish the model just installed for the other cluster nodes; a failure is a warning (the
+    model is installed here; `mimizuku publish` can be run again by hand)."""
+    from . import model_sync
+
+    cfg = run.cfg
+    key_path = cfg.cluster_key or cfg.wazuh_home / "etc" / "mimizuku" / "cluster.key"
+    try:
+        doc = model_sync.publish(store.root, cfg.publish_to, model_sync.load_key(key_path),
+                                 activation_delay=cfg.activation_delay)
+    except Exception as e:  # the nodes keep their model: say so, loudly
+        run.warn(f"model installed here but not published to {cfg.publish_to}: {type(e).__name__}: {e}")
+        return
+    run.counts["published"] = {"to": str(cfg.publish_to), "version": doc["version"],
+                               "activate_at": doc["activate_at"]}
 
 
 # --- command line -------------------------------------------------------------------------------
@@ -922,6 +997,19 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     g.add_argument("--min-samples", type=int, help="DBSCAN min_samples (default 5)")
     g.add_argument("--learn-flagged", action="store_true",
                    help="also learn from alerts the current model flags (disables the anomaly filter)")
+    g = p.add_argument_group("Dask (optional: pip install mimizuku[cluster])")
+    g.add_argument("--dask", metavar="SCHEDULER_ADDRESS",
+                   help="read and count the archive's days on this Dask cluster (e.g. tcp://scheduler:8786); "
+                        "every worker must see the archive at the same path. Default: locally")
+    g.add_argument("--dask-timeout", type=float, default=30.0, metavar="SECONDS",
+                   help="time to reach the scheduler and find a worker (default 30)")
+    g = p.add_argument_group("cluster of managers (docs/cluster.md)")
+    g.add_argument("--publish-to", metavar="DIR",
+                   help="after installing a new model, publish it here for `mimizuku sync` on the other nodes")
+    g.add_argument("--cluster-key", metavar="FILE",
+                   help="key that signs the publication (default <wazuh-home>/etc/mimizuku/cluster.key)")
+    g.add_argument("--activation-delay", type=float, default=60.0, metavar="SECONDS",
+                   help="nodes switch this long after publishing (default 60)")
     g = p.add_argument_group("validation")
     g.add_argument("--min-alerts", action="append", metavar="[DET=]N",
                    help="minimum training alerts per detector (default files=20, commands=20, context=200)")
@@ -936,7 +1024,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="print only the one-line JSON summary on stdout (the wodle's mode, the README's Wazuh section)")
     g.add_argument("--no-batch", action="store_true", help="retrain only: no analysis of the day, no outputs")
     g.add_argument("--db", help="SQLAlchemy URL (default sqlite:///<model-dir>/mimizuku.db; "
-                                "MySQL/MariaDB: mysql+pymysql://user:pw@host/db)")
+                                "MySQL/MariaDB: mysql://user:pw@host/db)")
     g.add_argument("--db-url-file", help="read the database URL from this file (keeps the password out of ps)")
     g.add_argument("--no-sql", action="store_true", help="do not write to SQL")
     g.add_argument("--retention-days", type=float, default=90.0, help="delete SQL rows older than this (default 90; 0 keeps none)")
@@ -981,7 +1069,11 @@ def config_from_args(a: argparse.Namespace) -> RetrainConfig:
         syslog_file=Path(a.syslog_file) if a.syslog_file else None, syslog_remote=a.syslog_remote,
         syslog_select=a.syslog_select, resend_syslog=a.resend_syslog, report=not a.no_report,
         report_dir=Path(a.report_dir) if a.report_dir else None, keep_reports=a.keep_reports,
-        spool_dir=Path(a.spool_dir) if a.spool_dir else None)
+        spool_dir=Path(a.spool_dir) if a.spool_dir else None,
+        dask=getattr(a, "dask", None), dask_timeout=getattr(a, "dask_timeout", 30.0),
+        publish_to=Path(a.publish_to) if getattr(a, "publish_to", None) else None,
+        cluster_key=Path(a.cluster_key) if getattr(a, "cluster_key", None) else None,
+        activation_delay=getattr(a, "activation_delay", 60.0))
 
 
 def _log_path(a: argparse.Namespace) -> Optional[Path]:

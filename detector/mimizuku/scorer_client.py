@@ -23,9 +23,13 @@ Outcomes of :func:`deliver`:
 path (``mimizuku.integration.run``), which spools the alert (and scores in-process only when the
 options ask for that and the scorer was unreachable).
 """
-import os
 import sys
 import time
+
+try:
+    import posix as _os  # the C module behind os: os itself (and _collections_abc) cost a millisecond
+except ImportError:  # pragma: no cover - not POSIX
+    import os as _os
 
 try:
     import _socket
@@ -97,12 +101,12 @@ def loads(text):
 
 
 def _read_capped(path, limit):
-    fd = os.open(path, os.O_RDONLY)
+    fd = _os.open(path, _os.O_RDONLY)
     try:
         chunks = []
         size = 0
         while True:
-            b = os.read(fd, min(65536, limit + 1 - size))
+            b = _os.read(fd, min(65536, limit + 1 - size))
             if not b:
                 break
             chunks.append(b)
@@ -111,14 +115,14 @@ def _read_capped(path, limit):
                 return None
         return b"".join(chunks)
     finally:
-        os.close(fd)
+        _os.close(fd)
 
 
 def request_id():
     """A request id unique enough on one host: pid, clock, counter (hex, no escaping needed)."""
     global _counter
     _counter += 1
-    return "%x-%x-%x" % (os.getpid(), time.time_ns() & 0xFFFFFFFFFFFF, _counter)
+    return "%x-%x-%x" % (_os.getpid(), time.time_ns() & 0xFFFFFFFFFFFF, _counter)
 
 
 _counter = 0
@@ -227,8 +231,16 @@ def _argv_parts(argv):
     return alert, options, timeout
 
 
-def _socket_option(options_file, home):
-    """(socket path, ack timeout or None) from the options file; socket None when not set."""
+def _wazuh_home(script):
+    """The Wazuh directory the integration script sits in (``<home>/integrations/<script>``)."""
+    import os
+
+    return os.path.dirname(os.path.dirname(os.path.realpath(script)))
+
+
+def _socket_option(options_file, script):
+    """(socket path, ack timeout or None) from the options file; socket None when not set.
+    A relative socket path is relative to the Wazuh directory of ``script``."""
     raw = _read_capped(options_file, MAX_OPTIONS_BYTES)
     if raw is None:
         return None, None
@@ -239,7 +251,7 @@ def _socket_option(options_file, home):
     if not isinstance(sock, str) or not sock or "\x00" in sock:
         return None, None
     if not sock.startswith("/"):
-        sock = os.path.join(home, sock)
+        sock = _wazuh_home(script).rstrip("/") + "/" + sock
     t = opts.get("socket_timeout")
     if isinstance(t, bool) or not isinstance(t, (int, float)) or t <= 0:
         t = None
@@ -263,8 +275,7 @@ def forward(argv):
         alert_file, options_file, timeout = _argv_parts(argv)
         if not alert_file or not options_file:
             return None
-        home = os.path.dirname(os.path.dirname(os.path.realpath(argv[0])))
-        sock, configured = _socket_option(options_file, home)
+        sock, configured = _socket_option(options_file, argv[0])
         if sock is None:
             return None
         raw = _read_capped(alert_file, MAX_ALERT_BYTES)

@@ -70,6 +70,7 @@ MAX_ID_CHARS = 128
 MAX_CONNECTIONS = 512
 SOCKET_NAME = "serve.sock"
 BOOKMARK_NAME = "follow.bookmark"
+INDEXER_BOOKMARK_NAME = "indexer.bookmark"
 JOURNAL_NAME = "handled.ids"
 STATUS_NAME = "status.json"
 #: a batch this big means concurrent load: the next one may wait ``linger`` seconds to fill up
@@ -103,10 +104,13 @@ def _printable(text: Any, limit: int = 500) -> str:
 
 
 def alert_key(alert: Dict[str, Any]) -> str:
-    """What makes an alert the same alert: its ``id``, else a hash of its canonical JSON."""
+    """What makes an alert the same alert: its ``id`` with the manager that wrote it (ids are
+    only unique per manager: one scorer may serve a whole cluster), else a hash of its JSON."""
     aid = alert.get("id")
     if isinstance(aid, str) and aid:
-        return aid
+        manager = alert.get("manager")
+        name = manager.get("name") if isinstance(manager, dict) else None
+        return f"{aid}@{name}" if isinstance(name, str) and name else aid
     raw = json.dumps(alert, sort_keys=True, ensure_ascii=False, default=str).encode("utf-8", "replace")
     return "sha1:" + hashlib.sha1(raw).hexdigest()
 
@@ -124,6 +128,10 @@ class ServeConfig:
     options: Options
     follow: Optional[Path] = None
     from_start: bool = False
+    #: follow the Wazuh indexer instead (mimizuku.indexer_follow): a URL, or "" for the config/env
+    follow_indexer: Optional[str] = None
+    indexer_lag: float = 60.0
+    indexer_interval: float = 5.0
     flood_window: float = DEFAULT_WINDOW
     max_batch: int = 256
     dedupe_window: int = 200_000
@@ -136,6 +144,12 @@ class ServeConfig:
     shutdown_timeout: float = 60.0
     event_retry_interval: float = 5.0
     linger: float = 0.002
+    #: entries per engine memo cache (a full one is cleared): what bounds the daemon's memory
+    cache_entries: int = 50_000
+    #: event sink: "queue" (analysisd's socket, on the manager) or "api" (POST /events, off-box)
+    sink: str = "queue"
+    #: credentials file of the API sink (None: mimizuku.wazuh_api's default and environment)
+    api_config: Optional[Path] = None
 
     @classmethod
     def for_home(cls, home: Path, **kw: Any) -> "ServeConfig":
@@ -320,7 +334,7 @@ class ScorerThread(threading.Thread):
         self.flood = FloodControl(cfg.flood_window)
         self.handled = HandledIds(cfg.state_dir / JOURNAL_NAME, cfg.dedupe_window)
         self.rejected = Spool(cfg.spool_dir / "rejected", max_items=10_000)
-        self.sink = QueueSink(cfg.queue, cfg.spool_dir / "events", log=server.logfn)
+        self.sink = make_event_sink(cfg, server.logfn)
         self.busy = False
         self.carried_state: Optional[bool] = None
         self.hold = threading.Event()   # tests: set to make the scorer stall (a slow daemon)
@@ -514,6 +528,15 @@ class ScorerThread(threading.Thread):
                 self.server.error(f"event for alert {_printable(rec.get('id'), 80)} can neither be sent nor kept: {e}")
                 ok = False
         return ok
+
+
+def make_event_sink(cfg: ServeConfig, logfn: Any) -> Any:
+    """The configured sink; both keep what they cannot send in ``<spool>/events`` (same format)."""
+    if cfg.sink == "api":
+        from .api_sink import sink_from_config
+
+        return sink_from_config(cfg.api_config, cfg.spool_dir / "events", log=logfn, default_path=None)
+    return QueueSink(cfg.queue, cfg.spool_dir / "events", log=logfn)
 
 
 def event_message(rec: Dict[str, Any]) -> bytes:
@@ -746,6 +769,8 @@ class Server:
 
             kw = {"ignore_users": list(self.cfg.options.ignore_users)} if self.cfg.options.ignore_users else {}
             model = Mimizuku.load_model(path, **kw)
+            for det in getattr(model, "detectors_", {}).values():  # bounded memo caches: flat memory
+                det._CACHE_MAX = self.cfg.cache_entries
             _single_threaded_math()
         except Exception as e:
             kind = type(e).__name__
@@ -802,13 +827,11 @@ class Server:
                 old_handlers[sig] = signal.signal(sig, fn)
             signal.set_wakeup_fd(self._wake_w)
         self._sel.register(self._wake_r, selectors.EVENT_READ, ("wake", None))
-        if cfg.follow is not None:
-            self.follower = AlertFollower(cfg.follow, cfg.state_dir / BOOKMARK_NAME,
-                                          from_start=cfg.from_start, log=self.logfn)
+        self.follower = self._make_follower()
         self.scorer.start()
         self._check_model()
         log.info("mimizuku serve %s listening on %s%s", __version__, cfg.socket,
-                 f", following {cfg.follow}" if cfg.follow else "")
+                 f", following {self.follower.path}" if self.follower is not None else "")
         self.ready_event.set()
         try:
             self._loop()
@@ -1157,7 +1180,7 @@ class Server:
 
     def _follow_failed(self, it: WorkItem) -> None:
         """An alert from the file could not be handled: re-read from the bookmark later."""
-        self.error(f"alert {_printable(it.key, 80)} from {self.cfg.follow} not handled ({it.error}); "
+        self.error(f"alert {_printable(it.key, 80)} from {self.follower.path if self.follower else self.cfg.follow} not handled ({it.error}); "
                    "re-reading from the bookmark in 5 s")
         self._rewind_follow = True
         self._follow_paused_until = float("inf")
@@ -1177,9 +1200,23 @@ class Server:
             self._follow_slots.clear()
             f.save(fsync=True)
             f.close()
-            self.follower = AlertFollower(self.cfg.follow, self.cfg.state_dir / BOOKMARK_NAME,
-                                          from_start=self.cfg.from_start, log=self.logfn)
+            self.follower = self._make_follower()
             self._follow_paused_until = time.monotonic() + 5.0
+
+    def _make_follower(self) -> Any:
+        """``--follow alerts.json`` or ``--follow-indexer URL`` (same interface), or None."""
+        cfg = self.cfg
+        if cfg.follow_indexer is not None:
+            from .indexer import IndexerSource
+            from .indexer_follow import IndexerFollower
+
+            return IndexerFollower(IndexerSource(cfg.follow_indexer or None), cfg.state_dir / INDEXER_BOOKMARK_NAME,
+                                   lag=cfg.indexer_lag, interval=cfg.indexer_interval,
+                                   from_start=cfg.from_start, log=self.logfn)
+        if cfg.follow is not None:
+            return AlertFollower(cfg.follow, cfg.state_dir / BOOKMARK_NAME, from_start=cfg.from_start,
+                                 log=self.logfn)
+        return None
 
     # -- status ---------------------------------------------------------------------------------
     def status(self) -> Dict[str, Any]:
@@ -1208,7 +1245,7 @@ class Server:
         }
         if self.follower is not None:
             bm = self.follower.bookmark
-            st["follow"] = {"path": str(self.cfg.follow), "bookmark": bm.__dict__ if bm else None,
+            st["follow"] = {"path": str(self.follower.path), "bookmark": bm.__dict__ if bm else None,
                             "in_flight": self._follow_inflight, "stats": dict(self.follower.stats)}
         return st
 
@@ -1289,8 +1326,21 @@ def add_arguments(p: argparse.ArgumentParser, verbose: bool = True) -> None:
     p.add_argument("--spool-dir", help="spool of alerts and events (default <home>/mimizuku/spool)")
     p.add_argument("--queue", help="analysisd queue socket (default <home>/queue/sockets/queue)")
     p.add_argument("--state-dir", help="bookmark, handled-id journal, status (default <home>/mimizuku/run)")
+    p.add_argument("--sink", choices=("queue", "api"), default="queue",
+                   help="where events go: analysisd's queue socket (default) or the Wazuh API's POST /events "
+                        "(a scorer not on the manager; see docs/api.md)")
+    p.add_argument("--api-config", metavar="PATH", help="API credentials file for --sink api "
+                                                       "(default /var/ossec/etc/mimizuku/api.json + MIMIZUKU_API_*)")
     p.add_argument("--follow", metavar="ALERTS_JSON", help="also tail this alerts.json (with a persisted bookmark)")
     p.add_argument("--from-start", action="store_true", help="with --follow and no bookmark yet: read the file from its start")
+    p.add_argument("--follow-indexer", metavar="URL", nargs="?", const="",
+                   help="follow the Wazuh indexer instead of a file, e.g. https://indexer:9200/wazuh-alerts-4.x-* "
+                        "(no URL: 'url' of /var/ossec/etc/mimizuku/indexer.json or MIMIZUKU_INDEXER_URL; "
+                        "credentials only from that file or MIMIZUKU_INDEXER_USER/PASSWORD; see docs/indexer.md)")
+    p.add_argument("--indexer-lag", type=float, default=60.0, metavar="SECONDS",
+                   help="with --follow-indexer: how late an alert may become searchable and still be scored (default 60)")
+    p.add_argument("--indexer-interval", type=float, default=5.0, metavar="SECONDS",
+                   help="with --follow-indexer: seconds between polls once caught up (default 5)")
     p.add_argument("--flood-window", type=float, default=DEFAULT_WINDOW,
                    help="seconds during which look-alike anomalies are aggregated (0: off; default 60)")
     p.add_argument("--max-batch", type=int, default=256, help="most alerts scored together (default 256)")
@@ -1334,9 +1384,31 @@ def config_from_args(a: argparse.Namespace) -> ServeConfig:
             setattr(opts, name, kw[name])
     if a.follow:
         kw["follow"] = Path(a.follow)
+    if getattr(a, "follow_indexer", None) is not None:
+        if a.follow:
+            raise OptionsError("give --follow or --follow-indexer, not both")
+        from .indexer import IndexerError, IndexerSource
+
+        try:
+            IndexerSource(a.follow_indexer or None)  # refuse a bad URL or an unsafe config file at start
+        except IndexerError as e:
+            raise OptionsError(str(e)) from None
+        kw.update(follow_indexer=a.follow_indexer, indexer_lag=max(0.0, a.indexer_lag),
+                  indexer_interval=max(0.2, a.indexer_interval))
     kw.update(from_start=a.from_start, flood_window=a.flood_window, max_batch=max(1, a.max_batch),
               dedupe_window=max(1, a.dedupe_window), watch_interval=max(0.2, a.watch_interval),
               socket_group=a.socket_group or None)
+    if getattr(a, "sink", "queue") == "api":
+        from .wazuh_api import ApiConfigError, load_credentials
+
+        kw["sink"] = "api"
+        default = home / "etc" / "mimizuku" / "api.json"
+        kw["api_config"] = (Path(a.api_config) if getattr(a, "api_config", None)
+                            else default if os.path.lexists(default) else None)
+        try:
+            load_credentials(kw["api_config"], default_path=None)   # refuse a bad or unsafe credentials file at start
+        except ApiConfigError as e:
+            raise OptionsError(str(e)) from None
     return ServeConfig.for_home(home, options=opts, **kw)
 
 

@@ -68,6 +68,20 @@ class Detector(BaseEstimator):
     def observe(self, alert: Dict[str, Any]) -> None:
         self._counts[self.key(alert)] += 1
 
+    def partial_state(self) -> Dict[str, Any]:
+        """What ``observe`` has counted since ``begin_fit``: picklable, mergeable (never alerts)."""
+        return {"counts": self._counts}
+
+    def merge_state(self, state: Dict[str, Any]) -> None:
+        """Add a partition's ``partial_state`` (after ``begin_fit``, partitions in stream order:
+        situations keep the order they were first seen in). The state is consumed: it may be
+        adopted as is."""
+        counts = state["counts"]
+        if not self._counts:
+            self._counts = counts if type(counts) is Counter else Counter(counts)
+        else:
+            self._counts.update(counts)
+
     def end_fit(self) -> "Detector":
         counts = self._counts
         del self._counts
@@ -95,6 +109,8 @@ class Detector(BaseEstimator):
         return self.end_fit()
 
     # -- scoring ---------------------------------------------------------------------------------
+    #: entries per memo cache (keys' raw scores, nearest neighbours, reasons); a full cache is
+    #: cleared, so memory stays bounded. The resident scorer sets a smaller cap per instance.
     _CACHE_MAX = 200_000
 
     def raw_scores(self, keys: Sequence[Key]) -> np.ndarray:

@@ -176,6 +176,20 @@ class ContextDetector(Detector):
         self._max_rate: Dict[Tuple[str, str], int] = {}
         self._max_src: Dict[Tuple[str, str], int] = {}
 
+    def partial_state(self) -> Dict[str, Any]:
+        state = super().partial_state()
+        state["max_rate"] = self._max_rate
+        state["max_src"] = self._max_src
+        return state
+
+    def merge_state(self, state: Dict[str, Any]) -> None:
+        super().merge_state(state)
+        for mine, theirs in ((self._max_rate, state.get("max_rate") or {}),
+                             (self._max_src, state.get("max_src") or {})):
+            for pair, n in theirs.items():
+                if n > mine.get(pair, 0):
+                    mine[pair] = n
+
     def _cont(self, hour: int, rbin: int, sbin: int) -> Tuple[float, float, float, float]:
         if hour < 0:
             hx = hy = 0.0
@@ -348,7 +362,7 @@ class ContextDetector(Detector):
 
     def _remember(self, sit: Key, dist: float, i: int):
         cache = self.__dict__.setdefault("_nn_cache", {})
-        if len(cache) > 200_000:
+        if len(cache) > self._CACHE_MAX:
             cache.clear()
         hit = cache[sit] = (dist, self.core_keys_[i], int(self.core_weights_[i]))
         return hit
@@ -368,7 +382,7 @@ class ContextDetector(Detector):
         ck = (key[:4], fields.rule_description(alert))
         hit = cache.get(ck)
         if hit is None:
-            if len(cache) > 100_000:
+            if len(cache) > self._CACHE_MAX // 2:
                 cache.clear()
             hit = cache[ck] = self._explain(key, alert)
         reasons = list(hit)

@@ -92,6 +92,20 @@ class LOFDetector(Detector):
         if k not in self._examples:
             self._examples[k] = self.example(alert)
 
+    def partial_state(self) -> Dict[str, Any]:
+        state = super().partial_state()
+        state["examples"] = self._examples
+        return state
+
+    def merge_state(self, state: Dict[str, Any]) -> None:
+        super().merge_state(state)
+        examples = state.get("examples") or {}
+        if not self._examples:
+            self._examples = examples
+        else:  # the first partition that saw a situation gives its example, as one stream would
+            for k, v in examples.items():
+                self._examples.setdefault(k, v)
+
     def _vectorizer(self) -> HashedGroups:
         v = self.__dict__.get("_vec")
         if v is None:
@@ -161,7 +175,7 @@ class LOFDetector(Detector):
         X = self._vectorizer().rows([self.groups(k) for k in keys])
         dist, ind = self._kneighbors(X, self.k_)
         cache = self.__dict__.setdefault("_nn_cache", {})
-        if len(cache) > 200_000:
+        if len(cache) > self._CACHE_MAX:
             cache.clear()
         for k, d0, i0 in zip(keys, dist[:, 0], ind[:, 0]):
             cache[k] = (int(i0), float(d0))

@@ -196,6 +196,14 @@ class SqlDataError(SqlOutputError, OutputDataError):
 
 # --- helpers -----------------------------------------------------------------------------------
 
+def _mysql_driver() -> str:
+    """The driver for a ``mysql://`` URL that names none: mysqlclient (C escaping, the faster
+    writer) when installed (``pip install mimizuku[mysql]``), else PyMySQL (pure Python, always there)."""
+    import importlib.util
+
+    return "mysqldb" if importlib.util.find_spec("MySQLdb") is not None else "pymysql"
+
+
 def default_url(directory: Optional[os.PathLike] = None) -> str:
     """``sqlite:///<directory or cwd>/mimizuku.db``: a file database, nothing to set up."""
     d = Path(directory) if directory is not None else Path.cwd()
@@ -405,12 +413,13 @@ class SqlSink:
     ``charset=utf8mb4``. ``spool_dir``: where undeliverable batches wait (``None`` =
     :func:`mimizuku.outputs.default_spool_dir`). ``retention_days``: when set, every
     ``write_run`` ends with ``apply_retention(retention_days)``. ``timeout``: seconds to wait for
-    a connection or a lock before giving up and spooling.
+    a connection or a lock before giving up and spooling. ``writers``: writer threads, each on
+    its own connection (default: 2 for MySQL/MariaDB, 1 for SQLite).
     """
 
     def __init__(self, url: Optional[str] = None, *, spool_dir: Optional[os.PathLike] = None,
                  batch_size: int = 5000, retention_days: Optional[float] = None, timeout: float = 10.0,
-                 echo: bool = False):
+                 echo: bool = False, writers: Optional[int] = None):
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         self.url: URL = self._prepare_url(url if url is not None else default_url())
@@ -421,6 +430,9 @@ class SqlSink:
         self.spool = Spool(spool_dir if spool_dir is not None else default_spool_dir("sql", self.masked_url))
         self._schema_ready = False
         self._compiled: Dict[str, Any] = {}
+        self.writers = writers
+        self._counts_lock = threading.Lock()
+        self._schema_lock = threading.Lock()
         try:
             self.engine: Engine = self._create_engine(echo)
         except ImportError as e:
@@ -435,6 +447,8 @@ class SqlSink:
         except Exception as e:
             raise SqlOutputError(f"invalid database URL {mask_url(url)}: {e.__class__.__name__}") from None
         if u.get_backend_name() in ("mysql", "mariadb"):
+            if "+" not in u.drivername:
+                u = u.set(drivername=f"{u.get_backend_name()}+{_mysql_driver()}")
             u = u.update_query_dict({"charset": "utf8mb4"})
         if u.get_backend_name() == "sqlite" and u.database and u.database != ":memory:" \
                 and not u.database.startswith("file:"):
@@ -503,6 +517,11 @@ class SqlSink:
     def _ensure_schema(self) -> None:
         if self._schema_ready:
             return
+        with self._schema_lock:  # writer threads: one creates, the others wait
+            if not self._schema_ready:
+                self._create_schema()
+
+    def _create_schema(self) -> None:
         metadata.create_all(self.engine, checkfirst=True)
         with self.engine.begin() as conn:
             found = conn.execute(sa.select(schema_info.c.version).where(schema_info.c.name == "mimizuku")).scalar()
@@ -645,85 +664,117 @@ class SqlSink:
         raise ValueError(f"unknown spool item kind {kind!r}")
 
     def _write_prepared(self, prepared: Tuple[Any, ...], counts: Dict[str, int]) -> None:
-        """Write one prepared item in its own transaction."""
+        """Write one prepared item in its own transaction (counts updated under a lock: several
+        writer threads share them)."""
         self._ensure_schema()
         if prepared[0] == "alerts":
             with self.engine.begin() as conn:
                 ai, ae = self._insert_new(conn, alerts, prepared[1])
                 oi, oe = self._insert_new(conn, outliers, prepared[2])
-            counts["alerts_inserted"] += ai
-            counts["alerts_existing"] += ae
-            counts["outliers_inserted"] += oi
-            counts["outliers_existing"] += oe
+            with self._counts_lock:
+                counts["alerts_inserted"] += ai
+                counts["alerts_existing"] += ae
+                counts["outliers_inserted"] += oi
+                counts["outliers_existing"] += oe
         else:
             with self.engine.begin() as conn:
                 self._upsert_run(conn, prepared[1])
-            counts["runs_written"] += 1
+            with self._counts_lock:
+                counts["runs_written"] += 1
+
+    def _writer_count(self) -> int:
+        """Writer threads: one per connection. A MySQL/MariaDB server stores batch n while the
+        driver escapes batch n+1 on another connection; SQLite has one writer at a time anyway."""
+        if self.writers is not None:
+            return max(1, int(self.writers))
+        return 2 if self.engine.dialect.name in ("mysql", "mariadb") else 1
 
     def _pipeline(self, source: Iterable[Tuple[Optional[Path], Dict[str, Any]]], counts: Dict[str, int],
                   on_written: Callable[[Optional[Path]], None],
                   ) -> Tuple[Optional[BaseException], List[Tuple[Optional[Path], Dict[str, Any]]]]:
-        """Write ``(spool path or None, item)`` pairs in order: this thread prepares item n+1
-        while a writer thread has item n in the database (the two overlap: rows/s nearly double
-        against MariaDB).
+        """Write ``(spool path or None, item)`` pairs: this thread prepares the next items while
+        writer threads (:meth:`_writer_count`, each on its own connection) have earlier ones in
+        the database. Alert batches may commit in any order (they are idempotent); a run row is
+        written only after every batch before it has been written.
 
         Items the database refuses as data are set aside as ``*.bad``. The first other failure
-        stops the writer; returns ``(that error or None, the items not written, in order)``.
+        stops the writers; returns ``(that error or None, the items not written, in order)``.
         Items of ``source`` not consumed yet are left in it for the caller.
         """
-        jobs: "queue.Queue[Any]" = queue.Queue(maxsize=2)
+        n_writers = self._writer_count()
+        jobs: "queue.Queue[Any]" = queue.Queue(maxsize=n_writers + 1)
         stop = threading.Event()
         failure: List[BaseException] = []
-        pending: List[Tuple[Optional[Path], Dict[str, Any]]] = []
+        pending: List[Tuple[int, Optional[Path], Dict[str, Any]]] = []
+        lock = self._counts_lock
+
+        def write_one(seq: int, path: Optional[Path], item: Dict[str, Any], prepared: Any) -> None:
+            if stop.is_set():
+                with lock:
+                    pending.append((seq, path, item))
+                return
+            try:
+                if isinstance(prepared, BaseException):
+                    raise prepared
+                self._write_prepared(prepared, counts)
+            except Exception as e:
+                if self._is_data_error(e):
+                    try:
+                        self._set_aside(item, path, e)
+                        with lock:
+                            counts["set_aside"] += 1
+                        return
+                    except Exception as e2:  # cannot even set it aside: keep it pending
+                        e = e2
+                with lock:
+                    failure.append(e)
+                    pending.append((seq, path, item))
+                stop.set()
+                return
+            on_written(path)
 
         def writer() -> None:
             while True:
                 job = jobs.get()
-                if job is None:
-                    return
-                path, item, prepared = job
-                if stop.is_set():
-                    pending.append((path, item))
-                    continue
                 try:
-                    if isinstance(prepared, BaseException):
-                        raise prepared
-                    self._write_prepared(prepared, counts)
-                except Exception as e:
-                    if self._is_data_error(e):
-                        try:
-                            self._set_aside(item, path, e)
-                            counts["set_aside"] += 1
-                            continue
-                        except Exception as e2:  # cannot even set it aside: keep it pending
-                            e = e2
-                    failure.append(e)
-                    stop.set()
-                    pending.append((path, item))
-                    continue
-                on_written(path)
+                    if job is None:
+                        return
+                    write_one(*job)
+                finally:
+                    jobs.task_done()
 
-        thread = threading.Thread(target=writer, name="mimizuku-sql-writer", daemon=True)
-        thread.start()
-        leftover: Optional[Tuple[Optional[Path], Dict[str, Any]]] = None
+        threads = [threading.Thread(target=writer, name=f"mimizuku-sql-writer-{i}", daemon=True)
+                   for i in range(n_writers)]
+        for t in threads:
+            t.start()
+        leftover: Optional[Tuple[int, Optional[Path], Dict[str, Any]]] = None
+        seq = 0
         try:
             for path, item in source:
+                seq += 1
                 if stop.is_set():
-                    leftover = (path, item)
+                    leftover = (seq, path, item)
                     break
                 try:
                     prepared: Any = self._prepare(item)
                 except Exception as e:  # a malformed item: the writer sets it aside, in order
                     prepared = e
-                jobs.put((path, item, prepared))
+                if isinstance(prepared, tuple) and prepared[0] == "run":
+                    jobs.join()  # every batch before it is in the database (or has failed)
+                    write_one(seq, path, item, prepared)
+                else:
+                    jobs.put((seq, path, item, prepared))
         finally:
-            jobs.put(None)
-            thread.join()
+            for _t in threads:
+                jobs.put(None)
+            for t in threads:
+                t.join()
         if leftover is not None:
             pending.append(leftover)
         if failure:
             self._schema_ready = False
-        return (failure[0] if failure else None), pending
+        pending.sort(key=lambda p: p[0])
+        return (failure[0] if failure else None), [(p, it) for _s, p, it in pending]
 
     def _items(self, run: Dict[str, Any], records: Iterable[Mapping[str, Any]],
                clusters: Optional[Mapping[str, Any]]) -> Iterator[Dict[str, Any]]:
