@@ -224,7 +224,8 @@ def main(argv=None) -> int:
                     status = 1
         if fake is not None:
             url = fake.url + "/wazuh-alerts-4.x-*"
-            phase = f"from the indexer ({n_indexed:,} alerts, UTC-day slices)"
+            phase = "from the indexer (UTC-day slices)"
+            log(f"{phase}: {n_indexed:,} alerts in the fake indexer at {url}")
 
             def icmd(which: str) -> list:
                 c = cmd(which)

@@ -91,6 +91,9 @@ SLICE_SETTINGS = ("index", "query", "time_field", "tiebreakers", "exclude_own", 
 DAY_MS = 86_400_000
 
 
+_WARNED_PLAIN_HTTP: set = set()
+
+
 class IndexerError(AlertSourceError):
     """The indexer cannot be read (a clear message; never a credential)."""
 
@@ -306,7 +309,9 @@ class IndexerSource:
         self._pit_supported: Optional[bool] = self.config.pit
         self.stats: Dict[str, int] = {"requests": 0, "pages": 0, "hits": 0, "pits_opened": 0,
                                       "pits_closed": 0, "pit_renewals": 0, "retried_pages": 0}
-        if self.config.username and self.config.base_url.startswith("http://"):
+        if self.config.username and self.config.base_url.startswith("http://") \
+                and self.config.base_url not in _WARNED_PLAIN_HTTP:
+            _WARNED_PLAIN_HTTP.add(self.config.base_url)  # once per process (a source per slice)
             log.warning("sending indexer credentials over plain http to %s", self.config.base_url)
 
     def __repr__(self) -> str:
