@@ -138,7 +138,7 @@ def test_key_file_must_be_private(cluster, tmp_path):
     f = tmp_path / "k"
     f.write_text("a" * 64)
     os.chmod(f, 0o644)
-    with pytest.raises(ms.PublicationRefused, match="readable or writable by others"):
+    with pytest.raises(ms.PublicationRefused, match="readable or writable by group or others"):
         ms.load_key(f)
     os.chmod(f, 0o600)
     assert ms.load_key(f) == b"a" * 64

@@ -78,17 +78,22 @@ class Bookmark:
         return cls(**known)
 
     def save(self, path: "os.PathLike[str] | str", fsync: bool = False) -> None:
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        data = json.dumps(asdict(self), separators=(",", ":")).encode("utf-8")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-        try:
-            os.write(fd, data)
-            if fsync:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        write_bookmark(path, json.dumps(asdict(self), separators=(",", ":")).encode("utf-8"), fsync)
+
+
+def write_bookmark(path: "os.PathLike[str] | str", data: bytes, fsync: bool = False) -> None:
+    """Replace a bookmark file atomically (a temporary file renamed over it): a crash leaves the
+    old bookmark or the new one, never half of one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+    try:
+        os.write(fd, data)
+        if fsync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
 
 
 def first_line_hash(head: bytes) -> Optional[str]:

@@ -46,7 +46,6 @@ import json
 import logging
 import os
 import re
-import stat as stat_mod
 import time
 from dataclasses import dataclass, field, fields as dc_fields
 from datetime import datetime, timezone
@@ -235,26 +234,9 @@ def load_config_file(path: str) -> Dict[str, Any]:
     The file holds the indexer password: one that a group or other users can read or write is
     refused, and so is one owned by another user (they could swap the indexer for theirs).
     """
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
-        raise IndexerConfigError(f"indexer config file not found: {path}") from None
-    except OSError as e:
-        raise IndexerConfigError(f"cannot open indexer config file {path}: {e.strerror or e}") from None
-    try:
-        st = os.fstat(fd)
-        if not stat_mod.S_ISREG(st.st_mode):
-            raise IndexerConfigError(f"indexer config {path} is not a regular file")
-        if st.st_uid not in (0, os.geteuid()):
-            raise IndexerConfigError(f"refusing indexer config {path}: owned by uid {st.st_uid}, "
-                                     f"not by root or by the user running mimizuku")
-        if st.st_mode & 0o077:
-            raise IndexerConfigError(f"refusing indexer config {path}: mode {stat_mod.S_IMODE(st.st_mode):04o} "
-                                     f"lets group/others read or write it (it holds a password): "
-                                     f"chmod 600 {path}")
-        raw = os.read(fd, 1 << 20)
-    finally:
-        os.close(fd)
+    from .private_file import read_private_file
+
+    raw = read_private_file(path, what="indexer config file", limit=1 << 20, error=IndexerConfigError)
     try:
         data = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as e:

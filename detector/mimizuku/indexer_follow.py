@@ -32,11 +32,11 @@ import json
 import os
 import time
 from collections import deque
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
-from .follow import FollowError
+from .follow import FollowError, write_bookmark
 
 __all__ = ["IndexerBookmark", "IndexerFollower", "DEFAULT_LAG_S", "DEFAULT_INTERVAL_S"]
 
@@ -158,16 +158,7 @@ class IndexerFollower:
         data = {"kind": "indexer", "version": 1, "source": self.path, "lag_s": self.lag_ms / 1000,
                 "floor_ms": self._floor, "high_water_ms": self._done_hw,
                 "handled": sorted([t, k] for k, t in self._done.items())}
-        raw = json.dumps(data, separators=(",", ":")).encode("utf-8")
-        tmp = self.bookmark_file.with_name(f".{self.bookmark_file.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-        try:
-            os.write(fd, raw)
-            if fsync:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.bookmark_file)
+        write_bookmark(self.bookmark_file, json.dumps(data, separators=(",", ":")).encode("utf-8"), fsync)
         self._dirty = False
         return True
 

@@ -90,26 +90,13 @@ def generate_key(path: PathLike) -> Path:
 
 def load_key(path: PathLike) -> bytes:
     """The cluster key, refused unless only its owner (root or this user) can read or write it."""
+    from .private_file import read_private_file
+
     p = os.fspath(path)
-    try:
-        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-    except FileNotFoundError:
+    if not os.path.exists(p):
         raise SyncError(f"cluster key {p} not found (create it on the trainer with "
-                        f"`mimizuku publish --new-key {p}` and copy it to every node, mode 0600)") from None
-    except OSError as e:
-        raise SyncError(f"cannot read cluster key {p}: {e.strerror or e}") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise PublicationRefused(f"cluster key {p} is not a regular file")
-        if st.st_uid not in (0, os.geteuid()):
-            raise PublicationRefused(f"cluster key {p} belongs to uid {st.st_uid}, not root or this user")
-        if st.st_mode & 0o077:
-            raise PublicationRefused(f"cluster key {p} is readable or writable by others "
-                                     f"(mode {stat.S_IMODE(st.st_mode):04o}); chmod 600 it")
-        raw = os.read(fd, 4096).strip()
-    finally:
-        os.close(fd)
+                        f"`mimizuku publish --new-key {p}` and copy it to every node, mode 0600)")
+    raw = read_private_file(p, what="cluster key", limit=4096, error=PublicationRefused).strip()
     if len(raw) < 32:
         raise PublicationRefused(f"cluster key {p} is too short (at least 32 characters)")
     return raw

@@ -23,7 +23,7 @@ Exit codes (those of the ``mimizuku`` CLI where they fit):
   1    failed: unexpected internal error (a bug); the current model is untouched
   2    failed: bad arguments
   3    failed: no alerts could be read (source missing or empty window; with ``--dask``: the
-       scheduler unreachable, no workers, workers lost or unable to read the archive); the
+       scheduler unreachable, no workers, workers lost or unable to read the archive or the indexer); the
        current model is untouched
   4    failed: the current model cannot be used (tampered, unsafe) or the new one did not install
   5    kept/failed: not enough data to train any detector

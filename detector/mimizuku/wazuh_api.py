@@ -25,7 +25,6 @@ import json
 import logging
 import os
 import random
-import stat
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -146,30 +145,10 @@ def read_config_file(path: "os.PathLike[str] | str") -> Dict[str, Any]:
     Opened without following symlinks and checked on the open descriptor (no race between the
     check and the read).
     """
+    from .private_file import read_private_file
+
     path = os.fspath(path)
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-    try:
-        fd = os.open(path, flags)
-    except FileNotFoundError:
-        raise ApiConfigError(f"API credentials file {path} does not exist") from None
-    except OSError as e:
-        raise ApiConfigError(f"cannot open API credentials file {path}: {e.strerror} "
-                             f"(it must be a regular file, not a symlink)") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise ApiConfigError(f"API credentials file {path} is not a regular file")
-        if st.st_uid not in (0, os.geteuid()):
-            raise ApiConfigError(f"API credentials file {path} belongs to uid {st.st_uid}, not root or "
-                                 f"the user running mimizuku (uid {os.geteuid()}); refusing it")
-        if st.st_mode & 0o077:
-            raise ApiConfigError(f"API credentials file {path} is accessible by group or others "
-                                 f"(mode {stat.S_IMODE(st.st_mode):04o}); run: chmod 600 {path}")
-        data = os.read(fd, MAX_CONFIG_BYTES + 1)
-    finally:
-        os.close(fd)
-    if len(data) > MAX_CONFIG_BYTES:
-        raise ApiConfigError(f"API credentials file {path} is larger than {MAX_CONFIG_BYTES} bytes")
+    data = read_private_file(path, what="API credentials file", limit=MAX_CONFIG_BYTES, error=ApiConfigError)
     try:
         obj = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as e:
