@@ -339,3 +339,17 @@ def test_partitions_are_days_and_read_as_one_stream_reads(tree, tmp_path):
 
     single = partitions_of(first)
     assert [(p.label, p.base) for p in single] == [(Path(first).name, str(Path(first).parent))]
+
+
+def test_dask_setting_from_the_environment(monkeypatch):
+    """--dask wins; else MIMIZUKU_DASK_SCHEDULER; "local" in either place means a local run."""
+    from mimizuku.retrain import _dask_setting
+
+    monkeypatch.delenv("MIMIZUKU_DASK_SCHEDULER", raising=False)
+    assert _dask_setting(None) is None
+    monkeypatch.setenv("MIMIZUKU_DASK_SCHEDULER", "tcp://10.0.0.5:8786")
+    assert _dask_setting(None) == "tcp://10.0.0.5:8786"
+    assert _dask_setting("tcp://other:8786") == "tcp://other:8786"
+    assert _dask_setting("local") is None
+    monkeypatch.setenv("MIMIZUKU_DASK_SCHEDULER", "LOCAL")
+    assert _dask_setting(None) is None

@@ -1000,7 +1000,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     g = p.add_argument_group("Dask (optional: pip install mimizuku[cluster])")
     g.add_argument("--dask", metavar="SCHEDULER_ADDRESS",
                    help="read and count the archive's days on this Dask cluster (e.g. tcp://scheduler:8786); "
-                        "every worker must see the archive at the same path. Default: locally")
+                        "every worker must see the archive at the same path. Default: $MIMIZUKU_DASK_SCHEDULER "
+                        "when set (a setting for the wodle's environment or the service), else locally; "
+                        "--dask local forces a local run")
     g.add_argument("--dask-timeout", type=float, default=30.0, metavar="SECONDS",
                    help="time to reach the scheduler and find a worker (default 30)")
     g = p.add_argument_group("cluster of managers (docs/cluster.md)")
@@ -1070,10 +1072,16 @@ def config_from_args(a: argparse.Namespace) -> RetrainConfig:
         syslog_select=a.syslog_select, resend_syslog=a.resend_syslog, report=not a.no_report,
         report_dir=Path(a.report_dir) if a.report_dir else None, keep_reports=a.keep_reports,
         spool_dir=Path(a.spool_dir) if a.spool_dir else None,
-        dask=getattr(a, "dask", None), dask_timeout=getattr(a, "dask_timeout", 30.0),
+        dask=_dask_setting(getattr(a, "dask", None)), dask_timeout=getattr(a, "dask_timeout", 30.0),
         publish_to=Path(a.publish_to) if getattr(a, "publish_to", None) else None,
         cluster_key=Path(a.cluster_key) if getattr(a, "cluster_key", None) else None,
         activation_delay=getattr(a, "activation_delay", 60.0))
+
+
+def _dask_setting(arg: Optional[str]) -> Optional[str]:
+    """--dask, else the MIMIZUKU_DASK_SCHEDULER setting; "local" (either place) means no Dask."""
+    value = arg if arg is not None else (os.environ.get("MIMIZUKU_DASK_SCHEDULER") or None)
+    return None if value is None or value.strip().lower() == "local" else value
 
 
 def _log_path(a: argparse.Namespace) -> Optional[Path]:
