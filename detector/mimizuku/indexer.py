@@ -234,17 +234,9 @@ def load_config_file(path: str) -> Dict[str, Any]:
     The file holds the indexer password: one that a group or other users can read or write is
     refused, and so is one owned by another user (they could swap the indexer for theirs).
     """
-    from .private_file import read_private_file
+    from .private_file import read_private_json
 
-    raw = read_private_file(path, what="indexer config file", limit=1 << 20, error=IndexerConfigError)
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
-        # the message of a JSON error quotes no content, only a position
-        raise IndexerConfigError(f"indexer config {path} is not JSON ({type(e).__name__} at "
-                                 f"{getattr(e, 'pos', '?')})") from None
-    if not isinstance(data, dict):
-        raise IndexerConfigError(f"indexer config {path} must be a JSON object")
+    data = read_private_json(path, what="indexer config file", limit=1 << 20, error=IndexerConfigError)
     if isinstance(data.get("indexer"), dict):  # allow {"indexer": {...}} in a shared file
         data = data["indexer"]
     return data

@@ -6,11 +6,12 @@ can be swapped between the check and the read. Standard library only.
 """
 from __future__ import annotations
 
+import json
 import os
 import stat
-from typing import Type
+from typing import Any, Dict, Type
 
-__all__ = ["read_private_file"]
+__all__ = ["read_private_file", "read_private_json"]
 
 
 def read_private_file(path: "os.PathLike[str] | str", *, what: str, limit: int,
@@ -45,3 +46,17 @@ def read_private_file(path: "os.PathLike[str] | str", *, what: str, limit: int,
     if len(data) > limit:
         raise error(f"{what} {p} is larger than {limit} bytes")
     return data
+
+
+def read_private_json(path: "os.PathLike[str] | str", *, what: str, limit: int,
+                      error: Type[Exception]) -> Dict[str, Any]:
+    """A private file holding one JSON object. A parse error names only the line: the message of
+    a JSON error may quote the text, which holds a password."""
+    raw = read_private_file(path, what=what, limit=limit, error=error)
+    try:
+        obj = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise error(f"{what} {os.fspath(path)} is not valid JSON (line {getattr(e, 'lineno', '?')})") from None
+    if not isinstance(obj, dict):
+        raise error(f"{what} {os.fspath(path)} must hold one JSON object")
+    return obj

@@ -145,18 +145,10 @@ def read_config_file(path: "os.PathLike[str] | str") -> Dict[str, Any]:
     Opened without following symlinks and checked on the open descriptor (no race between the
     check and the read).
     """
-    from .private_file import read_private_file
+    from .private_file import read_private_json
 
     path = os.fspath(path)
-    data = read_private_file(path, what="API credentials file", limit=MAX_CONFIG_BYTES, error=ApiConfigError)
-    try:
-        obj = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
-        # the message of a JSON error may quote the text: never repeat it (it holds the password)
-        raise ApiConfigError(f"API credentials file {path} is not valid JSON "
-                             f"(line {getattr(e, 'lineno', '?')})") from None
-    if not isinstance(obj, dict):
-        raise ApiConfigError(f"API credentials file {path} must hold one JSON object")
+    obj = read_private_json(path, what="API credentials file", limit=MAX_CONFIG_BYTES, error=ApiConfigError)
     unknown = sorted(set(obj) - CONFIG_KEYS)
     if unknown:
         raise ApiConfigError(f"API credentials file {path}: unknown key(s) {unknown}; "
