@@ -196,6 +196,16 @@ def main(argv=None) -> int:
                 models[which] = work / f"models-{which}"
                 shutil.rmtree(models[which], ignore_errors=True)
 
+        def judge_pair(local: str, dask: str) -> int:
+            """Compare the models of the last two rows (local, then Dask) when both runs
+            succeeded; 1 when they differ."""
+            if rows[-1][4] != 0 or rows[-2][4] != 0:
+                return 0
+            log("comparing the two models (not timed) ...")
+            verdict = compare_models(models[local], models[dask], str(home), day, args.sample)
+            rows[-1][5]["_models"] = verdict
+            return 0 if verdict.startswith("equal") else 1
+
         for phase in phases:
             log(f"{phase}: local retrain ...")
             wall, rss, rc, out = measured(cmd("local"), env)
@@ -216,12 +226,7 @@ def main(argv=None) -> int:
             log(f"{phase}: dask retrain on {cluster.scheduler_address} ...")
             wall, rss, rc, out = measured(cmd("dask") + ["--dask", cluster.scheduler_address], env)
             rows.append((phase, f"dask, {args.workers} workers", wall, rss, rc, summary_of(out), worker_peaks(client)))
-            if rows[-1][4] == 0 and rows[-2][4] == 0:
-                log("comparing the two models (not timed) ...")
-                verdict = compare_models(models["local"], models["dask"], str(home), day, args.sample)
-                rows[-1][5]["_models"] = verdict
-                if not verdict.startswith("equal"):
-                    status = 1
+            status = judge_pair("local", "dask") or status
         if fake is not None:
             url = fake.url + "/wazuh-alerts-4.x-*"
             phase = "from the indexer (UTC-day slices)"
@@ -238,12 +243,7 @@ def main(argv=None) -> int:
             log(f"{phase}: dask retrain ...")
             wall, rss, rc, out = measured(icmd("idx-dask") + ["--dask", cluster.scheduler_address], env)
             rows.append((phase, f"dask, {args.workers} workers", wall, rss, rc, summary_of(out), worker_peaks(client)))
-            if rows[-1][4] == 0 and rows[-2][4] == 0:
-                log("comparing the two models (not timed) ...")
-                verdict = compare_models(models["idx-local"], models["idx-dask"], str(home), day, args.sample)
-                rows[-1][5]["_models"] = verdict
-                if not verdict.startswith("equal"):
-                    status = 1
+            status = judge_pair("idx-local", "idx-dask") or status
             fake.stop()
         client.close()
         cluster.close()

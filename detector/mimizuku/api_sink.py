@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Deque, List, Optional, Tuple
 
+from .events import split_location
 from .queue_sink import FailureNotice, LogFn, _no_log
 from .spool import MISSING, Spool, SpoolError
 
@@ -48,20 +49,11 @@ def split_message(message: bytes) -> Tuple[str, str, str]:
     text = message.decode("utf-8", "replace")
     if len(text) < 2 or text[1] != ":":
         raise MessageError("message does not start with '<queue>:'")
-    queue, rest = text[0], text[2:]
-    out: List[str] = []
-    i = 0
-    while i < len(rest):
-        c = rest[i]
-        if c == "|" and i + 1 < len(rest):
-            out.append(rest[i + 1])
-            i += 2
-            continue
-        if c == ":":
-            return queue, "".join(out), rest[i + 1:]
-        out.append(c)
-        i += 1
-    raise MessageError("message has no ':' after its location")
+    try:
+        location, payload = split_location(text[2:])
+    except ValueError:
+        raise MessageError("message has no ':' after its location") from None
+    return text[0], location, payload
 
 
 def api_event(message: bytes) -> str:

@@ -56,8 +56,9 @@ def escape_location(text: str) -> str:
     return text.replace("|", "||").replace(":", "|:")
 
 
-def unescape_location(text: str) -> str:
-    """Inverse of :func:`escape_location` (what analysisd's ``wstr_unescape`` does)."""
+def _unescape(text: str, stop_at_colon: bool) -> Tuple[str, int]:
+    """``text`` with analysisd's ``|`` escapes undone, and where it stopped: with ``stop_at_colon``
+    at the first ``:`` no ``|`` escapes (-1 when there is none), else at the end."""
     out = []
     i = 0
     while i < len(text):
@@ -66,9 +67,25 @@ def unescape_location(text: str) -> str:
             out.append(text[i + 1])
             i += 2
             continue
+        if stop_at_colon and c == ":":
+            return "".join(out), i
         out.append(c)
         i += 1
-    return "".join(out)
+    return "".join(out), -1 if stop_at_colon else len(text)
+
+
+def unescape_location(text: str) -> str:
+    """Inverse of :func:`escape_location` (what analysisd's ``wstr_unescape`` does)."""
+    return _unescape(text, False)[0]
+
+
+def split_location(text: str) -> Tuple[str, str]:
+    """``(location, rest)`` of ``<location>:<rest>``: analysisd ends the location at the first
+    ``:`` not escaped by ``|``; the location comes back unescaped. ValueError without one."""
+    location, end = _unescape(text, True)
+    if end < 0:
+        raise ValueError("no ':' after the location")
+    return location, text[end + 1:]
 
 
 def _clean(value: Any, bad: "re.Pattern[str]", limit: int) -> str:

@@ -303,27 +303,15 @@ class IndexerSource:
 
     def _make_session(self) -> Any:
         import requests
-        from requests.adapters import HTTPAdapter
-        from urllib3.util.retry import Retry
+
+        from .http_retry import retry_adapter
 
         cfg = self.config
-        cap = cfg.max_retry_after
-
-        class _Retry(Retry):  # a Retry-After of hours would stall the nightly job: cap it
-            def get_retry_after(self, response: Any) -> Optional[float]:  # type: ignore[override]
-                v = super().get_retry_after(response)
-                return None if v is None else min(v, cap)
-
-        retry = _Retry(total=cfg.retries, connect=cfg.retries, read=cfg.retries, status=cfg.retries,
-                       other=0, backoff_factor=cfg.backoff, status_forcelist=(429, 500, 502, 503, 504),
-                       allowed_methods=None,  # searches are reads: POST is safe to repeat
-                       respect_retry_after_header=True, raise_on_status=False)
-        try:
-            retry.backoff_max = cfg.max_backoff  # urllib3 >= 2 (a class constant before)
-        except AttributeError:  # pragma: no cover
-            pass
+        # searches are reads: POST is safe to repeat (methods=None)
+        adapter = retry_adapter(cfg.retries, cfg.backoff, methods=None, max_retry_after=cfg.max_retry_after,
+                                max_backoff=cfg.max_backoff, status=cfg.retries, other=0,
+                                pool_connections=2, pool_maxsize=4)
         s = requests.Session()
-        adapter = HTTPAdapter(max_retries=retry, pool_connections=2, pool_maxsize=4)
         s.mount("http://", adapter)
         s.mount("https://", adapter)
         s.verify = cfg.ca_bundle if cfg.ca_bundle else bool(cfg.verify_tls)

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
-from .versions import MANIFEST, VERSIONS, Locked, ModelStore, VersionError, check_version_name
+from .versions import MANIFEST, VERSIONS, Locked, ModelStore, VersionError, _fsync_dir, check_version_name
 
 log = logging.getLogger(__name__)
 
@@ -112,14 +112,6 @@ def sign(doc: Dict[str, Any], key: bytes) -> str:
 
 
 # --- publishing (the trainer) ----------------------------------------------------------------------
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
 
 def _write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(3)}")
@@ -255,18 +247,16 @@ class HttpSource:
     def __init__(self, url: str, *, ca_bundle: Optional[str] = None, verify: bool = True,
                  timeout: float = 30.0, retries: int = 3):
         import requests
-        from requests.adapters import HTTPAdapter
-        from urllib3.util.retry import Retry
+
+        from .http_retry import retry_adapter
 
         self.url = url.rstrip("/") + "/"
         self.timeout = timeout
         self.session = requests.Session()
         self.session.verify = ca_bundle if (ca_bundle and verify) else verify
-        retry = Retry(total=retries, connect=retries, read=retries, backoff_factor=0.5,
-                      status_forcelist=(429, 500, 502, 503, 504), allowed_methods=("GET",),
-                      respect_retry_after_header=True, raise_on_status=False)
-        self.session.mount("http://", HTTPAdapter(max_retries=retry))
-        self.session.mount("https://", HTTPAdapter(max_retries=retry))
+        adapter = retry_adapter(retries, 0.5, methods=("GET",))
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
 
     def __str__(self) -> str:
         return self.url
@@ -482,15 +472,12 @@ def run_publish(a: argparse.Namespace) -> int:
         key = load_key(a.key or _default_key(a.wazuh_home))
         doc = publish(a.model_dir or _default_model_dir(a.wazuh_home), a.to, key, version=a.version,
                       activation_delay=a.activation_delay)
-    except PublicationRefused as e:
+    except (PublicationRefused, VersionError, ModelError) as e:  # before SyncError: a subclass
         print(f"mimizuku publish: error: {e}", file=sys.stderr)
         return EXIT_MODEL
     except (SyncError, OSError) as e:
         print(f"mimizuku publish: error: {e}", file=sys.stderr)
         return EXIT_UNREACHABLE
-    except (VersionError, ModelError) as e:
-        print(f"mimizuku publish: error: {e}", file=sys.stderr)
-        return EXIT_MODEL
     print(f"mimizuku publish: {doc['version']} published to {a.to}; nodes switch at {_iso(doc['activate_at'])}")
     return EXIT_OK
 
