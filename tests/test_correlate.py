@@ -1,5 +1,6 @@
 """Batch correlation: alerts tied to an anomaly by session, process, login, ssh hop or source."""
 import copy
+import itertools
 import datetime as dt
 
 import alert_factory as F
@@ -7,7 +8,7 @@ from mimizuku import fields
 from mimizuku.correlate import build_ties, correlate
 from mimizuku.alerts import parse_timestamp
 
-_n = iter(range(10_000))
+_n = itertools.count()
 
 
 def _rec(t, score=0.01, *, anomaly=False, severity="none", agent="web-01", agent_ip="10.0.0.2", rule="80792",
@@ -188,3 +189,22 @@ def test_a_session_id_seen_again_later_or_for_another_user_is_another_session():
     assert out[opened["id"]].get("related_to") == day_later[1]["id"]   # one running session: tied
     assert "related_to" not in out[cron["id"]]
     assert "related_to" not in out[same_user_later["id"]]   # 7 h of silence (> window) ends a session
+
+
+def test_a_flagged_burst_is_walked_once_not_once_per_alert(monkeypatch):
+    """A scan of thousands of flagged alerts is one story: walking it from every alert is quadratic."""
+    import mimizuku.correlate as C
+
+    calls = []
+    real = C._Graph.story
+
+    def counting(self, seed, *a, **kw):
+        calls.append(seed)
+        return real(self, seed, *a, **kw)
+
+    monkeypatch.setattr(C._Graph, "story", counting)
+    burst = [_rec(i * 0.05, 0.9, anomaly=True, severity="high", rule="31101", groups=("web",),
+                  srcip="185.220.101.7") for i in range(2000)]
+    out = correlate(burst)
+    assert len(calls) == 1
+    assert all(r["anomaly"] for r in out)   # seeds keep their own scores and flags

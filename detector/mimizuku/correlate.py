@@ -81,13 +81,15 @@ class _Graph:
             todo.extend(self.children[j])
         return n
 
-    def story(self, seed: int, limit: int, max_descendants: int = 50) -> Dict[int, str]:
+    def story(self, seed: int, limit: int, max_descendants: int = 50,
+              peers_only: Optional[set] = None) -> Dict[int, str]:
         """Records tied to ``seed`` (index → kind of the tie that reached it), at most ``limit``.
 
         Process ties are followed up to the ancestors or down to the descendants, never up then
         down, so siblings are not reached through their common parent. A subtree of more than
         ``max_descendants`` records is bulk work (a package upgrade, a build), not one story, and
-        is not descended into.
+        is not descended into. Records reached through peer ties alone are added to
+        ``peers_only``: their own story is this one.
         """
         reached: Dict[int, str] = {}
         seen = {(seed, _ANY)}
@@ -106,6 +108,8 @@ class _Graph:
                 seen.add((j, m))
                 if j != seed and j not in reached:
                     reached[j] = kind
+                if m == _ANY and peers_only is not None:
+                    peers_only.add(j)
                 todo.append((j, m))
         return reached
 
@@ -253,9 +257,12 @@ def correlate(records: Iterable[Dict[str, Any]], *, window: float = 6 * 3600.0, 
                     and SEVERITIES.index(r["severity"]) >= floor),
                    key=lambda i: -recs[i]["score"])
     best: Dict[int, Tuple[float, int, str]] = {}
+    told: set = set()   # seeds whose story a stronger seed's story already is (a burst, a session)
     for s in seeds:
+        if s in told:
+            continue
         lifted = round(decay * recs[s]["score"], 6)
-        for j, kind in g.story(s, max_story).items():
+        for j, kind in g.story(s, max_story, peers_only=told).items():
             if not flag_related:
                 lifted = round(decay * recs[s]["score"] * recs[j]["threshold"], 6)
             if lifted > recs[j]["score"] and (j not in best or lifted > best[j][0]):
