@@ -3,6 +3,18 @@
 Paths are normalised as the original Mimizuku did (hex runs of 7–40 characters and digit runs
 removed, separators split) so that release directories, temp files and PIDs do not make every
 path unique; directory prefixes are kept as tokens too, so that "where in the tree" counts.
+
+Beyond that, parts that are instances of a shape rather than names are reduced to the shape:
+
+* random components of compound names (``venv-ylmvdvbc``, ``pip-wheel-lmdnfmeb``, ansible's
+  ``BECOME-SUCCESS-<32 random letters>``): a component after a ``-``/``_``/``.`` that is too poor
+  in vowels or has a consonant run no word has (the usual gibberish tests of temp-name and DGA
+  detectors), or a long run of letters with many distinct characters;
+* the owner's name in ``/home/<name>/`` (``/home/~/``): every account's home has the same
+  layout, and who acts is the user field's business, not the path's;
+* Debian/RPM package files and maintainer scripts (``nginx-core_1.18.0-0ubuntu1.6_amd64.deb``,
+  ``/var/lib/dpkg/info/nginx-core.postinst``): the package name is whatever was upgraded today.
+
 Standard library only.
 """
 from __future__ import annotations
@@ -15,6 +27,17 @@ _HEX_RE = re.compile(r"[a-f0-9]{7,40}", re.IGNORECASE)
 # random names: 6+ alphanumerics with a digit followed by a letter inside (cc0PJNd1, venv-amch1aed)
 _MIXED_RE = re.compile(r"(?<![A-Za-z0-9])(?=[A-Za-z0-9]*[0-9][A-Za-z])[A-Za-z0-9]{6,}(?![A-Za-z0-9])")
 _DIGITS_RE = re.compile(r"\d+")
+# a component of a compound name: after a separator, up to the next non-alphanumeric character
+_COMPONENT_RE = re.compile(r"(?<=[A-Za-z0-9][-_.])[A-Za-z0-9]{5,}(?![A-Za-z0-9])")
+# a long run of letters anywhere (random ids without a separator)
+_LONG_RUN_RE = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{20,}(?![A-Za-z0-9])")
+_VOWELS = frozenset("aeiouy")
+# /home/<name>/ (not /home itself); the name is the account's, the layout is everyone's
+_HOME_RE = re.compile(r"(?<![^\s=:'\"(])(/home/)[^/\s'\"]+(?=/|$|[\s'\"])")
+# Debian and RPM package files (name_version_arch.deb, name-version-release.arch.rpm)
+_PKG_FILE_RE = re.compile(r"[^/\s'\"]+_[^/\s'\"_]+_[a-z0-9]+\.deb\b|[^/\s'\"]+-[^/\s'\"-]+-[^/\s'\"-]+\.[a-z0-9_]+\.rpm\b", re.IGNORECASE)
+# dpkg maintainer scripts: /var/lib/dpkg/info/<package>[:arch].postinst
+_DPKG_SCRIPT_RE = re.compile(r"(/var/lib/dpkg/info/)[^/\s'\"]+?\.(preinst|postinst|prerm|postrm|config|triggers)\b", re.IGNORECASE)
 _PATH_SPLIT_RE = re.compile(r"[./\-_\\\s]+")
 _CMD_SPLIT_RE = re.compile(r"[\s/=:,;'\"]+")
 _SHELL_META_RE = re.compile(r"(>&|<&|&&|\|\||[|;<>`]|\$\(|/dev/tcp|/dev/udp|base64|\\x[0-9a-f]{2})", re.IGNORECASE)
@@ -25,9 +48,43 @@ MAX_TOKENS = 64
 MAX_TEXT = 4096
 
 
+def looks_random(word: str) -> bool:
+    """Whether an alphanumeric name component looks machine-generated rather than like a word.
+
+    Words (and the abbreviations programs are named with) alternate consonants and vowels;
+    random letters do not. Of 8+ characters: a run of five consonants (``bjkxp724``), or under
+    a fifth vowels (``lmdnfmeb``), or 20+ letters with a run of four (``rnzneawoang...``).
+    Shorter names (``chkpwd``, ``https``) are too often real abbreviations to judge."""
+    if len(word) < 8:
+        return False
+    letters = [c for c in word.lower() if c.isalpha()]
+    if len(letters) < 5:
+        return False
+    run = longest = 0
+    for c in letters:
+        run = 0 if c in _VOWELS else run + 1
+        longest = max(longest, run)
+    if longest >= 5 or sum(c in _VOWELS for c in letters) < 0.2 * len(letters):
+        return True
+    return len(letters) >= 20 and longest >= 4
+
+
+def _random_to_star(m: "re.Match[str]") -> str:
+    return "*" if looks_random(m.group(0)) else m.group(0)
+
+
+def strip_shapes(text: str) -> str:
+    """Reduce instances to their shape: random name components, home owners, package files."""
+    text = _COMPONENT_RE.sub(_random_to_star, text)
+    text = _LONG_RUN_RE.sub(_random_to_star, text)
+    text = _HOME_RE.sub(r"\1~", text)
+    text = _PKG_FILE_RE.sub(lambda m: "*.deb" if m.group(0).lower().endswith(".deb") else "*.rpm", text)
+    return _DPKG_SCRIPT_RE.sub(lambda m: m.group(1) + "*." + m.group(2).lower(), text)
+
+
 def strip_volatile(text: str) -> str:
     """Remove random-looking names, hash-like hex runs and digit runs (temp files, release ids, PIDs)."""
-    return _DIGITS_RE.sub("", _HEX_RE.sub("", _MIXED_RE.sub("*", text)))
+    return _DIGITS_RE.sub("", _HEX_RE.sub("", _MIXED_RE.sub("*", strip_shapes(text))))
 
 
 @lru_cache(maxsize=65536)
@@ -69,7 +126,7 @@ def command_tokens(command: str) -> Tuple[str, ...]:
     Shell metacharacters (redirections, pipes, ``/dev/tcp``) are kept as tokens of their own
     because they are what separates ``bash -i >& /dev/tcp/…`` from an ordinary ``bash`` call.
     """
-    command = command[:MAX_TEXT]
+    command = strip_shapes(command[:MAX_TEXT])
     tokens: List[str] = []
     parts = command.split()
     if parts:
@@ -90,3 +147,22 @@ def command_tokens(command: str) -> Tuple[str, ...]:
 def command_shape(command: str, limit: int = 160) -> str:
     s = " ".join(command.split())
     return s if len(s) <= limit else s[: limit - 1] + "…"
+
+
+def account_class(uid) -> str:
+    """The kind of account a numeric uid belongs to, by the usual Linux ranges (login.defs).
+
+    ``root`` (0), ``system`` (1–999 and nobody, 65534: daemons such as www-data), ``person``
+    (1000 and up: people and the accounts admins create), ``""`` when unknown or unset
+    (auditd's 4294967295). Users of one class on a host are each other's peers."""
+    try:
+        n = int(str(uid).strip())
+    except (TypeError, ValueError):
+        return ""
+    if n == 0:
+        return "root"
+    if 0 < n < 1000 or n == 65534:
+        return "system"
+    if 1000 <= n < 4294967295:
+        return "person"
+    return ""

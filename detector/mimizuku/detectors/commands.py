@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional
 
 from .. import fields
-from ..features import command_shape, command_tokens
+from ..features import account_class, command_shape, command_tokens
 from .base import Key
 from .lof import LOFDetector
 
@@ -49,7 +49,21 @@ class CommandDetector(LOFDetector):
             command_tokens(cmd),
             fields.command_user(alert) or "",
             fields.command_run_as(alert) or "",
+            self.user_kind(alert),
         )
+
+    @staticmethod
+    def user_kind(alert: Dict[str, Any]) -> str:
+        """The user's peer class: sudo's users are sudoers; audited commands go by the uid's range."""
+        if fields.rule_id(alert) in fields.SUDO_RULES:
+            return "sudoer"
+        return account_class(fields._str(fields._get(alert, "data", "audit", "uid")))
+
+    def peer_group(self, key: Key):
+        agent, user = key[0], key[2]
+        if not user:
+            return None
+        return (agent, key[4] if len(key) > 4 else ""), user
 
     def example(self, alert: Dict[str, Any]) -> str:
         return command_shape(fields.command_line(alert) or "", 120)
@@ -59,26 +73,28 @@ class CommandDetector(LOFDetector):
         return next((t for t in toks if t.startswith("prog:")), "prog:?")
 
     def groups(self, key: Key) -> Dict[str, List[str]]:
-        agent, toks, user, run_as = key
+        agent, toks, user, run_as = key[:4]
+        kind = "kind:" + (key[4] if len(key) > 4 else "")
         prog = self._prog(toks)
+        # the user and, one level up, the kind of account: a new admin lands near the admins
         return {
             "command": list(toks),
-            "user": [user or "?"],
+            "user": [user or "?", kind],
             "run_as": [run_as or "?"],
             "agent": [agent],
-            "user_prog": [(user or "?") + "|" + prog],
+            "user_prog": [(user or "?") + "|" + prog, kind + "|" + prog],
             "agent_prog": [agent + "|" + prog],
         }
 
     def scopes(self, key: Key):
-        agent, toks, user, run_as = key
+        agent, toks, user, run_as = key[:4]
         out = [("agent", agent, list(toks) + ([f"user:{user}"] if user else []))]
         if user:
             out.append(("user", user, list(toks)))
         return out
 
     def describe(self, key: Key) -> str:
-        agent, toks, user, run_as = key
+        agent, toks, user, run_as = key[:4]
         shape = self.examples_.get(key, "?")
         by = f" by {user}" if user else ""
         return f"`{shape}`{by} on {agent}"

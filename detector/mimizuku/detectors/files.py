@@ -4,6 +4,10 @@ Local Outlier Factor (as in the original Mimizuku) over the normalised path, the
 user who made the change (whodata effective user, else the owner after), the process, and the
 agent — plus agent×directory and user×directory tokens, so "www-data writing under /etc" or
 "a web server changing /root/.ssh" stand apart even when each value alone is common.
+
+Novelty (see ``lof``) is judged per agent and per user; a user's first change of a kind their
+peers (same agent, same account class) make is weak evidence. For changes made by a package
+manager, the files' names are today's packages, so only where in the tree it writes counts.
 """
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ import fnmatch
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .. import fields
-from ..features import path_shape, path_tokens
+from ..features import account_class, path_shape, path_tokens
 from .base import Key
 from .lof import LOFDetector
 
@@ -26,6 +30,16 @@ def path_matches(path: str, patterns: Sequence[str]) -> Optional[str]:
         elif path == p or base == p or (p.endswith("/") and path.startswith(p)) or path.startswith(p.rstrip("/") + "/"):
             return p
     return None
+
+
+#: programs that install and upgrade packages (who-data process basenames)
+PACKAGE_MANAGERS = frozenset({"dpkg", "rpm", "rpmkeys", "apt", "apt-get", "aptitude", "yum", "dnf",
+                              "microdnf", "zypper", "apk", "pacman", "snapd", "flatpak"})
+
+
+def is_package_manager(process: Optional[str]) -> bool:
+    """Whether the process that changed a file is a package manager (``/usr/bin/dpkg``)."""
+    return bool(process) and process.rsplit("/", 1)[-1] in PACKAGE_MANAGERS
 
 
 class FileIntegrityDetector(LOFDetector):
@@ -63,7 +77,25 @@ class FileIntegrityDetector(LOFDetector):
             fields.file_event(alert) or "",
             fields.file_user(alert) or "",
             fields.file_process(alert) or "",
+            self.user_kind(alert),
         )
+
+    @staticmethod
+    def user_kind(alert: Dict[str, Any]) -> str:
+        """The account class of the user ``fields.file_user`` names (same precedence of fields)."""
+        sc = alert.get("syscheck")
+        if not isinstance(sc, dict):
+            return ""
+        for who in ("effective_user", "user", "login_user"):
+            if fields._str(fields._get(sc, "audit", who, "name")):
+                return account_class(fields._get(sc, "audit", who, "id"))
+        return account_class(sc.get("uid_after"))
+
+    def peer_group(self, key: Key):
+        agent, user = key[0], key[3]
+        if not user:
+            return None
+        return (agent, key[5] if len(key) > 5 else ""), user
 
     def example(self, alert: Dict[str, Any]) -> str:
         return path_shape(fields.file_path(alert) or "")[:200]
@@ -73,22 +105,30 @@ class FileIntegrityDetector(LOFDetector):
         return [t for t in tokens if t.startswith("dir:")][:2]
 
     def groups(self, key: Key) -> Dict[str, List[str]]:
-        agent, toks, event, user, proc = key
+        agent, toks, event, user, proc = key[:5]
+        kind = "kind:" + (key[5] if len(key) > 5 else "")
         dirs = self._dirs(toks)
+        # the user and, one level up, the kind of account: a new admin lands near the admins
         return {
             "path": list(toks),
             "event": [event],
-            "user": [user or "?"],
+            "user": [user or "?", kind],
             "process": [proc or "?"],
             "agent": [agent],
             "agent_dir": [agent + "|" + d for d in dirs],
-            "user_dir": [(user or "?") + "|" + d for d in dirs],
+            "user_dir": [(user or "?") + "|" + d for d in dirs] + [kind + "|" + d for d in dirs],
         }
 
     def scopes(self, key: Key):
-        agent, toks, event, user, proc = key
-        kinds = [t for t in toks if t.startswith("in:")]
-        words = [t for t in toks if t.startswith(("w:", "ext:"))] + kinds + self._dirs(toks)
+        agent, toks, event, user, proc = key[:5]
+        if is_package_manager(proc):
+            # what a package manager writes is named after today's packages: only where in the
+            # tree it writes (and who, and how) is evidence, not the files' names
+            kinds: List[str] = []
+            words = self._dirs(toks)
+        else:
+            kinds = [t for t in toks if t.startswith("in:")]
+            words = [t for t in toks if t.startswith(("w:", "ext:"))] + kinds + self._dirs(toks)
         extra = [f"user:{user}"] if user else []
         extra += [f"process:{proc}"] if proc else []
         out = [("agent", agent, words + extra + [f"event:{event}"])]
@@ -97,7 +137,7 @@ class FileIntegrityDetector(LOFDetector):
         return out
 
     def describe(self, key: Key) -> str:
-        agent, toks, event, user, proc = key
+        agent, toks, event, user, proc = key[:5]
         shape = self.examples_.get(key, "?")
         by = f" by {user}" if user else ""
         via = f" via {proc}" if proc else ""

@@ -19,12 +19,24 @@ so the calibrator learns how often normal activity brings new tokens:
 
     raw = log(LOF) + novelty_weight * novelty          (higher = more anomalous)
 
+A user's first use of something is weak evidence when the other users of the same kind on that
+host use it all the time (a new admin's first ``-bash``; an admin's first ansible run on a host
+where the others run it daily), and strong when nobody like them does (www-data's first
+``cat /etc/passwd``). So the user scope backs off to the user's peers (``peer_group``: same
+agent, same account class) by how many peers used it there: tokens no peer used count as usual, those some peer used count as
+one block discounted by ``1 - k/(k+1)``, ``k`` peers having used them all (one peer halves the
+evidence, four leave a fifth): the user did what the role does. A user never
+seen at all is judged the same way, token by token, instead of as a constant surprise: that the
+user is new is the agent scope's news (``user:<name>`` never seen there), itself discounted by
+``k/(k+1)`` for ``k`` users of that kind on the agent (a new admin among four is less news than
+a second root or the first person on a host of daemons).
+
 Token counts per agent and per user are kept for this and to explain anomalies.
 """
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, Hashable, List, Optional, Sequence, Tuple
 
 import numpy as np
 from sklearn.feature_extraction import FeatureHasher
@@ -71,6 +83,13 @@ class LOFDetector(Detector):
 
     # subclasses: key(alert) -> tuple; groups(key) -> {group: [tokens]}; describe(key) -> str;
     # context_of(key) -> [(label, value)] for per-agent/per-user rarity
+
+    #: the scope whose novelty backs off to the peers ``peer_group`` names
+    backoff_scope = "user"
+
+    def peer_group(self, key: Key) -> Optional[Tuple[Hashable, str]]:
+        """(group, member): the member's peers are the group's other members (None: no back-off)."""
+        return None
 
     def groups(self, key: Key) -> Dict[str, Sequence[str]]:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -164,6 +183,12 @@ class LOFDetector(Detector):
             d2 = self.ref_sqnorm_[None, :] + (Q.astype(np.float64) ** 2).sum(axis=1)[:, None] - 2.0 * (Q @ R.T)
             np.maximum(d2, 0.0, out=d2)
             idx = np.argpartition(d2, k - 1, axis=1)[:, :k] if k < d2.shape[1] else np.argsort(d2, axis=1)[:, :k]
+            # references tied at the k-th distance (duplicate rows): take the lowest indices, as
+            # LocalOutlierFactor does, so that scores do not depend on argpartition's order
+            kth = np.take_along_axis(d2, idx, axis=1).max(axis=1)
+            for r in np.flatnonzero((d2 <= kth[:, None]).sum(axis=1) > k):
+                cand = np.flatnonzero(d2[r] <= kth[r])
+                idx[r] = cand[np.lexsort((cand, d2[r, cand]))[:k]]
             dk = np.take_along_axis(d2, idx, axis=1)
             order = np.argsort(dk, axis=1)
             out_i.append(np.take_along_axis(idx, order, axis=1))
@@ -191,20 +216,74 @@ class LOFDetector(Detector):
         """Mean over scopes of the surprise of new tokens there (one new token: half, two or more: all).
 
         What counts is how many tokens are new, not their share: one new word in a long,
-        otherwise familiar path (a .php among uploads) is as telling as in a short one."""
+        otherwise familiar path (a .php among uploads) is as telling as in a short one. In the
+        back-off scope each new token counts ``1 - share`` of the peers that use it."""
         out = []
+        peers = self._peers(key)
         for scope, value, toks in self.scopes(key):
             seen = self.token_counts_.get((scope, value))
             total = self.scope_totals_.get((scope, value), 0)
-            if seen is None or total - leave_out <= 0:
+            backoff = peers is not None and scope == self.backoff_scope
+            unseen = seen is None or total - leave_out <= 0
+            if unseen and not backoff:
                 out.append(self.UNSEEN_SCOPE_SURPRISE)  # a new agent or user altogether
                 continue
             if not toks:
                 out.append(0.0)
                 continue
-            new = sum(1 for t in toks if seen.get(t, 0) - leave_out <= 0)
-            out.append(min(1.0, new / 2) * self.scope_surprise_[(scope, value)])
+            if unseen:
+                new_toks = list(toks)
+                surprise = self.UNSEEN_SCOPE_SURPRISE
+            else:
+                new_toks = [t for t in toks if seen.get(t, 0) - leave_out <= 0]
+                surprise = self.scope_surprise_[(scope, value)]
+            if backoff:
+                out.append(self._backed_off(peers, new_toks) * surprise)
+                continue
+            new = float(len(new_toks))
+            if peers is not None and ("user:" + peers[2]) in new_toks:
+                # a user new to this agent, in a role others of the same kind hold here: the
+                # more such peers, the less a newcomer among them says
+                new -= peers[1] / (peers[1] + 1.0)
+            out.append(min(1.0, new / 2) * surprise)
         return float(np.mean(out)) if out else 0.0
+
+    def _peers(self, key: Key) -> Optional[Tuple[Dict[str, Any], int, str]]:
+        """(token -> members who used it, number of other members, member) for the back-off."""
+        users = self.__dict__.get("peer_users_")
+        if users is None:  # a model fitted before the back-off existed
+            return None
+        pg = self.peer_group(key)
+        if pg is None:
+            return None
+        group, member = pg
+        members = self.peer_members_.get(group, ())
+        others = len(members) - (1 if member in members else 0)
+        return users.get(group, {}), others, member
+
+    @staticmethod
+    def _backed_off(peers: Tuple[Dict[str, Any], int, str], new_toks: Sequence[str]) -> float:
+        """How new the user's new tokens are, given what the user's peers do.
+
+        Tokens no peer used count as usual (one: half, two or more: all). Those some peer used
+        count as one block, discounted by the number ``k`` of peers who used all of them:
+        ``1 - k / (k + 1)`` (one peer halves it, four leave a fifth)."""
+        users, _others, member = peers
+        unknown = 0
+        joint = None
+        n_known = 0
+        for t in new_toks:
+            who = users.get(t)
+            if not who or (len(who) == 1 and member in who):
+                unknown += 1
+                continue
+            n_known += 1
+            joint = set(who) if joint is None else joint & who
+        value = min(1.0, unknown / 2)
+        if n_known:
+            k = len(joint - {member}) if joint else 0
+            value = max(value, min(1.0, n_known / 2) * (1.0 - k / (k + 1.0)))
+        return value
 
     #: surprise of a scope never seen in training (as for a scope that never saw anything new)
     UNSEEN_SCOPE_SURPRISE = 2.0
@@ -236,6 +315,21 @@ class LOFDetector(Detector):
                 for t in toks:
                     c[t] += int(w)
         self.token_counts_ = {s: dict(c) for s, c in counts.items()}
+        # who among each peer group used which token of the back-off scope
+        peer_users: Dict[Hashable, Dict[str, set]] = defaultdict(lambda: defaultdict(set))
+        peer_members: Dict[Hashable, set] = defaultdict(set)
+        for k in keys:
+            pg = self.peer_group(k)
+            if pg is None:
+                continue
+            group, member = pg
+            peer_members[group].add(member)
+            for scope, _value, toks in self.scopes(k):
+                if scope == self.backoff_scope:
+                    for t in toks:
+                        peer_users[group][t].add(member)
+        self.peer_members_ = {g: frozenset(m) for g, m in peer_members.items()}
+        self.peer_users_ = {g: {t: frozenset(m) for t, m in d.items()} for g, d in peer_users.items()}
         self.scope_totals_ = dict(totals)
         # Good–Turing: the chance that the next token in this scope is a new one
         self.scope_surprise_ = {
