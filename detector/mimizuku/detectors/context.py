@@ -17,7 +17,7 @@ searched across blocks in order of block distance.
 from __future__ import annotations
 
 import math
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from functools import lru_cache
 from typing import Any, Deque, Dict, List, Optional, Tuple
 
@@ -25,11 +25,18 @@ import numpy as np
 from sklearn.cluster import DBSCAN
 
 from .. import fields
+from ..calibration import TailCalibrator
 from .base import Detector, Key
 
 # feature weights: categorical ones must exceed eps / sqrt(2) so blocks never touch
 W_RULE, W_GROUPS, W_LEVEL, W_AGENT, W_USER, W_IPCLASS, W_WIN = 1.0, 0.5, 0.5, 1.0, 0.7, 0.6, 1.0
 MAX_EPS = min(W_RULE, W_AGENT, W_USER, W_IPCLASS, W_WIN) * math.sqrt(2) * 0.99
+#: Wazuh's own rule groups for switching identity: ``su`` (syslog su rules 5300-5306) and ``sudo``
+#: (5400-5407), see ruleset/rules/0020-syslog_rules.xml. An identity switch where none happened in
+#: training is a step further from normal than a new session or service rule: W_PRIV is added to
+#: the distance from any block that is not one (prior knowledge, not learnt from the data).
+PRIVILEGE_GROUPS = frozenset({"su", "sudo"})
+W_PRIV = 0.7
 
 
 @lru_cache(maxsize=4096)
@@ -96,6 +103,11 @@ class RateTracker:
         for k in [k for k, q in self._q.items() if not q or q[-1][0] <= now - self.window]:
             del self._q[k]
             del self._n[k]
+
+
+def is_privilege_change(groups) -> bool:
+    """True for Wazuh's su/sudo rules (by rule group, so local rules in those groups count too)."""
+    return not PRIVILEGE_GROUPS.isdisjoint(groups)
 
 
 def rate_bin(count: int) -> int:
@@ -165,6 +177,9 @@ class ContextDetector(Detector):
         k = self.key(alert)
         s = self._situation(k)
         self._counts[s] += 1
+        t, _ = seconds_and_hour(fields.timestamp(alert))
+        if t is not None and (t // 86400) % 2:
+            self._odd_day_counts[s] += 1
         pair = (s[0][3], s[0][0])
         if k[4] > self._max_rate.get(pair, 0):
             self._max_rate[pair] = k[4]
@@ -175,15 +190,18 @@ class ContextDetector(Detector):
         super().begin_fit()
         self._max_rate: Dict[Tuple[str, str], int] = {}
         self._max_src: Dict[Tuple[str, str], int] = {}
+        self._odd_day_counts: Counter = Counter()
 
     def partial_state(self) -> Dict[str, Any]:
         state = super().partial_state()
         state["max_rate"] = self._max_rate
         state["max_src"] = self._max_src
+        state["odd_day_counts"] = self._odd_day_counts
         return state
 
     def merge_state(self, state: Dict[str, Any]) -> None:
         super().merge_state(state)
+        self._odd_day_counts.update(state.get("odd_day_counts") or {})
         for mine, theirs in ((self._max_rate, state.get("max_rate") or {}),
                              (self._max_src, state.get("max_src") or {})):
             for pair, n in theirs.items():
@@ -203,6 +221,8 @@ class ContextDetector(Detector):
         rid, groups, level, agent, user, ipc, win = block
         d = {"r=" + rid: W_RULE, "a=" + agent: W_AGENT, "u=" + (user or "-"): W_USER,
              "ip=" + ipc: W_IPCLASS, "w=" + (win or "-"): W_WIN, "level": W_LEVEL * min(level, 16) / 16}
+        if is_privilege_change(groups):
+            d["privilege_change"] = W_PRIV
         if groups:
             g = W_GROUPS / math.sqrt(len(groups))
             for x in groups:
@@ -279,8 +299,11 @@ class ContextDetector(Detector):
         self.block_hours_: Dict[Tuple[str, str], int] = defaultdict(int)
         self.agent_users_: Dict[str, set] = defaultdict(set)
         self.agent_rules_: Dict[str, set] = defaultdict(set)
+        self.privilege_agents_ = set()
         for (block, h, *_), w in zip(keys, weights):
             rid, agent, user = block[0], block[3], block[4]
+            if is_privilege_change(block[1]):
+                self.privilege_agents_.add(agent)
             if h >= 0:
                 self.block_hours_[(agent, rid)] |= 1 << h
             self.agent_users_[agent].add(user)
@@ -293,6 +316,50 @@ class ContextDetector(Detector):
         if rest.size:
             raw[rest] = self._raw([keys[i] for i in rest])
         return raw
+
+    def end_fit(self) -> "ContextDetector":
+        """Fit as every detector does, then calibrate on cross-fitted training scores.
+
+        In-sample, every situation seen ``min_samples`` times is its own core sample and scores 0,
+        so in-sample scores say how unusual training was *to itself*: with short training (days)
+        that tail is a handful of one-off situations, and the threshold lands among them. New
+        days bring new situations far more often. So the calibrator is fitted on out-of-sample
+        scores (split-conformal): alerts of odd days scored by a model of even days and vice
+        versa. ``decision_scores_`` are those scores (with the weights the calibrator used).
+        Training that spans a single day keeps the in-sample calibration.
+        """
+        odd = self.__dict__.pop("_odd_day_counts", None) or Counter()
+        counts = self._counts
+        super().end_fit()
+        cross = self._cross_fitted_scores(counts, odd)
+        if cross is not None:
+            raw, w = cross
+            self.decision_scores_ = raw
+            self.calibration_weights_ = w
+            self.calibrator_ = TailCalibrator(self.contamination).fit(raw, w)
+            self.threshold_ = float(self.calibrator_.threshold_)
+        return self
+
+    def _cross_fitted_scores(self, counts, odd) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+        """Raw scores of each day-parity half under a model of the other half, with weights."""
+        even = Counter({k: n - odd.get(k, 0) for k, n in counts.items() if n - odd.get(k, 0) > 0})
+        odd = Counter({k: n for k, n in odd.items() if n > 0})
+        if len(even) < self.min_keys or len(odd) < self.min_keys:
+            return None
+        total = float(sum(counts.values()))
+        raws, ws = [], []
+        for train, test in ((even, odd), (odd, even)):
+            keys = list(train)
+            w = np.fromiter((train[k] for k in keys), dtype=float, count=len(keys))
+            half = ContextDetector(**self.get_params())
+            # weights scaled to the whole training set: density means the same as in the full model
+            half._fit_keys(keys, w * (total / w.sum()))
+            tk = list(test)
+            raws.append(half._raw(tk))
+            ws.append(np.fromiter((test[k] for k in tk), dtype=float, count=len(tk)))
+        raw, w = np.concatenate(raws), np.concatenate(ws)
+        order = np.lexsort((w, raw))  # independent of the order situations were first seen in
+        return raw[order], w[order]
 
     # -- scoring -------------------------------------------------------------------------------
     def raw_scores(self, keys):
@@ -401,9 +468,12 @@ class ContextDetector(Detector):
 
     def _explain(self, key: Key, alert: Dict[str, Any]) -> List[str]:
         # the count-independent part; the rate reason is added per alert in explain()
-        (rid, _, _, agent, user, ipc, win), hour, rbin, sbin = key[:4]
+        (rid, groups, _, agent, user, ipc, win), hour, rbin, sbin = key[:4]
         reasons = []
         rname = self._rule_name(rid, alert)
+        known = getattr(self, "privilege_agents_", None)
+        if known is not None and is_privilege_change(groups) and agent not in known:
+            reasons.append(f"{rname} switches identity (su/sudo): none did on {agent!r} in training")
         if agent not in self.agent_rules_:
             reasons.append(f"agent {agent!r} never seen in training")
         elif rid not in self.agent_rules_[agent]:
