@@ -8,12 +8,20 @@ Three runs against the daemon as a real process (one scorer thread: one core for
   its end, and the daemon's RSS sampled along the way (flat memory = no growth after warm-up);
 * **socket, saturated**: pipelined requests on 8 connections, as fast as the daemon acknowledges;
 * **socket, paced**: requests at ``--rate`` alerts/s (default 5,000), latency from sending a
-  request to its acknowledgement (scored, event sent), p50 / p99.
+  request to its acknowledgement (scored, event sent), p50 / p99; ``--paced-runs`` runs (default
+  3) one after another on fresh alerts, each reported, since one run on a shared machine says
+  little about the tail.
+
+Memory is judged explicitly: the daemon's RSS at every 100,000 alerts of follow mode, and its
+growth over the second half of the run (RSS at the end minus RSS at the half-way sample). Flat
+means less than ``FLAT_MIB`` MiB and less than ``FLAT_PCT`` % over that half: printed as ok or
+FAIL.
 
 The engine alone on the same alerts (``Mimizuku.iter_records`` in batches of 256, in this
 process) is measured too, to show what the daemon adds and where the time goes.
 
-    python bench/throughput.py [--alerts 1000000] [--socket-alerts 100000] [--rate 5000]
+    python bench/throughput.py [--alerts 1000000] [--socket-alerts 100000] [--rate 5000] [--paced-runs 3]
+                               [--no-socket] [--no-follow]
 """
 from __future__ import annotations
 
@@ -35,6 +43,10 @@ from integration_call import QueueDrain  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "detector"))
 CACHE = Path(os.environ.get("MIMIZUKU_BENCH_CACHE", "/tmp/mimizuku-bench-cache"))
+#: memory is flat when the RSS grows less than this over the second half of follow mode ...
+FLAT_MIB = 20.0
+#: ... and less than this share of the RSS at half-way
+FLAT_PCT = 5.0
 
 TRAIN = """
 import sys, json
@@ -67,6 +79,10 @@ def data_file(n: int, scale: float, days: int) -> Path:
     path = CACHE / f"alerts-{scale}-{days}-{n}.json"
     if path.exists():
         return path
+    larger = sorted((int(p.stem.rsplit("-", 1)[1]), p) for p in CACHE.glob(f"alerts-{scale}-{days}-*.json")
+                    if p.stem.rsplit("-", 1)[1].isdigit() and int(p.stem.rsplit("-", 1)[1]) >= n)
+    if larger:
+        return larger[0][1]   # the same stream, longer: its first n lines are these n alerts
     from mimizuku.synth import FleetConfig, generate
 
     t0 = time.perf_counter()
@@ -137,7 +153,16 @@ def run_follow(work: Path, model: Path, data: Path, n: int) -> dict:
     day = home / "logs" / "alerts" / "2026" / "Nov"
     day.mkdir(parents=True)
     f = day / "ossec-alerts-21.json"
-    os.link(data, f) if os.stat(data).st_dev == os.stat(day).st_dev else shutil.copy(data, f)
+    with open(data, "rb") as src:
+        whole = sum(1 for _ in src) == n
+    if whole and os.stat(data).st_dev == os.stat(day).st_dev:
+        os.link(data, f)
+    else:
+        with open(data, "rb") as src, open(f, "wb") as dst:
+            for i, line in enumerate(src):
+                if i >= n:
+                    break
+                dst.write(line)
     os.link(f, home / "logs" / "alerts" / "alerts.json")
     q = Queue(home / "queue" / "sockets" / "queue")
     d = Daemon(home, model, "--follow", str(home / "logs" / "alerts" / "alerts.json"), "--from-start")
@@ -272,7 +297,12 @@ def load(sock_path: Path, reqs, conns: int, window: int, rate=None):
             "p50_ms": 1000 * pct(got, 0.5), "p99_ms": 1000 * pct(got, 0.99), "max_ms": 1000 * max(got)}
 
 
-def run_socket(work: Path, model: Path, data: Path, n: int, rate: float) -> dict:
+def socket_lines(n: int, rate: float, runs: int) -> int:
+    """Alerts the socket runs read from the data file (warm-up, saturated, paced, 80 %)."""
+    return 5000 + n + runs * int(min(n, rate * 20)) + n
+
+
+def run_socket(work: Path, model: Path, data: Path, n: int, rate: float, runs: int) -> dict:
     home = work / "socket"
     home.mkdir()
     q = Queue(home / "queue" / "sockets" / "queue")
@@ -282,11 +312,17 @@ def run_socket(work: Path, model: Path, data: Path, n: int, rate: float) -> dict
         load(d.sock, warm, 4, 64)
         sat = load(d.sock, requests_for(data, n, "sat", skip=5000), 8, 128)
         paced_n = int(min(n, rate * 20))
-        paced = load(d.sock, requests_for(data, paced_n, "paced", skip=5000 + n), 8, 512, rate=rate)
+        skip = 5000 + n
+        paced = []
+        for r in range(runs):
+            paced.append(load(d.sock, requests_for(data, paced_n, f"paced{r}", skip=skip), 8, 512, rate=rate))
+            skip += paced_n
+            print(f"  paced run {r + 1}/{runs}: p50 {paced[-1]['p50_ms']:.1f} ms, p99 {paced[-1]['p99_ms']:.1f} ms",
+                  flush=True)
         # below saturation: 80 % of what the daemon sustained, to see the latency of a loaded
         # but not overloaded scorer (above capacity every latency is queueing)
         rate80 = 0.8 * sat["answered"] / sat["seconds"]
-        paced80 = load(d.sock, requests_for(data, int(min(n, rate80 * 20)), "p80", skip=5000 + n + paced_n),
+        paced80 = load(d.sock, requests_for(data, int(min(n, rate80 * 20)), "p80", skip=skip),
                        8, 512, rate=rate80)
         r, hwm = rss_mib(d.p.pid)
     finally:
@@ -294,6 +330,16 @@ def run_socket(work: Path, model: Path, data: Path, n: int, rate: float) -> dict
         q.close()
     return {"saturated": sat, "paced": paced, "paced80": paced80, "rate80": rate80, "rate": rate, "rss": r,
             "hwm": hwm}
+
+
+def flatness(samples) -> dict:
+    """Growth of the RSS over the second half of follow mode, and whether it is flat."""
+    end_n, _, end_rss, _ = samples[-1]
+    half = next(smp for smp in samples if smp[0] >= end_n / 2)
+    grew = end_rss - half[2]
+    pct = 100.0 * grew / half[2]
+    return {"from_n": half[0], "from": half[2], "to_n": end_n, "to": end_rss, "mib": grew, "pct": pct,
+            "ok": grew < FLAT_MIB and pct < FLAT_PCT}
 
 
 def engine_alone(model: Path, data: Path, n: int) -> dict:
@@ -323,8 +369,12 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=5000.0, help="paced socket load, alerts/s (default 5000)")
     ap.add_argument("--scale", type=float, default=5.5, help="synth scale (5.5: about 1,000,000 alerts in 14 days)")
     ap.add_argument("--days", type=int, default=14)
+    ap.add_argument("--paced-runs", type=int, default=3, help="paced runs at --rate, each reported (default 3)")
+    ap.add_argument("--no-socket", action="store_true", help="skip the socket runs")
+    ap.add_argument("--no-follow", action="store_true", help="skip follow mode")
     ap.add_argument("--keep", action="store_true")
     a = ap.parse_args()
+    a.paced_runs = max(1, a.paced_runs)
     work = Path(tempfile.mkdtemp(prefix="mimizuku-tput-"))
     os.chmod(work, 0o700)
     try:
@@ -333,35 +383,53 @@ def main() -> int:
         out = subprocess.run([sys.executable, "-c", TRAIN, str(ROOT / "detector"), str(model)], check=True,
                              capture_output=True, text=True)
         print(f"model trained on {out.stdout.strip()} generated alerts in {time.perf_counter() - t0:.0f}s", flush=True)
-        data = data_file(max(a.alerts, a.socket_alerts), a.scale, a.days)
+        need = max(0 if a.no_follow else a.alerts,
+                   0 if a.no_socket else socket_lines(a.socket_alerts, a.rate, a.paced_runs))
+        data = data_file(need, a.scale, a.days)
         with open(data, "rb") as f:
             a.alerts = min(a.alerts, sum(1 for _ in f))
         eng = engine_alone(model, data, 50_000)
         print(f"engine alone: {eng['n'] / eng['seconds']:.0f} alerts/s", flush=True)
-        sk = run_socket(work, model, data, a.socket_alerts, a.rate)
-        print("socket done", flush=True)
-        fo = run_follow(work, model, data, a.alerts)
+        sk = fo = None
+        if not a.no_socket:
+            sk = run_socket(work, model, data, a.socket_alerts, a.rate, a.paced_runs)
+            print("socket done", flush=True)
+        if not a.no_follow:
+            fo = run_follow(work, model, data, a.alerts)
 
         print()
         print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}; daemon = 1 scorer thread")
         print(f"{'run':<44} {'alerts':>9} {'alerts/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'RSS MiB':>8}")
-        s = sk["saturated"]
-        print(f"{'socket, saturated (8 conns x 128 in flight)':<44} {s['answered']:>9} {s['answered'] / s['seconds']:>9.0f} "
-              f"{s['p50_ms']:>8.1f} {s['p99_ms']:>8.1f} {'':>8}")
-        p = sk["paced"]
-        print(f"{'socket, paced at %d/s' % a.rate:<44} {p['answered']:>9} {p['answered'] / p['seconds']:>9.0f} "
-              f"{p['p50_ms']:>8.1f} {p['p99_ms']:>8.1f} {sk['rss']:>8.0f}")
-        p = sk["paced80"]
-        print(f"{'socket, paced at %d/s (80%% of saturated)' % sk['rate80']:<44} {p['answered']:>9} "
-              f"{p['answered'] / p['seconds']:>9.0f} {p['p50_ms']:>8.1f} {p['p99_ms']:>8.1f} {sk['rss']:>8.0f}")
-        print(f"{'follow mode (alerts.json from the start)':<44} {fo['n']:>9} {fo['n'] / fo['seconds']:>9.0f} "
-              f"{'':>8} {'':>8} {fo['samples'][-1][2]:>8.0f}")
+        if sk is not None:
+            s = sk["saturated"]
+            print(f"{'socket, saturated (8 conns x 128 in flight)':<44} {s['answered']:>9} "
+                  f"{s['answered'] / s['seconds']:>9.0f} {s['p50_ms']:>8.1f} {s['p99_ms']:>8.1f} {'':>8}")
+            for r, p in enumerate(sk["paced"]):
+                label = "socket, paced at %d/s, run %d/%d" % (a.rate, r + 1, a.paced_runs)
+                print(f"{label:<44} {p['answered']:>9} {p['answered'] / p['seconds']:>9.0f} "
+                      f"{p['p50_ms']:>8.1f} {p['p99_ms']:>8.1f} {sk['rss']:>8.0f}")
+            p = sk["paced80"]
+            print(f"{'socket, paced at %d/s (80%% of saturated)' % sk['rate80']:<44} {p['answered']:>9} "
+                  f"{p['answered'] / p['seconds']:>9.0f} {p['p50_ms']:>8.1f} {p['p99_ms']:>8.1f} {sk['rss']:>8.0f}")
+        if fo is not None:
+            print(f"{'follow mode (alerts.json from the start)':<44} {fo['n']:>9} {fo['n'] / fo['seconds']:>9.0f} "
+                  f"{'':>8} {'':>8} {fo['samples'][-1][2]:>8.0f}")
         print(f"{'engine alone (iter_records, batches of 256)':<44} {eng['n']:>9} {eng['n'] / eng['seconds']:>9.0f}")
-        print(f"socket errors: saturated {s['errors']}, paced {p['errors']}")
-        print("follow mode memory (alerts done: RSS MiB / peak MiB):  " +
-              ", ".join(f"{k // 1000}k: {r:.0f}/{h:.0f}" for k, _, r, h in fo["samples"]))
-        print(f"follow mode: {fo['anomalies']} anomalies, {fo['events']} events sent "
-              f"(flood control: {fo['flood']['suppressed']} suppressed into {fo['flood']['summaries']} summaries)")
+        if sk is not None:
+            p99s = [p["p99_ms"] for p in sk["paced"]]
+            print(f"socket errors: saturated {sk['saturated']['errors']}, paced "
+                  f"{sum(p['errors'] for p in sk['paced'])}, 80% {sk['paced80']['errors']}")
+            print(f"paced at {a.rate:.0f}/s, p99 of each run: " + ", ".join(f"{x:.1f}" for x in p99s) +
+                  f" ms (target <= 20: {sum(x <= 20 for x in p99s)} of {len(p99s)} runs)")
+        if fo is not None:
+            print("follow mode memory (alerts done: RSS MiB / peak MiB):  " +
+                  ", ".join(f"{k // 1000}k: {r:.0f}/{h:.0f}" for k, _, r, h in fo["samples"]))
+            fl = flatness(fo["samples"])
+            print(f"follow mode memory over the second half: {fl['from']:.0f} MiB at {fl['from_n'] // 1000}k -> "
+                  f"{fl['to']:.0f} MiB at {fl['to_n'] // 1000}k: {fl['mib']:+.0f} MiB ({fl['pct']:+.1f}%); "
+                  f"flat = < {FLAT_MIB:.0f} MiB and < {FLAT_PCT:.0f}%: {'ok' if fl['ok'] else 'FAIL'}")
+            print(f"follow mode: {fo['anomalies']} anomalies, {fo['events']} events sent "
+                  f"(flood control: {fo['flood']['suppressed']} suppressed into {fo['flood']['summaries']} summaries)")
         return 0
     finally:
         if a.keep:

@@ -75,8 +75,12 @@ JOURNAL_NAME = "handled.ids"
 STATUS_NAME = "status.json"
 #: a batch this big means concurrent load: the next one may wait ``linger`` seconds to fill up
 LINGER_AFTER = 4
-#: scored alerts between two ``gc.freeze()`` calls (see ScorerThread._freeze)
+#: scored alerts between two collections of the cyclic GC (see ScorerThread._collect) ...
 FREEZE_EVERY = 100_000
+#: ... or sooner, once this many tracked objects were allocated (net) since the last one
+GC_YOUNG_LIMIT = 200_000
+#: default of ``--cache-entries``: entries per engine memo cache (see EngineCaches)
+CACHE_ENTRIES = 8192
 
 
 def _loads_factory():
@@ -143,9 +147,10 @@ class ServeConfig:
     socket_group: Optional[str] = "wazuh"
     shutdown_timeout: float = 60.0
     event_retry_interval: float = 5.0
-    linger: float = 0.002
+    #: seconds the scorer may wait for a batch to fill under concurrent load (0: never waits)
+    linger: float = 0.0
     #: entries per engine memo cache (a full one is cleared): what bounds the daemon's memory
-    cache_entries: int = 200_000
+    cache_entries: int = CACHE_ENTRIES
     #: event sink: "queue" (analysisd's socket, on the manager) or "api" (POST /events, off-box)
     sink: str = "queue"
     #: credentials file of the API sink (None: mimizuku.wazuh_api's default and environment)
@@ -202,6 +207,13 @@ class HandledIds:
     Written after an alert's events went out and before it is acknowledged, read back at start:
     an alert handed over twice (a client that timed out and spooled it, a restart re-reading a
     few lines of alerts.json) is recognised and not scored again. Ids are kept as 64-bit hashes.
+
+    Bounds: in memory, exactly the last ``window`` distinct ids (a set and a deque, the oldest
+    evicted first); on disk, two generations: ``<journal>`` (fewer than ``window`` lines) and
+    ``<journal>.1`` (the ``window`` before them). When the journal reaches ``window`` lines it is
+    renamed to ``.1`` (replacing the older one) and a new one started: one ``rename()``, where
+    rewriting the window (200,000 lines and an fsync, every 200,000 alerts) had stalled the
+    scorer. At start both are read, so the last ``window`` ids are always known again.
     """
 
     def __init__(self, path: Optional[Path], window: int):
@@ -215,22 +227,31 @@ class HandledIds:
             self._load()
             self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
 
+    @property
+    def previous(self) -> Path:
+        """The older generation of the journal."""
+        return self.path.with_name(self.path.name + ".1")
+
     @staticmethod
     def digest(key: str) -> int:
         return int.from_bytes(hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big")
 
     def _load(self) -> None:
-        try:
-            with open(self.path, "rb") as f:
-                lines = f.read().split(b"\n")
-        except FileNotFoundError:
-            return
+        lines: List[bytes] = []
+        for p in (self.previous, self.path):
+            try:
+                with open(p, "rb") as f:
+                    got = f.read().split(b"\n")
+            except FileNotFoundError:
+                continue
+            lines.extend(got)
+            if p == self.path:
+                self._lines = sum(1 for ln in got if ln)
         for ln in lines[-(2 * self.window):]:
             try:
                 self._remember(int(ln, 16))
             except ValueError:
                 continue
-        self._lines = len(lines)
 
     def _remember(self, h: int) -> None:
         if h in self._ids:
@@ -254,19 +275,15 @@ class HandledIds:
         if self._fd is not None:
             os.write(self._fd, "".join(f"{h:016x}\n" for h in hashes).encode("ascii"))
             self._lines += len(hashes)
-            if self._lines > 2 * self.window:
-                self._compact()
+            if self._lines >= self.window:
+                self._rotate()
 
-    def _compact(self) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "wb") as f:
-            f.write("".join(f"{h:016x}\n" for h in self._order).encode("ascii"))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+    def _rotate(self) -> None:
         os.close(self._fd)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND, 0o640)
-        self._lines = len(self._ids)
+        self._fd = None
+        os.replace(self.path, self.previous)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        self._lines = 0
 
     def close(self) -> None:
         if self._fd is not None:
@@ -276,6 +293,61 @@ class HandledIds:
                 pass
             os.close(self._fd)
             self._fd = None
+
+
+# --- the engine's memo caches -------------------------------------------------------------------
+
+class EngineCaches:
+    """Holds every memo cache of the engine to ``entries`` entries, so the daemon's memory is flat.
+
+    The engine memoises per distinct key: the detectors' dicts (raw scores, nearest neighbours,
+    reasons; capped by their ``_CACHE_MAX``, 200,000 by default) and the package's
+    ``functools.lru_cache`` functions (tokens of every distinct path and command line, 65,536
+    each). All are bounded, but so large that distinct keys took millions of alerts to fill them:
+    measured over 1,000,000 alerts, the resident size still grew by 47 MiB between 500k and 1M, all
+    of it in those caches (docs/serve.md). Here the detectors take ``entries`` as their cap (they
+    clear a full cache themselves) and every lru cache of the package that holds more than
+    ``entries`` is cleared (``cache_clear()``) between two batches. Frequent keys come back at
+    once; what a small cap costs is recomputing the rare ones.
+    """
+
+    def __init__(self, entries: int = CACHE_ENTRIES, package: str = "mimizuku"):
+        self.entries = max(1, int(entries))
+        self.package = package
+        self.cleared = 0
+        self._lru: List[Any] = []
+
+    def adopt(self, model: Any) -> None:
+        """Cap ``model``'s detectors and find the package's lru caches (their modules are
+        imported once a model is loaded)."""
+        for det in getattr(model, "detectors_", {}).values():
+            det._CACHE_MAX = self.entries
+        self._lru = package_lru_caches(self.package)
+
+    def trim(self) -> int:
+        """Clear the lru caches over the cap; returns how many were cleared."""
+        n = 0
+        for fn in self._lru:
+            if fn.cache_info().currsize > self.entries:
+                fn.cache_clear()
+                n += 1
+        self.cleared += n
+        return n
+
+    def sizes(self) -> Dict[str, int]:
+        return {f"{fn.__module__}.{fn.__qualname__}": fn.cache_info().currsize for fn in self._lru}
+
+
+def package_lru_caches(package: str = "mimizuku") -> List[Any]:
+    """Every ``functools.lru_cache`` function at module level in the imported modules of ``package``."""
+    found: Dict[int, Any] = {}
+    for name, mod in list(sys.modules.items()):
+        if mod is None or not (name == package or name.startswith(package + ".")):
+            continue
+        for obj in list(vars(mod).values()):
+            if callable(obj) and hasattr(obj, "cache_info") and hasattr(obj, "cache_clear"):
+                found.setdefault(id(obj), obj)
+    return sorted(found.values(), key=lambda f: (getattr(f, "__module__", ""), getattr(f, "__qualname__", "")))
 
 
 # --- work items ---------------------------------------------------------------------------------
@@ -332,6 +404,7 @@ class ScorerThread(threading.Thread):
         self._pending: Optional[Tuple[Any, Any, str]] = None
         self._pending_lock = threading.Lock()
         self.flood = FloodControl(cfg.flood_window)
+        self.caches = EngineCaches(cfg.cache_entries)
         self.handled = HandledIds(cfg.state_dir / JOURNAL_NAME, cfg.dedupe_window)
         self.rejected = Spool(cfg.spool_dir / "rejected", max_items=10_000)
         self.sink = make_event_sink(cfg, server.logfn)
@@ -354,27 +427,37 @@ class ScorerThread(threading.Thread):
         new, fp, path = pending
         old = self.model
         carried = _carry_stream_state(old, new) if old is not None else None
+        self.caches.adopt(new)
         self.model, self.fingerprint, self.model_path = new, fp, path
         self.model_loaded_at = time.time()
         self.carried_state = carried
         had_old = old is not None
         del old, pending
-        self._freeze(collect=True)
+        self._collect(everything=True)
         self.server.model_switched(new, had_old, carried)
 
-    def _freeze(self, collect: bool = False) -> None:
-        """Move what lives now (the model, its caches) out of the cyclic GC's sight.
+    def _collect(self, everything: bool = False) -> None:
+        """Run the cyclic GC here, between two batches, and freeze what survives.
 
-        The engine pauses the collector while it scores; each time it is re-enabled a collection
-        may run, and a full one walks every object of the model and its caches (millions): with
-        many small batches (steady socket load) that dominated the scorer's time. Frozen objects
-        are still freed by reference counting (the caches hold no cycles)."""
-        if collect:
-            gc.collect()
+        The daemon switches the automatic collector off (:meth:`Server.serve_forever`): the engine
+        pauses it while it scores, so each time it came back on, the objects allocated meanwhile
+        by both threads (parsed alerts, cache entries: hundreds of thousands) were walked in one
+        go, inside a batch: measured stalls of 100-550 ms at 5,000 alerts/s, the cause of the
+        paced p99 swinging between runs. Collected here instead, every ``FREEZE_EVERY`` alerts
+        or ``GC_YOUNG_LIMIT`` new objects, then frozen (``gc.freeze()``), each collection walks
+        only what was allocated since the last one and is still alive. Frozen objects are still
+        freed by reference counting (alerts, records and cache entries hold no cycles).
+        ``everything`` (a model swap) unfreezes first, so a replaced model is collected even if
+        it holds cycles."""
+        if everything:
+            gc.unfreeze()
+        gc.collect()
         gc.freeze()
         self._frozen_at = self.server.counters.scored
+        self.collections += 1
 
     _frozen_at = 0
+    collections = 0
 
     # -- loop ---------------------------------------------------------------------------------
     def run(self) -> None:
@@ -391,9 +474,11 @@ class ScorerThread(threading.Thread):
                 stopping = True
             elif first is not None:
                 batch.append(first)
-            # Under steady concurrent load (the last batch was not a lone alert), wait a moment
-            # for more: the engine's cost per batch is partly fixed, and while this thread
-            # sleeps the I/O thread has the interpreter to itself to parse and answer. A lone
+            # Optionally (``linger`` > 0), under steady concurrent load (the last batch was not
+            # a lone alert), wait a moment for more: the engine's cost per batch is partly fixed.
+            # Off by default: at 5,000 alerts/s a 2 ms linger cost more latency than it saved
+            # (paced p50 6-9 ms -> 3-4 ms, p99 26-38 ms -> 18-21 ms without it); under heavier
+            # load batches fill by themselves while the previous one is scored. A lone
             # sequential client (integratord) never waits: its batches are single alerts.
             linger_until = time.monotonic() + self.cfg.linger if last_size >= LINGER_AFTER else 0.0
             while len(batch) < self.cfg.max_batch and not stopping:
@@ -403,10 +488,11 @@ class ScorerThread(threading.Thread):
                     left = linger_until - time.monotonic()
                     if not batch or left <= 0:
                         break
-                    try:
-                        nxt = self.q.get(timeout=left)
-                    except queue.Empty:
-                        break
+                    # one sleep, then take what came: waiting on the queue instead woke this
+                    # thread at every put and took the interpreter from the I/O thread
+                    time.sleep(left)
+                    linger_until = 0.0
+                    continue
                 if nxt is _STOP:
                     stopping = True
                 elif nxt is not None:
@@ -419,8 +505,10 @@ class ScorerThread(threading.Thread):
                     while self.hold.is_set():
                         time.sleep(0.01)
                     self.process(batch)
-                    if self.server.counters.scored - self._frozen_at >= FREEZE_EVERY:
-                        self._freeze()   # the caches grew: keep them out of full collections
+                    self.caches.trim()
+                if (self.server.counters.scored - self._frozen_at >= FREEZE_EVERY
+                        or gc.get_count()[0] >= GC_YOUNG_LIMIT):
+                    self._collect()
                 self._send(self.flood.flush())
                 if time.monotonic() >= next_retry:
                     # events analysisd did not take: resend them even when no new event comes
@@ -769,8 +857,6 @@ class Server:
 
             kw = {"ignore_users": list(self.cfg.options.ignore_users)} if self.cfg.options.ignore_users else {}
             model = Mimizuku.load_model(path, **kw)
-            for det in getattr(model, "detectors_", {}).values():  # bounded memo caches: flat memory
-                det._CACHE_MAX = self.cfg.cache_entries
             _single_threaded_math()
         except Exception as e:
             kind = type(e).__name__
@@ -827,6 +913,8 @@ class Server:
                 old_handlers[sig] = signal.signal(sig, fn)
             signal.set_wakeup_fd(self._wake_w)
         self._sel.register(self._wake_r, selectors.EVENT_READ, ("wake", None))
+        gc_was_enabled = gc.isenabled()
+        gc.disable()   # the scorer thread collects between batches (ScorerThread._collect)
         self.follower = self._make_follower()
         self.scorer.start()
         self._check_model()
@@ -837,6 +925,8 @@ class Server:
             self._loop()
         finally:
             self._shutdown()
+            if gc_was_enabled:
+                gc.enable()
             if install_signals:
                 signal.set_wakeup_fd(-1)
                 for sig, h in old_handlers.items():
@@ -1242,6 +1332,8 @@ class Server:
                       "suppressed": self.scorer.flood.suppressed, "summaries": self.scorer.flood.summaries},
             "queue_depth": self.scorer.q.qsize(), "spool": sp, "connections": len(self._conns),
             "dedupe_window": {"size": len(self.scorer.handled), "max": self.cfg.dedupe_window},
+            "engine_caches": {"max_entries": self.scorer.caches.entries, "cleared": self.scorer.caches.cleared,
+                              "gc_collections": self.scorer.collections},
             "errors": [{"at": t, "message": msg} for t, msg in list(self.errors)[-10:]],
         }
         if self.follower is not None:
@@ -1345,9 +1437,10 @@ def add_arguments(p: argparse.ArgumentParser, verbose: bool = True) -> None:
     p.add_argument("--flood-window", type=float, default=DEFAULT_WINDOW,
                    help="seconds during which look-alike anomalies are aggregated (0: off; default 60)")
     p.add_argument("--max-batch", type=int, default=256, help="most alerts scored together (default 256)")
-    p.add_argument("--cache-entries", type=int, default=200_000,
-                   help="entries per engine memo cache, cleared when full: bounds memory (default 200000; "
-                        "smaller caps memory lower at some cost in latency)")
+    p.add_argument("--cache-entries", type=int, default=CACHE_ENTRIES,
+                   help="entries per engine memo cache (the detectors' and the feature functions'), cleared "
+                        f"when full: bounds memory (default {CACHE_ENTRIES}; larger trades memory for fewer "
+                        "recomputations)")
     p.add_argument("--dedupe-window", type=int, default=200_000, help="alert ids remembered to drop duplicates")
     p.add_argument("--watch-interval", type=float, default=5.0, help="seconds between checks for a new model")
     p.add_argument("--socket-group", default="wazuh", help="group of the socket when run as root (default wazuh)")
@@ -1399,7 +1492,7 @@ def config_from_args(a: argparse.Namespace) -> ServeConfig:
             raise OptionsError(str(e)) from None
         kw.update(follow_indexer=a.follow_indexer, indexer_lag=max(0.0, a.indexer_lag),
                   indexer_interval=max(0.2, a.indexer_interval))
-    kw.update(cache_entries=max(1000, getattr(a, "cache_entries", 200_000)))
+    kw.update(cache_entries=max(1000, getattr(a, "cache_entries", CACHE_ENTRIES)))
     kw.update(from_start=a.from_start, flood_window=a.flood_window, max_batch=max(1, a.max_batch),
               dedupe_window=max(1, a.dedupe_window), watch_interval=max(0.2, a.watch_interval),
               socket_group=a.socket_group or None)
