@@ -12,6 +12,7 @@ more anomalous; ``score_samples`` gives calibrated scores in [0, 1]; ``threshold
 from __future__ import annotations
 
 from collections import Counter
+from itertools import islice
 from typing import Any, Dict, Hashable, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -21,6 +22,18 @@ from ..calibration import TailCalibrator
 
 Key = Tuple[Hashable, ...]
 
+
+
+def make_room(cache: Dict[Any, Any], cap: int, incoming: int = 1) -> None:
+    """Keep a memo cache under ``cap`` by dropping its oldest quarter (dicts keep insertion order).
+
+    Clearing a full cache at once makes the next batches recompute every frequent key together:
+    a latency spike in the resident scorer. Dropping a quarter spreads that cost.
+    """
+    if len(cache) + incoming > cap:
+        drop = max(len(cache) // 4, len(cache) + incoming - cap)
+        for k in list(islice(cache, drop)):
+            del cache[k]
 
 class NotEnoughData(ValueError):
     """The detector saw too few alerts of its kind to learn what is normal."""
@@ -109,8 +122,9 @@ class Detector(BaseEstimator):
         return self.end_fit()
 
     # -- scoring ---------------------------------------------------------------------------------
-    #: entries per memo cache (keys' raw scores, nearest neighbours, reasons); a full cache is
-    #: cleared, so memory stays bounded. The resident scorer sets a smaller cap per instance.
+    #: entries per memo cache (keys' raw scores, nearest neighbours, reasons); a full cache drops
+    #: its oldest quarter (make_room), so memory stays bounded. The resident scorer sets a smaller
+    #: cap per instance.
     _CACHE_MAX = 200_000
 
     def raw_scores(self, keys: Sequence[Key]) -> np.ndarray:
@@ -118,8 +132,7 @@ class Detector(BaseEstimator):
         cache = self.__dict__.setdefault("_cache", {})
         missing = list(dict.fromkeys(k for k in keys if k not in cache))
         if missing:
-            if len(cache) + len(missing) > self._CACHE_MAX:
-                cache.clear()
+            make_room(cache, self._CACHE_MAX, len(missing))
             for k, v in zip(missing, self._raw(missing)):
                 cache[k] = float(v)
         return np.fromiter((cache[k] for k in keys), dtype=float, count=len(keys))

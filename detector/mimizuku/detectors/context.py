@@ -26,7 +26,7 @@ from sklearn.cluster import DBSCAN
 
 from .. import fields
 from ..calibration import TailCalibrator
-from .base import Detector, Key
+from .base import Detector, Key, make_room
 
 # feature weights: categorical ones must exceed eps / sqrt(2) so blocks never touch
 W_RULE, W_GROUPS, W_LEVEL, W_AGENT, W_USER, W_IPCLASS, W_WIN = 1.0, 0.5, 0.5, 1.0, 0.7, 0.6, 1.0
@@ -429,8 +429,7 @@ class ContextDetector(Detector):
 
     def _remember(self, sit: Key, dist: float, i: int):
         cache = self.__dict__.setdefault("_nn_cache", {})
-        if len(cache) > self._CACHE_MAX:
-            cache.clear()
+        make_room(cache, self._CACHE_MAX)
         hit = cache[sit] = (dist, self.core_keys_[i], int(self.core_weights_[i]))
         return hit
 
@@ -449,8 +448,7 @@ class ContextDetector(Detector):
         ck = (key[:4], fields.rule_description(alert))
         hit = cache.get(ck)
         if hit is None:
-            if len(cache) > self._CACHE_MAX // 2:
-                cache.clear()
+            make_room(cache, max(1, self._CACHE_MAX // 2))
             hit = cache[ck] = self._explain(key, alert)
         reasons = list(hit)
         (rid, _, _, agent, *_), _, rbin, sbin = key[:4]

@@ -42,7 +42,7 @@ import numpy as np
 from sklearn.feature_extraction import FeatureHasher
 from sklearn.neighbors import LocalOutlierFactor
 
-from .base import Detector, Key
+from .base import Detector, Key, make_room
 
 
 class HashedGroups:
@@ -200,8 +200,7 @@ class LOFDetector(Detector):
         X = self._vectorizer().rows([self.groups(k) for k in keys])
         dist, ind = self._kneighbors(X, self.k_)
         cache = self.__dict__.setdefault("_nn_cache", {})
-        if len(cache) > self._CACHE_MAX:
-            cache.clear()
+        make_room(cache, self._CACHE_MAX, len(keys))
         for k, d0, i0 in zip(keys, dist[:, 0], ind[:, 0]):
             cache[k] = (int(i0), float(d0))
         reach = np.maximum(dist, self.ref_kdist_[ind])
