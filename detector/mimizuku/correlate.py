@@ -190,19 +190,25 @@ def build_ties(recs: List[Dict[str, Any]], times: List[Optional[float]], *, max_
 
     # logins: sshd/PAM/sudo lines (no session of their own) to the one session running for that
     # user on that agent; ssh hops to the session on the agent the connection came from
-    by_agent: Dict[str, List[Tuple[float, float, Optional[str], int]]] = defaultdict(list)
+    # sessions indexed by (agent, login user), and by agent (user None) for root's PAM lines
+    sessions: Dict[Tuple[str, Optional[str]], List[Tuple[float, float, int]]] = defaultdict(list)
     for (agent, _ses, _gen), (start, end, user, first) in spans.items():
-        by_agent[agent].append((start, end, user, first))
+        if user is not None:
+            sessions[(agent, user)].append((start, end, first))
+        sessions[(agent, None)].append((start, end, first))
     agent_ip: Dict[str, str] = {}
+    named = set()
     for r in recs:
         a = r.get("agent") or {}
-        if a.get("ip") and _agent(r) not in agent_ip.values():
-            agent_ip.setdefault(str(a["ip"]), _agent(r))
+        name = _agent(r)
+        if a.get("ip") and name not in named:
+            named.add(name)
+            agent_ip.setdefault(str(a["ip"]), name)
 
     def running(agent: str, t: float, user: Optional[str]) -> Optional[int]:
-        hits = [s for s in by_agent.get(agent, ())
-                if s[0] - SESSION_SLACK <= t <= s[1] + SESSION_SLACK and (user is None or s[2] == user)]
-        return hits[0][3] if len(hits) == 1 else None
+        hits = [first for start, end, first in sessions.get((agent, user), ())
+                if start - SESSION_SLACK <= t <= end + SESSION_SLACK]
+        return hits[0] if len(hits) == 1 else None
 
     for i in order:
         f = fields_of[i]
@@ -261,10 +267,10 @@ def correlate(records: Iterable[Dict[str, Any]], *, window: float = 6 * 3600.0, 
     for s in seeds:
         if s in told:
             continue
-        lifted = round(decay * recs[s]["score"], 6)
+        share = decay * recs[s]["score"]
         for j, kind in g.story(s, max_story, peers_only=told).items():
-            if not flag_related:
-                lifted = round(decay * recs[s]["score"] * recs[j]["threshold"], 6)
+            # under the threshold (ranked, not flagged) unless tied alerts are flagged too
+            lifted = round(share if flag_related else share * recs[j]["threshold"], 6)
             if lifted > recs[j]["score"] and (j not in best or lifted > best[j][0]):
                 best[j] = (lifted, s, kind)
     for j, (lifted, s, kind) in best.items():

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from functools import lru_cache
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 #: The rule group and ``data.integration`` value that mark the plugin's own events.
 OWN_NAME = "mimizuku"
@@ -130,17 +130,22 @@ def file_event(a: Dict[str, Any]) -> Optional[str]:
     return {"550": "modified", "553": "deleted", "554": "added"}.get(rule_id(a) or "")
 
 
-def file_user(a: Dict[str, Any]) -> Optional[str]:
-    """Who changed the file: whodata effective user, else login user, else the owner after."""
+def file_account(a: Dict[str, Any]) -> Tuple[Optional[str], Any]:
+    """``(name, uid)`` of who changed the file: whodata effective user, else user, else login
+    user, else the owner after; ``(None, None)`` without ``syscheck``."""
     sc = a.get("syscheck")
     if not isinstance(sc, dict):
-        return None
-    return (
-        _str(_get(sc, "audit", "effective_user", "name"))
-        or _str(_get(sc, "audit", "user", "name"))
-        or _str(_get(sc, "audit", "login_user", "name"))
-        or _str(sc.get("uname_after"))
-    )
+        return None, None
+    for who in ("effective_user", "user", "login_user"):
+        name = _str(_get(sc, "audit", who, "name"))
+        if name:
+            return name, _get(sc, "audit", who, "id")
+    return _str(sc.get("uname_after")), sc.get("uid_after")
+
+
+def file_user(a: Dict[str, Any]) -> Optional[str]:
+    """Who changed the file (see :func:`file_account`)."""
+    return file_account(a)[0]
 
 
 def file_process(a: Dict[str, Any]) -> Optional[str]:

@@ -305,8 +305,8 @@ class EngineCaches:
     ``functools.lru_cache`` functions (tokens of every distinct path and command line, 65,536
     each). All are bounded, but so large that distinct keys took millions of alerts to fill them:
     measured over 1,000,000 alerts, the resident size still grew by 47 MiB between 500k and 1M, all
-    of it in those caches (docs/serve.md). Here the detectors take ``entries`` as their cap (they
-    clear a full cache themselves) and every lru cache of the package that holds more than
+    of it in those caches (docs/serve.md). Here the detectors take ``entries`` as their cap (a
+    full cache drops its oldest quarter: ``detectors.base.make_room``) and every lru cache of the package that holds more than
     ``entries`` is cleared (``cache_clear()``) between two batches. Frequent keys come back at
     once; what a small cap costs is recomputing the rare ones.
     """
@@ -1438,8 +1438,8 @@ def add_arguments(p: argparse.ArgumentParser, verbose: bool = True) -> None:
                    help="seconds during which look-alike anomalies are aggregated (0: off; default 60)")
     p.add_argument("--max-batch", type=int, default=256, help="most alerts scored together (default 256)")
     p.add_argument("--cache-entries", type=int, default=CACHE_ENTRIES,
-                   help="entries per engine memo cache (the detectors' and the feature functions'), cleared "
-                        f"when full: bounds memory (default {CACHE_ENTRIES}; larger trades memory for fewer "
+                   help="entries per engine memo cache (the detectors' drop their oldest quarter when full, the "
+                        f"feature functions' are cleared when over): bounds memory (default {CACHE_ENTRIES}; larger trades memory for fewer "
                         "recomputations)")
     p.add_argument("--dedupe-window", type=int, default=200_000, help="alert ids remembered to drop duplicates")
     p.add_argument("--watch-interval", type=float, default=5.0, help="seconds between checks for a new model")

@@ -82,14 +82,8 @@ class FileIntegrityDetector(LOFDetector):
 
     @staticmethod
     def user_kind(alert: Dict[str, Any]) -> str:
-        """The account class of the user ``fields.file_user`` names (same precedence of fields)."""
-        sc = alert.get("syscheck")
-        if not isinstance(sc, dict):
-            return ""
-        for who in ("effective_user", "user", "login_user"):
-            if fields._str(fields._get(sc, "audit", who, "name")):
-                return account_class(fields._get(sc, "audit", who, "id"))
-        return account_class(sc.get("uid_after"))
+        """The account class of the user ``fields.file_user`` names."""
+        return account_class(fields.file_account(alert)[1])
 
     def peer_group(self, key: Key):
         agent, user = key[0], key[3]
