@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Sustained throughput of the resident scorer (``mimizuku serve``), its latency, and its memory.
 
-Three runs against the daemon as a real process (one scorer thread: one core for the scoring):
+Three runs against the daemon as a real process (one thread does its I/O and its scoring: one core):
 
 * **follow mode**: a generated day file of N alerts (default 1,000,000: ``synth`` at scale 4.2
   over 14 days) linked as alerts.json, read ``--from-start``; alerts/s until the bookmark reaches
@@ -398,7 +398,7 @@ def main() -> int:
             fo = run_follow(work, model, data, a.alerts)
 
         print()
-        print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}; daemon = 1 scorer thread")
+        print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}; daemon = one thread for I/O and scoring")
         print(f"{'run':<44} {'alerts':>9} {'alerts/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'RSS MiB':>8}")
         if sk is not None:
             s = sk["saturated"]

@@ -35,3 +35,71 @@ def test_a_detector_cache_stays_under_its_cap_and_keeps_recent_keys():
         assert list(d.raw_scores(keys)) == [float(k) for k in keys]
         assert len(d._cache) <= 64
     assert 999 in d._cache and 0 not in d._cache
+
+
+def test_a_full_cache_answers_a_batch_whose_old_keys_it_drops_to_make_room():
+    """A batch mixing the cache's oldest key with new ones: making room for the new ones drops
+    the old one, which must still be answered (it raised KeyError and failed the whole batch)."""
+    import numpy as np
+
+    from mimizuku.detectors.base import Detector
+
+    calls = []
+
+    class Echo(Detector):
+        name = "echo"
+
+        def _raw(self, keys):
+            calls.append(list(keys))
+            return np.array([float(k) for k in keys])
+
+    d = Echo()
+    d._CACHE_MAX = 8
+    d.raw_scores(list(range(8)))                      # full: 0 is the oldest
+    calls.clear()
+    assert list(d.raw_scores([0, 100, 101])) == [0.0, 100.0, 101.0]
+    assert calls == [[100, 101]]                      # 0 was a hit, not recomputed
+    assert 0 not in d._cache and 101 in d._cache and len(d._cache) <= 8
+
+
+def test_sparse_rows_equal_the_hashers_dense_rows_with_collisions_and_a_tiny_name_memo():
+    """Scoring builds rows from remembered columns; they must be the hasher's rows exactly: names
+    of one row that share a column add up (8 columns force collisions), and a memo that drops
+    names while a batch needs them must not change a value."""
+    import random
+
+    import numpy as np
+
+    from mimizuku.detectors.lof import HashedGroups
+
+    rng = random.Random(3)
+    vec = HashedGroups({"a": 1.0, "b": 0.5}, n_features=8)
+    for cap in (4, 65536):
+        groups = [{"a": [f"t{rng.randrange(40)}" for _ in range(rng.randrange(0, 6))],
+                   "b": [f"u{rng.randrange(40)}" for _ in range(rng.randrange(1, 4))]} for _ in range(50)]
+        dense = vec.rows(groups).astype(np.float64)
+        for start in range(0, 50, 7):                  # in small batches, as the scorer asks
+            got = vec.sparse_rows(groups[start:start + 7], cap=cap)
+            back = np.zeros((got.n, 8))
+            back[got.row, got.col] = got.value
+            assert np.array_equal(back, dense[start:start + 7])
+        assert len(vec._index) <= max(cap, 7 * 9)     # the cap, or one batch's names
+
+
+def test_lof_distances_of_sparse_queries_are_the_exact_ones():
+    """The sparse product gives float64-exact distances (float32 BLAS was off by up to 8e-4),
+    rounded to float32 as LocalOutlierFactor's k-distances are; a reference queried again is at
+    distance 0 from itself."""
+    import numpy as np
+    from sklearn.metrics import pairwise_distances
+
+    import alert_factory as F
+    from mimizuku.detectors.commands import CommandDetector
+
+    det = CommandDetector().fit(F.normal_fleet(days=2, seed=4))
+    keys = det.ref_keys_[:40]
+    X = det._vectorizer().rows([det.groups(k) for k in keys]).astype(np.float64)
+    truth = np.sort(pairwise_distances(X, det.ref_X_.astype(np.float64)), axis=1)[:, :det.k_]
+    dist, ind = det._kneighbors(det._vectorizer().sparse_rows([det.groups(k) for k in keys]), det.k_)
+    assert np.array_equal(dist, truth.astype(np.float32).astype(np.float64))
+    assert (dist[:, 0] == 0).all()

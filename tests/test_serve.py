@@ -320,3 +320,68 @@ def test_alert_key_tells_managers_of_a_cluster_apart():
     assert alert_key(a) != alert_key(b)  # the same id from two managers: two alerts
     assert alert_key(a) == alert_key(dict(a, rule={"id": "550", "level": 7}))  # same manager and id: same alert
     assert alert_key({"id": "x"}) == "x" and alert_key({"rule": {}}).startswith("sha1:")
+
+
+@pytest.mark.parametrize("rid", [0, 7, -3, 10 ** 18, "a", "1763000000.1234", 'q"uote\\back', "tab\tnew\nline",
+                                 "caf\u00e9 \u2603", "\u0000ctl", "x" * 128])
+@pytest.mark.parametrize("status", ["scored", "duplicate", "kept"])
+def test_the_acknowledgement_shortcut_says_what_the_general_answer_says(rid, status):
+    fast = serve.Server._done(rid, status)
+    assert fast.endswith(b"\n") and fast.count(b"\n") == 1          # one line, whatever the id holds
+    assert json.loads(fast) == json.loads(serve.Server._answer(rid, True, status=status))
+
+
+def test_backpressure_stops_reading_while_the_queue_is_full_and_resumes(scratch):
+    """Past ``high_water`` queued alerts no connection is read (its clients wait or spool), a
+    connection accepted meanwhile included; below it, all are read again."""
+    srv = serve.Server(scratch.config(high_water=3))
+    pairs = [socket.socketpair() for _ in range(3)]
+    try:
+        conns = []
+        for mine, _ in pairs[:2]:
+            c = serve._Conn(mine)
+            srv._conns[id(c)] = c
+            srv._sel.register(mine, serve.selectors.EVENT_READ, ("conn", c))
+            conns.append(c)
+        srv._backpressure()
+        assert all(c.reading for c in conns)
+        srv.scorer.q.extend([object()] * 3)
+        srv._backpressure()
+        assert not any(c.reading for c in conns)
+        late = serve._Conn(pairs[2][0])                  # accepted while full
+        srv._conns[id(late)] = late
+        srv._accepted += 1
+        srv._backpressure()
+        assert not late.reading
+        srv.scorer.q.clear()
+        srv._backpressure()
+        assert all(c.reading for c in conns + [late])
+    finally:
+        for a, b in pairs:
+            a.close()
+            b.close()
+        srv.scorer.handled.close()
+
+
+def test_a_hot_reload_carries_the_stream_over_rate_windows_waves_and_processes():
+    """What the old model was following goes on in the new one: rate windows, fleet waves in
+    progress (a roll-out half seen before the swap is still one wave), processes in flight."""
+    import copy
+
+    from test_serve_support import fitted_model
+
+    old = copy.deepcopy(fitted_model())
+    new = copy.deepcopy(fitted_model())
+    alerts = traffic(300, "carry")
+    list(old.iter_records(alerts))                     # the old model follows a stream
+    for name, det in old.detectors_.items():
+        det.__dict__.setdefault("_wave", object())     # a wave tracker in progress
+    old.lineage_._procs[("web-01", "4242")] = ("apt", 1763000000)
+    assert serve._carry_stream_state(old, new)
+    assert new.detectors_["context"].__dict__["_rates"] is old.detectors_["context"].__dict__["_rates"]
+    waved = [name for name, det in new.detectors_.items() if hasattr(det, "wave_window")]
+    assert waved
+    for name in waved:
+        assert new.detectors_[name].__dict__["_wave"] is old.detectors_[name].__dict__["_wave"], name
+    assert new.lineage_._procs[("web-01", "4242")] == ("apt", 1763000000)
+    list(new.iter_records(traffic(50, "after")))       # and the new model goes on scoring

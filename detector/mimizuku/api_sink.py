@@ -333,7 +333,7 @@ def sink_from_config(config_path: "os.PathLike[str] | str | None", spool_dir: "o
     """An :class:`ApiEventSink` with credentials from ``config_path``/the environment (see wazuh_api;
     ``default_path``: the file read when ``config_path`` is None, None for the environment only).
 
-    Timeouts are short (the scorer thread waits for them): 5 s to connect, 15 s for the answer.
+    Timeouts are short (the resident scorer waits for them): 5 s to connect, 15 s for the answer.
     """
     from .wazuh_api import DEFAULT_CONFIG, WazuhAPI, load_credentials
 

@@ -28,7 +28,8 @@ _HEX_RE = re.compile(r"[a-f0-9]{7,40}", re.IGNORECASE)
 _MIXED_RE = re.compile(r"(?<![A-Za-z0-9])(?=[A-Za-z0-9]*[0-9][A-Za-z])[A-Za-z0-9]{6,}(?![A-Za-z0-9])")
 _DIGITS_RE = re.compile(r"\d+")
 # a component of a compound name: after a separator, up to the next non-alphanumeric character
-_COMPONENT_RE = re.compile(r"(?<=[A-Za-z0-9][-_.])[A-Za-z0-9]{5,}(?![A-Za-z0-9])")
+# (8+ characters: looks_random judges nothing shorter, so shorter ones are not even matched)
+_COMPONENT_RE = re.compile(r"(?<=[A-Za-z0-9][-_.])[A-Za-z0-9]{8,}(?![A-Za-z0-9])")
 # a long run of letters anywhere (random ids without a separator)
 _LONG_RUN_RE = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{20,}(?![A-Za-z0-9])")
 _VOWELS = frozenset("aeiouy")
@@ -77,14 +78,26 @@ def strip_shapes(text: str) -> str:
     """Reduce instances to their shape: random name components, home owners, package files."""
     text = _COMPONENT_RE.sub(_random_to_star, text)
     text = _LONG_RUN_RE.sub(_random_to_star, text)
-    text = _HOME_RE.sub(r"\1~", text)
-    text = _PKG_FILE_RE.sub(lambda m: "*.deb" if m.group(0).lower().endswith(".deb") else "*.rpm", text)
-    return _DPKG_SCRIPT_RE.sub(lambda m: m.group(1) + "*." + m.group(2).lower(), text)
+    # the last three only where their literal part occurs: the package-file pattern backtracks
+    # over every word, and this runs for every new command line the resident scorer sees
+    if "/home/" in text:
+        text = _HOME_RE.sub(r"\1~", text)
+    low = text.lower()
+    if ".deb" in low or ".rpm" in low:
+        text = _PKG_FILE_RE.sub(lambda m: "*.deb" if m.group(0).lower().endswith(".deb") else "*.rpm", text)
+    if "/var/lib/dpkg/info/" in low:
+        text = _DPKG_SCRIPT_RE.sub(lambda m: m.group(1) + "*." + m.group(2).lower(), text)
+    return text
 
 
 def strip_volatile(text: str) -> str:
     """Remove random-looking names, hash-like hex runs and digit runs (temp files, release ids, PIDs)."""
-    return _DIGITS_RE.sub("", _HEX_RE.sub("", _MIXED_RE.sub("*", strip_shapes(text))))
+    return _strip_runs(strip_shapes(text))
+
+
+def _strip_runs(text: str) -> str:
+    """The second half of :func:`strip_volatile`, for text already reduced by :func:`strip_shapes`."""
+    return _DIGITS_RE.sub("", _HEX_RE.sub("", _MIXED_RE.sub("*", text)))
 
 
 @lru_cache(maxsize=65536)
@@ -139,7 +152,8 @@ def command_tokens(command: str) -> Tuple[str, ...]:
             tokens.append("flag:" + p)
         if _URLISH_RE.match(p):
             tokens.append("url:" + p.split("://", 1)[0].lower())
-    words = [w for w in _CMD_SPLIT_RE.split(strip_volatile(command.lower())) if len(w) > 1 and not w.startswith("-") and _ALNUM_RE.search(w)]
+    # the shapes are already reduced, and reducing commutes with lower(): reduce only once
+    words = [w for w in _CMD_SPLIT_RE.split(_strip_runs(command.lower())) if len(w) > 1 and not w.startswith("-") and _ALNUM_RE.search(w)]
     tokens.extend("w:" + w[:64] for w in words[:MAX_TOKENS])
     return tuple(dict.fromkeys(tokens))
 

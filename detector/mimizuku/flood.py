@@ -14,7 +14,7 @@ opens a window (``window`` seconds, on the daemon's clock); later ones inside th
 counted, not sent; when the window ends, one summary event carries the count and the first/last
 alert times (``mimizuku.flood``). A signature that stays quiet for a window starts afresh.
 
-Standard library only. Not thread-safe: the scorer thread owns it.
+Standard library only. Not thread-safe: the resident scorer owns it.
 """
 from __future__ import annotations
 

@@ -27,6 +27,7 @@ from .detectors.base import Detector, NotEnoughData
 from .detectors.commands import CommandDetector
 from .detectors.context import ContextDetector
 from .detectors.files import FileIntegrityDetector, path_matches
+from .lineage import ChannelJudged, ProcessLineage
 
 log = logging.getLogger("mimizuku")
 
@@ -59,6 +60,14 @@ class Mimizuku:
         self.rate_window = rate_window
         self.context_contamination = context_contamination
         self.rules: List[Detector] = []
+
+    def __setstate__(self, state):
+        # a model that travelled pickled (to a Dask worker): its detectors dropped the lineage
+        # they share (see ChannelJudged.__getstate__); give it back to them
+        self.__dict__.update(state)
+        lineage = state.get("lineage_")
+        if lineage is not None:
+            _attach(state.get("detectors_", {}).values(), lineage)
 
     # -- composition ------------------------------------------------------------------------
     def add_rule(self, rule: Detector) -> "Mimizuku":
@@ -104,11 +113,14 @@ class Mimizuku:
         mergeable, so partitions read apart (sequentially or on Dask workers) make one model
         with ``_fit_from_partials``. Per-stream state (rate windows) starts anew here."""
         dets = self._new_detectors()
+        lineage = _attach(dets, ProcessLineage())  # learning: heads are counted, every channel counts
         for d in dets:
             d.begin_fit()
         with _gc_paused():
-            n, first, last = self._observe_all(alerts, dets)
-        return PartialFit(n=n, first=first, last=last, states={d.name: d.partial_state() for d in dets})
+            n, first, last = self._observe_all(alerts, dets, lineage)
+        states = {d.name: d.partial_state() for d in dets}
+        states[_LINEAGE_STATE] = {"heads": lineage.heads}
+        return PartialFit(n=n, first=first, last=last, states=states)
 
     def _fit_from_partials(self, partials: Iterable["PartialFit"], stats: Any, *, progress=False) -> "Mimizuku":
         """Fit the detectors on the merged partitions (in the order given: the order of first
@@ -116,8 +128,10 @@ class Mimizuku:
         dets = self._new_detectors()
         for d in dets:
             d.begin_fit()
+        learning = ProcessLineage()
         n, first, last = 0, None, None
         for p in partials:
+            learning.heads.update((p.states.get(_LINEAGE_STATE) or {}).get("heads") or {})
             n += p.n
             if p.first is not None and (first is None or p.first < first):
                 first = p.first
@@ -146,6 +160,8 @@ class Mimizuku:
         if not fitted:
             raise NotEnoughData("no detector could be trained: " + "; ".join(problems.values()))
         self.detectors_ = {d.name: d for d in fitted}
+        self.change_channels_ = sorted(learning.learnt())
+        self.lineage_ = _attach(fitted, ProcessLineage(self.change_channels_))
         self.skipped_detectors_ = problems
         self.n_alerts_ = n
         self.read_stats_ = stats.as_dict()
@@ -153,7 +169,8 @@ class Mimizuku:
         self.model_version_ = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + secrets.token_hex(3)
         return self
 
-    def _observe_all(self, alerts: Iterable[Dict[str, Any]], dets: Sequence[Detector]):
+    def _observe_all(self, alerts: Iterable[Dict[str, Any]], dets: Sequence[Detector],
+                     lineage: Optional[ProcessLineage] = None):
         """Feed every alert to the detectors that apply; returns (count, first and last timestamp)."""
         first = last = None
         n = 0
@@ -163,11 +180,15 @@ class Mimizuku:
             if ts:
                 first = ts if first is None or ts < first else first
                 last = ts if last is None or ts > last else last
+            if lineage is not None:  # the process tree includes what is ignored
+                lineage.annotate_one(alert)
             if self._ignored(alert):
                 continue
             for d in dets:
                 if d.applies(alert) and not d.ignored(alert):
                     d.observe(alert)
+        if lineage is not None:
+            lineage.forget_batch()
         return n, first, last
 
     # -- ignore / abuse lists ---------------------------------------------------------------
@@ -208,6 +229,9 @@ class Mimizuku:
         if new_stream:
             for d in dets:
                 d.start_stream()
+            lineage = self.__dict__.get("lineage_")
+            if lineage is not None:
+                lineage.start_stream()
         batch: List[Dict[str, Any]] = []
         for alert in iter_alerts(data, days=days, since=since, until=until, stats=stats, progress=progress):
             batch.append(alert)
@@ -222,8 +246,15 @@ class Mimizuku:
         return list(self.iter_records(data, **kw))
 
     def _score_batch(self, alerts: Sequence[Dict[str, Any]], dets: Sequence[Detector]) -> List[Dict[str, Any]]:
+        lineage = self.__dict__.get("lineage_")
         with _gc_paused():
-            return self._score_batch_records(alerts, dets)
+            if lineage is None:
+                return self._score_batch_records(alerts, dets)
+            lineage.annotate(alerts)  # the whole batch, in order, before any detector keys it
+            try:
+                return self._score_batch_records(alerts, dets)
+            finally:
+                lineage.forget_batch()
 
     def _score_batch_records(self, alerts: Sequence[Dict[str, Any]], dets: Sequence[Detector]) -> List[Dict[str, Any]]:
         per_alert: List[Dict[str, Any]] = [{} for _ in alerts]
@@ -313,6 +344,8 @@ class Mimizuku:
                 for name, d in self.detectors_.items()
             },
             "skipped_detectors": self.skipped_detectors_,
+            # (agent, channel) pairs whose change channel ran routinely in training (lineage)
+            "change_channels": [list(p) for p in getattr(self, "change_channels_", [])],
         }
 
     def save_model(self, model_dir) -> Dict[str, Any]:
@@ -340,8 +373,15 @@ class Mimizuku:
         known = {"contamination", "n_neighbors", "abuse_files", "ignore_files", "ignore_users",
                  "detectors", "eps", "min_samples", "rate_window", "context_contamination"}
         model = cls(**{k: v for k, v in p.items() if k in known})
-        names = [n for n in manifest.get("detectors", {}) if n in objects]
+        # the fitting order (the manifest is written with sorted keys): ties between detectors
+        # (scores clipped at 1.0) go to the same detector as in the model that was saved
+        saved = [n for n in manifest.get("detectors", {}) if n in objects]
+        names = [n for n in DETECTORS if n in saved] + [n for n in saved if n not in DETECTORS]
         model.detectors_ = {n: objects[n] for n in names}
+        channels = manifest.get("change_channels")
+        if isinstance(channels, list):  # models written before lineage existed have none
+            model.change_channels_ = sorted((str(a), str(c)) for a, c in channels)
+            model.lineage_ = _attach(model.detectors_.values(), ProcessLineage(model.change_channels_))
         model.skipped_detectors_ = manifest.get("skipped_detectors", {})
         training = manifest.get("training", {})
         model.n_alerts_ = training.get("alerts", 0)
@@ -363,6 +403,18 @@ class PartialFit:
     first: Optional[str] = None
     last: Optional[str] = None
     states: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+
+
+#: where a partition's lineage (change-channel heads seen) rides in ``PartialFit.states``
+_LINEAGE_STATE = "_lineage"
+
+
+def _attach(dets: Iterable[Detector], lineage: ProcessLineage) -> ProcessLineage:
+    """Give the detectors that judge change channels the model's process lineage."""
+    for d in dets:
+        if isinstance(d, ChannelJudged):
+            d.lineage = lineage
+    return lineage
 
 
 @contextmanager

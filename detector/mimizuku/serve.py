@@ -11,14 +11,19 @@ model loaded and takes alerts from three sources, all feeding one pipeline:
 * ``--follow alerts.json`` (:mod:`mimizuku.follow`): the file itself, with a persisted bookmark,
   so alerts written while nothing was running are scored on restart.
 
-Pipeline: the I/O thread (this module's :class:`Server`, a ``selectors`` loop) parses requests
-and lines into work items; one scorer thread (:class:`ScorerThread`; model objects are not
-thread-safe) takes them in micro-batches, skips alert ids it already handled (a bounded window,
+Pipeline: one thread does it all, in a ``selectors`` loop (:class:`Server`): it parses requests
+and lines into work items, and between two rounds of I/O the :class:`Scorer` takes what was read
+in micro-batches, skips alert ids it already handled (a bounded window,
 persisted as a journal, so "exactly once" holds across client retries and restarts), scores them,
 applies the policy of the integration options, passes anomalies through flood control
 (:mod:`mimizuku.flood`), sends the events to analysisd (:class:`~mimizuku.queue_sink.QueueSink`,
 which keeps what it cannot send), records the ids, and only then hands back completions: the
 socket client gets its acknowledgement, the follow bookmark advances, the spool file is deleted.
+Scoring in the loop's own thread, rather than in a scorer thread fed by the I/O thread, is what
+keeps the tail latency low: with two threads, every system call of the I/O thread gave up the
+interpreter lock and waited for a busy scorer to hand it back (up to the 5 ms switch interval),
+several times per request. Requests that arrive while a batch is scored wait in the socket's
+buffer instead, and are read in the next round.
 
 Hot reload: the model directory (or its ``current`` version pointer) is watched; on a change or
 ``SIGHUP`` the new model is loaded and verified in a background thread (checksums, ownership:
@@ -40,7 +45,6 @@ import hashlib
 import json
 import logging
 import os
-import queue
 import selectors
 import signal
 import socket
@@ -73,10 +77,8 @@ BOOKMARK_NAME = "follow.bookmark"
 INDEXER_BOOKMARK_NAME = "indexer.bookmark"
 JOURNAL_NAME = "handled.ids"
 STATUS_NAME = "status.json"
-#: a batch this big means concurrent load: the next one may wait ``linger`` seconds to fill up
-LINGER_AFTER = 4
-#: scored alerts between two collections of the cyclic GC (see ScorerThread._collect) ...
-FREEZE_EVERY = 100_000
+#: scored alerts between two collections of the cyclic GC (see Scorer._collect) ...
+FREEZE_EVERY = 20_000
 #: ... or sooner, once this many tracked objects were allocated (net) since the last one
 GC_YOUNG_LIMIT = 200_000
 #: default of ``--cache-entries``: entries per engine memo cache (see EngineCaches)
@@ -137,7 +139,7 @@ class ServeConfig:
     indexer_lag: float = 60.0
     indexer_interval: float = 5.0
     flood_window: float = DEFAULT_WINDOW
-    max_batch: int = 256
+    max_batch: int = 64
     dedupe_window: int = 200_000
     watch_interval: float = 5.0
     poll_interval: float = 0.2
@@ -147,8 +149,6 @@ class ServeConfig:
     socket_group: Optional[str] = "wazuh"
     shutdown_timeout: float = 60.0
     event_retry_interval: float = 5.0
-    #: seconds the scorer may wait for a batch to fill under concurrent load (0: never waits)
-    linger: float = 0.0
     #: entries per engine memo cache (a full one is cleared): what bounds the daemon's memory
     cache_entries: int = CACHE_ENTRIES
     #: event sink: "queue" (analysisd's socket, on the manager) or "api" (POST /events, off-box)
@@ -368,9 +368,6 @@ class WorkItem:
         self.received = time.monotonic()
 
 
-_STOP = object()
-
-
 @dataclass
 class Counters:
     received: int = 0
@@ -389,15 +386,18 @@ class Counters:
 
 # --- the scorer thread -------------------------------------------------------------------------
 
-class ScorerThread(threading.Thread):
-    """Owns the model, flood control, the event sink and the handled-id journal."""
+class Scorer:
+    """Owns the model, flood control, the event sink and the handled-id journal.
+
+    Runs in the server's loop (:meth:`step`), one batch at a time: model objects are not
+    thread-safe, and one thread avoids handing the interpreter lock back and forth. Only the
+    model loader runs elsewhere, and it only hands over a loaded model (:meth:`offer`)."""
 
     def __init__(self, server: "Server"):
-        super().__init__(name="mimizuku-scorer", daemon=True)
         self.server = server
         cfg = server.cfg
         self.cfg = cfg
-        self.q: "queue.Queue[Any]" = queue.Queue()
+        self.q: Deque[WorkItem] = collections.deque()
         self.model: Any = None
         self.model_path: Optional[str] = None
         self.model_loaded_at: Optional[float] = None
@@ -408,18 +408,21 @@ class ScorerThread(threading.Thread):
         self.handled = HandledIds(cfg.state_dir / JOURNAL_NAME, cfg.dedupe_window)
         self.rejected = Spool(cfg.spool_dir / "rejected", max_items=10_000)
         self.sink = make_event_sink(cfg, server.logfn)
-        self.busy = False
         self.carried_state: Optional[bool] = None
         self.hold = threading.Event()   # tests: set to make the scorer stall (a slow daemon)
         self.fingerprint: Any = None
+        self._next_retry = 0.0
 
     # -- model swap (between batches only) --------------------------------------------------------
     def offer(self, model: Any, fingerprint: Any, path: str) -> None:
+        """Loader thread: a verified model is ready; it is swapped in before the next batch."""
         with self._pending_lock:
             self._pending = (model, fingerprint, path)
-        self.q.put(None)  # wake up to swap even when idle
+        self.server._wake()   # swap even when idle
 
     def _swap(self) -> None:
+        if self._pending is None:
+            return
         with self._pending_lock:
             pending, self._pending = self._pending, None
         if pending is None:
@@ -441,14 +444,14 @@ class ScorerThread(threading.Thread):
 
         The daemon switches the automatic collector off (:meth:`Server.serve_forever`): the engine
         pauses it while it scores, so each time it came back on, the objects allocated meanwhile
-        by both threads (parsed alerts, cache entries: hundreds of thousands) were walked in one
-        go, inside a batch: measured stalls of 100-550 ms at 5,000 alerts/s, the cause of the
-        paced p99 swinging between runs. Collected here instead, every ``FREEZE_EVERY`` alerts
-        or ``GC_YOUNG_LIMIT`` new objects, then frozen (``gc.freeze()``), each collection walks
-        only what was allocated since the last one and is still alive. Frozen objects are still
-        freed by reference counting (alerts, records and cache entries hold no cycles).
-        ``everything`` (a model swap) unfreezes first, so a replaced model is collected even if
-        it holds cycles."""
+        (parsed alerts, cache entries: hundreds of thousands) were walked in one go, inside a
+        batch: measured stalls of 100-550 ms at 5,000 alerts/s, the cause of the paced p99
+        swinging between runs. Collected here instead, every ``FREEZE_EVERY`` alerts or
+        ``GC_YOUNG_LIMIT`` new objects, then frozen (``gc.freeze()``), each collection walks only
+        what was allocated since the last one and is still alive (about 10 ms at 20,000 alerts;
+        at 100,000, 50-65 ms). Frozen objects are still freed by reference counting (alerts,
+        records and cache entries hold no cycles). ``everything`` (a model swap) unfreezes
+        first, so a replaced model is collected even if it holds cycles."""
         if everything:
             gc.unfreeze()
         gc.collect()
@@ -459,78 +462,44 @@ class ScorerThread(threading.Thread):
     _frozen_at = 0
     collections = 0
 
-    # -- loop ---------------------------------------------------------------------------------
-    def run(self) -> None:
-        stopping = False
-        next_retry = 0.0
-        last_size = 0
-        while not stopping:
-            try:
-                first = self.q.get(timeout=0.25)
-            except queue.Empty:
-                first = None
-            batch: List[WorkItem] = []
-            if first is _STOP:
-                stopping = True
-            elif first is not None:
-                batch.append(first)
-            # Optionally (``linger`` > 0), under steady concurrent load (the last batch was not
-            # a lone alert), wait a moment for more: the engine's cost per batch is partly fixed.
-            # Off by default: at 5,000 alerts/s a 2 ms linger cost more latency than it saved
-            # (paced p50 6-9 ms -> 3-4 ms, p99 26-38 ms -> 18-21 ms without it); under heavier
-            # load batches fill by themselves while the previous one is scored. A lone
-            # sequential client (integratord) never waits: its batches are single alerts.
-            linger_until = time.monotonic() + self.cfg.linger if last_size >= LINGER_AFTER else 0.0
-            while len(batch) < self.cfg.max_batch and not stopping:
-                try:
-                    nxt = self.q.get_nowait()
-                except queue.Empty:
-                    left = linger_until - time.monotonic()
-                    if not batch or left <= 0:
-                        break
-                    # one sleep, then take what came: waiting on the queue instead woke this
-                    # thread at every put and took the interpreter from the I/O thread
-                    time.sleep(left)
-                    linger_until = 0.0
-                    continue
-                if nxt is _STOP:
-                    stopping = True
-                elif nxt is not None:
-                    batch.append(nxt)
-            last_size = len(batch)
-            self._swap()
-            try:
-                if batch:
-                    self.busy = True
-                    while self.hold.is_set():
-                        time.sleep(0.01)
-                    self.process(batch)
-                    self.caches.trim()
-                if (self.server.counters.scored - self._frozen_at >= FREEZE_EVERY
-                        or gc.get_count()[0] >= GC_YOUNG_LIMIT):
-                    self._collect()
-                self._send(self.flood.flush())
-                if time.monotonic() >= next_retry:
-                    # events analysisd did not take: resend them even when no new event comes
-                    next_retry = time.monotonic() + self.cfg.event_retry_interval
-                    if self.sink.pending():
-                        self.sink.flush(time.monotonic() + 1.0)
-            except Exception as e:  # never die: report, fail the batch, go on
-                self.server.error(f"scorer: {type(e).__name__}: {e}")
-                for it in batch:
-                    if it.status == "queued":
-                        it.status, it.error = "failed", f"internal error: {type(e).__name__}"
-                self.server.complete(batch)
-            finally:
-                self.busy = False
+    # -- one round of the loop -------------------------------------------------------------------
+    def step(self) -> None:
+        """Score one batch of what is queued (if any), then the between-batches chores."""
+        batch: List[WorkItem] = []
+        q = self.q
+        while q and len(batch) < self.cfg.max_batch:
+            batch.append(q.popleft())
+        self._swap()
+        try:
+            if batch:
+                while self.hold.is_set():
+                    time.sleep(0.01)
+                self.process(batch)
+                self.caches.trim()
+            if (self.server.counters.scored - self._frozen_at >= FREEZE_EVERY
+                    or gc.get_count()[0] >= GC_YOUNG_LIMIT):
+                self._collect()
+            self._send(self.flood.flush())
+            now = time.monotonic()
+            if now >= self._next_retry:
+                # events analysisd did not take: resend them even when no new event comes
+                self._next_retry = now + self.cfg.event_retry_interval
+                if self.sink.pending():
+                    self.sink.flush(now + 1.0)
+        except Exception as e:  # never die: report, fail the batch, go on
+            self.server.error(f"scorer: {type(e).__name__}: {e}")
+            for it in batch:
+                if it.status == "queued":
+                    it.status, it.error = "failed", f"internal error: {type(e).__name__}"
+            self.server.complete(batch)
+
+    def finish(self) -> None:
+        """At shutdown, after the last batch: the flood summaries, then close the sink and journal."""
         try:
             self._send(self.flood.flush_all())
         finally:
             self.sink.close()
             self.handled.close()
-
-    def stop(self) -> None:
-        self.q.put(_STOP)
 
     # -- one batch ------------------------------------------------------------------------------
     def process(self, batch: List[WorkItem]) -> None:
@@ -639,7 +608,7 @@ def event_message(rec: Dict[str, Any]) -> bytes:
 
 
 #: BLAS / OpenMP pools limited to one thread: the engine's matrices are small, and their worker
-#: threads (spinning between calls) took a core from the I/O thread and the clients under steady
+#: threads (spinning between calls) took a core from the server's loop and the clients under steady
 #: load (p99 latency 160 ms -> 25 ms at 3,000 alerts/s on 2 cores).
 _MATH_THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -656,10 +625,27 @@ def _single_threaded_math() -> None:
 
 
 def _carry_stream_state(old: Any, new: Any) -> bool:
-    """Give the new model the old one's per-agent rate windows (same window length only)."""
+    """Give the new model the old one's stream state: the context detector's per-agent rate
+    windows (same window length only), each detector's fleet waves in progress (same wave window
+    only), and the processes the lineage is following. Returns whether the rate windows came
+    along; the rest is carried where it fits and otherwise starts empty."""
+    old_d, new_d = getattr(old, "detectors_", {}), getattr(new, "detectors_", {})
+    for name, nd in new_d.items():
+        od = old_d.get(name)
+        try:
+            if od is not None and "_wave" in od.__dict__ and \
+                    getattr(od, "wave_window", None) == getattr(nd, "wave_window", None):
+                nd.__dict__["_wave"] = od.__dict__["_wave"]
+        except Exception:  # internals changed: waves start empty
+            pass
     try:
-        oc = getattr(old, "detectors_", {}).get("context")
-        nc = getattr(new, "detectors_", {}).get("context")
+        ol, nl = getattr(old, "lineage_", None), getattr(new, "lineage_", None)
+        if ol is not None and nl is not None:
+            nl.take_stream(ol)
+    except Exception:  # the new model follows processes from now on
+        pass
+    try:
+        oc, nc = old_d.get("context"), new_d.get("context")
         if oc is None or nc is None or "_rates" not in oc.__dict__:
             return False
         if getattr(oc, "rate_window", None) != getattr(nc, "rate_window", None):
@@ -697,7 +683,7 @@ class _FollowSlot:
 # --- the server ---------------------------------------------------------------------------------
 
 class Server:
-    """The I/O side: socket, spool, follow, signals, timers; hands work to the scorer thread."""
+    """The loop: socket, spool, follow, signals, timers, and the scorer between two rounds of I/O."""
 
     def __init__(self, cfg: ServeConfig):
         self.cfg = cfg
@@ -730,7 +716,7 @@ class Server:
         self._follow_paused_until = 0.0
         self._next = {"watch": 0.0, "spool": 0.0, "follow": 0.0, "bookmark": 0.0, "status": 0.0}
         cfg.state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
-        self.scorer = ScorerThread(self)
+        self.scorer = Scorer(self)
         self.ready_event = threading.Event()   # tests: the socket is listening
         self.model_event = threading.Event()   # tests: a model is in use
         self.reload_done = threading.Condition()
@@ -760,9 +746,8 @@ class Server:
             pass
 
     def complete(self, batch: List[WorkItem]) -> None:
-        """Called by the scorer thread: hand the finished batch back to the I/O loop."""
+        """Called by the scorer: the batch is done; answered in this round's completions."""
         self._completions.append(batch)
-        self._wake()
 
     @property
     def ready(self) -> bool:
@@ -858,6 +843,10 @@ class Server:
             kw = {"ignore_users": list(self.cfg.options.ignore_users)} if self.cfg.options.ignore_users else {}
             model = Mimizuku.load_model(path, **kw)
             _single_threaded_math()
+            for det in getattr(model, "detectors_", {}).values():
+                prepare = getattr(det, "prepare", None)
+                if prepare is not None:
+                    prepare()   # here, not in the first batch after the swap
         except Exception as e:
             kind = type(e).__name__
             self._failed_fp = fp
@@ -914,9 +903,8 @@ class Server:
             signal.set_wakeup_fd(self._wake_w)
         self._sel.register(self._wake_r, selectors.EVENT_READ, ("wake", None))
         gc_was_enabled = gc.isenabled()
-        gc.disable()   # the scorer thread collects between batches (ScorerThread._collect)
+        gc.disable()   # the scorer collects between batches (Scorer._collect)
         self.follower = self._make_follower()
-        self.scorer.start()
         self._check_model()
         log.info("mimizuku serve %s listening on %s%s", __version__, cfg.socket,
                  f", following {self.follower.path}" if self.follower is not None else "")
@@ -935,7 +923,8 @@ class Server:
 
     def _loop(self) -> None:
         while not self._stopping:
-            for key, mask in self._sel.select(timeout=self.cfg.poll_interval):
+            # queued work: only look at what is ready; idle: wait for I/O, a timer or a wake-up
+            for key, mask in self._sel.select(timeout=0 if self.scorer.q else self.cfg.poll_interval):
                 kind, conn = key.data
                 if kind == "listen":
                     self._accept()
@@ -946,6 +935,7 @@ class Server:
                         self._on_readable(conn)
                     if mask & selectors.EVENT_WRITE and not conn.closed:
                         self._flush(conn)
+            self.scorer.step()
             self._process_completions()
             if self._reload_wanted:
                 self._reload_wanted = False
@@ -993,6 +983,7 @@ class Server:
                 return
             sock.setblocking(False)
             conn = _Conn(sock)
+            self._accepted += 1
             if len(self._conns) >= MAX_CONNECTIONS:
                 conn.wbuf += self._answer(None, False, code="overloaded", error="too many connections")
                 conn.closing = True
@@ -1040,6 +1031,13 @@ class Server:
     @staticmethod
     def _answer(rid: Any, ok: bool, **rest: Any) -> bytes:
         return _dumps(dict({"id": rid, "ok": ok}, **rest)) + b"\n"
+
+    @staticmethod
+    def _done(rid: Any, status: str) -> bytes:
+        """``_answer(rid, True, status=status)`` for the acknowledgement of every scored alert,
+        without building and encoding a dict each time (the id is a checked str or int)."""
+        return b'{"id":%s,"ok":true,"status":"%s"}\n' % (
+            str(rid).encode() if type(rid) is int else _dumps(rid), status.encode())
 
     def _on_request(self, conn: _Conn, line: bytes) -> None:
         try:
@@ -1091,7 +1089,7 @@ class Server:
             return
         self.counters.received += 1
         conn.pending += 1
-        self.scorer.q.put(WorkItem(alert, "socket", (conn, rid)))
+        self.scorer.q.append(WorkItem(alert, "socket", (conn, rid)))
 
     def _respond(self, conn: _Conn, data: bytes) -> None:
         if conn.closed:
@@ -1149,18 +1147,23 @@ class Server:
         self._conns.pop(id(conn), None)
         conn.sock.close()
 
+    _bp_state: Any = None
+    _accepted = 0
+
     def _backpressure(self) -> None:
         """Stop reading requests while the scorer is far behind; the clients wait (or spool)."""
-        full = self.scorer.q.qsize() >= self.cfg.high_water
+        full = len(self.scorer.q) >= self.cfg.high_water
+        state = (full, self._stopping, self._accepted)
+        if state == self._bp_state:   # runs every round: walk the connections only on a change
+            return
+        self._bp_state = state
         for conn in list(self._conns.values()):
             if not conn.eof and not conn.closing and not conn.closed:
                 self._set_reading(conn, not full and not self._stopping)
 
     # -- completions ------------------------------------------------------------------------------
     def _process_completions(self) -> None:
-        # Answers are gathered per connection and written with one send() each: every system
-        # call releases the GIL, and getting it back from a busy scorer thread can take a switch
-        # interval, so one send per answer would starve this thread under steady load.
+        # Answers are gathered per connection and written with one send() each.
         touched: Dict[int, _Conn] = {}
         while self._completions:
             batch = self._completions.popleft()
@@ -1171,7 +1174,7 @@ class Server:
                     if conn.closed:
                         continue
                     if it.status in ("scored", "duplicate", "kept"):
-                        conn.wbuf += self._answer(rid, True, status=it.status)
+                        conn.wbuf += self._done(rid, it.status)
                     else:
                         code = "not_ready" if it.status == "not_ready" else "internal"
                         conn.wbuf += self._answer(rid, False, code=code, error=it.error or it.status)
@@ -1225,7 +1228,7 @@ class Server:
                 continue
             self.counters.received += 1
             self._spool_inflight += 1
-            self.scorer.q.put(WorkItem(alert, "spool", p))
+            self.scorer.q.append(WorkItem(alert, "spool", p))
         if self.catching_up and self._spool_inflight == 0:
             self._next["spool"] = 0.0
 
@@ -1256,7 +1259,7 @@ class Server:
                 continue
             self.counters.received += 1
             self._follow_inflight += 1
-            self.scorer.q.put(WorkItem(alert, "follow", slot))
+            self.scorer.q.append(WorkItem(alert, "follow", slot))
         if len(lines) >= min(room, 2048):
             self._next["follow"] = 0.0  # more is waiting: read again at once
         self._advance_follow()
@@ -1330,7 +1333,7 @@ class Server:
             "counters": dict(c.__dict__),
             "flood": {"window_s": self.cfg.flood_window, "open": len(self.scorer.flood),
                       "suppressed": self.scorer.flood.suppressed, "summaries": self.scorer.flood.summaries},
-            "queue_depth": self.scorer.q.qsize(), "spool": sp, "connections": len(self._conns),
+            "queue_depth": len(self.scorer.q), "spool": sp, "connections": len(self._conns),
             "dedupe_window": {"size": len(self.scorer.handled), "max": self.cfg.dedupe_window},
             "engine_caches": {"max_entries": self.scorer.caches.entries, "cleared": self.scorer.caches.cleared,
                               "gc_collections": self.scorer.collections},
@@ -1364,18 +1367,17 @@ class Server:
             self._set_reading(conn, False)   # partial requests were not accepted: clients spool them
         deadline = time.monotonic() + self.cfg.shutdown_timeout
         while time.monotonic() < deadline:
+            self.scorer.step()
             self._process_completions()
-            if self.scorer.q.qsize() == 0 and not self.scorer.busy and not self._completions \
-                    and self._pending_work() == 0:
+            if not self.scorer.q and not self._completions and self._pending_work() == 0:
                 break
-            for key, mask in self._sel.select(timeout=0.05):
+            for key, mask in self._sel.select(timeout=0 if self.scorer.q else 0.05):
                 kind, conn = key.data
                 if kind == "wake":
                     self._drain_wake()
                 elif kind == "conn" and mask & selectors.EVENT_WRITE:
                     self._flush(conn)
-        self.scorer.stop()
-        self.scorer.join(timeout=max(1.0, deadline - time.monotonic()))
+        self.scorer.finish()
         self._process_completions()
         flush_until = time.monotonic() + 2.0
         while time.monotonic() < flush_until and any(c.wbuf for c in self._conns.values()):
@@ -1436,7 +1438,8 @@ def add_arguments(p: argparse.ArgumentParser, verbose: bool = True) -> None:
                    help="with --follow-indexer: seconds between polls once caught up (default 5)")
     p.add_argument("--flood-window", type=float, default=DEFAULT_WINDOW,
                    help="seconds during which look-alike anomalies are aggregated (0: off; default 60)")
-    p.add_argument("--max-batch", type=int, default=256, help="most alerts scored together (default 256)")
+    p.add_argument("--max-batch", type=int, default=64,
+                   help="most alerts scored together (default 64: answers go out after each batch)")
     p.add_argument("--cache-entries", type=int, default=CACHE_ENTRIES,
                    help="entries per engine memo cache (the detectors' drop their oldest quarter when full, the "
                         f"feature functions' are cleared when over): bounds memory (default {CACHE_ENTRIES}; larger trades memory for fewer "

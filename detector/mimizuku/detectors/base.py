@@ -130,12 +130,16 @@ class Detector(BaseEstimator):
     def raw_scores(self, keys: Sequence[Key]) -> np.ndarray:
         """Raw scores of keys, computed once per distinct key (memoised)."""
         cache = self.__dict__.setdefault("_cache", {})
-        missing = list(dict.fromkeys(k for k in keys if k not in cache))
+        got = [cache.get(k) for k in keys]
+        missing = list(dict.fromkeys(k for k, v in zip(keys, got) if v is None))
         if missing:
-            make_room(cache, self._CACHE_MAX, len(missing))
-            for k, v in zip(missing, self._raw(missing)):
-                cache[k] = float(v)
-        return np.fromiter((cache[k] for k in keys), dtype=float, count=len(keys))
+            fresh = {k: float(v) for k, v in zip(missing, self._raw(missing))}
+            # make room only now, and answer from what was read before: the oldest quarter it
+            # drops may hold keys of this very batch
+            make_room(cache, self._CACHE_MAX, len(fresh))
+            cache.update(fresh)
+            got = [fresh[k] if v is None else v for k, v in zip(keys, got)]
+        return np.fromiter(got, dtype=float, count=len(keys))
 
     def calibrate(self, raw) -> np.ndarray:
         return self.calibrator_.transform(raw)

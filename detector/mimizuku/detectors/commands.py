@@ -4,6 +4,15 @@ Local Outlier Factor over the tokens of audited commands (rule 80792, ``data.aud
 sudo commands (rule 5402, ``data.command``), the user, the user it ran as, and the agent —
 plus user×program and agent×program tokens. Shell constructs (``>&``, pipes, ``/dev/tcp``)
 are tokens of their own, because they are what reverse shells are made of.
+
+The same new command on several agents within an hour is a roll-out (``mimizuku.fleet``): the
+raw score of the k-th other agent's is divided by ``1 + k``.
+
+A command run by a routine change channel (``mimizuku.lineage``: a descendant of the package
+manager or of the fleet's configuration management; the tool itself is judged as any command)
+runs what the channel decided: ``update-initramfs`` during a kernel upgrade, ``useradd`` when a
+playbook onboards an admin. Its program and words are then not evidence, nor is the account it
+became; how it runs — shell constructs, URLs — still is.
 """
 from __future__ import annotations
 
@@ -11,11 +20,13 @@ from typing import Any, Dict, List, Optional
 
 from .. import fields
 from ..features import account_class, command_shape, command_tokens
+from ..fleet import WaveJudged
+from ..lineage import ChannelJudged
 from .base import Key
 from .lof import LOFDetector
 
 
-class CommandDetector(LOFDetector):
+class CommandDetector(WaveJudged, ChannelJudged, LOFDetector):
     """LOF over audited and sudo commands."""
 
     name = "commands"
@@ -44,13 +55,24 @@ class CommandDetector(LOFDetector):
 
     def key(self, alert: Dict[str, Any]) -> Key:
         cmd = fields.command_line(alert) or ""
-        return (
+        return self.with_wave((
             fields.agent_name(alert) or "",
             command_tokens(cmd),
             fields.command_user(alert) or "",
             fields.command_run_as(alert) or "",
             self.user_kind(alert),
-        )
+            self.channel_of(alert),
+        ), alert)
+
+    _WAVE_AT = 6
+
+    @staticmethod
+    def _signature(key: Key):
+        return key[1:6]  # the command without its agent (a wave goes through one channel, or none)
+
+    @staticmethod
+    def _channel(key: Key) -> str:
+        return key[5] if len(key) > 5 else ""
 
     @staticmethod
     def user_kind(alert: Dict[str, Any]) -> str:
@@ -61,7 +83,7 @@ class CommandDetector(LOFDetector):
 
     def peer_group(self, key: Key):
         agent, user = key[0], key[2]
-        if not user:
+        if not user or self._channel(key):
             return None
         return (agent, key[4] if len(key) > 4 else ""), user
 
@@ -88,6 +110,9 @@ class CommandDetector(LOFDetector):
 
     def scopes(self, key: Key):
         agent, toks, user, run_as = key[:4]
+        if self._channel(key):
+            # a routine change channel decides what it runs: only how it runs is evidence
+            return [("agent", agent, [t for t in toks if t.startswith(_HOW)])]
         out = [("agent", agent, list(toks) + ([f"user:{user}"] if user else []))]
         if user:
             out.append(("user", user, list(toks)))
@@ -97,7 +122,13 @@ class CommandDetector(LOFDetector):
         agent, toks, user, run_as = key[:4]
         shape = self.examples_.get(key, "?")
         by = f" by {user}" if user else ""
-        return f"`{shape}`{by} on {agent}"
+        channel = self._channel(key)
+        through = f" through {channel}" if channel else ""
+        return f"`{shape}`{by}{through} on {agent}"
+
+
+#: tokens that say how a command runs rather than what it runs (see ``features.command_tokens``)
+_HOW = ("meta:", "url:")
 
 
 #: The name the original library used.

@@ -13,6 +13,13 @@ clustering each block on its own (hour, rate) points is exactly DBSCAN on the wh
 fraction of the cost. DBSCAN has no ``predict``: a new alert's raw score is its distance to the
 nearest core sample beyond ``eps`` (0 for core and border points: they belong to a cluster),
 searched across blocks in order of block distance.
+
+A new situation that appears on several agents at once is a roll-out, not an intrusion
+(``mimizuku.fleet``): when an alert's block was never seen in training (or its rule never fired
+on its agent at that hour), it is the only alert of
+its rule on its agent within the rate window (not a burst: a scan of several hosts is no
+roll-out), and the same block (but for the agent) appeared as new on ``k`` other agents within
+the last hour, its raw score is divided by ``1 + k``. The first host of a wave is judged in full.
 """
 from __future__ import annotations
 
@@ -26,6 +33,7 @@ from sklearn.cluster import DBSCAN
 
 from .. import fields
 from ..calibration import TailCalibrator
+from ..fleet import FleetWave
 from .base import Detector, Key, make_room
 
 # feature weights: categorical ones must exceed eps / sqrt(2) so blocks never touch
@@ -118,9 +126,11 @@ class ContextDetector(Detector):
     """DBSCAN over the context of every alert; score = distance to the nearest core sample."""
 
     name = "context"
+    #: trailing window of fleet waves (s); a class default so models pickled before it still load
+    wave_window = 3600
 
     def __init__(self, eps=0.5, min_samples=5, contamination=0.001, rate_window=60,
-                 hour_weight=0.35, rate_weight=0.5, ignore_users=()):
+                 hour_weight=0.35, rate_weight=0.5, ignore_users=(), wave_window=3600):
         self.eps = eps
         self.min_samples = min_samples
         self.contamination = contamination
@@ -128,6 +138,7 @@ class ContextDetector(Detector):
         self.hour_weight = hour_weight
         self.rate_weight = rate_weight
         self.ignore_users = ignore_users
+        self.wave_window = wave_window
 
     def applies(self, alert: Dict[str, Any]) -> bool:
         return fields.rule_id(alert) is not None
@@ -142,6 +153,7 @@ class ContextDetector(Detector):
 
     def start_stream(self) -> None:
         self._rates = RateTracker(self.rate_window)
+        self._wave = FleetWave(self.wave_window)
 
     # -- the point of an alert -------------------------------------------------------------------
     def key(self, alert: Dict[str, Any]) -> Key:
@@ -164,9 +176,20 @@ class ContextDetector(Detector):
         count = rates.observe((agent, rid), t)
         src = fields.src_ip(alert)
         src_count = rates.observe(("src", agent, src), t) if src else 0
+        # a single alert of a block never seen in training: on how many other agents it just
+        # appeared (fleet wave). A burst is never part of a wave: scans and floods hitting
+        # several hosts are what bursts are, a roll-out is one change per host
+        known = self.__dict__.get("block_index_")
+        wave = 0
+        if known is not None and t is not None and count == 1 and (
+                block not in known or not self.block_hours_.get((agent, rid), 0) >> hour & 1):
+            tracker = self.__dict__.get("_wave")
+            if tracker is None:  # stream state handed over without it (a hot reload keeps _rates)
+                tracker = self._wave = FleetWave(self.wave_window)
+            wave = tracker.spread(block[:3] + block[4:], agent, t)
         # situation (block, hour, rule-rate bin, source-rate bin) + the exact counts for reasons
         return (block, -1 if hour is None else hour, rate_bin(count),
-                rate_bin(src_count) if src_count else -1, count, src_count, src)
+                rate_bin(src_count) if src_count else -1, count, src_count, src, wave)
 
     # the exact count rides along in the key for reasons but must not split situations
     @staticmethod
@@ -363,7 +386,11 @@ class ContextDetector(Detector):
 
     # -- scoring -------------------------------------------------------------------------------
     def raw_scores(self, keys):
-        return super().raw_scores([self._situation(k) for k in keys])
+        raw = super().raw_scores([self._situation(k) for k in keys])
+        waves = np.fromiter((k[7] if len(k) > 7 else 0 for k in keys), dtype=float, count=len(keys))
+        if waves.any():  # a fleet wave: the k-th other agent's share (see the module docstring)
+            raw = raw / (1.0 + waves)
+        return raw
 
     def _block_rows(self, blocks) -> Tuple[np.ndarray, np.ndarray]:
         """Query blocks as rows over the core blocks' features (+ the squared norm of the rest)."""
@@ -457,6 +484,11 @@ class ContextDetector(Detector):
         if usual is not None and count > max(2 * usual, usual + 2):
             reasons.insert(0, f"{self._rule_name(rid, alert)} fired {count}× within {self.rate_window} s "
                               f"on {agent!r} (training maximum {usual})")
+        wave = key[7] if len(key) > 7 else 0
+        if wave:
+            reasons.insert(0, f"the same new situation appeared on {wave} other agent(s) within "
+                              f"{self.wave_window} s (a fleet-wide change: score "
+                              f"divided by {wave + 1})")
         src_count = key[5] if len(key) > 5 else 0
         usual_src = self.max_src_.get((agent, rid), 0)
         if src_count and src_count > max(2 * usual_src, usual_src + 2):
@@ -512,7 +544,7 @@ class ContextDetector(Detector):
 
     def __getstate__(self):
         state = super().__getstate__()
-        for k in ("_rates", "_max_rate", "_max_src", "_nn_cache", "_why_cache"):
+        for k in ("_rates", "_wave", "_max_rate", "_max_src", "_nn_cache", "_why_cache"):
             state.pop(k, None)
         return state
 

@@ -5,9 +5,16 @@ user who made the change (whodata effective user, else the owner after), the pro
 agent — plus agent×directory and user×directory tokens, so "www-data writing under /etc" or
 "a web server changing /root/.ssh" stand apart even when each value alone is common.
 
+The same new change on several agents within an hour is a roll-out (``mimizuku.fleet``): the
+raw score of the k-th other agent's is divided by ``1 + k``.
+
 Novelty (see ``lof``) is judged per agent and per user; a user's first change of a kind their
 peers (same agent, same account class) make is weak evidence. For changes made by a package
 manager, the files' names are today's packages, so only where in the tree it writes counts.
+The same holds for any change that came through a routine change channel (``mimizuku.lineage``:
+the package manager's tree, the fleet's configuration management): the channel decides what is
+changed, so its files' names, the tool it used and the account it became are not evidence — only
+where in the tree it writes, and how (added, modified, deleted).
 """
 from __future__ import annotations
 
@@ -16,6 +23,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .. import fields
 from ..features import account_class, path_shape, path_tokens
+from ..fleet import WaveJudged
+from ..lineage import BY_SCAN, PACKAGE_TOOLS, ChannelJudged, in_package_tree
 from .base import Key
 from .lof import LOFDetector
 
@@ -33,8 +42,7 @@ def path_matches(path: str, patterns: Sequence[str]) -> Optional[str]:
 
 
 #: programs that install and upgrade packages (who-data process basenames)
-PACKAGE_MANAGERS = frozenset({"dpkg", "rpm", "rpmkeys", "apt", "apt-get", "aptitude", "yum", "dnf",
-                              "microdnf", "zypper", "apk", "pacman", "snapd", "flatpak"})
+PACKAGE_MANAGERS = PACKAGE_TOOLS
 
 
 def is_package_manager(process: Optional[str]) -> bool:
@@ -42,7 +50,7 @@ def is_package_manager(process: Optional[str]) -> bool:
     return bool(process) and process.rsplit("/", 1)[-1] in PACKAGE_MANAGERS
 
 
-class FileIntegrityDetector(LOFDetector):
+class FileIntegrityDetector(WaveJudged, ChannelJudged, LOFDetector):
     """LOF over file-integrity changes (rules 550/553/554, any alert with ``syscheck.path``)."""
 
     name = "files"
@@ -71,14 +79,31 @@ class FileIntegrityDetector(LOFDetector):
 
     def key(self, alert: Dict[str, Any]) -> Key:
         path = fields.file_path(alert) or ""
-        return (
+        return self.with_wave((
             fields.agent_name(alert) or "",
             path_tokens(path),
             fields.file_event(alert) or "",
             fields.file_user(alert) or "",
             fields.file_process(alert) or "",
             self.user_kind(alert),
-        )
+            self.channel_of(alert),
+        ), alert)
+
+    _WAVE_AT = 7
+
+    def training_key(self, key: Key) -> Key:
+        # a channel laid to a scan-time change by a day-long look-back depends on the stream read
+        # so far, as the wave does: training counts the change as made by nobody in particular
+        key = super().training_key(key)
+        return key[:6] + ("",) + key[7:] if key[6].endswith(BY_SCAN) else key
+
+    @staticmethod
+    def _signature(key: Key):
+        return key[1:7]  # the change without its agent (a wave goes through one channel, or none)
+
+    @staticmethod
+    def _channel(key: Key) -> str:
+        return key[6] if len(key) > 6 else ""
 
     @staticmethod
     def user_kind(alert: Dict[str, Any]) -> str:
@@ -87,7 +112,7 @@ class FileIntegrityDetector(LOFDetector):
 
     def peer_group(self, key: Key):
         agent, user = key[0], key[3]
-        if not user:
+        if not user or self._channel(key):
             return None
         return (agent, key[5] if len(key) > 5 else ""), user
 
@@ -115,6 +140,11 @@ class FileIntegrityDetector(LOFDetector):
 
     def scopes(self, key: Key):
         agent, toks, event, user, proc = key[:5]
+        channel = self._channel(key)
+        if channel:
+            # a routine change channel (package upgrade, configuration management) decides what
+            # it changes, with which tool, as whom: only where in the tree and how are evidence
+            return [("agent", agent, self._channel_where(channel, toks) + [f"event:{event}"])]
         if is_package_manager(proc):
             # what a package manager writes is named after today's packages: only where in the
             # tree it writes (and who, and how) is evidence, not the files' names
@@ -130,12 +160,35 @@ class FileIntegrityDetector(LOFDetector):
             out.append(("user", user, self._dirs(toks) + kinds + ([f"process:{proc}"] if proc else [])))
         return out
 
+    def _channel_where(self, channel: str, toks: Tuple[str, ...]) -> List[str]:
+        """Where a channel's change is, as evidence: nothing inside the trees only packages write
+        to when a package run made it; else the directories that are news both for this agent
+        and for the whole fleet (``channel_where_``: a playbook writing under /etc on a host
+        where /etc never changed is doing what changes /etc on the other hosts; a playbook
+        writing under /root/.ssh where nothing in the fleet ever changed is news)."""
+        dirs = self._dirs(toks)
+        if channel.startswith("package:") and dirs and in_package_tree(dirs[0][4:] + "/"):
+            return []
+        where = self.__dict__.get("channel_where_", ())
+        return [d for d in dirs if d not in where]
+
+    def _fit_keys(self, keys, weights):
+        # the directories that change anywhere in the fleet, before the token counts that use it
+        self.channel_where_ = frozenset(d for k in keys for d in self._dirs(k[1]))
+        return super()._fit_keys(keys, weights)
+
     def describe(self, key: Key) -> str:
         agent, toks, event, user, proc = key[:5]
         shape = self.examples_.get(key, "?")
         by = f" by {user}" if user else ""
         via = f" via {proc}" if proc else ""
-        return f"{shape} {event}{by}{via} on {agent}"
+        channel = self._channel(key)
+        through = ""
+        if channel:
+            through = (f" after a {channel[:-len(BY_SCAN)]} run (found by a scan)" if channel.endswith(BY_SCAN)
+                       else f" through {channel}")
+        return f"{shape} {event}{by}{via}{through} on {agent}"
+
 
 
 #: The name the original library used.
