@@ -103,3 +103,23 @@ def test_lof_distances_of_sparse_queries_are_the_exact_ones():
     dist, ind = det._kneighbors(det._vectorizer().sparse_rows([det.groups(k) for k in keys]), det.k_)
     assert np.array_equal(dist, truth.astype(np.float32).astype(np.float64))
     assert (dist[:, 0] == 0).all()
+
+
+def test_sparse_neighbour_search_in_bounded_chunks_gives_the_same_answer():
+    """A fit scores thousands of situations at once; chunks bounded by the reference entries
+    they touch keep its memory flat, and must not change a distance or a neighbour."""
+    import numpy as np
+
+    import alert_factory as F
+    from mimizuku.detectors.commands import CommandDetector
+
+    det = CommandDetector().fit(F.normal_fleet(days=2, seed=4))
+    keys = list(det.ref_keys_) + [det.key(a) for kind in F.attacks().values() for a in kind if det.applies(a)]
+    X = det._vectorizer().sparse_rows([det.groups(k) for k in keys])
+    whole = det._kneighbors(X, det.k_)
+    det.CHUNK_ENTRIES = 300
+    chunks = det._chunks(X)
+    assert len(chunks) > 3 and chunks[0][0] == 0 and chunks[-1][1] == X.n
+    assert all(a[1] == b[0] for a, b in zip(chunks, chunks[1:]))
+    small = det._kneighbors(X, det.k_)
+    assert np.array_equal(whole[0], small[0]) and np.array_equal(whole[1], small[1])
