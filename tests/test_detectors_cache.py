@@ -1,5 +1,5 @@
 """Memo caches of the detectors: bounded, and a full one loses its oldest quarter, not everything."""
-from mimizuku.detectors.base import make_room
+from mimizuku.bounded import make_room
 
 
 def test_make_room_drops_the_oldest_quarter_and_keeps_the_rest():

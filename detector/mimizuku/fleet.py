@@ -24,6 +24,7 @@ from typing import Any, Dict, Hashable, List, Optional
 import numpy as np
 
 from . import fields
+from .bounded import make_room
 
 
 class FleetWave:
@@ -43,9 +44,7 @@ class FleetWave:
         seen = self._seen
         agents = seen.get(signature)
         if agents is None:
-            if len(seen) >= self.max_signatures:
-                for k in list(seen)[: max(1, len(seen) // 4)]:  # oldest quarter (insertion order)
-                    del seen[k]
+            make_room(seen, self.max_signatures)
             seen[signature] = {agent: t}
             return 0
         lo = t - self.window
@@ -62,6 +61,17 @@ class FleetWave:
         self._seen = {}
 
 
+def shared_along_waves(raw: np.ndarray, waves: List[int]) -> np.ndarray:
+    """Raw scores divided by ``1 + wave``: the k-th other agent of a wave counts 1/(k+1)."""
+    w = np.fromiter(waves, dtype=float, count=len(waves))
+    return raw / (1.0 + w) if w.any() else raw
+
+
+def wave_reason(wave: int, window: float) -> str:
+    return (f"the same new situation appeared on {wave} other agent(s) within {window} s "
+            f"(a fleet-wide change: score divided by {wave + 1})")
+
+
 class WaveJudged:
     """Mixin for the LOF detectors: a new situation's raw score shared along its fleet wave.
 
@@ -73,10 +83,12 @@ class WaveJudged:
     """
 
     wave_window = 3600
-    _WAVE_AT = -1  # where the wave sits in the key (subclasses: a fixed index)
+    _WAVE_AT = -1  # where the wave sits in the key (subclasses: a fixed index, after the channel)
 
-    def _signature(self, key) -> Hashable:  # pragma: no cover - defined by the detector
-        raise NotImplementedError
+    def _signature(self, key) -> Hashable:
+        """The situation without its agent (first) and its wave (a wave goes through one
+        channel, or none: the channel is part of it)."""
+        return key[1:self._WAVE_AT]
 
     def with_wave(self, key, alert: Dict[str, Any]):
         """``key`` with its fleet wave appended (0 while fitting or when nothing in it is new)."""
@@ -91,9 +103,7 @@ class WaveJudged:
             scope = self.scopes(key)[0]
             seen = counts.get((scope[0], scope[1]))
             known = seen is not None and all(t in seen for t in scope[2])
-            if len(memo) >= self._CACHE_MAX:  # bounded: the oldest quarter goes
-                for k in list(memo)[: len(memo) // 4 + 1]:
-                    del memo[k]
+            make_room(memo, self._CACHE_MAX)
             memo[key] = known
         if known:
             return key + (0,)
@@ -128,18 +138,13 @@ class WaveJudged:
         self._wave = FleetWave(self.wave_window)
 
     def raw_scores(self, keys):
-        raw = super().raw_scores(keys)
-        waves = np.fromiter((self._wave_of(k) for k in keys), dtype=float, count=len(keys))
-        if waves.any():
-            raw = raw / (1.0 + waves)
-        return raw
+        return shared_along_waves(super().raw_scores(keys), [self._wave_of(k) for k in keys])
 
     def explain(self, key, alert: Dict[str, Any]) -> List[str]:
         reasons = super().explain(key, alert)
         wave = self._wave_of(key)
         if wave:
-            reasons.insert(0, f"the same new situation appeared on {wave} other agent(s) within "
-                              f"{self.wave_window} s (a fleet-wide change: score divided by {wave + 1})")
+            reasons.insert(0, wave_reason(wave, self.wave_window))
         return reasons
 
     def __getstate__(self):

@@ -46,6 +46,7 @@ from collections import Counter
 from typing import Any, Dict, FrozenSet, Iterable, Optional, Sequence, Tuple
 
 from . import fields
+from .bounded import make_room
 
 #: programs that install and upgrade packages (command or who-data process basenames)
 PACKAGE_TOOLS = frozenset({
@@ -307,9 +308,8 @@ def _put(d: Dict[Any, Any], key: Any, value: Any, cap: int) -> None:
     """Insert as newest; a full map drops its oldest quarter (dicts keep insertion order)."""
     if key in d:
         del d[key]
-    elif len(d) >= cap:
-        for k in list(d)[: max(1, len(d) // 4)]:
-            del d[k]
+    else:
+        make_room(d, cap)
     d[key] = value
 
 
@@ -320,14 +320,15 @@ class ChannelJudged:
     content included (the new user's name, the new kernel's files). For a change a routine channel
     made, content is the channel's decision, not evidence: its raw score is the novelty term
     alone, over the tokens its ``scopes`` keep (how and where). Subclasses say where the channel
-    sits in their key (``_channel``) and give the detector a ``lineage`` (set by the model).
+    sits in their key (``_CHANNEL_AT``) and give the detector a ``lineage`` (set by the model).
     """
 
     lineage: Optional[ProcessLineage]
+    _CHANNEL_AT = -1  # where the channel sits in the key (subclasses: a fixed index)
 
-    @staticmethod
-    def _channel(key) -> str:  # pragma: no cover - defined by the detector
-        raise NotImplementedError
+    def _channel(self, key) -> str:
+        at = self._CHANNEL_AT
+        return key[at] if len(key) > at else ""
 
     def channel_of(self, alert: Dict[str, Any]) -> str:
         """The routine change channel of the alert ("" without a lineage tracker)."""

@@ -149,7 +149,7 @@ class ServeConfig:
     socket_group: Optional[str] = "wazuh"
     shutdown_timeout: float = 60.0
     event_retry_interval: float = 5.0
-    #: entries per engine memo cache (a full one is cleared): what bounds the daemon's memory
+    #: entries per engine memo cache (see EngineCaches): what bounds the daemon's memory
     cache_entries: int = CACHE_ENTRIES
     #: event sink: "queue" (analysisd's socket, on the manager) or "api" (POST /events, off-box)
     sink: str = "queue"
@@ -306,7 +306,7 @@ class EngineCaches:
     each). All are bounded, but so large that distinct keys took millions of alerts to fill them:
     measured over 1,000,000 alerts, the resident size still grew by 47 MiB between 500k and 1M, all
     of it in those caches (docs/serve.md). Here the detectors take ``entries`` as their cap (a
-    full cache drops its oldest quarter: ``detectors.base.make_room``) and every lru cache of the package that holds more than
+    full cache drops its oldest quarter: ``mimizuku.bounded.make_room``) and every lru cache of the package that holds more than
     ``entries`` is cleared (``cache_clear()``) between two batches. Frequent keys come back at
     once; what a small cap costs is recomputing the rare ones.
     """
@@ -384,7 +384,7 @@ class Counters:
     bad_requests: int = 0
 
 
-# --- the scorer thread -------------------------------------------------------------------------
+# --- the scorer ----------------------------------------------------------------------------------
 
 class Scorer:
     """Owns the model, flood control, the event sink and the handled-id journal.
@@ -843,10 +843,8 @@ class Server:
             kw = {"ignore_users": list(self.cfg.options.ignore_users)} if self.cfg.options.ignore_users else {}
             model = Mimizuku.load_model(path, **kw)
             _single_threaded_math()
-            for det in getattr(model, "detectors_", {}).values():
-                prepare = getattr(det, "prepare", None)
-                if prepare is not None:
-                    prepare()   # here, not in the first batch after the swap
+            for det in model.detectors_.values():
+                det.prepare()   # here, not in the first batch after the swap
         except Exception as e:
             kind = type(e).__name__
             self._failed_fp = fp

@@ -12,28 +12,16 @@ more anomalous; ``score_samples`` gives calibrated scores in [0, 1]; ``threshold
 from __future__ import annotations
 
 from collections import Counter
-from itertools import islice
 from typing import Any, Dict, Hashable, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 from sklearn.base import BaseEstimator
 
+from ..bounded import make_room  # noqa: F401  (the detectors' memo caches; imported from here)
 from ..calibration import TailCalibrator
 
 Key = Tuple[Hashable, ...]
 
-
-
-def make_room(cache: Dict[Any, Any], cap: int, incoming: int = 1) -> None:
-    """Keep a memo cache under ``cap`` by dropping its oldest quarter (dicts keep insertion order).
-
-    Clearing a full cache at once makes the next batches recompute every frequent key together:
-    a latency spike in the resident scorer. Dropping a quarter spreads that cost.
-    """
-    if len(cache) + incoming > cap:
-        drop = max(len(cache) // 4, len(cache) + incoming - cap)
-        for k in list(islice(cache, drop)):
-            del cache[k]
 
 class NotEnoughData(ValueError):
     """The detector saw too few alerts of its kind to learn what is normal."""
@@ -140,6 +128,10 @@ class Detector(BaseEstimator):
             cache.update(fresh)
             got = [fresh[k] if v is None else v for k, v in zip(keys, got)]
         return np.fromiter(got, dtype=float, count=len(keys))
+
+    def prepare(self) -> None:
+        """Build what scoring needs before the first alert, rather than in it (the resident
+        scorer calls this while loading a model). Nothing by default."""
 
     def calibrate(self, raw) -> np.ndarray:
         return self.calibrator_.transform(raw)

@@ -64,15 +64,7 @@ class CommandDetector(WaveJudged, ChannelJudged, LOFDetector):
             self.channel_of(alert),
         ), alert)
 
-    _WAVE_AT = 6
-
-    @staticmethod
-    def _signature(key: Key):
-        return key[1:6]  # the command without its agent (a wave goes through one channel, or none)
-
-    @staticmethod
-    def _channel(key: Key) -> str:
-        return key[5] if len(key) > 5 else ""
+    _CHANNEL_AT, _WAVE_AT = 5, 6
 
     @staticmethod
     def user_kind(alert: Dict[str, Any]) -> str:

@@ -33,7 +33,7 @@ from sklearn.cluster import DBSCAN
 
 from .. import fields
 from ..calibration import TailCalibrator
-from ..fleet import FleetWave
+from ..fleet import FleetWave, shared_along_waves, wave_reason
 from .base import Detector, Key, make_room
 
 # feature weights: categorical ones must exceed eps / sqrt(2) so blocks never touch
@@ -386,11 +386,9 @@ class ContextDetector(Detector):
 
     # -- scoring -------------------------------------------------------------------------------
     def raw_scores(self, keys):
-        raw = super().raw_scores([self._situation(k) for k in keys])
-        waves = np.fromiter((k[7] if len(k) > 7 else 0 for k in keys), dtype=float, count=len(keys))
-        if waves.any():  # a fleet wave: the k-th other agent's share (see the module docstring)
-            raw = raw / (1.0 + waves)
-        return raw
+        # a fleet wave: the k-th other agent's share (see the module docstring)
+        return shared_along_waves(super().raw_scores([self._situation(k) for k in keys]),
+                                  [k[7] if len(k) > 7 else 0 for k in keys])
 
     def _block_rows(self, blocks) -> Tuple[np.ndarray, np.ndarray]:
         """Query blocks as rows over the core blocks' features (+ the squared norm of the rest)."""
@@ -486,9 +484,7 @@ class ContextDetector(Detector):
                               f"on {agent!r} (training maximum {usual})")
         wave = key[7] if len(key) > 7 else 0
         if wave:
-            reasons.insert(0, f"the same new situation appeared on {wave} other agent(s) within "
-                              f"{self.wave_window} s (a fleet-wide change: score "
-                              f"divided by {wave + 1})")
+            reasons.insert(0, wave_reason(wave, self.wave_window))
         src_count = key[5] if len(key) > 5 else 0
         usual_src = self.max_src_.get((agent, rid), 0)
         if src_count and src_count > max(2 * usual_src, usual_src + 2):

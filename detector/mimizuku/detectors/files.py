@@ -89,21 +89,14 @@ class FileIntegrityDetector(WaveJudged, ChannelJudged, LOFDetector):
             self.channel_of(alert),
         ), alert)
 
-    _WAVE_AT = 7
+    _CHANNEL_AT, _WAVE_AT = 6, 7
 
     def training_key(self, key: Key) -> Key:
         # a channel laid to a scan-time change by a day-long look-back depends on the stream read
         # so far, as the wave does: training counts the change as made by nobody in particular
         key = super().training_key(key)
-        return key[:6] + ("",) + key[7:] if key[6].endswith(BY_SCAN) else key
-
-    @staticmethod
-    def _signature(key: Key):
-        return key[1:7]  # the change without its agent (a wave goes through one channel, or none)
-
-    @staticmethod
-    def _channel(key: Key) -> str:
-        return key[6] if len(key) > 6 else ""
+        at = self._CHANNEL_AT
+        return key[:at] + ("",) + key[at + 1:] if key[at].endswith(BY_SCAN) else key
 
     @staticmethod
     def user_kind(alert: Dict[str, Any]) -> str:

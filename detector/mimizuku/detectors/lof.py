@@ -104,10 +104,6 @@ class SparseRows(NamedTuple):
     col: np.ndarray
     value: np.ndarray
 
-    @property
-    def shape(self) -> Tuple[int, int]:
-        return (self.n, 0)
-
 
 class LOFDetector(Detector):
     """LOF novelty detector over keys; subclasses define the key and its feature groups."""
@@ -216,7 +212,6 @@ class LOFDetector(Detector):
         return np.log(np.maximum(lof, 1e-9))
 
     def prepare(self) -> None:
-        """Build what scoring needs before the first alert (the resident scorer calls this)."""
         self._ref_columns()
 
     def _ref_columns(self) -> sparse.csr_matrix:
@@ -244,16 +239,14 @@ class LOFDetector(Detector):
         qn = np.bincount(rows, weights=vals * vals, minlength=hi - lo)
         return qn, dots.reshape(hi - lo, n_ref)
 
-    #: rows per chunk of a k-neighbours search, and (sparse rows) most reference entries a chunk
-    #: may touch: a query column that most references use (``user=root``) touches all of them,
-    #: and a fit scores thousands of situations at once (1M alerts: 2.5 GiB without this bound)
+    #: rows per chunk of a k-neighbours search, and most reference entries a chunk may touch: a
+    #: query column that most references use (``user=root``) touches all of them, and a fit
+    #: scores thousands of situations at once (1M alerts: 2.5 GiB without this bound)
     CHUNK_ROWS = 512
     CHUNK_ENTRIES = 2_000_000
 
-    def _chunks(self, X) -> List[Tuple[int, int]]:
-        n = X.shape[0]
-        if not isinstance(X, SparseRows):
-            return [(s, min(n, s + self.CHUNK_ROWS)) for s in range(0, n, self.CHUNK_ROWS)]
+    def _chunks(self, X: SparseRows) -> List[Tuple[int, int]]:
+        n = X.n
         indptr = self._ref_columns().indptr
         per_row = np.bincount(X.row, weights=indptr[X.col + 1] - indptr[X.col], minlength=n)
         out, start, total = [], 0, 0.0
@@ -266,17 +259,11 @@ class LOFDetector(Detector):
             out.append((start, n))
         return out
 
-    def _kneighbors(self, X, k: int):
-        """k nearest references (distances ascending, indices) by brute force in chunks.
-
-        ``X``: dense rows (fitting) or :class:`SparseRows` (scoring)."""
+    def _kneighbors(self, X: SparseRows, k: int):
+        """k nearest references (distances ascending, indices) by brute force in chunks."""
         out_d, out_i = [], []
         for start, end in self._chunks(X):
-            if isinstance(X, SparseRows):
-                qn, dots = self._sparse_products(X, start, end)
-            else:
-                Q = X[start:end]
-                qn, dots = (Q.astype(np.float64) ** 2).sum(axis=1), Q @ self.ref_X_.T
+            qn, dots = self._sparse_products(X, start, end)
             d2 = self.ref_sqnorm_[None, :] + qn[:, None] - 2.0 * dots
             np.maximum(d2, 0.0, out=d2)
             idx = np.argpartition(d2, k - 1, axis=1)[:, :k] if k < d2.shape[1] else np.argsort(d2, axis=1)[:, :k]
