@@ -290,6 +290,9 @@ class SideScores:
     score_s: float = 0.0
     notes: List[str] = field(default_factory=list)
     peer_domain: Optional[np.ndarray] = None  # peer only: lines its rules target
+    #: ours only: lines that repeat an anomaly (``repeat_of``, mimizuku.repeats): at the threshold,
+    #: counted with the anomaly they repeat, not raised again
+    repeat: Optional[np.ndarray] = None
     correlated: Optional["SideScores"] = None  # ours only: the batch reading with mimizuku.correlate
 
     @property
@@ -297,10 +300,12 @@ class SideScores:
         return ~np.isnan(self.score)
 
 
-def _align(records, keys: List[Tuple[Any, ...]], n: int) -> Tuple[np.ndarray, np.ndarray]:
-    """Scores and flags per test line from records in input order (unscored lines stay NaN)."""
+def _align(records, keys: List[Tuple[Any, ...]], n: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Scores, flags and repeats per test line from records in input order (unscored lines stay
+    NaN)."""
     score = np.full(n, np.nan)
     flag = np.zeros(n, dtype=bool)
+    repeat = np.zeros(n, dtype=bool)
     j = 0
     for r in records:
         rk = (r["timestamp"], r["rule"]["id"], r["agent"]["name"])
@@ -311,8 +316,9 @@ def _align(records, keys: List[Tuple[Any, ...]], n: int) -> Tuple[np.ndarray, np
                                "records are out of input order")
         score[j] = r["score"]
         flag[j] = bool(r["anomaly"])
+        repeat[j] = bool(r.get("repeat_of"))
         j += 1
-    return score, flag
+    return score, flag, repeat
 
 
 def score_ours(ds: Dataset, workdir: Path) -> SideScores:
@@ -329,13 +335,13 @@ def score_ours(ds: Dataset, workdir: Path) -> SideScores:
     m = Mimizuku(contamination=CONTAMINATION, n_neighbors=N_NEIGHBORS).fit(str(ds.train_path))
     t1 = time.perf_counter()
     records = list(m.iter_records(str(ds.test_path)))
-    score, flag = _align(records, ds.labels.keys, ds.n_test)
+    score, flag, repeat = _align(records, ds.labels.keys, ds.n_test)
     t2 = time.perf_counter()
-    side = SideScores("ours", score, flag, fit_s=t1 - t0, score_s=t2 - t1)
+    side = SideScores("ours", score, flag, fit_s=t1 - t0, score_s=t2 - t1, repeat=repeat)
     related = correlate(records)
     t3 = time.perf_counter()
-    cs, cf = _align(related, ds.labels.keys, ds.n_test)
-    side.correlated = SideScores("ours+corr", cs, cf, fit_s=t1 - t0, score_s=t2 - t1 + t3 - t2)
+    cs, cf, cr = _align(related, ds.labels.keys, ds.n_test)
+    side.correlated = SideScores("ours+corr", cs, cf, fit_s=t1 - t0, score_s=t2 - t1 + t3 - t2, repeat=cr)
     skipped = getattr(m, "skipped_detectors_", {})
     if skipped:
         side.notes.append("detectors not trained: " + "; ".join(str(v) for v in skipped.values()))
@@ -390,6 +396,9 @@ class Metrics:
     tpr: Optional[float]
     fp_per_10k_outside: Optional[float] = None
     n_neg_outside: int = 0
+    #: the same two figures counting repeats as flagged (None for a side without repeats)
+    fp_per_10k_with_repeats: Optional[float] = None
+    tpr_with_repeats: Optional[float] = None
 
     @property
     def caught(self) -> int:
@@ -433,6 +442,11 @@ def compute(side: SideScores, labels: Labels, mask: Optional[np.ndarray] = None,
     m = Metrics(n=n, n_pos=n_pos, n_neg=n_neg, n_scored=int((~np.isnan(s)).sum()), auc=roc_auc(y, s),
                 episodes=episodes, flagged=int(f.sum()), fp=fp, tp=tp,
                 fp_per_10k=(1e4 * fp / n_neg) if n_neg else None, tpr=(tp / n_pos) if n_pos else None)
+    rep = side.repeat
+    if rep is not None:
+        fr = f | (rep[mask] if mask is not None else rep)
+        m.fp_per_10k_with_repeats = (1e4 * int((fr & ~y).sum()) / n_neg) if n_neg else None
+        m.tpr_with_repeats = (int((fr & y).sum()) / n_pos) if n_pos else None
     if windows:
         outside = ~y & ~win
         m.n_neg_outside = int(outside.sum())

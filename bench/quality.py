@@ -15,6 +15,9 @@ Figures per side: ROC-AUC of the score, attack episodes caught (an episode is ca
 least one of its alerts is flagged), false positives per 10,000 benign test alerts at the
 model's own threshold, TPR at that threshold, and for AIT the FP rate without the benign alerts
 inside labelled attack time windows (secondary: side effects of an attack the labels leave out).
+A burst of one situation is one anomaly per window (``mimizuku.repeats``): its other alerts keep
+their score but are not flagged again (``repeat_of``); the FP rate and TPR counting them as
+flagged are printed too ("with repeats").
 ``ours+corr`` is the same records read as a batch with ``mimizuku.correlate`` (``mimizuku score
 --correlate``): alerts tied to an anomaly by session, process, login, ssh hop or source burst
 rank just under it (they are not flagged on their own), which is what the ROC-AUC sees.
@@ -85,6 +88,10 @@ def _rows(title: str, mo: C.Metrics, mp: C.Metrics, windows: bool) -> List[str]:
             f"({mo.n_neg_outside:,} benign alerts outside the labelled attack windows)")
     row("TPR at threshold", _cell(f"{_f(mo.tpr, 3)} ({mo.tp:,}/{mo.n_pos:,})"),
         _cell(f"{_f(mp.tpr, 3)} ({mp.tp:,}/{mp.n_pos:,})"))
+    if mo.tpr_with_repeats is not None:
+        row("  secondary: repeats counted as flagged",
+            _cell(f"FP/10k {_f(mo.fp_per_10k_with_repeats, 1)}, TPR {_f(mo.tpr_with_repeats, 3)}"), _cell("(no repeats)"),
+            "(alerts at the threshold that repeat an anomaly: mimizuku.repeats)")
     row("alerts flagged", _cell(f"{mo.flagged:,}"), _cell(f"{mp.flagged:,}"))
     for name, m in (("ours", mo), ("peer", mp)):
         missed = m.missed
@@ -219,14 +226,16 @@ def main(argv=None) -> int:
             shutil.rmtree(work, ignore_errors=True)
 
     print("=== summary (whole test sets; peer's unscored alerts = -inf) ===")
-    print(f"  {'data set':<11}{'side':<11}{'ROC-AUC':<16}{'episodes':<16}{'FP/10k benign':<20}{'TPR':<8}")
+    print(f"  {'data set':<11}{'side':<11}{'ROC-AUC':<16}{'episodes':<16}{'FP/10k benign':<20}{'TPR':<8}"
+          f"{'with repeats: FP/10k, TPR':<26}")
     for name, side, m in summary:
         n_ep = len(m.episodes)
         print(f"  {name:<11}{side:<11}"
               f"{_cell(_f(m.auc), None if m.auc is None else m.auc >= C.TARGET_AUC, 16)}"
               f"{_cell(f'{m.caught}/{n_ep}', m.caught == n_ep if n_ep else None, 16)}"
               f"{_cell(_f(m.fp_per_10k, 1), None if m.fp_per_10k is None else m.fp_per_10k <= C.TARGET_FP_PER_10K, 20)}"
-              f"{_f(m.tpr, 3):<8}")
+              f"{_f(m.tpr, 3):<8}"
+              + (f"{_f(m.fp_per_10k_with_repeats, 1)}, {_f(m.tpr_with_repeats, 3)}" if m.tpr_with_repeats is not None else ""))
     print(f"total time {time.perf_counter() - t_start:.0f} s; machine at the end: {C.machine_line()}")
     return 0
 

@@ -123,3 +123,34 @@ def test_sparse_neighbour_search_in_bounded_chunks_gives_the_same_answer():
     assert all(a[1] == b[0] for a, b in zip(chunks, chunks[1:]))
     small = det._kneighbors(X, det.k_)
     assert np.array_equal(whole[0], small[0]) and np.array_equal(whole[1], small[1])
+
+
+def test_a_refit_in_place_answers_as_a_fresh_fit_not_from_the_old_memos():
+    """Memo caches (scores, nearest neighbours, reasons) and LOF's column copy of the references
+    belong to one fit: refitting the same object must not answer from the previous model."""
+    import datetime as dt
+
+    import alert_factory as F
+    from mimizuku.detectors import CommandDetector, ContextDetector, FileIntegrityDetector as FileDetector
+
+    a = F.normal_fleet(days=2, seed=1)
+    b = F.normal_fleet(days=3, seed=2)
+    t = F.BASE + dt.timedelta(days=6, hours=3)
+    b += [F.command(t + dt.timedelta(minutes=i), ["/usr/bin/nc", "-lvp", "4444"], user="deploy") for i in range(9)]
+    b += [F.fim(t + dt.timedelta(minutes=i), "/var/www/html/shell.php", event="added", user="www-data",
+                process="/usr/sbin/apache2") for i in range(9)]
+    probe = [F.command(t, ["/usr/bin/nc", "-lvp", "4444"], user="deploy"),
+             F.fim(t, "/var/www/html/shell.php", event="added", user="www-data", process="/usr/sbin/apache2"),
+             F.event(t, "5501", desc="PAM: Login session opened.", groups=["pam", "syslog"])]
+    for cls in (CommandDetector, FileDetector, ContextDetector):
+        det = cls()
+        mine = [x for x in probe if det.applies(x)]
+        det.fit(a)
+        before = det.score_samples(mine)
+        det.explain(det.key(mine[0]), mine[0])            # fills the reasons' memos too
+        det.fit(b)
+        fresh = cls().fit(b)
+        assert list(det.score_samples(mine)) == list(fresh.score_samples(mine)), cls.__name__
+        assert det.explain(det.key(mine[0]), mine[0]) == fresh.explain(fresh.key(mine[0]), mine[0])
+        if cls is not ContextDetector:
+            assert list(before) != list(fresh.score_samples(mine)), cls.__name__   # the probe can tell

@@ -49,3 +49,21 @@ def test_fields_tolerate_odd_types():
     assert fields.ip_class("8.8.8.8") == "public" and fields.ip_class("10.1.1.1") == "private"
     assert fields.ip_class("fe80::1%eth0") == "link-local" and fields.ip_class("nope") == "invalid"
     assert fields.ip_class(None) == "none"
+
+
+def test_url_credentials_are_neither_tokens_nor_quoted():
+    from mimizuku.features import command_shape, command_tokens, hide_url_credentials
+
+    secret = "glcbt-64_AbCdEf0123456789"
+    cmd = f"git remote set-url origin https://gitlab-ci-token:{secret}@gitlab.example.internal/group/project.git"
+    toks = command_tokens(cmd)
+    assert not any("glcbt" in t or "abcdef" in t.lower() or "gitlab-ci-token" in t for t in toks)
+    assert "w:*@gitlab.example.internal" in toks and "url:https" in toks
+    assert secret not in command_shape(cmd) and "https://*@gitlab.example.internal/group" in command_shape(cmd)
+    # two jobs with different tokens are the same command
+    other = cmd.replace(secret, "glcbt-64_ZyXwVu9876543210")
+    assert command_tokens(other) == toks
+    # an @ in a path is not a credential; text without a URL is left alone
+    assert hide_url_credentials("curl https://example.com/a@b") == "curl https://example.com/a@b"
+    assert hide_url_credentials("mail bob@example.com") == "mail bob@example.com"
+    assert hide_url_credentials("ssh://git@host:22/x") == "ssh://*@host:22/x"

@@ -44,6 +44,8 @@ _CMD_SPLIT_RE = re.compile(r"[\s/=:,;'\"]+")
 _SHELL_META_RE = re.compile(r"(>&|<&|&&|\|\||[|;<>`]|\$\(|/dev/tcp|/dev/udp|base64|\\x[0-9a-f]{2})", re.IGNORECASE)
 _ALNUM_RE = re.compile(r"[a-z0-9]", re.IGNORECASE)
 _URLISH_RE = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
+#: the user-information part of a URL (``https://gitlab-ci-token:glcbt-…@host``): a credential
+_URL_USERINFO_RE = re.compile(r"(?<=://)[^/\s@]+@")
 
 MAX_TOKENS = 64
 MAX_TEXT = 4096
@@ -74,8 +76,19 @@ def _random_to_star(m: "re.Match[str]") -> str:
     return "*" if looks_random(m.group(0)) else m.group(0)
 
 
+def hide_url_credentials(text: str) -> str:
+    """``scheme://user:password@host`` -> ``scheme://*@host``: a CI job token or a password in a
+    command line is neither evidence (it changes every job) nor something to repeat in reasons,
+    model files, SQL or syslog."""
+    if "://" in text and "@" in text:
+        return _URL_USERINFO_RE.sub("*@", text)
+    return text
+
+
 def strip_shapes(text: str) -> str:
-    """Reduce instances to their shape: random name components, home owners, package files."""
+    """Reduce instances to their shape: URL credentials, random name components, home owners,
+    package files."""
+    text = hide_url_credentials(text)
     text = _COMPONENT_RE.sub(_random_to_star, text)
     text = _LONG_RUN_RE.sub(_random_to_star, text)
     # the last three only where their literal part occurs: the package-file pattern backtracks
@@ -159,7 +172,8 @@ def command_tokens(command: str) -> Tuple[str, ...]:
 
 
 def command_shape(command: str, limit: int = 160) -> str:
-    s = " ".join(command.split())
+    """A command line as reasons quote it: one line, URL credentials hidden, at most ``limit``."""
+    s = " ".join(hide_url_credentials(command).split())
     return s if len(s) <= limit else s[: limit - 1] + "…"
 
 

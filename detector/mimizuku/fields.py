@@ -6,6 +6,7 @@ Every helper tolerates missing or oddly typed fields and returns ``None``/empty 
 """
 from __future__ import annotations
 
+import datetime
 import ipaddress
 from functools import lru_cache
 from typing import Any, Dict, List, Optional, Tuple
@@ -381,3 +382,29 @@ def key_fields(a: Dict[str, Any]) -> Dict[str, str]:
     if ids:
         out["pid"], out["ppid"] = ids
     return {k: v for k, v in out.items() if v is not None}
+
+
+# --- time -------------------------------------------------------------------------------------
+
+@lru_cache(maxsize=4096)
+def _day_epoch(date: str) -> Optional[int]:
+    try:
+        y, m, d = int(date[0:4]), int(date[5:7]), int(date[8:10])
+        # days since epoch (civil calendar), no timezone: only differences matter here
+        return (datetime.date(y, m, d) - datetime.date(1970, 1, 1)).days * 86400
+    except (ValueError, TypeError):
+        return None
+
+
+def seconds_and_hour(ts: Optional[str]) -> Tuple[Optional[int], Optional[int]]:
+    """Whole seconds (manager-local clock) and hour of day from a Wazuh timestamp, cheaply."""
+    if not ts or len(ts) < 19 or ts[10] not in "T " or ts[13] != ":" or ts[16] != ":":
+        return None, None
+    day = _day_epoch(ts[:10])
+    try:
+        h, mi, s = int(ts[11:13]), int(ts[14:16]), int(ts[17:19])
+    except ValueError:
+        return None, None
+    if day is None or not (0 <= h < 24):
+        return None, None
+    return day + h * 3600 + mi * 60 + s, h

@@ -108,9 +108,7 @@ class WaveJudged:
         if known:
             return key + (0,)
         agent = key[0]
-        from .detectors.context import seconds_and_hour
-
-        t = seconds_and_hour(fields.timestamp(alert))[0]
+        t = fields.seconds_and_hour(fields.timestamp(alert))[0]
         tracker = self.__dict__.get("_wave")
         if tracker is None:
             tracker = self._wave = FleetWave(self.wave_window)

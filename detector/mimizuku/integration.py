@@ -432,7 +432,8 @@ def apply_policy(records: List[Dict[str, Any]], options: Options) -> List[Dict[s
         if t is not None:
             rec = dict(rec)
             score = events._float(rec.get("score"))
-            now_anomaly = score >= t
+            # a repeat of a burst's anomaly (mimizuku.repeats) stays with it, whatever the threshold
+            now_anomaly = score >= t and not rec.get("repeat_of")
             if now_anomaly != bool(rec.get("anomaly")):
                 if now_anomaly:
                     if rec.get("severity") in (None, "none"):

@@ -140,15 +140,9 @@ def in_package_tree(path: Optional[str]) -> bool:
     return bool(path) and path.startswith(PACKAGE_TREES)
 
 
-_clock = None
-
-
 def _seconds(alert: Dict[str, Any]) -> Optional[int]:
-    """Whole seconds of the alert's timestamp (the context detector's cheap parser)."""
-    global _clock
-    if _clock is None:  # imported late: the detectors import this module
-        from .detectors.context import seconds_and_hour as _clock
-    return _clock(fields.timestamp(alert))[0]
+    """Whole seconds of the alert's timestamp."""
+    return fields.seconds_and_hour(fields.timestamp(alert))[0]
 
 
 class ProcessLineage:

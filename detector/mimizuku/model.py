@@ -282,6 +282,17 @@ class Mimizuku:
         abuse = self._abuse(alert)
         anomaly = bool(flagged) and ignored is None
         reasons: List[str] = []
+        rid = fields.alert_id(alert) or _content_id(alert)
+        repeat_of = None
+        if anomaly and not abuse and len(flagged) == 1:
+            # one anomaly per situation per window (mimizuku.repeats): the rest of a burst, or the
+            # same action seen through a second log, repeats it
+            fs, fk, fd = got[flagged[0]]
+            repeat_of = fd.repeat_of(fk, alert, severity_of(fs, fd.threshold_, True), rid)
+            if repeat_of is not None:
+                anomaly = False
+                reasons.append(f"repeats anomaly {repeat_of} ({fd.name}: {fd.repeat_what} within "
+                               f"{fd.repeat_window} s): counted there, not raised again")
         if abuse:
             anomaly = True
             reasons.append(abuse)
@@ -297,8 +308,8 @@ class Mimizuku:
         elif ignored:
             reasons.append(ignored)
         sev = "critical" if abuse else severity_of(s, d.threshold_, anomaly)
-        return {
-            "id": fields.alert_id(alert) or _content_id(alert),
+        rec = {
+            "id": rid,
             "timestamp": fields.timestamp(alert),
             "agent": {"id": fields.agent_id(alert), "name": fields.agent_name(alert), "ip": fields.agent_ip(alert)},
             "rule": {"id": fields.rule_id(alert), "level": fields.rule_level(alert),
@@ -310,11 +321,14 @@ class Mimizuku:
             "threshold": round(float(d.threshold_), 6),
             "anomaly": anomaly,
             "severity": sev,
-            "reasons": reasons if anomaly or ignored else [],
+            "reasons": reasons if anomaly or ignored or repeat_of else [],
             "scores": {n: round(v[0], 6) for n, v in got.items()},
             "fields": fields.key_fields(alert),
             "model_version": getattr(self, "model_version_", "unversioned"),
         }
+        if repeat_of is not None:
+            rec["repeat_of"] = repeat_of
+        return rec
 
     def score(self, data, **kw):
         """Every scored alert as a DataFrame (one row per alert)."""

@@ -175,7 +175,8 @@ class AnomalyFilter:
 
     The flag is the one ``Mimizuku.score_records`` gives (a detector's calibrated score at or
     above its threshold and not ignored, or an abuse file), computed per batch without building
-    records. Also counts the alerts per day and the current model's anomalies per day, for the
+    records; a burst's repeats (``repeat_of``, ``mimizuku.repeats``) are flagged here too: they
+    are as far from normal as the anomaly they repeat, only not raised again. Also counts the alerts per day and the current model's anomalies per day, for the
     validation of the next model. ``model=None`` lets everything through (and still counts);
     ``exclude=False`` scores and counts but lets the flagged alerts through too.
 
@@ -438,7 +439,8 @@ def validate(new: Any, current: Any, cfg: RetrainConfig, *, day_records: Optiona
                                               and 0.0 <= float(r["score"]) <= 1.0)]
         if bad:
             v.refuse(f"{len(bad)} score(s) of {day} outside [0, 1]")
-        k = sum(1 for r in day_records if r.get("anomaly"))
+        # counted as the anomaly filter counts the current model's: a burst's repeats included
+        k = sum(1 for r in day_records if r.get("anomaly") or r.get("repeat_of"))
         prev_n, prev_k = prev_day
         v.day = {"date": day, "alerts": n, "anomalies": k, "rate": round(k / n, 6) if n else None}
         if n == 0:

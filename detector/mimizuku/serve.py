@@ -626,8 +626,9 @@ def _single_threaded_math() -> None:
 
 def _carry_stream_state(old: Any, new: Any) -> bool:
     """Give the new model the old one's stream state: the context detector's per-agent rate
-    windows (same window length only), each detector's fleet waves in progress (same wave window
-    only), and the processes the lineage is following. Returns whether the rate windows came
+    windows (same window length only), each detector's fleet waves in progress and open repeat
+    windows (``mimizuku.repeats``; same window lengths only), and the processes the lineage is
+    following. Returns whether the rate windows came
     along; the rest is carried where it fits and otherwise starts empty."""
     old_d, new_d = getattr(old, "detectors_", {}), getattr(new, "detectors_", {})
     for name, nd in new_d.items():
@@ -636,7 +637,10 @@ def _carry_stream_state(old: Any, new: Any) -> bool:
             if od is not None and "_wave" in od.__dict__ and \
                     getattr(od, "wave_window", None) == getattr(nd, "wave_window", None):
                 nd.__dict__["_wave"] = od.__dict__["_wave"]
-        except Exception:  # internals changed: waves start empty
+            if od is not None and "_repeats" in od.__dict__ and \
+                    getattr(od, "repeat_window", None) == getattr(nd, "repeat_window", None):
+                nd.__dict__["_repeats"] = od.__dict__["_repeats"]  # bursts' open windows
+        except Exception:  # internals changed: waves and repeat windows start empty
             pass
     try:
         ol, nl = getattr(old, "lineage_", None), getattr(new, "lineage_", None)

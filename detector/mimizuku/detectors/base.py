@@ -17,8 +17,10 @@ from typing import Any, Dict, Hashable, Iterable, List, Optional, Sequence, Tupl
 import numpy as np
 from sklearn.base import BaseEstimator
 
+from .. import fields
 from ..bounded import make_room  # noqa: F401  (the detectors' memo caches; imported from here)
 from ..calibration import TailCalibrator
+from ..repeats import RepeatWindows
 
 Key = Tuple[Hashable, ...]
 
@@ -59,10 +61,38 @@ class Detector(BaseEstimator):
         return None
 
     def start_stream(self) -> None:
-        """Reset per-stream state (the context detector's rate windows)."""
+        """Reset per-stream state (the context detector's rate windows; every detector's
+        repeat windows). Subclasses that keep more call this first."""
+        self._repeats = RepeatWindows(self.repeat_window)
+
+    # -- repeats (mimizuku.repeats) --------------------------------------------------------------
+    #: seconds a flagged situation's repeats are counted with it (a class default, so models
+    #: pickled before it still load)
+    repeat_window = 60
+    #: what a repeat has in common with its anomaly, for its reason
+    repeat_what = "the same situation"
+
+    def repeat_situation(self, key: Key) -> Optional[Hashable]:
+        """What makes two anomalies of this detector the same news, or None: never a repeat."""
+        return None
+
+    def repeat_of(self, key: Key, alert: Dict[str, Any], band: str, alert_id: str) -> Optional[str]:
+        """The id of the anomaly of the same situation this flagged alert repeats within
+        ``repeat_window``, or None: it is an anomaly of its own (and opens or escalates a window)."""
+        situation = self.repeat_situation(key)
+        if situation is None:
+            return None
+        windows = self.__dict__.get("_repeats")
+        if windows is None:  # stream state handed over without it, or a model pickled before it
+            windows = self._repeats = RepeatWindows(self.repeat_window)
+        t, _ = fields.seconds_and_hour(fields.timestamp(alert))
+        return windows.judge(situation, t, band, alert_id)
 
     # -- training --------------------------------------------------------------------------------
     def begin_fit(self) -> None:
+        # a refit in place must not answer from the memos of the model it replaces
+        for memo in ("_cache", "_nn_cache", "_why_cache", "_known", "_ref_T"):
+            self.__dict__.pop(memo, None)
         self._counts: Counter = Counter()
         self.start_stream()
 
@@ -151,7 +181,7 @@ class Detector(BaseEstimator):
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        for k in ("_cache", "_counts", "_nn_cache", "_examples", "_vec"):
+        for k in ("_cache", "_counts", "_nn_cache", "_examples", "_vec", "_repeats"):
             state.pop(k, None)
         return state
 

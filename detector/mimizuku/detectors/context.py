@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict, deque
-from functools import lru_cache
 from typing import Any, Deque, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -33,6 +32,7 @@ from sklearn.cluster import DBSCAN
 
 from .. import fields
 from ..calibration import TailCalibrator
+from ..fields import seconds_and_hour
 from ..fleet import FleetWave, shared_along_waves, wave_reason
 from .base import Detector, Key, make_room
 
@@ -45,32 +45,6 @@ MAX_EPS = min(W_RULE, W_AGENT, W_USER, W_IPCLASS, W_WIN) * math.sqrt(2) * 0.99
 #: the distance from any block that is not one (prior knowledge, not learnt from the data).
 PRIVILEGE_GROUPS = frozenset({"su", "sudo"})
 W_PRIV = 0.7
-
-
-@lru_cache(maxsize=4096)
-def _day_epoch(date: str) -> Optional[int]:
-    try:
-        y, m, d = int(date[0:4]), int(date[5:7]), int(date[8:10])
-        # days since epoch (civil calendar), no timezone: only differences matter here
-        import datetime as _dt
-
-        return (_dt.date(y, m, d) - _dt.date(1970, 1, 1)).days * 86400
-    except (ValueError, TypeError):
-        return None
-
-
-def seconds_and_hour(ts: Optional[str]) -> Tuple[Optional[int], Optional[int]]:
-    """Whole seconds (manager-local clock) and hour of day from a Wazuh timestamp, cheaply."""
-    if not ts or len(ts) < 19 or ts[10] not in "T " or ts[13] != ":" or ts[16] != ":":
-        return None, None
-    day = _day_epoch(ts[:10])
-    try:
-        h, mi, s = int(ts[11:13]), int(ts[14:16]), int(ts[17:19])
-    except ValueError:
-        return None, None
-    if day is None or not (0 <= h < 24):
-        return None, None
-    return day + h * 3600 + mi * 60 + s, h
 
 
 class RateTracker:
@@ -152,8 +126,20 @@ class ContextDetector(Detector):
         return None
 
     def start_stream(self) -> None:
+        super().start_stream()
         self._rates = RateTracker(self.rate_window)
         self._wave = FleetWave(self.wave_window)
+
+    # a burst's repeats: the same block (rule, groups, level, agent, user, address class, event)
+    # and source within the rate window (mimizuku.repeats)
+    repeat_what = "the same rule, agent, user and source"
+
+    @property
+    def repeat_window(self) -> int:  # type: ignore[override]
+        return self.rate_window
+
+    def repeat_situation(self, key: Key):
+        return key[0], key[6] if len(key) > 6 else None
 
     # -- the point of an alert -------------------------------------------------------------------
     def key(self, alert: Dict[str, Any]) -> Key:

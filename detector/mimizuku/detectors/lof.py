@@ -428,6 +428,23 @@ class LOFDetector(Detector):
         """(scope, value, tokens): e.g. ("agent", "web-01", tokens) for rarity reasons."""
         raise NotImplementedError
 
+    # the same news twice (mimizuku.repeats): the same action seen through a second log (sudo's
+    # line and auditd's execve of one command), or the same new thing again within the window
+    repeat_what = "the same never-seen words on the same agent"
+
+    def repeat_situation(self, key: Key):
+        """The words this alert brings that its agent never saw in training (as its reasons name
+        them), or None when there are none (a rare mix of known words is judged alert by alert)."""
+        scopes = self.scopes(key)
+        if not scopes:
+            return None
+        scope, value, toks = scopes[0]
+        seen = self.token_counts_.get((scope, value))
+        if seen is None:  # a new agent: everything is news, nothing is a repeat
+            return None
+        new = frozenset(_pretty(t) for t in toks if t not in seen)
+        return (self.name, value, new) if new else None
+
     def rare_tokens(self, key: Key, rare: int = 2) -> List[str]:
         out = []
         for scope, value, toks in self.scopes(key):

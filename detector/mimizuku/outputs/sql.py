@@ -166,7 +166,7 @@ outliers = sa.Table(
     sa.Column("rule_id", sa.String(RULE_ID_LEN)),
     sa.Column("detector", sa.String(DETECTOR_LEN)),
     sa.Column("score", sa.Double),
-    sa.Column("anomaly", sa.Boolean, nullable=False),  # score >= threshold
+    sa.Column("anomaly", sa.Boolean, nullable=False),  # score >= threshold, not a repeat
     sa.Column("noise", sa.Boolean, nullable=False),  # DBSCAN noise (cluster -1)
     sa.Column("cluster", sa.Integer),
     sa.Column("severity", sa.String(SEVERITY_LEN)),
