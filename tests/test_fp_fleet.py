@@ -90,12 +90,16 @@ def test_context_one_host_and_bursts_are_no_wave(context):
     assert keys_raw[5] == pytest.approx(_raw(context, burst[:4] + burst[4:6])[5])
 
 
+def _logins_on_every_host(start):
+    """alice's ssh login from the same address on each host, a minute apart."""
+    return [F.event(start + i * M, "5715", desc="sshd: authentication success.",
+                    groups=["syslog", "sshd", "authentication_success"], agent=h, agent_id=hid,
+                    srcip="10.1.2.3", user="alice") for i, (h, hid) in enumerate(HOSTS)]
+
+
 def test_context_routine_situations_never_form_a_wave(context, fleet):
     # logins that happen everywhere every day: known blocks at known hours
-    day = F.BASE + dt.timedelta(days=6, hours=10)
-    usual = [F.event(day + i * M, "5715", desc="sshd: authentication success.",
-                     groups=["syslog", "sshd", "authentication_success"], agent=h, agent_id=hid,
-                     srcip="10.1.2.3", user="alice") for i, (h, hid) in enumerate(HOSTS)]
+    usual = _logins_on_every_host(F.BASE + dt.timedelta(days=6, hours=10))
     context.start_stream()
     assert [context.key(a)[7] for a in usual] == [0, 0, 0]
 
@@ -131,10 +135,7 @@ def test_commands_a_different_user_or_a_known_command_is_no_wave(commands):
 
 def test_context_a_known_rule_at_an_hour_never_seen_forms_a_wave(context):
     # logins at 03:00 (never at that hour in training) on every host within minutes
-    night = F.BASE + dt.timedelta(days=6, hours=3)
-    logins = [F.event(night + i * M, "5715", desc="sshd: authentication success.",
-                      groups=["syslog", "sshd", "authentication_success"], agent=h, agent_id=hid,
-                      srcip="10.1.2.3", user="alice") for i, (h, hid) in enumerate(HOSTS)]
+    logins = _logins_on_every_host(F.BASE + dt.timedelta(days=6, hours=3))
     context.start_stream()
     assert [context.key(a)[7] for a in logins] == [0, 1, 2]
 

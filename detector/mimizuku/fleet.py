@@ -114,17 +114,11 @@ class WaveJudged:
             tracker = self._wave = FleetWave(self.wave_window)
         return key + (tracker.spread(self._signature(key), agent, t),)
 
-    def observe(self, alert: Dict[str, Any]) -> None:
-        # training counts situations, never waves: a key may come from a model in use (the
-        # nightly job shares the keys its filter computed), whose stream had waves
-        k = self.training_key(self.key(alert))
-        self._counts[k] += 1
-        if k not in self._examples:
-            self._examples[k] = self.example(alert)
-
     def training_key(self, key):
         """The key as training counts it: what depends on the stream read so far (the wave) is
-        set aside, so that a model does not depend on where its training stream was cut."""
+        set aside, so that a model does not depend on where its training stream was cut. Training
+        counts situations, never waves: a key may come from a model in use (the nightly job shares
+        the keys its filter computed), whose stream had waves."""
         at = self._WAVE_AT
         return key[:at] + (0,) + key[at + 1:] if key[at] else key
 

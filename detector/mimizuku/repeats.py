@@ -30,10 +30,10 @@ from __future__ import annotations
 from typing import Dict, Hashable, Optional, Tuple
 
 from .bounded import make_room
+from .events import SEVERITIES
 
 #: severity bands in increasing order (``mimizuku.calibration.severity``)
-BANDS = ("none", "low", "medium", "high", "critical")
-_RANK = {b: i for i, b in enumerate(BANDS)}
+_RANK = {b: i for i, b in enumerate(SEVERITIES)}
 
 
 class RepeatWindows:

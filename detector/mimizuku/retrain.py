@@ -176,8 +176,9 @@ class AnomalyFilter:
     The flag is the one ``Mimizuku.score_records`` gives (a detector's calibrated score at or
     above its threshold and not ignored, or an abuse file), computed per batch without building
     records; a burst's repeats (``repeat_of``, ``mimizuku.repeats``) are flagged here too: they
-    are as far from normal as the anomaly they repeat, only not raised again. Also counts the alerts per day and the current model's anomalies per day, for the
-    validation of the next model. ``model=None`` lets everything through (and still counts);
+    are as far from normal as the anomaly they repeat, only not raised again. Also counts the
+    alerts per day and the current model's anomalies per day, for the validation of the next
+    model. ``model=None`` lets everything through (and still counts);
     ``exclude=False`` scores and counts but lets the flagged alerts through too.
 
     ``verdicts``: river's filter judges each sample once, with the model of its time. A run

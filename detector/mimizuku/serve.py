@@ -628,20 +628,20 @@ def _carry_stream_state(old: Any, new: Any) -> bool:
     """Give the new model the old one's stream state: the context detector's per-agent rate
     windows (same window length only), each detector's fleet waves in progress and open repeat
     windows (``mimizuku.repeats``; same window lengths only), and the processes the lineage is
-    following. Returns whether the rate windows came
-    along; the rest is carried where it fits and otherwise starts empty."""
+    following. Returns whether the rate windows came along; the rest is carried where it fits
+    and otherwise starts empty."""
     old_d, new_d = getattr(old, "detectors_", {}), getattr(new, "detectors_", {})
     for name, nd in new_d.items():
         od = old_d.get(name)
-        try:
-            if od is not None and "_wave" in od.__dict__ and \
-                    getattr(od, "wave_window", None) == getattr(nd, "wave_window", None):
-                nd.__dict__["_wave"] = od.__dict__["_wave"]
-            if od is not None and "_repeats" in od.__dict__ and \
-                    getattr(od, "repeat_window", None) == getattr(nd, "repeat_window", None):
-                nd.__dict__["_repeats"] = od.__dict__["_repeats"]  # bursts' open windows
-        except Exception:  # internals changed: waves and repeat windows start empty
-            pass
+        if od is None:
+            continue
+        # fleet waves in progress, bursts' open windows: carried where the window length agrees
+        for state, window in (("_wave", "wave_window"), ("_repeats", "repeat_window")):
+            try:
+                if state in od.__dict__ and getattr(od, window, None) == getattr(nd, window, None):
+                    nd.__dict__[state] = od.__dict__[state]
+            except Exception:  # internals changed: this state starts empty
+                pass
     try:
         ol, nl = getattr(old, "lineage_", None), getattr(new, "lineage_", None)
         if ol is not None and nl is not None:

@@ -120,10 +120,7 @@ class CommandDetector(WaveJudged, ChannelJudged, LOFDetector):
             # a key folded by the model in use (the nightly job shares the keys its anomaly
             # filter computed): training counts names as they are, and learns the slots anew
             k = CommandDetector.key(self, alert)
-        k = self.training_key(k)
-        self._counts[k] += 1
-        if k not in self._examples:
-            self._examples[k] = self.example(alert)
+        self._count(self.training_key(k), alert)
 
     def end_fit(self) -> "CommandDetector":
         # after merge_state: the slots are learnt from every partition's counts together

@@ -143,10 +143,16 @@ class LOFDetector(Detector):
         self._examples: Dict[Key, str] = {}
 
     def observe(self, alert: Dict[str, Any]) -> None:
-        k = self.key(alert)
-        self._counts[k] += 1
-        if k not in self._examples:
-            self._examples[k] = self.example(alert)
+        self._count(self.training_key(self.key(alert)), alert)
+
+    def training_key(self, key: Key) -> Key:
+        """The key as training counts it (itself here; the fleet-wave mixin sets the wave aside)."""
+        return key
+
+    def _count(self, key: Key, alert: Dict[str, Any]) -> None:
+        self._counts[key] += 1
+        if key not in self._examples:
+            self._examples[key] = self.example(alert)
 
     def partial_state(self) -> Dict[str, Any]:
         state = super().partial_state()
