@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import math
 
-
 import numpy as np
 
-SEVERITIES = ("none", "low", "medium", "high", "critical")
+from .events import SEVERITIES  # noqa: F401  (one list of bands; events stays standard-library only)
 
 
 class TailCalibrator:
