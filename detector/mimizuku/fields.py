@@ -408,3 +408,8 @@ def seconds_and_hour(ts: Optional[str]) -> Tuple[Optional[int], Optional[int]]:
     if day is None or not (0 <= h < 24):
         return None, None
     return day + h * 3600 + mi * 60 + s, h
+
+
+def alert_seconds(alert: Dict[str, Any]) -> Optional[int]:
+    """Whole seconds of an alert's timestamp (``seconds_and_hour``), None without a usable one."""
+    return seconds_and_hour(timestamp(alert))[0]

@@ -108,7 +108,7 @@ class WaveJudged:
         if known:
             return key + (0,)
         agent = key[0]
-        t = fields.seconds_and_hour(fields.timestamp(alert))[0]
+        t = fields.alert_seconds(alert)
         tracker = self.__dict__.get("_wave")
         if tracker is None:
             tracker = self._wave = FleetWave(self.wave_window)
@@ -139,8 +139,5 @@ class WaveJudged:
             reasons.insert(0, wave_reason(wave, self.wave_window))
         return reasons
 
-    def __getstate__(self):
-        state = super().__getstate__()
-        state.pop("_wave", None)
-        state.pop("_known", None)
-        return state
+    _MEMOS = ("_known",)
+    _UNSAVED = ("_wave",)

@@ -46,7 +46,7 @@ from collections import Counter
 from typing import Any, Dict, FrozenSet, Iterable, Optional, Sequence, Tuple
 
 from . import fields
-from .bounded import make_room
+from .bounded import put_newest
 
 #: programs that install and upgrade packages (command or who-data process basenames)
 PACKAGE_TOOLS = frozenset({
@@ -140,11 +140,6 @@ def in_package_tree(path: Optional[str]) -> bool:
     return bool(path) and path.startswith(PACKAGE_TREES)
 
 
-def _seconds(alert: Dict[str, Any]) -> Optional[int]:
-    """Whole seconds of the alert's timestamp."""
-    return fields.seconds_and_hour(fields.timestamp(alert))[0]
-
-
 class ProcessLineage:
     """Follows the process tree across alerts and says which routine change channel an alert is in.
 
@@ -190,16 +185,16 @@ class ProcessLineage:
         if hit is None:
             return None
         ch, seen = hit
-        t = _seconds(alert)
+        t = fields.alert_seconds(alert)
         if t is not None and seen is not None and not (-60 <= t - seen <= self.max_age):
             return None  # a reused pid
         return ch
 
     def _remember(self, agent: str, pid: Optional[str], channel: str, t: Optional[int]) -> None:
         if channel.startswith("package:"):
-            _put(self._package_runs, agent, (channel, t), self.max_entries)
+            put_newest(self._package_runs, agent, (channel, t), self.max_entries)
         if pid:
-            _put(self._procs, (agent, pid), (channel, t), self.max_entries)
+            put_newest(self._procs, (agent, pid), (channel, t), self.max_entries)
 
     def _package_run(self, agent: str, t: Optional[int]) -> Optional[str]:
         """The channel of the package run on the agent a scan-time change can be laid to."""
@@ -223,7 +218,7 @@ class ProcessLineage:
                 if proc or not in_package_tree(fields.file_path(alert)):
                     return ""
                 # no process recorded (scheduled scan): the package run since the last scan
-                run = self._package_run(agent, _seconds(alert))
+                run = self._package_run(agent, fields.alert_seconds(alert))
                 return run + BY_SCAN if run else ""
             return self._parent(agent, ids[0], alert) or self._parent(agent, ids[1], alert) or ""
         if not fields.is_command(alert):
@@ -232,7 +227,7 @@ class ProcessLineage:
             if log:  # dpkg.log / yum.log: a package run even where commands are not audited
                 agent = fields.agent_name(alert) or ""
                 self.heads[(agent, trust_key(log))] += 1
-                self._remember(agent, None, log, _seconds(alert))
+                self._remember(agent, None, log, fields.alert_seconds(alert))
             return ""
         agent = fields.agent_name(alert) or ""
         head = command_channel_head(alert)
@@ -242,11 +237,11 @@ class ProcessLineage:
             # command (a payload started from an odd place is news), unless a channel started it
             self.heads[(agent, trust_key(head))] += 1
             inherited = self._parent(agent, ids[1], alert) if ids else None
-            self._remember(agent, ids[0] if ids else None, head, _seconds(alert))
+            self._remember(agent, ids[0] if ids else None, head, fields.alert_seconds(alert))
             return inherited or ""
         channel = self._parent(agent, ids[1], alert) if ids else None
         if channel:
-            self._remember(agent, ids[0], channel, _seconds(alert))
+            self._remember(agent, ids[0], channel, fields.alert_seconds(alert))
         return channel or ""
 
     def channel_of(self, alert: Dict[str, Any]) -> str:
@@ -298,15 +293,6 @@ class ProcessLineage:
         self.forget_batch()
 
 
-def _put(d: Dict[Any, Any], key: Any, value: Any, cap: int) -> None:
-    """Insert as newest; a full map drops its oldest quarter (dicts keep insertion order)."""
-    if key in d:
-        del d[key]
-    else:
-        make_room(d, cap)
-    d[key] = value
-
-
 class ChannelJudged:
     """Mixin for the LOF detectors: a change made through a routine channel is judged by novelty alone.
 
@@ -341,10 +327,7 @@ class ChannelJudged:
     def _raw(self, keys):
         return self._channel_raw(keys, super()._raw(keys))
 
-    def __getstate__(self):
-        state = super().__getstate__()
-        state.pop("lineage", None)  # the stream state of the model that owns this detector
-        return state
+    _UNSAVED = ("lineage",)  # the stream state of the model that owns this detector
 
     def __copy__(self):
         """A copy without caches (as pickling gives) that still follows its model's lineage:

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from typing import Dict, Hashable, Optional, Tuple
 
-from .bounded import make_room
+from .bounded import put_newest
 from .events import SEVERITIES
 
 #: severity bands in increasing order (``mimizuku.calibration.severity``)
@@ -64,7 +64,6 @@ class RepeatWindows:
                 return None
             if t < opened:  # out of order (a replayed spool): judged on its own, window kept
                 return None
-        self._open.pop(situation, None)  # re-opened: it moves to the newest end
-        make_room(self._open, self.max_entries)
-        self._open[situation] = (t, rank, alert_id)
+        # (re-)opened: the newest window, so the oldest are dropped first
+        put_newest(self._open, situation, (t, rank, alert_id), self.max_entries)
         return None

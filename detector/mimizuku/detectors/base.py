@@ -12,13 +12,13 @@ more anomalous; ``score_samples`` gives calibrated scores in [0, 1]; ``threshold
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Dict, Hashable, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, FrozenSet, Hashable, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 from sklearn.base import BaseEstimator
 
 from .. import fields
-from ..bounded import make_room  # noqa: F401  (the detectors' memo caches; imported from here)
+from ..bounded import make_room
 from ..calibration import TailCalibrator
 from ..repeats import RepeatWindows
 
@@ -60,6 +60,18 @@ class Detector(BaseEstimator):
         """Why this alert must never be flagged by this detector (None if it may be)."""
         return None
 
+    # -- what a model file does not hold ---------------------------------------------------------
+    #: memos: derived from the fitted state and rebuilt on first use. Dropped when pickled and
+    #: when a refit in place begins (it must not answer from the model it replaces). Each class
+    #: (mixins too) names only its own; ``_declared`` collects them along the MRO.
+    _MEMOS: Tuple[str, ...] = ("_cache",)
+    #: per-process state that is not a memo (stream and training state): never pickled
+    _UNSAVED: Tuple[str, ...] = ("_counts", "_repeats")
+
+    @classmethod
+    def _declared(cls, name: str) -> FrozenSet[str]:
+        return frozenset(a for c in cls.__mro__ for a in c.__dict__.get(name, ()))
+
     def start_stream(self) -> None:
         """Reset per-stream state (the context detector's rate windows; every detector's
         repeat windows). Subclasses that keep more call this first."""
@@ -85,13 +97,11 @@ class Detector(BaseEstimator):
         windows = self.__dict__.get("_repeats")
         if windows is None:  # stream state handed over without it, or a model pickled before it
             windows = self._repeats = RepeatWindows(self.repeat_window)
-        t, _ = fields.seconds_and_hour(fields.timestamp(alert))
-        return windows.judge(situation, t, band, alert_id)
+        return windows.judge(situation, fields.alert_seconds(alert), band, alert_id)
 
     # -- training --------------------------------------------------------------------------------
     def begin_fit(self) -> None:
-        # a refit in place must not answer from the memos of the model it replaces
-        for memo in ("_cache", "_nn_cache", "_why_cache", "_known", "_ref_T"):
+        for memo in self._declared("_MEMOS"):
             self.__dict__.pop(memo, None)
         self._counts: Counter = Counter()
         self.start_stream()
@@ -181,7 +191,7 @@ class Detector(BaseEstimator):
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        for k in ("_cache", "_counts", "_nn_cache", "_examples", "_vec", "_repeats"):
+        for k in self._declared("_MEMOS") | self._declared("_UNSAVED"):
             state.pop(k, None)
         return state
 

@@ -112,7 +112,6 @@ class CommandDetector(WaveJudged, ChannelJudged, LOFDetector):
         super().begin_fit()
         # a refit starts clean: keys are counted unfolded, the slots are learnt in end_fit
         self.__dict__.pop("volatile_slots_", None)
-        self.__dict__.pop("_slots_by_prog", None)
 
     def observe(self, alert: Dict[str, Any]) -> None:
         k = self.key(alert)
@@ -250,11 +249,8 @@ class CommandDetector(WaveJudged, ChannelJudged, LOFDetector):
         through = f" through {channel}" if channel else ""
         return f"`{shape}`{by}{through} on {agent}"
 
-    def __getstate__(self):
-        state = super().__getstate__()
-        state.pop("_slots_by_prog", None)  # rebuilt from volatile_slots_ on first use
-        state.pop("_unfolded", None)       # training only
-        return state
+    _MEMOS = ("_slots_by_prog",)  # rebuilt from volatile_slots_ on first use
+    _UNSAVED = ("_unfolded",)     # training only
 
 
 #: tokens that say how a command runs rather than what it runs (see ``features.command_tokens``)

@@ -31,10 +31,11 @@ import numpy as np
 from sklearn.cluster import DBSCAN
 
 from .. import fields
+from ..bounded import make_room
 from ..calibration import TailCalibrator
 from ..fields import seconds_and_hour
 from ..fleet import FleetWave, shared_along_waves, wave_reason
-from .base import Detector, Key, make_room
+from .base import Detector, Key
 
 # feature weights: categorical ones must exceed eps / sqrt(2) so blocks never touch
 W_RULE, W_GROUPS, W_LEVEL, W_AGENT, W_USER, W_IPCLASS, W_WIN = 1.0, 0.5, 0.5, 1.0, 0.7, 0.6, 1.0
@@ -102,6 +103,9 @@ class ContextDetector(Detector):
     name = "context"
     #: trailing window of fleet waves (s); a class default so models pickled before it still load
     wave_window = 3600
+    _MEMOS = ("_nn_cache", "_why_cache")
+    #: the stream's rate windows and fleet waves; training's running maxima (fitted: max_rate_…)
+    _UNSAVED = ("_rates", "_wave", "_max_rate", "_max_src")
 
     def __init__(self, eps=0.5, min_samples=5, contamination=0.001, rate_window=60,
                  hour_weight=0.35, rate_weight=0.5, ignore_users=(), wave_window=3600):
@@ -186,7 +190,7 @@ class ContextDetector(Detector):
         k = self.key(alert)
         s = self._situation(k)
         self._counts[s] += 1
-        t, _ = seconds_and_hour(fields.timestamp(alert))
+        t = fields.alert_seconds(alert)
         if t is not None and (t // 86400) % 2:
             self._odd_day_counts[s] += 1
         pair = (s[0][3], s[0][0])
@@ -523,12 +527,6 @@ class ContextDetector(Detector):
         if sbin >= 0:
             parts.append(f"its source about {2 ** sbin}–{2 ** (sbin + 1) - 1} times")
         return ", ".join(parts)
-
-    def __getstate__(self):
-        state = super().__getstate__()
-        for k in ("_rates", "_wave", "_max_rate", "_max_src", "_nn_cache", "_why_cache"):
-            state.pop(k, None)
-        return state
 
 
 def _hours(hours: List[int]) -> str:

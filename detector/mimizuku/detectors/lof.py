@@ -43,7 +43,8 @@ from scipy import sparse
 from sklearn.feature_extraction import FeatureHasher
 from sklearn.neighbors import LocalOutlierFactor
 
-from .base import Detector, Key, make_room
+from ..bounded import make_room
+from .base import Detector, Key
 
 
 class HashedGroups:
@@ -380,13 +381,11 @@ class LOFDetector(Detector):
     #: surprise of a scope never seen in training (as for a scope that never saw anything new)
     UNSEEN_SCOPE_SURPRISE = 2.0
 
-    def __getstate__(self):
-        # scoring needs only the reference rows, k-distances and lrd (kept below); the fitted
-        # LocalOutlierFactor would add a second copy of the references to every saved model
-        state = super().__getstate__()
-        state.pop("lof_", None)
-        state.pop("_ref_T", None)   # rebuilt from ref_X_ on first use
-        return state
+    #: the hasher and the references' column copy are rebuilt on first use
+    _MEMOS = ("_nn_cache", "_vec", "_ref_T")
+    #: training examples; and scoring needs only the reference rows, k-distances and lrd: the
+    #: fitted LocalOutlierFactor would add a second copy of the references to every saved model
+    _UNSAVED = ("_examples", "lof_")
 
     def nearest(self, key: Key) -> Tuple[Key, float, int]:
         """The nearest training situation, its distance and how often it was seen."""
