@@ -296,12 +296,12 @@ make_dir() {  # path owner group mode kind
 VENV_CREATED=0
 if [ "$NO_VENV" -eq 1 ]; then
     PY=$(command -v "$PYTHON")
-    "$PY" -I -c 'import mimizuku.integration' 2>/dev/null \
+    "$PY" -I -c 'import mimizuku.integratord.call' 2>/dev/null \
         || die "--no-venv: $PY cannot import mimizuku (pip install it there first)"
 else
     PY="$VENV/bin/python3"
     if [ -x "$PY" ] && { [ "$NO_PIP" -eq 1 ] || [ "$DRY_RUN" -eq 1 ]; }; then
-        "$PY" -I -c 'import mimizuku.integration' 2>/dev/null \
+        "$PY" -I -c 'import mimizuku.integratord.call' 2>/dev/null \
             || die "virtualenv $VENV cannot import mimizuku (drop --no-pip to install it)"
         say "using the existing virtualenv $VENV"
     else
@@ -339,7 +339,7 @@ sed -e "s#/var/ossec/mimizuku/venv/bin/python3#$(sed_escape "$PY")#g" \
 # 3. the integratord user must be able to run it (a root-only interpreter would fail every call)
 if [ "$DRY_RUN" -eq 0 ] || [ -x "$PY" ]; then
     if command -v runuser >/dev/null 2>&1; then
-        runuser -u wazuh -- "$PY" -I -c 'import mimizuku.integration' 2>/dev/null \
+        runuser -u wazuh -- "$PY" -I -c 'import mimizuku.integratord.call' 2>/dev/null \
             || die "user wazuh cannot run $PY or import mimizuku with it (is the interpreter under a private directory such as /root?)"
     fi
 fi

@@ -206,7 +206,7 @@ class _Writer:
 
 def generated_config(days: int, seed: int, scale: float, attack_days: int, start: date = GEN_START,
                      attacks: bool = True):
-    from mimizuku.synth import FleetConfig
+    from mimizuku.tools.synth import FleetConfig
 
     return FleetConfig(days=days, seed=seed, scale=scale, attack_days=attack_days, start=start,
                        attacks=attacks)
@@ -215,7 +215,7 @@ def generated_config(days: int, seed: int, scale: float, attack_days: int, start
 def prepare_generated(workdir: Path, days: int = 14, seed: int = 0, scale: float = 1.0,
                       attack_days: int = 2) -> Dataset:
     """The generator's fleet: train on the days before the first attack day, test on the rest."""
-    from mimizuku.synth import generate
+    from mimizuku.tools.synth import generate
 
     cfg = generated_config(days, seed, scale, attack_days)
     split = (GEN_START + timedelta(days=days - attack_days)).isoformat()
@@ -290,10 +290,10 @@ class SideScores:
     score_s: float = 0.0
     notes: List[str] = field(default_factory=list)
     peer_domain: Optional[np.ndarray] = None  # peer only: lines its rules target
-    #: ours only: lines that repeat an anomaly (``repeat_of``, mimizuku.repeats): at the threshold,
+    #: ours only: lines that repeat an anomaly (``repeat_of``, mimizuku.engine.repeats): at the threshold,
     #: counted with the anomaly they repeat, not raised again
     repeat: Optional[np.ndarray] = None
-    correlated: Optional["SideScores"] = None  # ours only: the batch reading with mimizuku.correlate
+    correlated: Optional["SideScores"] = None  # ours only: the batch reading with mimizuku.engine.correlate
 
     @property
     def scored(self) -> np.ndarray:
@@ -325,11 +325,11 @@ def score_ours(ds: Dataset, workdir: Path) -> SideScores:
     """Fit on the train file and score the test file in this process (the library API).
 
     Two readings of the same records: each alert as the streaming scorer judges it (``ours``),
-    and the batch reading with ``mimizuku.correlate`` (``mimizuku score --correlate``),
+    and the batch reading with ``mimizuku.engine.correlate`` (``mimizuku score --correlate``),
     kept in ``side.correlated``.
     """
     from mimizuku import Mimizuku
-    from mimizuku.correlate import correlate
+    from mimizuku.engine.correlate import correlate
 
     t0 = time.perf_counter()
     m = Mimizuku(contamination=CONTAMINATION, n_neighbors=N_NEIGHBORS).fit(str(ds.train_path))

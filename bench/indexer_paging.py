@@ -30,7 +30,7 @@ START = date(2026, 1, 7)
 
 
 def _alerts(n: int) -> List[Dict[str, Any]]:
-    from mimizuku import synth
+    from mimizuku.tools import synth
 
     out: List[Dict[str, Any]] = []
     days, scale = 14, max(0.05, n / 200_000.0)
@@ -61,8 +61,8 @@ def _serve(n: int) -> None:
 
 def _client(url: str, page_size: int) -> None:
     """Child: read everything through ``iter_alerts`` and print the figures."""
-    from mimizuku.alerts import ReadStats, iter_alerts
-    from mimizuku.indexer import IndexerSource
+    from mimizuku.sources.reader import ReadStats, iter_alerts
+    from mimizuku.sources.indexer import IndexerSource
 
     src = IndexerSource(url + "/wazuh-alerts-4.x-*", username=USER, password=PASSWORD, page_size=page_size)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -78,7 +78,7 @@ def _client(url: str, page_size: int) -> None:
 
 
 def _file_client(path: str) -> None:
-    from mimizuku.alerts import iter_alerts
+    from mimizuku.sources.reader import iter_alerts
 
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t = time.perf_counter()

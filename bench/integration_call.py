@@ -87,7 +87,7 @@ def command_alert(i: int, rng: random.Random, argv=None, user=None) -> dict:
 
 def make_training(n: int, rng: random.Random) -> list:
     try:  # the project's generator, when it is there (standard library only)
-        from mimizuku.synth import FleetConfig, generate  # type: ignore
+        from mimizuku.tools.synth import FleetConfig, generate  # type: ignore
 
         out = []
         for a in generate(FleetConfig(days=2, scale=0.2, attacks=False, seed=1)):
@@ -188,7 +188,7 @@ m.save_model(sys.argv[2])
 OURS_TRAIN = """
 import sys
 sys.path.insert(0, sys.argv[1])
-from mimizuku.model import Mimizuku
+from mimizuku.engine.estimator import Mimizuku
 Mimizuku(n_neighbors=5, contamination=0.001).fit(sys.argv[2]).save_model(sys.argv[3])
 """
 PEER_PREDICT = "import sys; from mimizuku import Mimizuku; m=Mimizuku.load_model(sys.argv[1]); m.predict(sys.argv[2])"

@@ -101,7 +101,7 @@ def main() -> int:
         body = (ROOT / "integrations" / "custom-mimizuku").read_text().splitlines()[1:]
         script.write_text("\n".join([f"#!{vpy} -IS"] + body) + "\n")
         os.chmod(script, 0o750)
-        subprocess.run([str(vpy), "-I", "-c", "import mimizuku.scorer_client, mimizuku.integration"], check=True)  # .pyc in place
+        subprocess.run([str(vpy), "-I", "-c", "import mimizuku.integratord.forward, mimizuku.integratord.call"], check=True)  # .pyc in place
 
         drain = QueueDrain(home / "queue" / "sockets" / "queue")
         env = {"PATH": "/usr/bin:/bin", "LANG": "C"}
@@ -111,7 +111,7 @@ def main() -> int:
                                    "--options", json.dumps({"send": "all"}), "--flood-window", "0"],
                                   env=daemon_env, stdout=log, stderr=subprocess.STDOUT)
         sock = home / "mimizuku" / "run" / "serve.sock"
-        from mimizuku import scorer_client
+        from mimizuku.integratord import forward as scorer_client
 
         for _ in range(600):
             try:

@@ -3,7 +3,7 @@
 
 Data sets (``--datasets``, default all three):
 
-* ``generated``: the generator's default fleet (``mimizuku.synth``), 14 days, attacks in the last
+* ``generated``: the generator's default fleet (``mimizuku.tools.synth``), 14 days, attacks in the last
   2; trained on the days before the first attack day, tested on the attack days.
   Positive = ``_label.attack``; episode = ``_label.episode``.
 * ``shaw``, ``fox``: AIT Alert Data Set scenarios (Landauer et al., CSET 2024; Zenodo 8263181,
@@ -15,10 +15,10 @@ Figures per side: ROC-AUC of the score, attack episodes caught (an episode is ca
 least one of its alerts is flagged), false positives per 10,000 benign test alerts at the
 model's own threshold, TPR at that threshold, and for AIT the FP rate without the benign alerts
 inside labelled attack time windows (secondary: side effects of an attack the labels leave out).
-A burst of one situation is one anomaly per window (``mimizuku.repeats``): its other alerts keep
+A burst of one situation is one anomaly per window (``mimizuku.engine.repeats``): its other alerts keep
 their score but are not flagged again (``repeat_of``); the FP rate and TPR counting them as
 flagged are printed too ("with repeats").
-``ours+corr`` is the same records read as a batch with ``mimizuku.correlate`` (``mimizuku score
+``ours+corr`` is the same records read as a batch with ``mimizuku.engine.correlate`` (``mimizuku score
 --correlate``): alerts tied to an anomaly by session, process, login, ssh hop or source burst
 rank just under it (they are not flagged on their own), which is what the ROC-AUC sees.
 The peer only scores file-integrity (55x with ``syscheck``) and command (80792) alerts: on the
@@ -91,7 +91,7 @@ def _rows(title: str, mo: C.Metrics, mp: C.Metrics, windows: bool) -> List[str]:
     if mo.tpr_with_repeats is not None:
         row("  secondary: repeats counted as flagged",
             _cell(f"FP/10k {_f(mo.fp_per_10k_with_repeats, 1)}, TPR {_f(mo.tpr_with_repeats, 3)}"), _cell("(no repeats)"),
-            "(alerts at the threshold that repeat an anomaly: mimizuku.repeats)")
+            "(alerts at the threshold that repeat an anomaly: mimizuku.engine.repeats)")
     row("alerts flagged", _cell(f"{mo.flagged:,}"), _cell(f"{mp.flagged:,}"))
     for name, m in (("ours", mo), ("peer", mp)):
         missed = m.missed
@@ -137,7 +137,7 @@ def report(ds: C.Dataset, ours: C.SideScores, peer: Optional[C.SideScores]) -> L
     if ours.correlated is not None:
         mc = C.compute(ours.correlated, lab, windows=ds.windows)
         lines.append("")
-        lines += _rows("All test alerts, ours read as a batch with correlation (mimizuku.correlate: "
+        lines += _rows("All test alerts, ours read as a batch with correlation (mimizuku.engine.correlate: "
                        "`mimizuku score --correlate`; related alerts rank under their "
                        "anomaly and are not flagged on their own):", mc, mp, ds.windows)
     lines.append("")

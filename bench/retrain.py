@@ -5,7 +5,7 @@ write throughput of its batch output to MariaDB.
     eval "$(bash .ci/mariadb.sh)"            # MariaDB on loopback, sets MIMIZUKU_TEST_MYSQL_URL
     python bench/retrain.py [--scale 5.5] [--workdir DIR] [--keep]
 
-Not timed: a Wazuh archive tree of 14 days (``mimizuku.synth``, default fleet, gzip day files with
+Not timed: a Wazuh archive tree of 14 days (``mimizuku.tools.synth``, default fleet, gzip day files with
 intra-day parts) is generated into the work directory first.
 
 Timed, each in a fresh process (wall clock, and peak RSS from ``wait4``):
@@ -83,7 +83,7 @@ def measured(argv, env=None):
 
 
 def generate(tree: Path, scale: float, days: int, seed: int) -> dict:
-    from mimizuku import synth
+    from mimizuku.tools import synth
 
     def stripped():
         for a in synth.generate(synth.FleetConfig(days=days, scale=scale, seed=seed)):
@@ -168,7 +168,7 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             info = generate(home, args.scale, args.days, args.seed)
             log(f"  {info['alerts']:,} alerts, {len(info['files'])} files in {time.perf_counter() - t0:.0f} s")
-        from mimizuku.alerts import archive_files
+        from mimizuku.sources.reader import archive_files
 
         files = archive_files(home, days=args.days + 1)
         size = sum(f.stat().st_size for f in files)
@@ -180,12 +180,12 @@ def main(argv=None) -> int:
         print(f"archive: {len(files)} files, {size / 1024 ** 2:.0f} MiB gzip, last day {day}")
         rows = []
         if not args.skip_plain:
-            code = ("import sys; from mimizuku.model import Mimizuku; "
+            code = ("import sys; from mimizuku.engine.estimator import Mimizuku; "
                     f"m = Mimizuku().fit({str(home)!r}, days={args.days + 1}); m.save_model({str(work / 'plain')!r}); "
                     "print(m.n_alerts_)")
             wall, rss, rc, out = measured([py, "-c", code], env)
             rows.append(("plain fit (baseline)", wall, rss, rc, f"{int(out.strip() or 0):,} alerts" if rc == 0 else "failed"))
-        cmd = [py, "-m", "mimizuku.retrain", "retrain", "--wazuh-home", str(home), "--days", str(args.days),
+        cmd = [py, "-m", "mimizuku.nightly", "retrain", "--wazuh-home", str(home), "--days", str(args.days),
                "--day", str(day), "--summary-json"]
         wall, rss, rc, out = measured(cmd + ["--no-batch"], env)
         s1 = json.loads(out.decode().splitlines()[-1])["mimizuku"] if out.strip() else {}
@@ -219,9 +219,9 @@ def main(argv=None) -> int:
 
         # SQL throughput of the batch output
         log("scoring the batch day for the SQL figures (not timed) ...")
-        from mimizuku import batch
-        from mimizuku.model import Mimizuku
-        from mimizuku.versions import resolve_model_dir
+        from mimizuku.nightly import day_analysis as batch
+        from mimizuku.engine.estimator import Mimizuku
+        from mimizuku.store.versions import resolve_model_dir
 
         model = Mimizuku.load_model(resolve_model_dir(models))
         analysis = batch.analyse_day(model, str(home), day)

@@ -5,7 +5,7 @@ locally vs on a 2-worker local Dask cluster; then the indexer's paging throughpu
     python bench/scale.py [--scale 11.5] [--tree DIR] [--workdir DIR] [--keep] [--skip-paging]
                           [--indexer-alerts N] [--skip-indexer-train]
 
-Not timed: a Wazuh archive tree of 14 days (``mimizuku.synth``, default fleet, gzip day files
+Not timed: a Wazuh archive tree of 14 days (``mimizuku.tools.synth``, default fleet, gzip day files
 with intra-day parts, as ``bench/retrain.py`` builds its 1M tree) is generated into the work
 directory, unless ``--tree`` names one.
 
@@ -66,8 +66,8 @@ def _fitted(det) -> dict:
 
 def compare_models(a_dir: Path, b_dir: Path, sample_source: str, day: date, n_sample: int) -> str:
     """'equal' or what differs."""
-    from mimizuku.alerts import iter_alerts
-    from mimizuku.model import Mimizuku
+    from mimizuku.sources.reader import iter_alerts
+    from mimizuku.engine.estimator import Mimizuku
 
     def manifest(d: Path) -> dict:
         m = json.loads((d / "current" / "manifest.json").read_text())
@@ -145,7 +145,7 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             info = generate(home, args.scale, args.days, args.seed)
             log(f"  {info['alerts']:,} alerts, {len(info['files'])} files in {time.perf_counter() - t0:.0f} s")
-        from mimizuku.alerts import archive_files
+        from mimizuku.sources.reader import archive_files
 
         files = archive_files(home, days=args.days + 1)
         size = sum(f.stat().st_size for f in files)
@@ -159,7 +159,7 @@ def main(argv=None) -> int:
             shutil.rmtree(m, ignore_errors=True)
 
         def cmd(which: str) -> list:
-            return [py, "-m", "mimizuku.retrain", "retrain", "--wazuh-home", str(home), "--model-dir",
+            return [py, "-m", "mimizuku.nightly", "retrain", "--wazuh-home", str(home), "--model-dir",
                     str(models[which]), "--days", str(args.days), "--day", str(day), "--no-batch",
                     "--no-report", "--summary-json", "--log-file", str(work / f"retrain-{which}.log")]
 
@@ -175,7 +175,7 @@ def main(argv=None) -> int:
             # before the cluster spawns them), never through the task graph
             sys.path.insert(0, str(ROOT / "tests"))
             from fake_indexer import FakeIndexer
-            from mimizuku.alerts import iter_alerts
+            from mimizuku.sources.reader import iter_alerts
 
             log(f"loading up to {args.indexer_alerts:,} alerts into the fake indexer (not timed) ...")
             docs = []

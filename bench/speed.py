@@ -96,7 +96,7 @@ def main(argv=None) -> int:
     print(flush=True)
     try:
         # -- data ---------------------------------------------------------------------------------
-        from mimizuku.synth import generate
+        from mimizuku.tools.synth import generate
 
         days = train_days + a.test_days
         cfg = C.generated_config(days, a.seed, scale, a.test_days)
@@ -203,7 +203,7 @@ def main(argv=None) -> int:
             big_cfg = C.generated_config(14, a.seed + 1, big_scale, 2)
             root = work / "big-tree"
             C.log(f"generating 14 days at scale {big_scale:g} into an archive tree")
-            from mimizuku.synth import write_archive_tree
+            from mimizuku.tools.synth import write_archive_tree
 
             t0 = time.perf_counter()
             info = write_archive_tree(root, itertools.islice(generate(big_cfg), big_alerts))

@@ -51,8 +51,8 @@ FLAT_PCT = 5.0
 TRAIN = """
 import sys, json
 sys.path.insert(0, sys.argv[1])
-from mimizuku.model import Mimizuku
-from mimizuku.synth import FleetConfig, generate
+from mimizuku.engine.estimator import Mimizuku
+from mimizuku.tools.synth import FleetConfig, generate
 alerts = list(generate(FleetConfig(days=3, scale=1.0, attacks=False, seed=1)))
 m = Mimizuku().fit(alerts)
 m.save_model(sys.argv[2])
@@ -83,7 +83,7 @@ def data_file(n: int, scale: float, days: int) -> Path:
                     if p.stem.rsplit("-", 1)[1].isdigit() and int(p.stem.rsplit("-", 1)[1]) >= n)
     if larger:
         return larger[0][1]   # the same stream, longer: its first n lines are these n alerts
-    from mimizuku.synth import FleetConfig, generate
+    from mimizuku.tools.synth import FleetConfig, generate
 
     t0 = time.perf_counter()
     tmp = path.with_suffix(".tmp")
@@ -114,7 +114,7 @@ class Daemon:
         self.p = subprocess.Popen([sys.executable, "-m", "mimizuku.serve", "--wazuh-home", str(home),
                                    "--model-dir", str(model), *extra], env=env, stdout=self.log,
                                   stderr=subprocess.STDOUT)
-        from mimizuku import scorer_client
+        from mimizuku.integratord import forward as scorer_client
 
         self.client = scorer_client
         t0 = time.monotonic()
@@ -343,7 +343,7 @@ def flatness(samples) -> dict:
 
 
 def engine_alone(model: Path, data: Path, n: int) -> dict:
-    from mimizuku.model import Mimizuku
+    from mimizuku.engine.estimator import Mimizuku
 
     m = Mimizuku.load_model(model)
     alerts = []

@@ -1,6 +1,6 @@
 """A stateful fake Wazuh indexer (OpenSearch 2.x) on 127.0.0.1, for the indexer tests and bench.
 
-It implements what :mod:`mimizuku.indexer` uses, with OpenSearch's request and answer shapes:
+It implements what :mod:`mimizuku.sources.indexer` uses, with OpenSearch's request and answer shapes:
 
 * ``POST /<index>/_search/point_in_time?keep_alive=1m`` -> ``{"pit_id", "_shards", "creation_time"}``
   (a PIT is a frozen snapshot of the documents; it expires ``keep_alive`` after its last use);
@@ -35,7 +35,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from mimizuku.alerts import parse_timestamp
+from mimizuku.sources.reader import parse_timestamp
 
 _MISSING = object()
 

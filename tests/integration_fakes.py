@@ -11,7 +11,7 @@ import os
 import time
 from typing import Any, Dict, List, Optional
 
-from mimizuku import fields
+from mimizuku.core import fields
 
 THRESHOLD = 0.8
 MODEL_VERSION = "fake-1"
@@ -101,6 +101,6 @@ WRAPPER = """#!{python} -I
 import sys
 sys.path[:0] = [{detector!r}, {tests!r}]
 from integration_fakes import fake_scorer
-from mimizuku.integration import run
+from mimizuku.integratord.call import run
 sys.exit(run(sys.argv, in_process=fake_scorer))
 """

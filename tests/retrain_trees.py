@@ -11,7 +11,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from mimizuku import synth
+from mimizuku.tools import synth
 
 ROOT = Path(__file__).resolve().parent.parent
 _CACHE: Dict[tuple, List[Dict[str, Any]]] = {}
@@ -64,8 +64,8 @@ def days_of(alerts: Sequence[Dict[str, Any]]) -> List[str]:
 
 def install_model(model_root: Path, model) -> str:
     """Save a fitted ``Mimizuku`` as a version and make it current (what a retrain would do)."""
-    from mimizuku.persistence import save_model_dir
-    from mimizuku.versions import ModelStore
+    from mimizuku.store.model_dir import save_model_dir
+    from mimizuku.store.versions import ModelStore
 
     store = ModelStore(model_root)
     store.ensure()
@@ -76,17 +76,17 @@ def install_model(model_root: Path, model) -> str:
 
 
 def run_cli(args: Sequence[str], *, env: Optional[Dict[str, str]] = None, **kw) -> subprocess.CompletedProcess:
-    """``python -m mimizuku.retrain ARGS`` in a fresh interpreter (stdin closed, pipes not TTYs)."""
+    """``python -m mimizuku.nightly ARGS`` in a fresh interpreter (stdin closed, pipes not TTYs)."""
     e = dict(os.environ)
     e.update(env or {})
-    return subprocess.run([sys.executable, "-m", "mimizuku.retrain", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "mimizuku.nightly", *args], capture_output=True,
                           env=e, stdin=subprocess.DEVNULL, timeout=kw.pop("timeout", 300), **kw)
 
 
 def popen_cli(args: Sequence[str], *, env: Optional[Dict[str, str]] = None) -> subprocess.Popen:
     e = dict(os.environ)
     e.update(env or {})
-    return subprocess.Popen([sys.executable, "-m", "mimizuku.retrain", *args], stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "mimizuku.nightly", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=e)
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from mimizuku import alerts as alerts_mod
-from mimizuku.alerts import (
+from mimizuku.sources import reader as alerts_mod
+from mimizuku.sources.reader import (
     AlertSourceError,
     ReadStats,
     iter_alerts,
@@ -421,7 +421,7 @@ def test_dataframe_of_export_hits_and_with_at_timestamp():
 
 def test_module_import_and_file_reading_do_not_import_pandas(tmp_path):
     p = write_lines(tmp_path / "a.json", [make_alert(0)])
-    code = ("import sys, mimizuku.alerts as m; n = len(m.read_alerts(sys.argv[1])[0]); "
+    code = ("import sys, mimizuku.sources.reader as m; n = len(m.read_alerts(sys.argv[1])[0]); "
             "print(n, 'pandas' in sys.modules, 'tqdm' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code, str(p)], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["1", "False", "False"]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mimizuku.alerts import ReadStats, iter_alerts
+from mimizuku.sources.reader import ReadStats, iter_alerts
 
 SMALL, LARGE = 30_000, 120_000
 

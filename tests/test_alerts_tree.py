@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from mimizuku import alerts as alerts_mod
-from mimizuku.alerts import AlertSourceError, ReadStats, archive_files, iter_alerts, read_alerts
+from mimizuku.sources import reader as alerts_mod
+from mimizuku.sources.reader import AlertSourceError, ReadStats, archive_files, iter_alerts, read_alerts
 
 MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 

@@ -7,10 +7,10 @@ import os
 import pytest
 
 from fake_wazuh_api import FakeState, FakeWazuhAPI
-from mimizuku import events
-from mimizuku.api_sink import (ApiEventSink, MessageError, RequestPacer, api_event, split_message)
-from mimizuku.queue_sink import QueueSink
-from mimizuku.wazuh_api import WazuhAPI
+from mimizuku.delivery import events
+from mimizuku.delivery.api_sink import (ApiEventSink, MessageError, RequestPacer, api_event, split_message)
+from mimizuku.delivery.queue_socket import QueueSink
+from mimizuku.delivery.wazuh_api import WazuhAPI
 
 USER, PASSWORD = "wazuh-wui", "S3cret.Pass+word"
 
@@ -279,8 +279,8 @@ def test_queue_sink_spool_is_drained_by_the_api_sink(fake, tmp_path):
 def test_serve_uses_the_api_sink_when_configured(tmp_path, monkeypatch):
     import argparse
 
-    from mimizuku import serve
-    from mimizuku.integration import OptionsError
+    from mimizuku.serve import server as serve
+    from mimizuku.integratord.call import OptionsError
 
     p = argparse.ArgumentParser()
     serve.add_arguments(p)

@@ -11,9 +11,9 @@ from sklearn.cluster import DBSCAN
 from sklearn.feature_extraction import DictVectorizer
 
 import retrain_trees as T
-from mimizuku import batch
-from mimizuku.model import Mimizuku
-from mimizuku.retrain import main
+from mimizuku.nightly import day_analysis as batch
+from mimizuku.engine.estimator import Mimizuku
+from mimizuku.nightly.job import main
 
 ALERTS = [{k: v for k, v in a.items() if k != "_label"} for a in T.fleet(days=8, scale=0.02)]
 DAYS = T.days_of(ALERTS)

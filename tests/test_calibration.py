@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 import alert_factory as F
-from mimizuku.calibration import TailCalibrator, severity
-from mimizuku.model import Mimizuku
+from mimizuku.engine.calibration import TailCalibrator, severity
+from mimizuku.engine.estimator import Mimizuku
 
 
 @pytest.mark.parametrize("c", [0.001, 0.01, 0.05])

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from fake_wazuh_api import RULES, FakeState, FakeWazuhAPI, self_signed_cert
-from mimizuku import check
+from mimizuku.tools import rules_check as check
 from mimizuku.cli import main
-from mimizuku.wazuh_api import ENV_CA, ENV_PASSWORD, ENV_URL, ENV_USER
+from mimizuku.delivery.wazuh_api import ENV_CA, ENV_PASSWORD, ENV_URL, ENV_USER
 
 USER, PASSWORD = "wazuh-wui", "S3cret.Pass+word"
 
@@ -68,7 +68,7 @@ def test_samples_reach_every_rule_of_our_file():
 
 
 def test_samples_are_the_scorers_own_events():
-    from mimizuku import events
+    from mimizuku.delivery import events
 
     high = next(s for s in check.samples() if s.name == "high anomaly")
     assert high.location == events.TAG

@@ -1,4 +1,4 @@
-"""Volatile argument slots (mimizuku.detectors.commands): a position that takes a fresh file name
+"""Volatile argument slots (mimizuku.engine.detectors.commands): a position that takes a fresh file name
 almost every time in training is a variable, not evidence; one that holds the same names is not."""
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pytest
 
 import alert_factory as F
 from mimizuku import Mimizuku
-from mimizuku.detectors.commands import CommandDetector, file_words, fold_volatile
-from mimizuku.features import command_tokens
+from mimizuku.engine.detectors.commands import CommandDetector, file_words, fold_volatile
+from mimizuku.engine.features import command_tokens
 
 M = dt.timedelta(minutes=1)
 DEV, HID = "dev-ws-02", "005"

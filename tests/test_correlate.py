@@ -4,9 +4,9 @@ import itertools
 import datetime as dt
 
 import alert_factory as F
-from mimizuku import fields
-from mimizuku.correlate import build_ties, correlate
-from mimizuku.alerts import parse_timestamp
+from mimizuku.core import fields
+from mimizuku.engine.correlate import build_ties, correlate
+from mimizuku.sources.reader import parse_timestamp
 
 _n = itertools.count()
 
@@ -193,7 +193,7 @@ def test_a_session_id_seen_again_later_or_for_another_user_is_another_session():
 
 def test_a_flagged_burst_is_walked_once_not_once_per_alert(monkeypatch):
     """A scan of thousands of flagged alerts is one story: walking it from every alert is quadratic."""
-    import mimizuku.correlate as C
+    import mimizuku.engine.correlate as C
 
     calls = []
     real = C._Graph.story

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 import alert_factory as F
-from mimizuku.detectors.base import NotEnoughData
-from mimizuku.detectors.commands import CommandDetector
-from mimizuku.detectors.context import ContextDetector, RateTracker, rate_bin, seconds_and_hour
-from mimizuku.detectors.files import FileIntegrityDetector, path_matches
+from mimizuku.engine.detectors.base import NotEnoughData
+from mimizuku.engine.detectors.commands import CommandDetector
+from mimizuku.engine.detectors.context import ContextDetector, RateTracker, rate_bin, seconds_and_hour
+from mimizuku.engine.detectors.files import FileIntegrityDetector, path_matches
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
 """Memo caches of the detectors: bounded, and a full one loses its oldest quarter, not everything."""
-from mimizuku.bounded import make_room
+from mimizuku.core.bounded import make_room
 
 
 def test_make_room_drops_the_oldest_quarter_and_keeps_the_rest():
@@ -20,7 +20,7 @@ def test_make_room_leaves_a_cache_with_room_alone_and_makes_room_for_a_big_batch
 def test_a_detector_cache_stays_under_its_cap_and_keeps_recent_keys():
     import numpy as np
 
-    from mimizuku.detectors.base import Detector
+    from mimizuku.engine.detectors.base import Detector
 
     class Echo(Detector):
         name = "echo"
@@ -42,7 +42,7 @@ def test_a_full_cache_answers_a_batch_whose_old_keys_it_drops_to_make_room():
     the old one, which must still be answered (it raised KeyError and failed the whole batch)."""
     import numpy as np
 
-    from mimizuku.detectors.base import Detector
+    from mimizuku.engine.detectors.base import Detector
 
     calls = []
 
@@ -70,7 +70,7 @@ def test_sparse_rows_equal_the_hashers_dense_rows_with_collisions_and_a_tiny_nam
 
     import numpy as np
 
-    from mimizuku.detectors.lof import HashedGroups
+    from mimizuku.engine.detectors.lof import HashedGroups
 
     rng = random.Random(3)
     vec = HashedGroups({"a": 1.0, "b": 0.5}, n_features=8)
@@ -94,7 +94,7 @@ def test_lof_distances_of_sparse_queries_are_the_exact_ones():
     from sklearn.metrics import pairwise_distances
 
     import alert_factory as F
-    from mimizuku.detectors.commands import CommandDetector
+    from mimizuku.engine.detectors.commands import CommandDetector
 
     det = CommandDetector().fit(F.normal_fleet(days=2, seed=4))
     keys = det.ref_keys_[:40]
@@ -111,7 +111,7 @@ def test_sparse_neighbour_search_in_bounded_chunks_gives_the_same_answer():
     import numpy as np
 
     import alert_factory as F
-    from mimizuku.detectors.commands import CommandDetector
+    from mimizuku.engine.detectors.commands import CommandDetector
 
     det = CommandDetector().fit(F.normal_fleet(days=2, seed=4))
     keys = list(det.ref_keys_) + [det.key(a) for kind in F.attacks().values() for a in kind if det.applies(a)]
@@ -131,7 +131,7 @@ def test_a_refit_in_place_answers_as_a_fresh_fit_not_from_the_old_memos():
     import datetime as dt
 
     import alert_factory as F
-    from mimizuku.detectors import CommandDetector, ContextDetector, FileIntegrityDetector as FileDetector
+    from mimizuku.engine.detectors import CommandDetector, ContextDetector, FileIntegrityDetector as FileDetector
 
     a = F.normal_fleet(days=2, seed=1)
     b = F.normal_fleet(days=3, seed=2)

@@ -6,7 +6,7 @@ import datetime as dt
 import numpy as np
 
 import alert_factory as F
-from mimizuku.detectors.context import ContextDetector, is_privilege_change
+from mimizuku.engine.detectors.context import ContextDetector, is_privilege_change
 
 SESSION = ["pam", "syslog", "authentication_success"]
 
@@ -97,7 +97,7 @@ def test_a_new_days_burst_like_the_training_ones_is_not_flagged():
     det.start_stream()
     assert det.predict(burst).sum() == 0
     # the in-sample calibration (what the detector did before) would have flagged it
-    from mimizuku.calibration import TailCalibrator
+    from mimizuku.engine.calibration import TailCalibrator
 
     det2 = ContextDetector(contamination=0.01)
     det2.begin_fit()

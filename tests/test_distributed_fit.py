@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 
 import retrain_trees as T
-from mimizuku.model import Mimizuku
-from mimizuku.retrain import main
-from mimizuku.versions import current_version
+from mimizuku.engine.estimator import Mimizuku
+from mimizuku.nightly.job import main
+from mimizuku.store.versions import current_version
 
 distributed = pytest.importorskip("distributed")
 
@@ -201,7 +201,7 @@ def test_dying_workers_fail_the_run_and_keep_the_model(tree, tmp_path, process_c
     nothing installed."""
     import cloudpickle
 
-    from mimizuku import distributed_fit
+    from mimizuku.nightly import partitions as distributed_fit
 
     home = _copy(tree, tmp_path / "home")
     code, _ = _retrain(capfd, home)
@@ -260,8 +260,8 @@ def test_scheduler_without_workers_fails_with_exit_3(installed, capfd):
 
 def test_worker_that_cannot_see_the_archive_fails_the_run(installed, cluster, monkeypatch):
     """A worker must not train on less than the driver listed: missing archive = cluster failure."""
-    from mimizuku import distributed_fit
-    from mimizuku.distributed_fit import DaskUnavailable, PartitionedFit, partitions_of
+    from mimizuku.nightly import partitions as distributed_fit
+    from mimizuku.nightly.partitions import DaskUnavailable, PartitionedFit, partitions_of
 
     parts = partitions_of(str(installed), days=len(DAYS) + 1)
     assert [p.label for p in parts] == [d for d in DAYS if d != DAYS[2]]
@@ -279,7 +279,7 @@ def test_bad_dask_address_is_a_usage_error(installed, capfd):
 
 
 def test_local_retrain_never_imports_dask(installed):
-    code = ("import sys; from mimizuku.retrain import main; "
+    code = ("import sys; from mimizuku.nightly.job import main; "
             f"rc = main(['retrain', '--wazuh-home', {str(installed)!r}, '--day', {LAST!r}, '--no-batch', "
             "'--summary-json', '--max-rate-ratio', '1000']); "
             "print(rc, sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed')))")
@@ -291,7 +291,7 @@ def test_local_retrain_never_imports_dask(installed):
 def test_partial_fits_merge_like_one_stream():
     """Partitions counted apart and merged in order give the one-stream model when nothing
     depends on the stream (here: a model without the rate-keeping context detector)."""
-    from mimizuku.alerts import ReadStats
+    from mimizuku.sources.reader import ReadStats
 
     stream = [{k: v for k, v in a.items() if k != "_label"} for a in ALERTS]
     one = Mimizuku(detectors=("files", "commands")).fit(stream)
@@ -316,8 +316,8 @@ def test_partitions_are_days_and_read_as_one_stream_reads(tree, tmp_path):
     """One partition per day (parts together, in the reader's order); a file linked twice is
     read once and counted as the one-stream reader counts it; the partitions' alerts are the
     stream's alerts."""
-    from mimizuku.alerts import ReadStats, iter_alerts
-    from mimizuku.distributed_fit import add_stats, partitions_of
+    from mimizuku.sources.reader import ReadStats, iter_alerts
+    from mimizuku.nightly.partitions import add_stats, partitions_of
 
     home = _copy(tree, tmp_path / "home")
     first = next(f for f in T.day_files(home, DAYS[0]) if f.endswith(f"-{DAYS[0][8:]}.json.gz"))
@@ -343,7 +343,7 @@ def test_partitions_are_days_and_read_as_one_stream_reads(tree, tmp_path):
 
 def test_dask_setting_from_the_environment(monkeypatch):
     """--dask wins; else MIMIZUKU_DASK_SCHEDULER; "local" in either place means a local run."""
-    from mimizuku.retrain import _dask_setting
+    from mimizuku.nightly.job import _dask_setting
 
     monkeypatch.delenv("MIMIZUKU_DASK_SCHEDULER", raising=False)
     assert _dask_setting(None) is None

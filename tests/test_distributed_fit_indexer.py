@@ -18,10 +18,10 @@ import pytest
 
 import retrain_trees as T
 from fake_indexer import FakeIndexer
-from mimizuku.alerts import ReadStats, iter_alerts
-from mimizuku.model import Mimizuku
-from mimizuku.retrain import main
-from mimizuku.versions import current_version
+from mimizuku.sources.reader import ReadStats, iter_alerts
+from mimizuku.engine.estimator import Mimizuku
+from mimizuku.nightly.job import main
+from mimizuku.store.versions import current_version
 from test_distributed_fit import ALERTS, DAYS, LAST, SCORING, _fitted, assert_same_training
 
 distributed = pytest.importorskip("distributed")
@@ -155,7 +155,7 @@ def test_worker_without_credentials_fails_the_run_and_keeps_the_model(fake, clus
                                                                       monkeypatch, worker_env):
     """The driver has credentials, the workers have none (or refused ones): exit 3 as for any
     worker failure, a message that says what every worker needs, the model in use kept."""
-    from mimizuku import distributed_fit
+    from mimizuku.nightly import partitions as distributed_fit
 
     url = fake.url + "/wazuh-alerts-4.x-*"
     home = tmp_path / "home"
@@ -182,7 +182,7 @@ def test_worker_without_credentials_fails_the_run_and_keeps_the_model(fake, clus
     assert current_version(models) == before
     assert [p.name for p in (models / "versions").iterdir()] == [before]
     # the same partitions read locally (bound to the driver's source) still read everything
-    from mimizuku.distributed_fit import PartitionedFit
+    from mimizuku.nightly.partitions import PartitionedFit
 
     assert PartitionedFit(None, {}).fit(url, days=len(DAYS) + 1).detectors_
 
@@ -218,8 +218,8 @@ BOUNDARY_DOCS = [
     {"since": "2026-03-01T23:59:59.999+00:00", "until": "2026-03-02T00:00:00.001+00:00"},
 ])
 def test_slices_together_read_exactly_the_one_read(window, tmp_path, monkeypatch):
-    from mimizuku.distributed_fit import add_stats, partitions_of
-    from mimizuku.indexer import IndexerSource
+    from mimizuku.nightly.partitions import add_stats, partitions_of
+    from mimizuku.sources.indexer import IndexerSource
 
     monkeypatch.delenv("MIMIZUKU_INDEXER_CONFIG", raising=False)
     with FakeIndexer(BOUNDARY_DOCS, user=USER, password=PASSWORD) as f:
@@ -256,8 +256,8 @@ def test_slices_together_read_exactly_the_one_read(window, tmp_path, monkeypatch
 
 
 def test_midnight_belongs_to_the_next_day(tmp_path, monkeypatch):
-    from mimizuku.distributed_fit import partitions_of
-    from mimizuku.indexer import IndexerSource
+    from mimizuku.nightly.partitions import partitions_of
+    from mimizuku.sources.indexer import IndexerSource
 
     monkeypatch.delenv("MIMIZUKU_INDEXER_CONFIG", raising=False)
     with FakeIndexer(BOUNDARY_DOCS, user=USER, password=PASSWORD) as f:
@@ -281,7 +281,7 @@ def _empty_config(tmp_path: Path) -> Path:
 def test_a_slice_opens_with_this_machines_credentials_and_the_drivers_settings(tmp_path):
     """Credentials and transport from the worker's own config; what to read from the slice —
     also over the worker's own query."""
-    from mimizuku.indexer import IndexerConfigError, IndexerSource
+    from mimizuku.sources.indexer import IndexerConfigError, IndexerSource
 
     drv = IndexerSource("http://127.0.0.1:9/alerts-*", username="nightly-trainer", password=PASSWORD, page_size=77,
                         query={"term": {"agent.id": "001"}}, config_file=str(_empty_config(tmp_path)))

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mimizuku import events
+from mimizuku.delivery import events
 from wazuh_emulation import parse_queue_message
 
 

@@ -1,6 +1,6 @@
 """Path and command tokenisation: volatile parts vanish, structure and shell constructs stay."""
-from mimizuku.features import command_tokens, path_shape, path_tokens, strip_volatile
-from mimizuku import fields
+from mimizuku.engine.features import command_tokens, path_shape, path_tokens, strip_volatile
+from mimizuku.core import fields
 
 
 def test_release_ids_and_pids_do_not_make_paths_unique():
@@ -52,7 +52,7 @@ def test_fields_tolerate_odd_types():
 
 
 def test_url_credentials_are_neither_tokens_nor_quoted():
-    from mimizuku.features import command_shape, command_tokens, hide_url_credentials
+    from mimizuku.engine.features import command_shape, command_tokens, hide_url_credentials
 
     secret = "glcbt-64_AbCdEf0123456789"
     cmd = f"git remote set-url origin https://gitlab-ci-token:{secret}@gitlab.example.internal/group/project.git"

@@ -1,5 +1,5 @@
 """Instances reduced to their shape: random name parts, home owners, package files, account classes."""
-from mimizuku.features import account_class, command_tokens, looks_random, path_tokens, strip_shapes
+from mimizuku.engine.features import account_class, command_tokens, looks_random, path_tokens, strip_shapes
 
 
 def test_ansible_become_markers_are_one_token():

@@ -1,8 +1,8 @@
 """Flood control: look-alike anomalies inside a window become the first event plus one summary."""
 from __future__ import annotations
 
-from mimizuku import flood
-from mimizuku.flood import FloodControl, command_program, path_shape, signature
+from mimizuku.delivery import flood
+from mimizuku.delivery.flood import FloodControl, command_program, path_shape, signature
 
 
 class Clock:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from mimizuku.follow import MAX_LINE_BYTES, AlertFollower, Bookmark, FollowError
+from mimizuku.sources.follow import MAX_LINE_BYTES, AlertFollower, Bookmark, FollowError
 
 
 class Analysisd:

@@ -1,4 +1,4 @@
-"""Fleet waves (mimizuku.fleet): the same new situation on several agents within the hour is a
+"""Fleet waves (mimizuku.engine.fleet): the same new situation on several agents within the hour is a
 roll-out; the first host is judged in full, the k-th other one gets 1/(1+k) of its raw score."""
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 import alert_factory as F
-from mimizuku.detectors.commands import CommandDetector
-from mimizuku.detectors.context import ContextDetector
-from mimizuku.fleet import FleetWave
+from mimizuku.engine.detectors.commands import CommandDetector
+from mimizuku.engine.detectors.context import ContextDetector
+from mimizuku.engine.fleet import FleetWave
 
 M = dt.timedelta(minutes=1)
 HOSTS = (("web-01", "001"), ("web-02", "002"), ("db-01", "003"))

@@ -1,4 +1,4 @@
-"""Change channels (mimizuku.lineage): what the fleet's package manager and configuration
+"""Change channels (mimizuku.engine.lineage): what the fleet's package manager and configuration
 management change is judged by how and where, not by what; what else changes, as before."""
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pytest
 
 import alert_factory as F
 from mimizuku import Mimizuku
-from mimizuku.detectors.commands import CommandDetector
-from mimizuku.detectors.files import FileIntegrityDetector
-from mimizuku.lineage import ProcessLineage, change_channel
+from mimizuku.engine.detectors.commands import CommandDetector
+from mimizuku.engine.detectors.files import FileIntegrityDetector
+from mimizuku.engine.lineage import ProcessLineage, change_channel
 
 H = dt.timedelta(hours=1)
 M = dt.timedelta(minutes=1)

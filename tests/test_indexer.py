@@ -10,9 +10,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from fake_indexer import FakeIndexer, load_export
-from mimizuku import synth
-from mimizuku.alerts import ReadStats, iter_alerts, parse_timestamp, read_alerts
-from mimizuku.indexer import (IndexerAuthError, IndexerConfigError, IndexerError, IndexerSource,
+from mimizuku.tools import synth
+from mimizuku.sources.reader import ReadStats, iter_alerts, parse_timestamp, read_alerts
+from mimizuku.sources.indexer import (IndexerAuthError, IndexerConfigError, IndexerError, IndexerSource,
                               IndexerUnavailable)
 
 EXPORT = "/work/shared/data/opensearch-export/sample-alerts-predict-2024-04-01.json"

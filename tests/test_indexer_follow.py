@@ -7,9 +7,9 @@ from datetime import datetime, timezone
 import pytest
 
 from fake_indexer import FakeIndexer
-from mimizuku.follow import FollowError
-from mimizuku.indexer import IndexerSource
-from mimizuku.indexer_follow import IndexerFollower
+from mimizuku.sources.follow import FollowError
+from mimizuku.sources.indexer import IndexerSource
+from mimizuku.sources.indexer_follow import IndexerFollower
 
 USER, PASSWORD = "mimizuku", "s3cret-Pa55"
 T0 = datetime(2026, 5, 4, 12, 0, tzinfo=timezone.utc).timestamp()
@@ -169,7 +169,7 @@ def test_a_damaged_bookmark_is_refused(fake, tmp_path):
 
 def test_serve_follows_the_indexer(tmp_path, monkeypatch):
     """``mimizuku serve --follow-indexer``: the option reaches the daemon's follower."""
-    from mimizuku import serve
+    from mimizuku.serve import server as serve
 
     p = serve.argparse.ArgumentParser()
     serve.add_arguments(p)

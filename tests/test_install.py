@@ -45,7 +45,7 @@ def test_conf_blocks_use_only_known_elements():
     assert integ.findtext("name") == "custom-mimizuku" and integ.findtext("alert_format") == "json"
     assert int(integ.findtext("timeout")) >= 5 and int(integ.findtext("level")) >= 3
     opts = json.loads(integ.findtext("options"))
-    from mimizuku.integration import OPTION_KEYS
+    from mimizuku.integratord.call import OPTION_KEYS
     assert set(opts) <= set(OPTION_KEYS)
     wodle = ET.parse(ROOT / "ossec_conf" / "wodle_retrain.xml").getroot().find("wodle")
     assert wodle.get("name") == "command"
@@ -263,7 +263,7 @@ def test_pip_path_creates_the_venv_and_uninstall_removes_it(tree):
     assert p.returncode == 0, p.stdout + p.stderr
     assert (venv / "bin" / "python3").exists()
     r = subprocess.run(["runuser", "-u", "wazuh", "--", str(venv / "bin" / "python3"), "-I", "-c",
-                        "import mimizuku.integration, mimizuku; print(mimizuku.__file__)"],
+                        "import mimizuku.integratord.call, mimizuku; print(mimizuku.__file__)"],
                        capture_output=True, text=True)
     assert r.returncode == 0 and str(venv) in r.stdout, r.stderr
     tree.install("--uninstall")

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from integration_fakes import fake_scorer
-from mimizuku import integration as it
-from mimizuku.spool import Spool
+from mimizuku.integratord import call as it
+from mimizuku.core.spool import Spool
 from wazuh_emulation import FakeAnalysisd
 
 FIM = {
@@ -245,7 +245,7 @@ def test_broken_engine_keeps_the_alert(env, exc, code):
 
 
 def test_model_error_is_a_real_failure_that_keeps_the_alert(env):
-    from mimizuku.persistence import ModelIntegrityError
+    from mimizuku.store.model_dir import ModelIntegrityError
 
     def scorer(alerts, opts):
         raise ModelIntegrityError("checksum of files.joblib does not match the manifest")
@@ -320,7 +320,7 @@ def test_timeout_inside_scoring_keeps_alerts_and_exits_zero(env):
     assert "did not finish within the 1s timeout" in env.log()
 
 
-HEAVY = ("pandas", "numpy", "scipy", "sklearn", "joblib", "mimizuku.model")
+HEAVY = ("pandas", "numpy", "scipy", "sklearn", "joblib", "mimizuku.engine.estimator")
 
 
 @pytest.mark.parametrize("case", ["own_event", "no_model"])

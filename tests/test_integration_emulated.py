@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 import integration_fakes
-from mimizuku import events, fields
-from mimizuku.spool import Spool
+from mimizuku.delivery import events
+from mimizuku.core import fields
+from mimizuku.core.spool import Spool
 from wazuh_emulation import FakeAnalysisd, Integratord, Ruleset, ensure_wazuh_user, make_scratch_manager
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from mimizuku import fields
+from mimizuku.core import fields
 from wazuh_emulation import FakeAnalysisd, Integratord, Ruleset, ensure_wazuh_user, make_scratch_manager
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,7 +25,7 @@ DATA = ROOT.parent / "shared" / "data"
 RULES = ROOT / "wazuh_rules" / "mimizuku_rules.xml"
 SEVERITY_RULE = {"low": 119002, "medium": 119003, "high": 119004, "critical": 119005}
 
-model = pytest.importorskip("mimizuku.model", reason="the engine (detector/mimizuku/model.py) is not there yet")
+model = pytest.importorskip("mimizuku.engine.estimator", reason="the engine (detector/mimizuku/model.py) is not there yet")
 
 
 def read_alerts(path: Path):
@@ -144,9 +144,9 @@ def test_real_alerts_scored_in_process_reach_the_intended_rules(em):
 
 
 def test_generated_alerts_anomalies_reach_the_intended_rules(em):
-    synth = pytest.importorskip("mimizuku.synth", reason="the generator (detector/mimizuku/synth.py) is not there yet")
+    synth = pytest.importorskip("mimizuku.tools.synth", reason="the generator (detector/mimizuku/synth.py) is not there yet")
     if not hasattr(synth, "generate") or not hasattr(synth, "FleetConfig"):
-        pytest.skip("mimizuku.synth has no generate()/FleetConfig yet")
+        pytest.skip("mimizuku.tools.synth has no generate()/FleetConfig yet")
     alerts = list(synth.generate(synth.FleetConfig(days=3, scale=0.05, attack_days=1, seed=3)))
     cut = len(alerts) * 2 // 3
     engine = em.train(alerts[:cut])

@@ -6,8 +6,8 @@ import datetime as dt
 import pytest
 
 import alert_factory as F
-from mimizuku.detectors.commands import CommandDetector
-from mimizuku.detectors.files import FileIntegrityDetector
+from mimizuku.engine.detectors.commands import CommandDetector
+from mimizuku.engine.detectors.files import FileIntegrityDetector
 
 ADMIN_COMMANDS = [["ls", "-la", "/var/log"], ["systemctl", "status", "nginx"], ["journalctl", "-xe"],
                   ["df", "-h"], ["tail", "-n", "200", "/var/log/syslog"], ["sudo", "-i"]]

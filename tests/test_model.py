@@ -12,7 +12,7 @@ import pytest
 
 import alert_factory as F
 from mimizuku import Mimizuku
-from mimizuku.persistence import ModelError, ModelIntegrityError, ModelSecurityError, ModelVersionError
+from mimizuku.store.model_dir import ModelError, ModelIntegrityError, ModelSecurityError, ModelVersionError
 
 ATK = F.attacks()
 ATTACKS = [a for kind in ATK.values() for a in kind]

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from mimizuku import model_sync as ms
-from mimizuku.persistence import load_model_dir, save_model_dir
-from mimizuku.versions import ModelStore, current_version, resolve_model_dir
+from mimizuku.store import publication as ms
+from mimizuku.store.model_dir import load_model_dir, save_model_dir
+from mimizuku.store.versions import ModelStore, current_version, resolve_model_dir
 
 V = [f"20261121T03000{i}Z-abcde{i}" for i in range(5)]
 

@@ -10,8 +10,8 @@ import joblib
 import numpy as np
 import pytest
 
-from mimizuku import persistence
-from mimizuku.persistence import (
+from mimizuku.store import model_dir as persistence
+from mimizuku.store.model_dir import (
     FORMAT_VERSION,
     ModelError,
     ModelIntegrityError,

@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from mimizuku.queue_sink import QueueSink, TOO_BIG_SUFFIX
+from mimizuku.delivery.queue_socket import QueueSink, TOO_BIG_SUFFIX
 from wazuh_emulation import FakeAnalysisd
 
 
@@ -131,7 +131,7 @@ def test_too_big_datagram_is_kept_aside_and_does_not_block_the_rest(paths, tmp_p
 
 
 def test_spool_that_cannot_be_written_is_an_error(paths, tmp_path):
-    from mimizuku.spool import SpoolError
+    from mimizuku.core.spool import SpoolError
 
     sock, _ = paths
     blocker = tmp_path / "afile"

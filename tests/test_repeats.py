@@ -8,9 +8,9 @@ import pytest
 
 import alert_factory as F
 from mimizuku import Mimizuku
-from mimizuku import correlate as corr
-from mimizuku import integration as it
-from mimizuku.repeats import RepeatWindows
+from mimizuku.engine import correlate as corr
+from mimizuku.integratord import call as it
+from mimizuku.engine.repeats import RepeatWindows
 
 
 # --- the windows ------------------------------------------------------------------------------
@@ -162,7 +162,7 @@ def test_an_alert_another_detector_flags_is_never_a_repeat(model):
 
 
 def test_a_hot_reload_keeps_the_open_windows(model, tmp_path):
-    from mimizuku import serve
+    from mimizuku.serve import server as serve
 
     t = F.BASE + dt.timedelta(days=5, hours=10)
     flood = _flood(t, 30)

@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from mimizuku.report import main, render_report, write_report  # noqa: E402
+from mimizuku.outputs.report import main, render_report, write_report  # noqa: E402
 
 T0 = datetime(2024, 1, 15, 0, 0, tzinfo=timezone.utc)
 SCRIPT_PATH = '<script>alert("pwned")</script>/etc/passwd'

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 import retrain_trees as T
-from mimizuku.model import Mimizuku
-from mimizuku.retrain import AnomalyFilter, RetrainConfig, main, retrain, summary_line
-from mimizuku.versions import ModelStore, current_version
+from mimizuku.engine.estimator import Mimizuku
+from mimizuku.nightly.job import AnomalyFilter, RetrainConfig, main, retrain, summary_line
+from mimizuku.store.versions import ModelStore, current_version
 
 ALERTS14 = T.fleet(days=14, scale=0.03)
 ALERTS = T.fleet(days=8, scale=0.02)
@@ -140,7 +140,7 @@ def test_flagged_alerts_are_excluded_from_retraining(tmp_path, capfd):
     models = home / "mimizuku" / "models"
     T.install_model(models, current)
     stream = _strip(ALERTS)
-    # flagged: raised, or a repeat of what was raised (mimizuku.repeats)
+    # flagged: raised, or a repeat of what was raised (mimizuku.engine.repeats)
     recs = current.score_records(stream)
     flagged_ids = {r["id"] for r in recs if r["anomaly"] or r.get("repeat_of")}
     assert len(flagged_ids) > 20 and any(r.get("repeat_of") for r in recs)
@@ -393,7 +393,7 @@ def test_demo_defaults_use_sqlite_and_syslog_file_under_home(tmp_path):
 def test_retrain_publishes_for_the_cluster_and_a_node_syncs(home, tmp_path):
     """--publish-to: the installed model is published (signed) and a node's sync installs it; a
     missing key is a warning, the local install stands."""
-    from mimizuku import model_sync
+    from mimizuku.store import publication as model_sync
 
     pub, node = tmp_path / "pub", tmp_path / "node-models"
     s = retrain(RetrainConfig(wazuh_home=home, day=None, batch=False, publish_to=pub))["mimizuku"]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mimizuku import scorer_client as sc
+from mimizuku.integratord import forward as sc
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -163,7 +163,7 @@ FAST = """
 import sys
 sys.path.insert(0, {detector!r})
 before = set(sys.modules)
-from mimizuku.scorer_client import forward
+from mimizuku.integratord.forward import forward
 code = forward({argv!r})
 new = sorted(set(sys.modules) - before)
 print(code, ",".join(new))
@@ -180,8 +180,8 @@ def test_fast_path_acknowledged_loads_almost_nothing(tmp_path, sockpath):
         code, mods = r.stdout.split()
         assert code == "0", r.stderr
         loaded = set(mods.split(","))
-        assert {"mimizuku.scorer_client", "_socket"} <= loaded
-        heavy = {"json", "re", "socket", "enum", "typing", "mimizuku.integration", "mimizuku.spool", "pandas", "numpy"}
+        assert {"mimizuku.integratord.forward", "_socket"} <= loaded
+        heavy = {"json", "re", "socket", "enum", "typing", "mimizuku.integratord.call", "mimizuku.core.spool", "pandas", "numpy"}
         assert not (loaded & heavy), loaded & heavy
         assert s.requests[0]["alert"] == ALERT
     finally:

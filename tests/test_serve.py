@@ -11,7 +11,9 @@ import time
 
 import pytest
 
-from mimizuku import scorer_client, serve, status
+from mimizuku.integratord import forward as scorer_client
+from mimizuku.serve import server as serve
+from mimizuku.serve import status
 from test_serve_support import Daemon, Scratch, traffic, wait_until
 
 
@@ -180,7 +182,7 @@ def test_tampered_new_model_is_refused_and_the_old_one_kept(scratch, caplog):
         data[len(data) // 2] ^= 0xFF
         victim.write_bytes(bytes(data))
         reloads = d.server.reloads
-        with caplog.at_level("ERROR", logger="mimizuku.serve"):
+        with caplog.at_level("ERROR", logger="mimizuku.serve.server"):
             scratch.point_current("v2")
             assert wait_until(lambda: d.server.reloads > reloads, 60)
         assert d.server.model_version == "v1"
@@ -215,7 +217,7 @@ def test_flood_of_anomalies_becomes_one_event_and_a_summary(scratch):
     # an alert only the context detector sees: with a file or command alert, the detector that
     # reports it switches to context once the burst's rate makes that score the larger one, and
     # with the detector the flood signature
-    from mimizuku import fields
+    from mimizuku.core import fields
 
     base = next(a for a in traffic(200, "x") if not fields.is_fim(a) and not fields.is_command(a))
     scan = []
@@ -267,7 +269,7 @@ def test_no_model_yet_then_one_arrives(scratch):
     try:
         outcome, ans = scorer_client.deliver(str(d.server.cfg.socket), json.dumps(traffic(1, "early")[0]).encode(), 5)
         assert outcome == "refused" and ans["code"] == "not_ready"
-        from mimizuku.spool import Spool
+        from mimizuku.core.spool import Spool
 
         early = traffic(3, "early")
         for a in early:                      # what the clients do with a refused alert
@@ -313,7 +315,7 @@ def test_handled_ids_window_and_journal(tmp_path):
 
 
 def test_alert_key_tells_managers_of_a_cluster_apart():
-    from mimizuku.serve import alert_key
+    from mimizuku.serve.server import alert_key
 
     a = {"id": "1763000000.1234", "manager": {"name": "master"}, "rule": {"id": "550"}}
     b = {"id": "1763000000.1234", "manager": {"name": "worker-1"}, "rule": {"id": "5715"}}

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from mimizuku.follow import Bookmark
+from mimizuku.sources.follow import Bookmark
 from test_follow import Analysisd
 from test_serve_support import ROOT, Daemon, Scratch, traffic, wait_until
 
@@ -83,7 +83,7 @@ def test_follow_relink_rotation_and_restart(scratch):
 
 
 def test_follow_and_socket_feed_one_pipeline_without_duplicates(scratch):
-    from mimizuku import scorer_client
+    from mimizuku.integratord import forward as scorer_client
 
     wz = scratch.wz
     alerts = traffic(30, "both")
@@ -120,7 +120,7 @@ def test_daemon_process_signals(scratch):
         scratch.install_version("v2", current=False)
         scratch.point_current("v2")       # watch interval is an hour: only SIGHUP can pick it up
         p.send_signal(signal.SIGHUP)
-        from mimizuku import scorer_client
+        from mimizuku.integratord import forward as scorer_client
 
         sock = scratch.run / "serve.sock"
         assert wait_until(lambda: scorer_client.call(sock, {"op": "status"})["status"]["model"]["version"] == "v2", 60)

@@ -13,7 +13,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from mimizuku import scorer_client, serve
+from mimizuku.integratord import forward as scorer_client
+from mimizuku.serve import server as serve
 from test_serve_support import Daemon, Scratch, traffic, wait_until
 
 
@@ -132,8 +133,8 @@ def test_engine_caches_cap_the_detectors_and_the_package_lru_caches(fake_package
 
 
 def test_engine_caches_find_the_lru_caches_of_the_real_package():
-    import mimizuku.features as features
-    import mimizuku.fields as fields
+    import mimizuku.engine.features as features
+    import mimizuku.core.fields as fields
 
     found = {id(f) for f in serve.package_lru_caches()}
     expected = [obj for mod in (features, fields) for obj in vars(mod).values()

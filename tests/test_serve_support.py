@@ -20,8 +20,8 @@ from typing import Any, Dict, List, Optional
 
 import pytest
 
-from mimizuku import serve
-from mimizuku.integration import Options
+from mimizuku.serve import server as serve
+from mimizuku.integratord.call import Options
 from wazuh_emulation import FakeAnalysisd, ensure_wazuh_user
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,8 +31,8 @@ _CACHE: Dict[str, Any] = {}
 def fitted_model():
     """The engine trained once per test session (3 generated days, small fleet)."""
     if "model" not in _CACHE:
-        from mimizuku.model import Mimizuku
-        from mimizuku.synth import FleetConfig, generate
+        from mimizuku.engine.estimator import Mimizuku
+        from mimizuku.tools.synth import FleetConfig, generate
 
         train = list(generate(FleetConfig(days=3, scale=0.05, attacks=False, seed=1)))
         _CACHE["model"] = Mimizuku().fit(train)
@@ -54,7 +54,7 @@ def traffic(n: int, prefix: str = "t", seed: int = 5) -> List[Dict[str, Any]]:
     """``n`` generated alerts (repeating the fleet if needed), each with a unique id."""
     key = ("traffic", seed)
     if key not in _CACHE:
-        from mimizuku.synth import FleetConfig, generate
+        from mimizuku.tools.synth import FleetConfig, generate
 
         _CACHE[key] = list(generate(FleetConfig(days=1, scale=0.05, attacks=False, seed=seed)))
     base = _CACHE[key]

@@ -1,4 +1,4 @@
-"""Tests of the synthetic Wazuh alert generator (mimizuku.synth)."""
+"""Tests of the synthetic Wazuh alert generator (mimizuku.tools.synth)."""
 from __future__ import annotations
 
 import collections
@@ -10,8 +10,8 @@ from datetime import date, datetime, timedelta, timezone
 
 import pytest
 
-from mimizuku import fields
-from mimizuku.synth import (
+from mimizuku.core import fields
+from mimizuku.tools.synth import (
     EPISODE_KINDS,
     FleetConfig,
     HostSpec,

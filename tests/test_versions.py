@@ -8,8 +8,8 @@ import threading
 
 import pytest
 
-from mimizuku.persistence import ModelError, load_model_dir, save_model_dir
-from mimizuku.versions import (Locked, ModelStore, RunLock, VersionError, current_version, resolve_model_dir,
+from mimizuku.store.model_dir import ModelError, load_model_dir, save_model_dir
+from mimizuku.store.versions import (Locked, ModelStore, RunLock, VersionError, current_version, resolve_model_dir,
                                run_rollback)
 
 
@@ -171,7 +171,7 @@ def test_lock_is_exclusive_and_says_who_holds_it(tmp_path):
             RunLock(s.root / ".lock").acquire()
         # another process too (flock locks belong to open file descriptions)
         code = subprocess.run([sys.executable, "-c", (
-            "import sys; from mimizuku.versions import ModelStore, Locked\n"
+            "import sys; from mimizuku.store.versions import ModelStore, Locked\n"
             f"try:\n ModelStore({str(s.root)!r}).lock().acquire()\nexcept Locked: sys.exit(6)\n")]).returncode
         assert code == 6
     with s.lock():  # released

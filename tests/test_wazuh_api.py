@@ -11,7 +11,7 @@ import time
 import pytest
 
 from fake_wazuh_api import FakeWazuhAPI, self_signed_cert
-from mimizuku import wazuh_api as W
+from mimizuku.delivery import wazuh_api as W
 
 USER, PASSWORD = "wazuh-wui", "S3cret.Pass+word"
 

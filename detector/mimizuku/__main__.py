@@ -1,6 +1,6 @@
 """`python -m mimizuku` runs the command line."""
 import sys
 
-from .cli import main
+from mimizuku.cli import main
 
 sys.exit(main())

@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--output", "-o", help="write to this file instead of standard output")
     s.add_argument("--correlate", action="store_true",
                    help="batch mode: rank alerts tied to an anomaly (same login session, process tree, login, "
-                        "ssh hop or source burst) just under it, with related_to (mimizuku.correlate)")
+                        "ssh hop or source burst) just under it, with related_to (mimizuku.engine.correlate)")
     s.add_argument("--flag-related", action="store_true",
                    help="with --correlate: flag the tied alerts as anomalies too, each with a reason naming its seed")
 
@@ -82,17 +82,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write realistic sample alerts (a fleet with labelled attacks); "
                         "options: `mimizuku generate --help`")
 
-    from . import batch, retrain, serve, status, versions
+    from mimizuku.nightly import day_analysis as batch
+    from mimizuku.nightly import job as retrain
+    from mimizuku.serve import server as serve
+    from mimizuku.serve import status
+    from mimizuku.store import versions
 
     retrain.add_parser(sub)
     versions.add_rollback_parser(sub)
     batch.add_report_parser(sub)
     serve.add_parser(sub)
     status.add_parser(sub)
-    from . import model_sync
+    from mimizuku.store import publication as model_sync
 
     model_sync.add_parsers(sub)
-    from . import check
+    from mimizuku.tools import rules_check as check
 
     check.add_parser(sub)
 
@@ -105,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _version() -> str:
-    from ._version import __version__
+    from mimizuku._version import __version__
 
     return __version__
 
@@ -119,9 +123,9 @@ def _read_error(e: Exception) -> CliError:
 
 
 def cmd_train(a: argparse.Namespace) -> int:
-    from .alerts import AlertSourceError
-    from .detectors.base import NotEnoughData
-    from .model import Mimizuku
+    from mimizuku.sources.reader import AlertSourceError
+    from mimizuku.engine.detectors.base import NotEnoughData
+    from mimizuku.engine.estimator import Mimizuku
 
     dets = tuple(x.strip() for x in a.detectors.split(",") if x.strip())
     model = Mimizuku(contamination=a.contamination, n_neighbors=a.n_neighbors, detectors=dets,
@@ -147,8 +151,8 @@ def cmd_train(a: argparse.Namespace) -> int:
 
 
 def _load(model_dir: str):
-    from .model import Mimizuku
-    from .persistence import ModelError
+    from mimizuku.engine.estimator import Mimizuku
+    from mimizuku.store.model_dir import ModelError
 
     try:
         return Mimizuku.load_model(model_dir)
@@ -172,7 +176,7 @@ def _table_row(r: Dict[str, Any]) -> str:
 
 
 def cmd_score(a: argparse.Namespace) -> int:
-    from .alerts import AlertSourceError, ReadStats
+    from mimizuku.sources.reader import AlertSourceError, ReadStats
 
     model = _load(a.model_dir)
     out = open(a.output, "w", encoding="utf-8") if a.output else sys.stdout
@@ -185,7 +189,7 @@ def cmd_score(a: argparse.Namespace) -> int:
         records = model.iter_records(a.input, days=a.days, since=a.since, until=a.until,
                                      progress=_progress(), stats=stats)
         if a.correlate:
-            from .correlate import correlate
+            from mimizuku.engine.correlate import correlate
 
             records = correlate(list(records), flag_related=a.flag_related)
         for r in records:
@@ -210,8 +214,8 @@ def cmd_score(a: argparse.Namespace) -> int:
 
 def cmd_demo(a: argparse.Namespace) -> int:
     """Everything on embedded defaults: sample fleet → train on the quiet days → score the rest."""
-    from . import synth
-    from .model import Mimizuku
+    from mimizuku.tools import synth
+    from mimizuku.engine.estimator import Mimizuku
 
     os.makedirs(a.out, exist_ok=True)
     cfg = synth.FleetConfig(days=a.days, seed=a.seed, attack_days=2, scale=a.scale)
@@ -240,13 +244,13 @@ def cmd_demo(a: argparse.Namespace) -> int:
 
 
 def cmd_serve(a: argparse.Namespace) -> int:
-    from . import serve
+    from mimizuku.serve import server as serve
 
     return serve.run(a)
 
 
 def cmd_status(a: argparse.Namespace) -> int:
-    from . import status
+    from mimizuku.serve import status
 
     return status.run(a)
 
@@ -256,8 +260,8 @@ COMMANDS = {"train": cmd_train, "score": cmd_score, "demo": cmd_demo, "serve": c
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["generate"]:  # the generator has its own options (python -m mimizuku.synth)
-        from . import synth
+    if argv[:1] == ["generate"]:  # the generator has its own options (python -m mimizuku.tools.synth)
+        from mimizuku.tools import synth
 
         try:
             return synth.main(argv[1:])

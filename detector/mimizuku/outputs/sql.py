@@ -31,8 +31,8 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import mysql as mysql_types
 from sqlalchemy.engine import URL, Engine, make_url
 
-from ..spool import Spool, SpoolError
-from . import (
+from mimizuku.core.spool import Spool, SpoolError
+from mimizuku.outputs import (
     OutputDataError,
     OutputError,
     OutputUnavailableError,

@@ -28,10 +28,16 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 from urllib.parse import urlsplit
 
-from .._version import __version__
-from ..spool import Spool, SpoolError
-from . import OutputError, OutputUnavailableError, clean_text, default_spool_dir, parse_timestamp
-from ..fields import dig as _get
+from mimizuku._version import __version__
+from mimizuku.core.spool import Spool, SpoolError
+from mimizuku.outputs import (
+    OutputError,
+    OutputUnavailableError,
+    clean_text,
+    default_spool_dir,
+    parse_timestamp,
+)
+from mimizuku.core.fields import dig as _get
 
 try:
     import fcntl

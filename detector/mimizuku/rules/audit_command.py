@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
-from .. import fields
-from ..detectors.commands import CommandDetector
+from mimizuku.core import fields
+from mimizuku.engine.detectors.commands import CommandDetector
 
 
 class AuditCommand(CommandDetector):

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
-from .. import fields
-from ..detectors.files import FileIntegrityDetector, path_matches
+from mimizuku.core import fields
+from mimizuku.engine.detectors.files import FileIntegrityDetector, path_matches
 
 
 class FsNotify(FileIntegrityDetector):

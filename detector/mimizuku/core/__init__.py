@@ -1,0 +1,1 @@
+"""What every room shares: field access, bounded maps, private files, HTTP retry, the spool."""

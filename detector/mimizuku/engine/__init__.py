@@ -1,0 +1,1 @@
+"""The estimator and everything that scores: features, detectors, calibration, the flag rule."""

@@ -1,0 +1,200 @@
+"""What every detector shares: keys, weighted training, calibration, caching.
+
+A detector sees an alert through its *key*: a small hashable tuple of the values it models
+(for files: agent, path tokens, event, user, process). Training counts keys instead of keeping
+rows, so a million alerts that repeat a few thousand situations cost a few thousand rows, and
+duplicates become weights rather than the degenerate neighbourhoods that break LOF on raw rows.
+
+Conventions (PyOD / scikit-learn): ``decision_scores_`` and ``raw_scores`` are raw, higher =
+more anomalous; ``score_samples`` gives calibrated scores in [0, 1]; ``threshold_`` and
+``predict`` (1 = anomaly) come from the one calibrator.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Dict, FrozenSet, Hashable, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+from sklearn.base import BaseEstimator
+
+from mimizuku.core import fields
+from mimizuku.core.bounded import make_room
+from mimizuku.engine.calibration import TailCalibrator
+from mimizuku.engine.repeats import RepeatWindows
+
+Key = Tuple[Hashable, ...]
+
+
+class NotEnoughData(ValueError):
+    """The detector saw too few alerts of its kind to learn what is normal."""
+
+
+def user_matches(user: Optional[str], users: Iterable[str]) -> bool:
+    return user is not None and user in set(users)
+
+
+class Detector(BaseEstimator):
+    """Base class: subclasses define ``name``, ``applies``, ``key``, ``_fit_keys``, ``_raw``."""
+
+    name = "base"
+    min_keys = 2  # distinct situations needed to fit
+
+    # -- what subclasses provide -----------------------------------------------------------------
+    def applies(self, alert: Dict[str, Any]) -> bool:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def key(self, alert: Dict[str, Any]) -> Key:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _fit_keys(self, keys: List[Key], weights: np.ndarray) -> np.ndarray:  # pragma: no cover
+        """Fit on distinct keys; return the raw training score of each key."""
+        raise NotImplementedError
+
+    def _raw(self, keys: List[Key]) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def explain(self, key: Key, alert: Dict[str, Any]) -> List[str]:  # pragma: no cover
+        raise NotImplementedError
+
+    def ignored(self, alert: Dict[str, Any]) -> Optional[str]:
+        """Why this alert must never be flagged by this detector (None if it may be)."""
+        return None
+
+    # -- what a model file does not hold ---------------------------------------------------------
+    #: memos: derived from the fitted state and rebuilt on first use. Dropped when pickled and
+    #: when a refit in place begins (it must not answer from the model it replaces). Each class
+    #: (mixins too) names only its own; ``_declared`` collects them along the MRO.
+    _MEMOS: Tuple[str, ...] = ("_cache",)
+    #: per-process state that is not a memo (stream and training state): never pickled
+    _UNSAVED: Tuple[str, ...] = ("_counts", "_repeats")
+
+    @classmethod
+    def _declared(cls, name: str) -> FrozenSet[str]:
+        return frozenset(a for c in cls.__mro__ for a in c.__dict__.get(name, ()))
+
+    def start_stream(self) -> None:
+        """Reset per-stream state (the context detector's rate windows; every detector's
+        repeat windows). Subclasses that keep more call this first."""
+        self._repeats = RepeatWindows(self.repeat_window)
+
+    # -- repeats (mimizuku.engine.repeats) --------------------------------------------------------------
+    #: seconds a flagged situation's repeats are counted with it (a class default, so models
+    #: pickled before it still load)
+    repeat_window = 60
+    #: what a repeat has in common with its anomaly, for its reason
+    repeat_what = "the same situation"
+
+    def repeat_situation(self, key: Key) -> Optional[Hashable]:
+        """What makes two anomalies of this detector the same news, or None: never a repeat."""
+        return None
+
+    def repeat_of(self, key: Key, alert: Dict[str, Any], band: str, alert_id: str) -> Optional[str]:
+        """The id of the anomaly of the same situation this flagged alert repeats within
+        ``repeat_window``, or None: it is an anomaly of its own (and opens or escalates a window)."""
+        situation = self.repeat_situation(key)
+        if situation is None:
+            return None
+        windows = self.__dict__.get("_repeats")
+        if windows is None:  # stream state handed over without it, or a model pickled before it
+            windows = self._repeats = RepeatWindows(self.repeat_window)
+        return windows.judge(situation, fields.alert_seconds(alert), band, alert_id)
+
+    # -- training --------------------------------------------------------------------------------
+    def begin_fit(self) -> None:
+        for memo in self._declared("_MEMOS"):
+            self.__dict__.pop(memo, None)
+        self._counts: Counter = Counter()
+        self.start_stream()
+
+    def observe(self, alert: Dict[str, Any]) -> None:
+        self._counts[self.key(alert)] += 1
+
+    def partial_state(self) -> Dict[str, Any]:
+        """What ``observe`` has counted since ``begin_fit``: picklable, mergeable (never alerts)."""
+        return {"counts": self._counts}
+
+    def merge_state(self, state: Dict[str, Any]) -> None:
+        """Add a partition's ``partial_state`` (after ``begin_fit``, partitions in stream order:
+        situations keep the order they were first seen in). The state is consumed: it may be
+        adopted as is."""
+        counts = state["counts"]
+        if not self._counts:
+            self._counts = counts if type(counts) is Counter else Counter(counts)
+        else:
+            self._counts.update(counts)
+
+    def end_fit(self) -> "Detector":
+        counts = self._counts
+        del self._counts
+        if len(counts) < self.min_keys:
+            raise NotEnoughData(
+                f"{self.name}: {sum(counts.values())} alert(s) in {len(counts)} distinct situation(s); "
+                f"at least {self.min_keys} distinct situations are needed"
+            )
+        keys = list(counts)
+        weights = np.fromiter((counts[k] for k in keys), dtype=float, count=len(keys))
+        self.n_alerts_ = int(weights.sum())
+        self.n_keys_ = len(keys)
+        raw = self._fit_keys(keys, weights)
+        self.decision_scores_ = raw
+        self.calibrator_ = TailCalibrator(self.contamination).fit(raw, weights)
+        self.threshold_ = float(self.calibrator_.threshold_)
+        self.start_stream()
+        return self
+
+    def fit(self, alerts: Iterable[Dict[str, Any]], y=None) -> "Detector":
+        self.begin_fit()
+        for a in alerts:
+            if self.applies(a) and not self.ignored(a):
+                self.observe(a)
+        return self.end_fit()
+
+    # -- scoring ---------------------------------------------------------------------------------
+    #: entries per memo cache (keys' raw scores, nearest neighbours, reasons); a full cache drops
+    #: its oldest quarter (make_room), so memory stays bounded. The resident scorer sets a smaller
+    #: cap per instance.
+    _CACHE_MAX = 200_000
+
+    def raw_scores(self, keys: Sequence[Key]) -> np.ndarray:
+        """Raw scores of keys, computed once per distinct key (memoised)."""
+        cache = self.__dict__.setdefault("_cache", {})
+        got = [cache.get(k) for k in keys]
+        missing = list(dict.fromkeys(k for k, v in zip(keys, got) if v is None))
+        if missing:
+            fresh = {k: float(v) for k, v in zip(missing, self._raw(missing))}
+            # make room only now, and answer from what was read before: the oldest quarter it
+            # drops may hold keys of this very batch
+            make_room(cache, self._CACHE_MAX, len(fresh))
+            cache.update(fresh)
+            got = [fresh[k] if v is None else v for k, v in zip(keys, got)]
+        return np.fromiter(got, dtype=float, count=len(keys))
+
+    def prepare(self) -> None:
+        """Build what scoring needs before the first alert, rather than in it (the resident
+        scorer calls this while loading a model). Nothing by default."""
+
+    def calibrate(self, raw) -> np.ndarray:
+        return self.calibrator_.transform(raw)
+
+    def score_samples(self, alerts: Sequence[Dict[str, Any]]) -> np.ndarray:
+        """Calibrated scores in [0, 1] of alerts this detector applies to (higher = more anomalous)."""
+        self.start_stream()
+        return self.calibrate(self.raw_scores([self.key(a) for a in alerts]))
+
+    def decision_function(self, alerts: Sequence[Dict[str, Any]]) -> np.ndarray:
+        """Calibrated score minus the threshold: positive means anomalous."""
+        return self.score_samples(alerts) - self.threshold_
+
+    def predict(self, alerts: Sequence[Dict[str, Any]]) -> np.ndarray:
+        """1 for anomalies, 0 for normal alerts (PyOD's convention)."""
+        return (self.decision_function(alerts) >= 0).astype(int)
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        for k in self._declared("_MEMOS") | self._declared("_UNSAVED"):
+            state.pop(k, None)
+        return state
+
+    @property
+    def fitted(self) -> bool:
+        return hasattr(self, "calibrator_")

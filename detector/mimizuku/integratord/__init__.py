@@ -1,0 +1,1 @@
+"""What wazuh-integratord runs once per alert; the fast path is standard-library only."""

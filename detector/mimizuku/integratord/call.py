@@ -1,0 +1,727 @@
+"""What ``integrations/custom-mimizuku`` does with the one alert wazuh-integratord hands it.
+
+integratord runs the script once per alert, strictly one after another, and waits for it: the
+script must be quick, must never outlive the timeout it is given, and must never lose an alert.
+So, per call:
+
+1. read argv exactly as integratord writes it (:func:`parse_argv`) and copy the alert out of its
+   temporary file (integratord deletes it as soon as we exit);
+2. drop the plugin's own events (feedback loop) -- standard library only up to here;
+3. put the alert in the alert spool (durable) *before* any scoring starts;
+4. with the resident scorer configured (``socket``), hand it the alert (:meth:`_Call.resident`;
+   the script's fast path, :func:`mimizuku.integratord.forward.forward`, usually did already): once it
+   acknowledges, the call is done; when it does not, the alert stays in the spool for it (or, with
+   ``"fallback": "in-process"`` and the scorer not running, is scored here). Otherwise score the
+   spooled alerts, oldest first, in bounded batches in-process with the engine (imported only
+   now, from the engine's virtualenv);
+5. send anomalies (or every score, ``"send": "all"``) to analysisd through :class:`QueueSink`,
+   which keeps what it cannot send; then remove the scored alerts from the spool.
+
+A watchdog bounds the call: at the soft deadline the scoring is interrupted, the alerts stay in the
+spool for the next call, and the script exits 0; a hard backstop (``faulthandler``'s C-level
+timer, which needs no GIL) ends the process just before the timeout if C code does not return.
+
+Exit codes (integratord logs any non-zero one as "Exit status was: N" in ossec.log):
+
+==  ======================================================================================
+0   done, or nothing to do, or the work was kept for later (timeout, no model trained yet,
+    queue down: everything is in the spool)
+1   unexpected internal error (the alert is in the spool if step 3 was reached)
+2   bad arguments or an unreadable/invalid options file (the alert is kept in the spool)
+3   the alert file is missing, unreadable or not a Wazuh alert (a copy is kept in
+    ``<spool>/rejected`` when there was anything to keep)
+4   the model cannot be used (tampered, unsafe permissions, incompatible); alerts are kept
+5   the alert could neither be scored nor kept (spool not writable or full): data was lost
+6   the engine cannot be imported (broken virtualenv); alerts are kept
+==  ======================================================================================
+
+Standard library only at import time.
+"""
+from __future__ import annotations
+
+import contextlib
+import faulthandler
+import fcntl
+import json
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+from mimizuku.delivery import events
+from mimizuku.integratord import forward as scorer_client
+from mimizuku.core.fields import is_alert, is_own_event
+from mimizuku.delivery.queue_socket import FailureNotice, QueueSink
+from mimizuku.core.spool import Spool, SpoolError
+
+EXIT_OK = 0
+EXIT_INTERNAL = 1
+EXIT_USAGE = 2
+EXIT_BAD_ALERT = 3
+EXIT_MODEL = 4
+EXIT_LOST = 5
+EXIT_ENGINE = 6
+
+NAME = "mimizuku"
+#: integratord's default when it passes none (and Wazuh < 4.8, which passes none).
+DEFAULT_TIMEOUT = 10
+DEFAULT_RETRIES = 3
+#: integratord skips alert lines over 64 KiB; anything far larger is not an alert from it.
+MAX_ALERT_BYTES = 8 * 1024 * 1024
+MAX_OPTIONS_BYTES = 64 * 1024
+SEVERITY_RANK = {s: i for i, s in enumerate(events.SEVERITIES)}
+
+#: Keys of the ``<options>`` JSON object and what they mean (the README's Wazuh section lists them too).
+OPTION_KEYS = {
+    "model_dir": "directory of the trained model (default <wazuh>/mimizuku/models)",
+    "socket": "resident scorer socket (mimizuku serve); when set, alerts go to it first",
+    "socket_timeout": "seconds to wait for the resident scorer's acknowledgement (default 2)",
+    "fallback": '"spool" (default: keep alerts for the resident scorer when it is down) or "in-process"',
+    "queue": "analysisd queue socket (default <wazuh>/queue/sockets/queue)",
+    "spool_dir": "where alerts and events wait (default <wazuh>/mimizuku/spool)",
+    "log_file": "log file (default <wazuh>/logs/integrations.log)",
+    "send": '"anomalies" (default) or "all" (every score is sent, level-0 rule)',
+    "detectors": "list of detectors whose results are reported (default: all)",
+    "thresholds": 'per-detector score thresholds overriding the model\'s, e.g. {"files": 0.9, "*": 0.95}',
+    "min_severity": "lowest severity reported as an anomaly event (default low)",
+    "max_batch": "most alerts scored per call (default 200)",
+    "max_spool": "most alerts kept waiting (default 100000)",
+    "ignore_users": "users whose alerts are never anomalies (passed to the engine)",
+}
+
+
+class UsageError(ValueError):
+    """argv is not what integratord writes."""
+
+
+class OptionsError(ValueError):
+    """The options file is not a JSON object with known keys and sensible values."""
+
+
+class DeadlineExceeded(BaseException):
+    """The soft deadline passed while scoring; the alerts stay in the spool.
+
+    A BaseException, so engine code catching ``Exception`` cannot swallow it."""
+
+
+class ScorerUnavailable(Exception):
+    """A scorer cannot be used for this call; the next one is tried."""
+
+
+class ModelMissing(ScorerUnavailable):
+    """No model has been trained yet (expected right after install): alerts wait in the spool."""
+
+
+# --- argv and options ---------------------------------------------------------------------------
+
+@dataclass
+class Invocation:
+    alert_file: str
+    api_key: str = ""
+    hook_url: str = ""
+    debug: bool = False
+    options_file: str = ""
+    timeout: int = DEFAULT_TIMEOUT
+    retries: int = DEFAULT_RETRIES
+
+
+def parse_argv(argv: Sequence[str]) -> Invocation:
+    """integratord's argv: alert, api_key, hook_url, "debug"|"", options|"", timeout, retries, quirk.
+
+    Wazuh 4.8+ passes all eight in that order (empty strings kept); older versions stop after the
+    options file and append the literal ``> /dev/null 2>&1`` (integratord's quirk, ignored here).
+    The tail is read by content, so both layouts work.
+    """
+    if len(argv) < 2 or not argv[1]:
+        raise UsageError("usage: custom-mimizuku ALERT_FILE [API_KEY HOOK_URL debug OPTIONS_FILE TIMEOUT RETRIES]")
+    inv = Invocation(alert_file=argv[1])
+    inv.api_key = argv[2] if len(argv) > 2 else ""
+    inv.hook_url = argv[3] if len(argv) > 3 else ""
+    ints: List[int] = []
+    for tok in argv[4:]:
+        t = tok.strip()
+        if not t or t.startswith(">"):
+            continue
+        if t == "debug":
+            inv.debug = True
+        elif t.isdigit():
+            ints.append(int(t))
+        elif not inv.options_file:
+            inv.options_file = tok
+        else:
+            raise UsageError(f"unexpected argument {tok!r}")
+    if ints and ints[0] > 0:
+        inv.timeout = ints[0]
+    if len(ints) > 1:
+        inv.retries = ints[1]
+    return inv
+
+
+def wazuh_home(script: Optional[str] = None) -> Path:
+    """The Wazuh installation the script lives in (``<home>/integrations/custom-mimizuku``)."""
+    script = script or sys.argv[0]
+    return Path(os.path.realpath(script)).parent.parent
+
+
+@dataclass
+class Options:
+    home: Path
+    model_dir: Path
+    queue: Path
+    spool_dir: Path
+    log_file: Path
+    socket: Optional[Path] = None
+    send: str = "anomalies"
+    detectors: Optional[frozenset] = None
+    thresholds: Dict[str, float] = field(default_factory=dict)
+    min_severity: str = "low"
+    max_batch: int = 200
+    max_spool: int = 100_000
+    ignore_users: Tuple[str, ...] = ()
+    socket_timeout: Optional[float] = None
+    fallback: str = "spool"
+
+    @classmethod
+    def defaults(cls, home: Path) -> "Options":
+        return cls(home=home, model_dir=home / NAME / "models", queue=home / "queue" / "sockets" / "queue",
+                   spool_dir=home / NAME / "spool", log_file=home / "logs" / "integrations.log")
+
+
+def _path(v: Any, key: str, home: Path) -> Path:
+    if not isinstance(v, str) or not v or "\x00" in v:
+        raise OptionsError(f"option {key!r} must be a non-empty path")
+    p = Path(v)
+    return p if p.is_absolute() else home / p
+
+
+def load_options(path: str, home: Path) -> Options:
+    """Parse the ``<options>`` JSON integratord wrote (empty path or empty text: defaults)."""
+    opts = Options.defaults(home)
+    if not path:
+        return opts
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_OPTIONS_BYTES + 1)
+    except OSError as e:
+        raise OptionsError(f"cannot read options file {path}: {e.strerror}") from e
+    if len(raw) > MAX_OPTIONS_BYTES:
+        raise OptionsError("options file is larger than 64 KiB")
+    text = raw.decode("utf-8", "replace").strip()
+    if not text:
+        return opts
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        raise OptionsError(f"options are not valid JSON ({e})") from e
+    if not isinstance(data, dict):
+        raise OptionsError("options must be a JSON object")
+    unknown = sorted(set(data) - set(OPTION_KEYS))
+    if unknown:
+        raise OptionsError(f"unknown option(s): {', '.join(unknown)} (known: {', '.join(sorted(OPTION_KEYS))})")
+    for key in ("model_dir", "queue", "spool_dir", "log_file", "socket"):
+        if key in data and data[key] is not None:
+            setattr(opts, key, _path(data[key], key, home))
+    if "send" in data:
+        if data["send"] not in ("anomalies", "all"):
+            raise OptionsError('option "send" must be "anomalies" or "all"')
+        opts.send = data["send"]
+    if data.get("detectors") is not None:
+        d = data["detectors"]
+        if not isinstance(d, list) or not all(isinstance(x, str) for x in d):
+            raise OptionsError('option "detectors" must be a list of names')
+        opts.detectors = frozenset(d)
+    if data.get("thresholds") is not None:
+        t = data["thresholds"]
+        if not isinstance(t, dict) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v <= 1.0 for v in t.values()):
+            raise OptionsError('option "thresholds" must map detector names (or "*") to numbers in [0, 1]')
+        opts.thresholds = {str(k): float(v) for k, v in t.items()}
+    if "min_severity" in data:
+        if data["min_severity"] not in SEVERITY_RANK or data["min_severity"] == "none":
+            raise OptionsError('option "min_severity" must be one of low, medium, high, critical')
+        opts.min_severity = data["min_severity"]
+    for key in ("max_batch", "max_spool"):
+        if key in data:
+            v = data[key]
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise OptionsError(f"option {key!r} must be a positive integer")
+            setattr(opts, key, v)
+    if data.get("socket_timeout") is not None:
+        v = data["socket_timeout"]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 600:
+            raise OptionsError('option "socket_timeout" must be a number of seconds in (0, 600]')
+        opts.socket_timeout = float(v)
+    if "fallback" in data:
+        if data["fallback"] not in ("spool", "in-process"):
+            raise OptionsError('option "fallback" must be "spool" or "in-process"')
+        opts.fallback = data["fallback"]
+    if data.get("ignore_users") is not None:
+        u = data["ignore_users"]
+        if not isinstance(u, list) or not all(isinstance(x, str) for x in u):
+            raise OptionsError('option "ignore_users" must be a list of user names')
+        opts.ignore_users = tuple(u)
+    return opts
+
+
+# --- logging ------------------------------------------------------------------------------------
+
+def _printable(text: str, limit: int = 2000) -> str:
+    """One log line whatever the text: control characters (newlines!) are escaped, length capped."""
+    out = []
+    for ch in text[:limit]:
+        o = ord(ch)
+        if o < 0x20 or o == 0x7F or 0xD800 <= o <= 0xDFFF:
+            out.append(f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}")
+        else:
+            out.append(ch)
+    if len(text) > limit:
+        out.append("...")
+    return "".join(out)
+
+
+class IntegrationLog:
+    """Appends single lines to ``logs/integrations.log`` (the stock integrations' log file)."""
+
+    def __init__(self, path: "os.PathLike[str] | str", debug: bool = False):
+        self.path = Path(path)
+        self.debug_enabled = debug
+
+    def __call__(self, level: str, message: str) -> None:
+        if level == "debug" and not self.debug_enabled:
+            return
+        stamp = time.strftime("%Y/%m/%d %H:%M:%S")
+        line = f"{stamp} {NAME}[{os.getpid()}] {level.upper()}: {_printable(message)}\n"
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+            try:
+                os.write(fd, line.encode("utf-8", "replace"))
+            finally:
+                os.close(fd)
+        except OSError:
+            # The log is not writable: say it where integratord can show it (debug level 2).
+            try:
+                sys.stderr.write(line)
+            except (OSError, ValueError):
+                pass
+
+    def debug(self, message: str) -> None:
+        self("debug", message)
+
+
+# --- the watchdog ------------------------------------------------------------------------------
+
+class Deadline:
+    """Bounds one call by the timeout integratord gave.
+
+    ``soft`` (SIGALRM): only sets a flag, and raises :class:`DeadlineExceeded` while inside
+    :meth:`interruptible` (the scoring), so I/O such as a spool write is never cut in half.
+    ``hard`` (``faulthandler.dump_traceback_later(exit=True)``): a C thread that ends the process
+    with status 1 if the soft stop did not come back in time (C code holding the interpreter).
+    """
+
+    def __init__(self, timeout: float, start: Optional[float] = None):
+        self.start = time.monotonic() if start is None else start
+        self.timeout = float(timeout)
+        self.hard_after = max(0.5, self.timeout - 0.2)
+        self.soft_after = max(0.3, self.hard_after - max(0.3, 0.1 * self.timeout))
+        self.expired = False
+        self._interruptible = False
+        self._armed = False
+
+    @property
+    def soft_at(self) -> float:
+        return self.start + self.soft_after
+
+    def remaining(self) -> float:
+        return self.soft_at - time.monotonic()
+
+    def passed(self) -> bool:
+        return self.expired or self.remaining() <= 0
+
+    def _on_alarm(self, signum, frame) -> None:
+        self.expired = True
+        if self._interruptible:
+            raise DeadlineExceeded()
+
+    def arm(self) -> "Deadline":
+        elapsed = time.monotonic() - self.start
+        signal.signal(signal.SIGALRM, self._on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, max(0.01, self.soft_after - elapsed))
+        try:
+            err = sys.__stderr__
+            if err is not None and err.fileno() >= 0:
+                faulthandler.dump_traceback_later(max(0.05, self.hard_after - elapsed), exit=True, file=err)
+        except (AttributeError, ValueError, OSError, RuntimeError):
+            pass
+        self._armed = True
+        return self
+
+    def disarm(self) -> None:
+        if self._armed:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            faulthandler.cancel_dump_traceback_later()
+            self._armed = False
+
+    @contextlib.contextmanager
+    def interruptible(self) -> Iterator[None]:
+        if self.passed():
+            raise DeadlineExceeded()
+        self._interruptible = True
+        try:
+            yield
+        finally:
+            self._interruptible = False
+
+
+# --- scoring ------------------------------------------------------------------------------------
+
+#: ``scorer(alerts, options) -> records`` (docs/records.md); raises ScorerUnavailable to pass.
+Scorer = Callable[[List[Dict[str, Any]], Options], List[Dict[str, Any]]]
+
+_engine_cache: Dict[str, Any] = {}
+
+
+def _model_present(model_dir: Path) -> bool:
+    try:
+        return model_dir.is_dir() and any(model_dir.iterdir())
+    except OSError:
+        return True  # exists but unreadable: let the engine report why
+
+
+def score_in_process(alerts: List[Dict[str, Any]], options: Options) -> List[Dict[str, Any]]:
+    """Score with the engine in this process (imports pandas/scikit-learn: the slow path)."""
+    if not _model_present(options.model_dir):
+        raise ModelMissing(f"no trained model in {options.model_dir} yet")
+    key = str(options.model_dir)
+    model = _engine_cache.get(key)
+    if model is None:
+        from mimizuku.engine.estimator import Mimizuku
+        from mimizuku.store.model_dir import ModelNotFoundError
+
+        try:
+            if options.ignore_users:
+                model = Mimizuku.load_model(options.model_dir, ignore_users=list(options.ignore_users))
+            else:
+                model = Mimizuku.load_model(options.model_dir)
+        except ModelNotFoundError as e:
+            raise ModelMissing(str(e)) from e
+        _engine_cache[key] = model
+    return list(model.score_records(alerts))
+
+
+def make_scorers(options: Options, in_process: Optional[Scorer] = None) -> List[Tuple[str, Scorer]]:
+    """Scorers to try in order here. The resident scorer is not one of them: when ``socket`` is
+    set, the alert is handed to it whole before any of this runs (:meth:`_Call.resident`), and
+    it sends the events itself; the engine runs in-process only as the configured fallback."""
+    return [("in-process", in_process or score_in_process)]
+
+
+def apply_policy(records: List[Dict[str, Any]], options: Options) -> List[Dict[str, Any]]:
+    """The records to send: threshold overrides, detector choice, minimum severity, send mode."""
+    out = []
+    floor = SEVERITY_RANK[options.min_severity]
+    for rec in records:
+        if not isinstance(rec, dict):
+            continue
+        det = rec.get("detector")
+        if options.detectors is not None and det not in options.detectors:
+            continue
+        t = options.thresholds.get(str(det), options.thresholds.get("*"))
+        if t is not None:
+            rec = dict(rec)
+            score = events._float(rec.get("score"))
+            # a repeat of a burst's anomaly (mimizuku.engine.repeats) stays with it, whatever the threshold
+            now_anomaly = score >= t and not rec.get("repeat_of")
+            if now_anomaly != bool(rec.get("anomaly")):
+                if now_anomaly:
+                    if rec.get("severity") in (None, "none"):
+                        rec["severity"] = "low"
+                    rec["reasons"] = list(rec.get("reasons") or []) + [
+                        f"score {events.score_pct(rec)}% is at or above the configured threshold {round(100 * t)}%"]
+                else:
+                    rec["severity"] = "none"
+                    rec["reasons"] = []
+                rec["anomaly"] = now_anomaly
+            rec["threshold"] = t
+        reportable = bool(rec.get("anomaly")) and SEVERITY_RANK.get(rec.get("severity"), 0) >= floor
+        if reportable or options.send == "all":
+            out.append(rec)
+    return out
+
+
+# --- one call -----------------------------------------------------------------------------------
+
+def _read_alert(path: str) -> Tuple[Optional[Dict[str, Any]], Optional[str], str]:
+    """(alert, error, raw text). Decoding is lenient: bytes that are not UTF-8 become U+FFFD."""
+    with open(path, "rb") as f:
+        raw = f.read(MAX_ALERT_BYTES + 1)
+    if len(raw) > MAX_ALERT_BYTES:
+        return None, f"alert file is larger than {MAX_ALERT_BYTES} bytes", ""
+    text = raw.decode("utf-8", "replace")
+    try:
+        alert = json.loads(text)
+    except ValueError as e:
+        return None, f"alert is not valid JSON ({e})", text
+    if not is_alert(alert):
+        return None, "alert has no rule object (not a Wazuh alert)", text
+    return alert, None, text
+
+
+@contextlib.contextmanager
+def _drain_lock(directory: Path) -> Iterator[bool]:
+    """Non-blocking: whoever holds it drains the alert spool; others just leave their alert."""
+    directory.mkdir(parents=True, exist_ok=True, mode=0o750)
+    fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o640)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
+
+
+class _Call:
+    """State of one run: what is open, what to report."""
+
+    def __init__(self, inv: Invocation, home: Path, log: IntegrationLog, deadline: Deadline,
+                 in_process: Optional[Scorer], resident: Optional[str] = None):
+        self.resident_outcome = resident
+        self.inv = inv
+        self.home = home
+        self.log = log
+        self.deadline = deadline
+        self.in_process = in_process
+
+    def keep_rejected(self, spool_dir: Path, reason: str, text: str) -> None:
+        try:
+            Spool(spool_dir / "rejected", max_items=1000).put({"reason": reason, "alert": text[:1_000_000]})
+        except SpoolError:
+            pass
+
+    def run(self) -> int:
+        inv, log = self.inv, self.log
+        defaults = Options.defaults(self.home)
+        try:
+            alert, error, text = _read_alert(inv.alert_file)
+        except OSError as e:
+            log("error", f"cannot read alert file {inv.alert_file}: {e.strerror}")
+            return EXIT_BAD_ALERT
+        if alert is None:
+            log("error", f"{inv.alert_file}: {error}")
+            self.keep_rejected(defaults.spool_dir, str(error), text)
+            return EXIT_BAD_ALERT
+        if is_own_event(alert):
+            log.debug(f"skipping our own event (alert {alert.get('id')})")
+            return EXIT_OK
+
+        try:
+            opts = load_options(inv.options_file, self.home)
+        except OptionsError as e:
+            FailureNotice(defaults.spool_dir, "options", log).failing(
+                str(e), f"bad <options> in the mimizuku <integration> block: {e}; alerts are kept in "
+                f"{defaults.spool_dir / 'alerts'} until it is fixed")
+            try:
+                Spool(defaults.spool_dir / "alerts", max_items=defaults.max_spool).put(alert)
+            except SpoolError as se:
+                log("error", f"alert {alert.get('id')} lost: {se}")
+                return EXIT_LOST
+            return EXIT_USAGE
+        FailureNotice(defaults.spool_dir, "options", log).recovered("options of the mimizuku integration are valid again")
+        log.path = opts.log_file
+        if opts.socket is not None:
+            outcome = self.resident(opts, text)
+            if outcome == scorer_client.ACKED:
+                return EXIT_OK
+
+        alerts = Spool(opts.spool_dir / "alerts", max_items=opts.max_spool)
+        spooled = True
+        try:
+            alerts.put(alert)
+            FailureNotice(opts.spool_dir, "alert-spool", log).recovered(f"alert spool {alerts.directory} writable again")
+        except SpoolError as e:
+            spooled = False
+            FailureNotice(opts.spool_dir, "alert-spool", log).failing(
+                "spool", f"{e}; alerts are scored without a safety copy and lost if that fails")
+
+        with QueueSink(opts.queue, opts.spool_dir / "events", log=log) as sink:
+            sink.flush(self.deadline.soft_at)
+            if not spooled:
+                status, code = self._score_and_send([alert], opts, sink)
+                if status != "done":
+                    log("error", f"alert {alert.get('id')} lost: it could neither be kept nor scored")
+                    return EXIT_LOST
+                return EXIT_OK
+            if opts.socket is not None and not (opts.fallback == "in-process"
+                                                and self.resident_outcome == scorer_client.UNREACHABLE):
+                return EXIT_OK  # the resident scorer drains the spool when it is back
+            with _drain_lock(alerts.directory) as mine:
+                if not mine:
+                    log.debug("another process is draining the alert spool; alert left there")
+                    return EXIT_OK
+                return self._drain(alerts, opts, sink)
+
+    def resident(self, opts: Options, text: str) -> str:
+        """Hand the alert to the resident scorer (unless the fast path already tried): outcome."""
+        outcome = self.resident_outcome
+        if outcome is None:
+            line = text.strip().replace("\r", " ").replace("\n", " ").encode("utf-8", "replace")
+            wait = scorer_client.ack_timeout(self.inv.timeout, opts.socket_timeout)
+            wait = min(wait, max(0.05, self.deadline.remaining()))
+            outcome, _ = scorer_client.deliver(str(opts.socket), line, wait)
+            self.resident_outcome = outcome
+        notice = FailureNotice(opts.spool_dir, "resident", self.log)
+        if outcome == scorer_client.ACKED:
+            notice.recovered(f"resident scorer at {opts.socket} answers again")
+        else:
+            what = {scorer_client.UNREACHABLE: "is not running (or not reachable)",
+                    scorer_client.UNCERTAIN: "did not acknowledge in time",
+                    scorer_client.REFUSED: "refused the alert (not ready)"}.get(outcome, outcome)
+            then = ("scored in-process meanwhile" if opts.fallback == "in-process" and
+                    outcome == scorer_client.UNREACHABLE else "scored by it when it is back")
+            notice.failing(outcome, f"resident scorer at {opts.socket} {what}; alerts are kept in "
+                           f"{opts.spool_dir / 'alerts'} and {then}", "warning")
+        return outcome
+
+    def _drain(self, alerts: Spool, opts: Options, sink: QueueSink) -> int:
+        """Score the spool oldest first, batch by batch, while time is left."""
+        batches = 0
+        last_cost = 0.0
+        while True:
+            items = []
+            for p, obj in alerts.items():
+                items.append((p, obj))
+                if len(items) >= opts.max_batch:
+                    break
+            if not items:
+                return EXIT_OK
+            # Start another batch only if it is likely to finish before the soft deadline.
+            if batches and (self.deadline.passed() or self.deadline.remaining() < 1.5 * last_cost):
+                return EXIT_OK
+            t0 = time.monotonic()
+            status, code = self._score_and_send([obj for _, obj in items], opts, sink)
+            if status == "split":
+                status, code = self._one_by_one(items, opts, sink)
+            if status == "done":
+                for p, _ in items:
+                    alerts.ack(p)
+            else:
+                return code
+            last_cost = time.monotonic() - t0
+            batches += 1
+            self.log.debug(f"scored {len(items)} alert(s) in {last_cost:.2f}s; {sink.sent} event(s) sent, "
+                           f"{sink.spooled} kept for later")
+
+    def _one_by_one(self, items, opts: Options, sink: QueueSink) -> Tuple[str, int]:
+        """The engine failed on a batch: score alone each alert, set aside those it cannot take."""
+        for p, obj in items:
+            status, code = self._score_and_send([obj], opts, sink)
+            if status == "split":
+                self.log("error", f"alert {obj.get('id') if isinstance(obj, dict) else '?'} cannot be scored; "
+                                  f"kept aside as {p.with_suffix('.bad')}")
+                try:
+                    os.rename(p, p.with_suffix(".bad"))
+                except OSError:
+                    pass
+            elif status == "done":
+                Spool.ack(p)
+            else:
+                return status, code
+        return "done", EXIT_OK
+
+    def _score_and_send(self, batch: List[Any], opts: Options, sink: QueueSink) -> Tuple[str, int]:
+        """("done", 0) when scored and sent (or kept by the sink); ("kept", code) when the alerts
+        must stay in the spool; ("split", 1) when the engine raised on this batch."""
+        log = self.log
+        batch = [a for a in batch if is_alert(a) and not is_own_event(a)]
+        if not batch:
+            return "done", EXIT_OK
+        records = None
+        notice = FailureNotice(opts.spool_dir, "engine", log)
+        for name, scorer in make_scorers(opts, self.in_process):
+            try:
+                with self.deadline.interruptible():
+                    records = scorer(batch, opts)
+                break
+            except ScorerUnavailable as e:
+                if isinstance(e, ModelMissing):
+                    notice.failing("missing", f"{e}: alerts are kept in {opts.spool_dir / 'alerts'} and scored "
+                                   "once the first model is trained (mimizuku retrain)", "warning")
+                    return "kept", EXIT_OK
+                log.debug(f"{name} scorer unavailable: {e}")
+            except DeadlineExceeded:
+                notice.failing("timeout", f"scoring did not finish within the {self.inv.timeout}s timeout; "
+                               "alerts are kept and retried at the next call (raise <timeout> in the "
+                               "<integration> block, or run the resident scorer)", "warning")
+                return "kept", EXIT_OK
+            except ImportError as e:
+                notice.failing("import", f"cannot import the engine ({e}); is its virtualenv complete? "
+                               "alerts are kept")
+                return "kept", EXIT_ENGINE
+            except Exception as e:
+                if _is_model_error(e):
+                    notice.failing(type(e).__name__, f"model in {opts.model_dir} cannot be used: {e}; "
+                                   "alerts are kept")
+                    return "kept", EXIT_MODEL
+                log("error", f"engine failed on {len(batch)} alert(s): {type(e).__name__}: {e}")
+                return "split", EXIT_INTERNAL
+        if records is None:
+            log("error", "no scorer could be used; alerts are kept")
+            return "kept", EXIT_ENGINE
+        notice.recovered("scoring works again")
+        for rec in apply_policy(records, opts):
+            try:
+                msg = events.event_message(rec)
+            except (events.EventTooLarge, ValueError, TypeError) as e:
+                log("error", f"cannot build the event for alert {rec.get('id')}: {e}")
+                continue
+            try:
+                sink.send(msg, self.deadline.start + self.deadline.hard_after - 0.1)
+            except SpoolError as e:
+                log("error", f"event for alert {rec.get('id')} lost: it can neither be sent nor kept ({e})")
+                return "kept", EXIT_LOST
+        return "done", EXIT_OK
+
+
+def _is_model_error(exc: BaseException) -> bool:
+    persistence = sys.modules.get(__package__ + ".persistence")
+    return persistence is not None and isinstance(exc, getattr(persistence, "ModelError", ()))
+
+
+def run(argv: Sequence[str], *, home: Optional[Path] = None, in_process: Optional[Scorer] = None,
+        arm_watchdog: bool = True, resident: Optional[str] = None, start: Optional[float] = None) -> int:
+    """One integratord call; returns the exit code. ``in_process`` replaces the engine (tests).
+
+    ``resident``/``start``: the outcome of the fast path's attempt to hand the alert to the
+    resident scorer (:func:`mimizuku.integratord.forward.forward`) and when the call began."""
+    start = time.monotonic() if start is None else start
+    home = home or wazuh_home(argv[0] if argv else None)
+    log = IntegrationLog(Options.defaults(home).log_file)
+    try:
+        inv = parse_argv(argv)
+    except UsageError as e:
+        log("error", f"{e} (got {len(argv) - 1} argument(s))")
+        return EXIT_USAGE
+    log.debug_enabled = inv.debug
+    deadline = Deadline(inv.timeout, start)
+    if arm_watchdog:
+        deadline.arm()
+    try:
+        return _Call(inv, home, log, deadline, in_process, resident).run()
+    except DeadlineExceeded:
+        log("warning", "timeout reached; pending alerts stay in the spool")
+        return EXIT_OK
+    except Exception as e:  # last resort: say what happened, in one line
+        log("error", f"internal error: {type(e).__name__}: {e}")
+        return EXIT_INTERNAL
+    finally:
+        deadline.disarm()
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    return run(list(sys.argv if argv is None else argv))

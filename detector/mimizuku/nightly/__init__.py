@@ -1,0 +1,1 @@
+"""The nightly job: retrain with an anomaly filter and validation, the DBSCAN day analysis."""

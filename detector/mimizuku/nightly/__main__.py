@@ -1,0 +1,6 @@
+"""``python -m mimizuku.nightly {retrain,rollback,report} ...``: the nightly job's commands."""
+import sys
+
+from mimizuku.nightly.job import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""The resident scorer (`mimizuku serve`): server loop, pipeline, reload, protocol, client."""

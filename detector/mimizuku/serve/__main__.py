@@ -1,0 +1,6 @@
+"""``python -m mimizuku.serve``: the resident scorer (what the systemd unit runs)."""
+import sys
+
+from mimizuku.serve.server import main
+
+sys.exit(main())

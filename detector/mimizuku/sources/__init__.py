@@ -1,0 +1,1 @@
+"""Where alerts come from: files and archive trees, tailing, the Wazuh indexer."""

@@ -1,0 +1,1 @@
+"""Model directories on disk: checksummed files, versions with rollback, signed publication."""

@@ -1,0 +1,1 @@
+"""Tools around the product: the alert generator and the rules check."""
