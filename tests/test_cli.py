@@ -148,3 +148,27 @@ def test_generate_passes_its_options_to_the_generator(tmp_path):
     days = list((tmp_path / "fleet" / "logs" / "alerts").rglob("ossec-alerts-*.json*"))
     assert days, "an archive tree was written"
     assert main(["generate", "--bogus"]) == EXIT_USAGE
+
+
+def test_every_option_of_every_command_has_help():
+    """`mimizuku COMMAND --help` explains each option (the settings tables and the CLI alike)."""
+    import argparse
+
+    from mimizuku.cli import build_parser
+
+    missing = []
+    top = build_parser()
+    subs = [a for a in top._actions if isinstance(a, argparse._SubParsersAction)][0]
+    for name, parser in subs.choices.items():
+        if name == "generate":  # its own parser: `mimizuku generate --help`, checked below
+            continue
+        for action in parser._actions:
+            if action.option_strings and not action.help and "-h" not in action.option_strings:
+                missing.append(f"mimizuku {name} {'/'.join(action.option_strings)}")
+    from mimizuku.tools import synth
+
+    gen = synth.build_parser() if hasattr(synth, "build_parser") else None
+    for action in getattr(gen, "_actions", []):
+        if action.option_strings and not action.help and "-h" not in action.option_strings:
+            missing.append(f"mimizuku generate {'/'.join(action.option_strings)}")
+    assert not missing, "options without help: " + ", ".join(missing)

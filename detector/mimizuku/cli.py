@@ -66,11 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--abuse-file", action="append", default=[], metavar="PATH", help="always flag this path, basename or glob")
 
     s = sub.add_parser("score", help="score alerts with a saved model")
-    s.add_argument("--model-dir", "-m", required=True)
-    s.add_argument("--input", "-i", nargs="+", required=True, metavar="PATH")
+    s.add_argument("--model-dir", "-m", required=True,
+                   help="model directory, or a model root kept by the nightly job (its current version)")
+    s.add_argument("--input", "-i", nargs="+", required=True, metavar="PATH",
+                   help="alerts to score: alerts.json files, .json.gz archives, a logs/alerts tree or an indexer URL")
     _window_args(s)
     s.add_argument("--all", action="store_true", help="print every scored alert, not only anomalies")
-    s.add_argument("--format", choices=("table", "jsonl"), default="table")
+    s.add_argument("--format", choices=("table", "jsonl"), default="table",
+                   help="table: one line per alert for a person; jsonl: one scored record per line "
+                        "(docs/records.md) (default table)")
     s.add_argument("--output", "-o", help="write to this file instead of standard output")
     s.add_argument("--correlate", action="store_true",
                    help="batch mode: rank alerts tied to an anomaly (same login session, process tree, login, "
@@ -102,9 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="generate sample data, train on it and score its last days")
     d.add_argument("--out", default="./demo", help="working directory (default ./demo)")
-    d.add_argument("--days", type=int, default=10)
-    d.add_argument("--scale", type=float, default=0.3, help="fleet activity scale (1.0 ≈ 20k alerts/day)")
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--days", type=int, default=10, help="days of generated activity (default 10)")
+    d.add_argument("--scale", type=float, default=0.3, help="fleet activity scale (1.0 ≈ 20k alerts/day; default 0.3)")
+    d.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
     return ap
 
 

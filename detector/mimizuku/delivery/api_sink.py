@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any, Callable, Deque, List, Optional, Tuple
 
 from mimizuku.delivery.events import split_location
-from mimizuku.delivery.queue_socket import FailureNotice, LogFn, _no_log
+from mimizuku.core.logfn import LogFn, no_log
+from mimizuku.delivery.failure_notice import FailureNotice
 from mimizuku.core.spool import MISSING, Spool, SpoolError
 
 #: ``POST /events`` limits (Wazuh API 4.6+: EventsIngestModel, MAX_REQUESTS_EVENTS_DEFAULT).
@@ -122,7 +123,7 @@ class ApiEventSink:
             raise ValueError(f"batch_size must be 1..{MAX_EVENTS_PER_REQUEST}")
         self.api = api
         self.spool = Spool(spool_dir, max_items=max_items)
-        self.log = log if log is not None else _no_log
+        self.log = log if log is not None else no_log
         self.batch_size = batch_size
         self.linger = linger
         self.pacer = pacer if pacer is not None else RequestPacer(clock=clock)

@@ -20,6 +20,8 @@ import math
 import re
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
+from mimizuku.core.severity import SEVERITIES
+
 #: Location tag, ``data.integration`` value and rule group of the plugin's events.
 TAG = "mimizuku"
 #: analysisd's ordinary log queue (decoders and rules run on it).
@@ -37,7 +39,6 @@ MAX_REASONS = 20
 MAX_AGENT_NAME = 128
 
 TRUNCATION_MARK = "...[truncated]"
-SEVERITIES = ("none", "low", "medium", "high", "critical")
 
 _AGENT_ID_BAD = re.compile(r"[^0-9A-Za-z_-]")
 _AGENT_NAME_BAD = re.compile(r"[^0-9A-Za-z_.\-]")

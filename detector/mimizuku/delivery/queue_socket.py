@@ -15,21 +15,16 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
+from mimizuku.core.logfn import LogFn, no_log
+from mimizuku.delivery.failure_notice import FailureNotice
 from mimizuku.core.spool import Spool, SpoolError
-
-#: ``log(level, message)``; level is "info", "warning" or "error".
-LogFn = Callable[[str, str], None]
 
 #: Seconds one send may block when the receiver's buffer is full (bounded further by a deadline).
 DEFAULT_SEND_TIMEOUT = 2.0
 #: Spooled items that the socket refuses as too large are renamed to this suffix (kept, not retried).
 TOO_BIG_SUFFIX = ".toobig"
-
-
-def _no_log(level: str, message: str) -> None:
-    pass
 
 
 def _describe(exc: BaseException) -> str:
@@ -54,47 +49,6 @@ def _kind(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-class FailureNotice:
-    """Remembers across processes that a failure was already reported, so it is logged once.
-
-    The state is one small file per topic (``<directory>/.<topic>.failing``) holding the kind of
-    the current failure; a new kind is reported again, and the recovery is reported once.
-    """
-
-    def __init__(self, directory: "os.PathLike[str] | str", topic: str, log: LogFn):
-        self.path = Path(directory) / f".{topic}.failing"
-        self.log = log
-
-    def current(self) -> Optional[str]:
-        try:
-            return self.path.read_text(encoding="utf-8").strip() or "unknown"
-        except OSError:
-            return None
-
-    def failing(self, kind: str, message: str, level: str = "error") -> None:
-        if self.current() == kind:
-            return
-        self.log(level, message)
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_name(self.path.name + f".{os.getpid()}")
-            tmp.write_text(kind + "\n", encoding="utf-8")
-            os.replace(tmp, self.path)
-        except OSError:
-            pass  # cannot remember: we may log again next time, which is acceptable
-
-    def recovered(self, message: str) -> None:
-        if self.current() is None:
-            return
-        try:
-            self.path.unlink()
-        except FileNotFoundError:
-            return  # somebody else reported the recovery
-        except OSError:
-            pass
-        self.log("info", message)
-
-
 class QueueSink:
     """Sends datagrams to analysisd; what cannot be sent now waits in ``spool_dir`` (in order)."""
 
@@ -103,7 +57,7 @@ class QueueSink:
                  max_items: int = 1_000_000):
         self.socket_path = str(socket_path)
         self.spool = Spool(spool_dir, max_items=max_items)
-        self.log = log if log is not None else _no_log
+        self.log = log if log is not None else no_log
         self.send_timeout = send_timeout
         self.notice = FailureNotice(spool_dir, "queue", self.log)
         self._sock: Optional[socket.socket] = None

@@ -18,8 +18,6 @@ import math
 
 import numpy as np
 
-from mimizuku.delivery.events import SEVERITIES
-
 
 class TailCalibrator:
     """Weighted empirical upper-tail calibration (fit on training raw scores)."""

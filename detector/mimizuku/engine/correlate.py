@@ -35,7 +35,8 @@ from collections import defaultdict, deque
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from mimizuku.sources.reader import parse_timestamp
-from mimizuku.engine.calibration import SEVERITIES, severity
+from mimizuku.core.severity import SEVERITIES
+from mimizuku.engine.calibration import severity
 from mimizuku.core.fields import ip_class
 
 #: How each tie is described in the reason of a lifted alert.

@@ -30,10 +30,7 @@ from __future__ import annotations
 from typing import Dict, Hashable, Optional, Tuple
 
 from mimizuku.core.bounded import put_newest
-from mimizuku.delivery.events import SEVERITIES
-
-#: severity bands in increasing order (``mimizuku.engine.calibration.severity``)
-_RANK = {b: i for i, b in enumerate(SEVERITIES)}
+from mimizuku.core.severity import SEVERITY_RANK as _RANK
 
 
 class RepeatWindows:

@@ -54,7 +54,8 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 from mimizuku.delivery import events
 from mimizuku.integratord import forward as scorer_client
 from mimizuku.core.fields import is_alert, is_own_event
-from mimizuku.delivery.queue_socket import FailureNotice, QueueSink
+from mimizuku.delivery.failure_notice import FailureNotice
+from mimizuku.delivery.queue_socket import QueueSink
 from mimizuku.core.spool import Spool, SpoolError
 
 EXIT_OK = 0

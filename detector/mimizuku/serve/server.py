@@ -61,7 +61,8 @@ from mimizuku.core.fields import is_alert, is_own_event
 from mimizuku.delivery.flood import DEFAULT_WINDOW, FloodControl
 from mimizuku.sources.follow import AlertFollower, FollowError
 from mimizuku.integratord.call import Options, OptionsError, apply_policy, load_options
-from mimizuku.delivery.queue_socket import FailureNotice, QueueSink
+from mimizuku.delivery.failure_notice import FailureNotice
+from mimizuku.delivery.queue_socket import QueueSink
 from mimizuku.core.spool import MISSING as SPOOL_MISSING, Spool, SpoolError
 
 log = logging.getLogger("mimizuku.serve")

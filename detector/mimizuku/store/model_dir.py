@@ -65,6 +65,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
+from mimizuku.core.atomic import fsync_dir
+
 __all__ = [
     "FORMAT_VERSION",
     "MANIFEST_NAME",
@@ -492,14 +494,6 @@ def load_model_dir(directory: "os.PathLike[str] | str", *, names: Optional[List[
 # public API: writing
 
 
-def _fsync_dir(path: "os.PathLike[str] | str") -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _sha256_of(path: Path) -> Tuple[str, int]:
     h = hashlib.sha256()
     size = 0
@@ -675,7 +669,7 @@ def save_model_dir(directory: "os.PathLike[str] | str", objects: Dict[str, Any],
             if gid != -1:
                 os.chown(tmp, -1, gid)
             os.chmod(tmp, _DIR_MODE)
-            _fsync_dir(tmp)
+            fsync_dir(tmp)
 
             if not target.exists():
                 os.rename(tmp.name, target.name, src_dir_fd=parent_fd, dst_dir_fd=parent_fd)

@@ -44,13 +44,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
+from mimizuku.core.atomic import fsync_dir, write_atomic
 from mimizuku.store.versions import (
     MANIFEST,
     VERSIONS,
     Locked,
     ModelStore,
     VersionError,
-    _fsync_dir,
     check_version_name,
 )
 
@@ -121,18 +121,6 @@ def sign(doc: Dict[str, Any], key: bytes) -> str:
 
 # --- publishing (the trainer) ----------------------------------------------------------------------
 
-def _write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(3)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), mode)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
 def _manifest_files(manifest_bytes: bytes, where: str) -> Dict[str, Dict[str, Any]]:
     try:
         manifest = json.loads(manifest_bytes.decode("utf-8"))
@@ -182,14 +170,14 @@ def publish(model_root: PathLike, to: PathLike, key: bytes, *, version: Optional
             for name in list(files) + [MANIFEST]:
                 shutil.copyfile(src / name, tmp / name)
                 os.chmod(tmp / name, 0o644)
-            _fsync_dir(tmp)
+            fsync_dir(tmp)
             if dest.exists():
                 shutil.rmtree(dest)
             os.rename(tmp, dest)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        _fsync_dir(pub / VERSIONS)
+        fsync_dir(pub / VERSIONS)
     t = time.time() if now is None else float(now)
     doc: Dict[str, Any] = {
         "format": FORMAT, "version": v,
@@ -197,7 +185,8 @@ def publish(model_root: PathLike, to: PathLike, key: bytes, *, version: Optional
         "published_at": round(t, 3), "activate_at": round(t + max(0.0, float(activation_delay)), 3),
     }
     doc["signature"] = sign(doc, key)
-    _write_atomic(pub / PUBLISHED, (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode())
+    write_atomic(pub / PUBLISHED, (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode(), mode=0o644,
+                 sync_dir=True)
     _prune_publication(pub, keep, v)
     log.info("published model %s to %s (nodes switch at %s)", v, pub,
              time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(doc["activate_at"])))
@@ -370,11 +359,11 @@ def _fetch(source: Any, store: ModelStore, doc: Dict[str, Any]) -> Path:
         _write_file(tmp / MANIFEST, manifest_bytes, gid)
         os.chown(tmp, -1, gid)
         os.chmod(tmp, 0o750)
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         if final.exists():
             shutil.rmtree(final)
         os.rename(tmp, final)
-        _fsync_dir(incoming)
+        fsync_dir(incoming)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -436,7 +425,7 @@ def add_parsers(subparsers: Any) -> None:
                     "the cluster key; every node running `mimizuku sync` switches to it at the same "
                     "time. Exit codes: 0 published, 2 usage, 4 no model / refused, 5 cannot write.")
     p.add_argument("--to", required=False, help="publication directory (shared with the nodes)")
-    p.add_argument("--wazuh-home", default="/var/ossec")
+    p.add_argument("--wazuh-home", default="/var/ossec", help="Wazuh installation (default /var/ossec)")
     p.add_argument("--model-dir", help="model root (default <wazuh-home>/mimizuku/models)")
     p.add_argument("--key", help="cluster key file (default <wazuh-home>/etc/mimizuku/cluster.key)")
     p.add_argument("--version", help="version to publish (default: the current one; an older one rolls the cluster back)")
@@ -453,7 +442,7 @@ def add_parsers(subparsers: Any) -> None:
                     "Runs once, or every --interval seconds. Exit codes: 0 ok, 2 usage, 4 publication "
                     "refused, 5 publication unreachable, 6 locked.")
     s.add_argument("--from", dest="source", required=True, help="publication directory or http(s) URL")
-    s.add_argument("--wazuh-home", default="/var/ossec")
+    s.add_argument("--wazuh-home", default="/var/ossec", help="Wazuh installation (default /var/ossec)")
     s.add_argument("--model-dir", help="model root (default <wazuh-home>/mimizuku/models)")
     s.add_argument("--key", help="cluster key file (default <wazuh-home>/etc/mimizuku/cluster.key)")
     s.add_argument("--ca", help="CA bundle for an https publication")

@@ -42,6 +42,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
+from mimizuku.core.atomic import fsync_dir, write_atomic
+
 __all__ = [
     "CURRENT",
     "VERSIONS",
@@ -82,14 +84,6 @@ class Locked(Exception):
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _printable(text: Any, limit: int = 200) -> str:
@@ -258,16 +252,8 @@ class ModelStore:
     def _write_history(self, h: Dict[str, Any]) -> None:
         h = dict(h)
         h["log"] = list(h.get("log", []))[-_HISTORY_LOG_MAX:]
-        tmp = self.root / f".{HISTORY}.tmp-{os.getpid()}-{secrets.token_hex(3)}"
         data = json.dumps(h, indent=1, sort_keys=True).encode("utf-8")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o640)
-        try:
-            os.write(fd, data + b"\n")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.history_path)
-        _fsync_dir(self.root)
+        write_atomic(self.history_path, data + b"\n", mode=0o640, sync_dir=True)
 
     def _record(self, action: str, version: str, previous: Optional[str], **extra: Any) -> None:
         h = self.history() or {"installed": [], "retired": [], "log": []}
@@ -298,7 +284,7 @@ class ModelStore:
             except OSError:
                 pass
             raise
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
 
     def install(self, version: str, action: str = "install", **extra: Any) -> Optional[str]:
         """Make ``version`` (complete, already written) the current one; returns the previous one."""
@@ -388,7 +374,7 @@ class ModelStore:
                 _remove(p)  # written by a run that died before switching to it
                 removed.append(f"{VERSIONS}/{e.name}")
         if removed and self.versions_dir.is_dir():
-            _fsync_dir(self.versions_dir)
+            fsync_dir(self.versions_dir)
         return removed
 
     def prune(self, keep: int) -> List[str]:
@@ -430,7 +416,7 @@ class ModelStore:
                 os.chown(tmp / n, -1, self.group())
             os.chown(tmp, -1, self.group())
             os.chmod(tmp, _DIR_MODE)
-            _fsync_dir(tmp)
+            fsync_dir(tmp)
             verify_model_dir(tmp, check_versions=False)
             os.rename(tmp, self.versions_dir / version)
         except BaseException:
