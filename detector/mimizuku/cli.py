@@ -20,6 +20,8 @@ import os
 import sys
 from typing import Any, Dict, Optional, Sequence
 
+from mimizuku.core.text import printable
+
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_INPUT, EXIT_MODEL, EXIT_DATA = 0, 1, 2, 3, 4, 5
 
 log = logging.getLogger("mimizuku")
@@ -29,14 +31,6 @@ class CliError(Exception):
     def __init__(self, message: str, code: int):
         super().__init__(message)
         self.code = code
-
-
-def _printable(text: Any, limit: int = 200) -> str:
-    """Attacker-controlled text made safe for a terminal: no control characters or escapes."""
-    s = str(text)
-    out = "".join(ch if (ch.isprintable() or ch == " ") else f"\\x{ord(ch):02x}" if ord(ch) < 256
-                  else f"\\u{ord(ch):04x}" for ch in s)
-    return out if len(out) <= limit else out[: limit - 1] + "…"
 
 
 def _window_args(p: argparse.ArgumentParser) -> None:
@@ -169,13 +163,13 @@ def _table_row(r: Dict[str, Any]) -> str:
     what = f.get("path") or f.get("command") or f"rule {r['rule']['id']}"
     reason = r["reasons"][0] if r["reasons"] else ""
     return "  ".join([
-        _printable(r["timestamp"] or "-", 24).ljust(24),
-        _printable(r["agent"]["name"] or "-", 20).ljust(20),
+        printable(r["timestamp"] or "-", 24, ellipsis="…").ljust(24),
+        printable(r["agent"]["name"] or "-", 20, ellipsis="…").ljust(20),
         r["detector"].ljust(8),
         f"{r['score']:.3f}",
         r["severity"].ljust(8),
-        _printable(what, 60).ljust(60),
-        _printable(reason, 140),
+        printable(what, 60, ellipsis="…").ljust(60),
+        printable(reason, 140, ellipsis="…"),
     ])
 
 

@@ -11,14 +11,13 @@ from typing import Any
 
 
 def printable(text: Any, limit: int = 500, *, ellipsis: str = "...") -> str:
-    """``text`` with every non-printable character escaped, at most ``limit`` characters of it
-    (then ``ellipsis``). Spaces stay; tabs, newlines, escapes, surrogates and format characters
-    are escaped."""
+    """``text`` with every non-printable character escaped, at most ``limit`` characters long
+    (cut text ends in ``ellipsis``, within the limit, so table columns stay aligned). Spaces stay;
+    tabs, newlines, escapes, surrogates and format characters become ``\\xNN`` / ``\\uNNNN``."""
     s = str(text)
-    cut = s[:limit]
-    if cut.isprintable():
-        out = cut
-    else:
-        out = "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" if ord(ch) < 256 else f"\\u{ord(ch):04x}"
-                      for ch in cut)
-    return out + (ellipsis if len(s) > limit else "")
+    head = s[: limit + 1]  # escapes only lengthen: this much input is always enough
+    out = head if head.isprintable() else "".join(
+        ch if ch.isprintable() else f"\\x{ord(ch):02x}" if ord(ch) < 256 else f"\\u{ord(ch):04x}" for ch in head)
+    if len(out) <= limit and len(head) == len(s):
+        return out
+    return out[: max(0, limit - len(ellipsis))] + ellipsis

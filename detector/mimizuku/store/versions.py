@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 from mimizuku.core.atomic import fsync_dir, write_atomic
+from mimizuku.core.text import printable
 
 __all__ = [
     "CURRENT",
@@ -86,16 +87,10 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _printable(text: Any, limit: int = 200) -> str:
-    s = str(text)
-    out = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}" for c in s)
-    return out if len(out) <= limit else out[: limit - 1] + "…"
-
-
 def check_version_name(version: str) -> str:
     """A version id as a directory name: no path, no leading dot, bounded."""
     if not isinstance(version, str) or not _VERSION_RE.match(version):
-        raise VersionError(f"invalid model version {_printable(version)!r}: expected letters, digits, "
+        raise VersionError(f"invalid model version {printable(version, 200)!r}: expected letters, digits, "
                            f"'.', '_' or '-' (e.g. 20261121T023000Z-4d5e6f)")
     return version
 
@@ -150,7 +145,7 @@ class RunLock:
             os.close(fd)
             if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise Locked(f"another mimizuku retrain or rollback is running on {self.path.parent}"
-                             f"{_printable(holder)}; this run did nothing") from None
+                             f"{printable(holder, 200)}; this run did nothing") from None
             raise
         info = json.dumps({"what": self.what, "pid": os.getpid(), "started": _now()}).encode()
         os.ftruncate(fd, 0)

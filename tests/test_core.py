@@ -1,0 +1,59 @@
+"""core/: the pieces every room shares (atomic writes, text escaping, severity bands)."""
+import os
+import stat
+
+import pytest
+
+from mimizuku.core.atomic import write_atomic
+from mimizuku.core.severity import SEVERITIES, SEVERITY_RANK
+from mimizuku.core.text import printable
+
+
+def test_write_atomic_replaces_whole_with_the_mode_and_leaves_no_temporary(tmp_path):
+    target = tmp_path / "bookmark.json"
+    target.write_bytes(b"old")
+    write_atomic(target, b"new" * 100_000, mode=0o600, sync_dir=True)
+    assert target.read_bytes() == b"new" * 100_000
+    assert stat.S_IMODE(os.stat(target).st_mode) == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bookmark.json"]
+
+
+def test_write_atomic_never_writes_through_a_planted_link(tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"keep")
+    target = tmp_path / "state"
+    target.symlink_to(victim)
+    write_atomic(target, b"new")
+    assert victim.read_bytes() == b"keep"  # the link was replaced, not followed
+    assert not target.is_symlink() and target.read_bytes() == b"new"
+
+
+def test_write_atomic_keeps_the_old_file_when_the_write_fails(tmp_path, monkeypatch):
+    target = tmp_path / "status.json"
+    target.write_bytes(b"old")
+
+    def full_disk(fd, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full_disk)
+    with pytest.raises(OSError):
+        write_atomic(target, b"new")
+    assert target.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["status.json"]
+
+
+@pytest.mark.parametrize("text, limit, want", [
+    ("plain text", 50, "plain text"),
+    ("evil\nforged line", 50, "evil\\x0aforged line"),
+    ("\x1b[2Jwipe", 50, "\\x1b[2Jwipe"),
+    ("\u202eright-to-left", 50, "\\u202eright-to-left"),
+    ("x" * 30, 10, "xxxxxxx..."),
+])
+def test_printable_escapes_and_caps(text, limit, want):
+    out = printable(text, limit)
+    assert out == want and len(out) <= limit and out.isprintable()
+
+
+def test_severity_bands_are_ordered():
+    assert [SEVERITY_RANK[s] for s in SEVERITIES] == list(range(5))
+    assert SEVERITIES[0] == "none" and SEVERITIES[-1] == "critical"
