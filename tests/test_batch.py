@@ -72,8 +72,8 @@ def test_per_block_dbscan_equals_dbscan_on_the_whole_feature_space(day, model):
     mine = c.fit_predict_situations(day.situations)
     U, w = c.situations_, c.situation_weights_
     fd = c.feature_detector()
-    X = np.hstack([DictVectorizer(sparse=False).fit_transform([fd._block_features(s[0]) for s in U]),
-                   np.array([fd._cont(*s[1:]) for s in U])])
+    X = np.hstack([DictVectorizer(sparse=False).fit_transform([fd.block_features(s[0]) for s in U]),
+                   np.array([fd.continuous_features(*s[1:]) for s in U])])
     whole = DBSCAN(eps=c.eps, min_samples=c.min_samples, algorithm="kd_tree").fit_predict(X, sample_weight=w)
     assert len(U) > 100 and len(set(whole)) > 5
     # the same partition (labels may be numbered differently) and the same noise

@@ -67,11 +67,8 @@ def test_model_training_anomaly_rate_near_contamination_per_detector():
 
 
 def _weights(det):
-    # the per-key alert counts the calibrator was fitted with
-    return det.calibrator_._weights if hasattr(det.calibrator_, "_weights") else _key_weights(det)
-
-
-def _key_weights(det):
+    # the per-key alert counts the calibrator was fitted with (it keeps none: read back from its
+    # tail masses)
     raw = det.decision_scores_
     cal = det.calibrator_
     # reconstruct weights from the calibrator's tail masses: mass of each distinct value

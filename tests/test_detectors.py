@@ -136,13 +136,13 @@ def test_context_dbscan_decomposition_matches_global_dbscan(fleet):
     det.begin_fit()
     for a in fleet:
         det.observe(a)
-    counts = det._counts
+    counts = det.partial_state()["counts"]
     keys = list(counts)
     w = np.array([counts[k] for k in keys], dtype=float)
     det.end_fit()
     hasher = FeatureHasher(n_features=2**20, input_type="dict", alternate_sign=False)
-    B = hasher.transform([det._block_features(k[0]) for k in keys]).toarray()
-    C = np.array([det._cont(h, r, sb) for (_, h, r, sb) in keys])
+    B = hasher.transform([det.block_features(k[0]) for k in keys]).toarray()
+    C = np.array([det.continuous_features(h, r, sb) for (_, h, r, sb) in keys])
     # keep only the used columns to make the global DBSCAN cheap
     B = B[:, np.flatnonzero(np.abs(B).sum(axis=0))]
     X = np.hstack([B, C])
@@ -181,8 +181,8 @@ def test_numpy_lof_scoring_equals_scikit_learn(fleet):
     det = _fit(CommandDetector(), fleet)
     probe = [k for k in det.ref_keys_[:5]] + [det.key(a) for kind in F.attacks().values() for a in kind
                                               if det.applies(a)]
-    X = det._vectorizer().rows([det.groups(k) for k in probe])
-    ours = det._lof(probe)
+    X = det.feature_rows(probe)
+    ours = det.local_outlier_factors(probe)
     theirs = -det.lof_.score_samples(X)
     assert np.allclose(ours, theirs, rtol=1e-5, atol=1e-6)
 

@@ -22,19 +22,26 @@ def test_a_detector_cache_stays_under_its_cap_and_keeps_recent_keys():
 
     from mimizuku.engine.detectors.base import Detector
 
+    calls = []
+
     class Echo(Detector):
         name = "echo"
+        _CACHE_MAX = 64
 
         def _raw(self, keys):
+            calls.append(list(keys))
             return np.array([float(k) for k in keys])
 
     d = Echo()
-    d._CACHE_MAX = 64
     for start in range(0, 1000, 16):
         keys = list(range(start, start + 16))
         assert list(d.raw_scores(keys)) == [float(k) for k in keys]
-        assert len(d._cache) <= 64
-    assert 999 in d._cache and 0 not in d._cache
+        assert d.memo_sizes()["_cache"] <= 64
+    calls.clear()
+    d.raw_scores([999])
+    assert calls == []                                # a recent key is answered from the cache
+    d.raw_scores([0])
+    assert calls == [[0]]                             # the oldest was dropped
 
 
 def test_a_full_cache_answers_a_batch_whose_old_keys_it_drops_to_make_room():
@@ -48,18 +55,22 @@ def test_a_full_cache_answers_a_batch_whose_old_keys_it_drops_to_make_room():
 
     class Echo(Detector):
         name = "echo"
+        _CACHE_MAX = 8
 
         def _raw(self, keys):
             calls.append(list(keys))
             return np.array([float(k) for k in keys])
 
     d = Echo()
-    d._CACHE_MAX = 8
     d.raw_scores(list(range(8)))                      # full: 0 is the oldest
     calls.clear()
     assert list(d.raw_scores([0, 100, 101])) == [0.0, 100.0, 101.0]
     assert calls == [[100, 101]]                      # 0 was a hit, not recomputed
-    assert 0 not in d._cache and 101 in d._cache and len(d._cache) <= 8
+    assert d.memo_sizes()["_cache"] <= 8
+    calls.clear()
+    d.raw_scores([101])
+    d.raw_scores([0])
+    assert calls == [[0]]                             # 101 kept, 0 dropped to make room
 
 
 def test_sparse_rows_equal_the_hashers_dense_rows_with_collisions_and_a_tiny_name_memo():
@@ -83,7 +94,7 @@ def test_sparse_rows_equal_the_hashers_dense_rows_with_collisions_and_a_tiny_nam
             back = np.zeros((got.n, 8))
             back[got.row, got.col] = got.value
             assert np.array_equal(back, dense[start:start + 7])
-        assert len(vec._index) <= max(cap, 7 * 9)     # the cap, or one batch's names
+        assert vec.memo_size() <= max(cap, 7 * 9)     # the cap, or one batch's names
 
 
 def test_lof_distances_of_sparse_queries_are_the_exact_ones():
@@ -98,9 +109,9 @@ def test_lof_distances_of_sparse_queries_are_the_exact_ones():
 
     det = CommandDetector().fit(F.normal_fleet(days=2, seed=4))
     keys = det.ref_keys_[:40]
-    X = det._vectorizer().rows([det.groups(k) for k in keys]).astype(np.float64)
+    X = det.feature_rows(keys).astype(np.float64)
     truth = np.sort(pairwise_distances(X, det.ref_X_.astype(np.float64)), axis=1)[:, :det.k_]
-    dist, ind = det._kneighbors(det._vectorizer().sparse_rows([det.groups(k) for k in keys]), det.k_)
+    dist, ind = det.neighbours(keys)
     assert np.array_equal(dist, truth.astype(np.float32).astype(np.float64))
     assert (dist[:, 0] == 0).all()
 
@@ -115,13 +126,12 @@ def test_sparse_neighbour_search_in_bounded_chunks_gives_the_same_answer():
 
     det = CommandDetector().fit(F.normal_fleet(days=2, seed=4))
     keys = list(det.ref_keys_) + [det.key(a) for kind in F.attacks().values() for a in kind if det.applies(a)]
-    X = det._vectorizer().sparse_rows([det.groups(k) for k in keys])
-    whole = det._kneighbors(X, det.k_)
+    whole = det.neighbours(keys)
     det.CHUNK_ENTRIES = 300
-    chunks = det._chunks(X)
-    assert len(chunks) > 3 and chunks[0][0] == 0 and chunks[-1][1] == X.n
+    chunks = det.neighbour_chunks(keys)
+    assert len(chunks) > 3 and chunks[0][0] == 0 and chunks[-1][1] == len(keys)
     assert all(a[1] == b[0] for a, b in zip(chunks, chunks[1:]))
-    small = det._kneighbors(X, det.k_)
+    small = det.neighbours(keys)
     assert np.array_equal(whole[0], small[0]) and np.array_equal(whole[1], small[1])
 
 

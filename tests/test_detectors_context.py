@@ -78,7 +78,7 @@ def test_calibration_uses_cross_fitted_scores_over_days():
     det = ContextDetector(contamination=0.01).fit(alerts)
     # every burst (8 alerts, one day each) is its own dense region in-sample: raw 0 ...
     det.start_stream()
-    burst_keys = {det._situation(det.key(a)) for a in alerts if a["rule"]["id"].startswith("9")}
+    burst_keys = {det.situation(det.key(a)) for a in alerts if a["rule"]["id"].startswith("9")}
     assert all(k in set(det.core_keys_) for k in burst_keys)
     # ... but a model of the other days has never seen it: the calibrator knows new days bring such things
     bursts = sum(1 for a in alerts if a["rule"]["id"].startswith("9"))
@@ -103,9 +103,10 @@ def test_a_new_days_burst_like_the_training_ones_is_not_flagged():
     det2.begin_fit()
     for a in alerts:
         det2.observe(a)
-    keys = list(det2._counts)
-    w = np.array([det2._counts[k] for k in keys], dtype=float)
-    in_sample = TailCalibrator(0.01).fit(det._raw(keys), w)
+    counts = det2.partial_state()["counts"]
+    keys = list(counts)
+    w = np.array([counts[k] for k in keys], dtype=float)
+    in_sample = TailCalibrator(0.01).fit(det.raw_scores(keys), w)
     det.start_stream()
     raw = det.raw_scores([det.key(a) for a in burst])
     assert (in_sample.transform(raw) >= in_sample.threshold_).any()

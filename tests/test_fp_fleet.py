@@ -40,8 +40,9 @@ def test_wave_memory_is_bounded():
         w.spread(("sig", i), "a", i)
     for i in range(50):
         w.spread("many", f"agent-{i}", 1000 + i)
-    assert len(w._seen) <= 100
-    assert len(w._seen["many"]) <= 10
+    signatures, most_agents = w.tracked()
+    assert signatures <= 100 and most_agents <= 10
+    assert w.spread("many", "one-more", 1050) == 10   # the ten newest agents, not all fifty
 
 
 # --- context -------------------------------------------------------------------------------
@@ -156,10 +157,10 @@ def test_training_never_counts_waves_even_from_shared_keys(commands, fleet):
 
 
 def test_context_keys_without_a_started_stream_still_track_waves(context):
-    # the resident scorer hands a reloaded model the old rate windows only (no start_stream)
-    context.start_stream()
-    rates = context._rates
-    del context.__dict__["_wave"]
-    context.__dict__["_rates"] = rates
+    # a model as loaded from disk holds no stream state, and is asked for keys without a
+    # start_stream (the resident scorer's first alerts after loading it)
+    import pickle
+
+    loaded = pickle.loads(pickle.dumps(context))
     wave = [_new_user(DAY + i * M, h, hid) for i, (h, hid) in enumerate(HOSTS)]
-    assert [context.key(a)[7] for a in wave] == [0, 1, 2]
+    assert [loaded.key(a)[7] for a in wave] == [0, 1, 2]

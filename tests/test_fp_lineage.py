@@ -139,7 +139,7 @@ def test_the_process_map_is_bounded():
     lin.observe(cmd(F.BASE, ["/usr/bin/apt-get", "upgrade"], pid=1, ppid=0))
     for pid in range(2, 2000):   # a long chain of package descendants
         lin.observe(cmd(F.BASE + pid * S, ["/bin/true"], pid=pid, ppid=pid - 1))
-    assert len(lin._procs) <= 64
+    assert lin.tracked_processes() <= 64
     assert lin.channel_of(cmd(F.BASE + 2000 * S, ["/bin/true"], pid=2000, ppid=1999)) == "package:apt-get"
 
 
@@ -227,7 +227,7 @@ def test_a_channels_shell_constructs_and_new_trees_still_count(model):
     assert recs[1]["anomaly"] and any("/dev/tcp" in x or ">&" in x for x in recs[1]["reasons"])
     # where nothing in the fleet ever changes (/root/.ssh) is news; where it does (/etc) is not
     files = model.detectors_["files"]
-    assert files._channel(files.key(run[2])) == "config:ansible"
+    assert files.channel(files.key(run[2])) == "config:ansible"
     assert recs[2]["score"] > recs[3]["score"] + 0.2
 
 
@@ -305,7 +305,7 @@ def test_scan_time_provenance_is_judged_when_scoring_but_not_learnt():
             scanned(day + 6 * H, "/boot/vmlinuz-5.4.0-171-generic"),
             scanned(day + 6 * H, "/boot/vmlinuz-5.4.0-171-generic", agent="web-02", agent_id="002")]
     recs = model.score_records(test)
-    assert files._channel(files.key(test[1])).endswith("~scan")
+    assert files.channel(files.key(test[1])).endswith("~scan")
     # after the upgrade: the package tree is where packages write; on web-02 (no upgrade): news
     assert not recs[1]["anomaly"] and recs[2]["score"] > recs[1]["score"] + 0.2
 

@@ -89,7 +89,7 @@ def test_the_user_is_never_their_own_peer():
     # leave-one-out in training: a token only this user used is news, not a peer habit
     users = {"w:du": frozenset({"dave"}), "w:df": frozenset({"dave", "alice"}),
              "w:ls": frozenset({"alice", "bob", "carol", "dave"})}
-    backed = CommandDetector._backed_off
+    backed = CommandDetector.backed_off
     assert backed((users, 3, "dave"), ["w:du"]) == pytest.approx(0.5)            # as without back-off
     assert backed((users, 3, "dave"), ["w:df"]) == pytest.approx(0.5 * (1 - 1 / 2))  # one peer halves
     assert backed((users, 3, "dave"), ["w:ls"]) == pytest.approx(0.5 * (1 - 3 / 4))  # three peers: a quarter

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 from pathlib import Path
 
@@ -349,10 +350,10 @@ def test_parent_owned_by_other_user_refused(tmp_path):
 
 def test_trusted_uids_policy(monkeypatch):
     monkeypatch.setattr(persistence.os, "geteuid", lambda: 0)
-    assert persistence._trusted_uids(None) == {0}
+    assert persistence.trusted_uids(None) == {0}
     monkeypatch.setattr(persistence.os, "geteuid", lambda: 1000)
-    assert persistence._trusted_uids(None) == {0, 1000}
-    assert persistence._trusted_uids({42}) == {0, 42}
+    assert persistence.trusted_uids(None) == {0, 1000}
+    assert persistence.trusted_uids({42}) == {0, 42}
 
 
 # ---------------------------------------------------------------------------- symlinks
@@ -412,7 +413,7 @@ def test_save_over_existing_model_replaces_it(model):
 
 
 def test_fallback_swap_without_rename_exchange(model, monkeypatch):
-    monkeypatch.setattr(persistence, "_exchange", lambda *a: False)
+    monkeypatch.setattr(persistence, "rename_exchange", lambda *a: False)
     save_model_dir(model, {"fim": {"a": 3}})
     assert load_model_dir(model)[0] == {"fim": {"a": 3}}
     assert _siblings(model) == []
@@ -421,14 +422,14 @@ def test_fallback_swap_without_rename_exchange(model, monkeypatch):
 def test_reader_sees_complete_new_model_right_after_swap(model, monkeypatch):
     """At the moment the old directory is being deleted, the path already holds the new model."""
     seen = []
-    real_remove = persistence._remove
+    real_rmtree = shutil.rmtree
 
-    def spy(path):
-        if Path(path).exists() and Path(path) != model:
+    def spy(path, *args, **kwargs):
+        if Path(path) != model:
             seen.append(load_model_dir(model)[0])
-        real_remove(path)
+        real_rmtree(path, *args, **kwargs)
 
-    monkeypatch.setattr(persistence, "_remove", spy)
+    monkeypatch.setattr(shutil, "rmtree", spy)
     save_model_dir(model, {"fim": {"a": 4}})
     assert {"fim": {"a": 4}} in seen
 
@@ -521,7 +522,7 @@ def test_rename_exchange_swaps_two_directories(tmp_path):
     (tmp_path / "b" / "from_b").touch()
     fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        swapped = persistence._exchange(fd, "a", "b")
+        swapped = persistence.rename_exchange(fd, "a", "b")
     finally:
         os.close(fd)
     if not swapped:

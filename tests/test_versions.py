@@ -149,7 +149,10 @@ def test_switch_recorded_after_a_kill_between_switch_and_history(tmp_path):
     s = ModelStore(tmp_path / "models")
     _make(s, V[0])
     _make(s, V[1], install=False)
-    s._point_to(V[1])  # the switch happened, the history write did not
+    # what a run killed between the switch and the history write leaves: ``current`` (a relative
+    # symlink, switched by one rename) already points to the new version
+    os.symlink(f"versions/{V[1]}", s.root / "current.new")
+    os.replace(s.root / "current.new", s.current_link)
     assert s.clean_leftovers() == []  # the current version is never an orphan
     assert current_version(s.root) == V[1]
     assert s.history()["installed"] == [V[0], V[1]]

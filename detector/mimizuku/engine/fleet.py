@@ -19,7 +19,7 @@ agents seen within the window.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Hashable, List, Optional
+from typing import Any, Dict, Hashable, List, Optional, Tuple
 
 import numpy as np
 
@@ -59,6 +59,11 @@ class FleetWave:
 
     def reset(self) -> None:
         self._seen = {}
+
+    def tracked(self) -> Tuple[int, int]:
+        """(signatures tracked, most agents tracked for one signature) now. Public: memory is
+        bounded (``max_signatures``, ``max_agents``), and the bounds are checked from outside."""
+        return len(self._seen), max((len(a) for a in self._seen.values()), default=0)
 
 
 def shared_along_waves(raw: np.ndarray, waves: List[int]) -> np.ndarray:

@@ -269,6 +269,11 @@ class ProcessLineage:
         self._batch = {}
         self._one = None
 
+    def tracked_processes(self) -> int:
+        """How many processes the map of processes in flight holds now. Public: the map is
+        bounded (``max_entries``, newest kept), and the bound is checked from outside."""
+        return len(self._procs)
+
     def take_stream(self, old: "ProcessLineage") -> None:
         """Continue the stream another lineage was following (a hot reload of the model): the
         processes in flight keep their channel; what is routine stays this model's."""
@@ -306,7 +311,9 @@ class ChannelJudged:
     lineage: Optional[ProcessLineage]
     _CHANNEL_AT = -1  # where the channel sits in the key (subclasses: a fixed index)
 
-    def _channel(self, key) -> str:
+    def channel(self, key) -> str:
+        """The routine change channel a key carries ("" for none), as ``channel_of`` found it
+        for the alert. Public: what a key says about its alert's channel, checked from outside."""
         at = self._CHANNEL_AT
         return key[at] if len(key) > at else ""
 
@@ -317,7 +324,7 @@ class ChannelJudged:
 
     def _channel_raw(self, keys, raw, leave_out: int = 0):
         for i, k in enumerate(keys):
-            if self._channel(k):
+            if self.channel(k):
                 raw[i] = self.novelty_weight * self.novelty(k, leave_out=leave_out)
         return raw
 

@@ -96,7 +96,7 @@ class ContextClusterer:
         """The situation of each alert, in order (``None`` for one without a rule id)."""
         d = self.feature_detector()
         for a in alerts:
-            yield d._situation(d.key(a)) if d.applies(a) else None
+            yield d.situation(d.key(a)) if d.applies(a) else None
 
     # -- clustering ------------------------------------------------------------------------------
     def fit_predict(self, alerts: Iterable[Dict[str, Any]], y=None) -> "np.ndarray":
@@ -119,7 +119,7 @@ class ContextClusterer:
         labels_u = np.full(len(uniq), -1, dtype=int)
         if uniq:
             fd = self.feature_detector()
-            cont = np.array([fd._cont(*s[1:]) for s in uniq], dtype=float)
+            cont = np.array([fd.continuous_features(*s[1:]) for s in uniq], dtype=float)
             blocks = list(dict.fromkeys(s[0] for s in uniq))
             bpos = {b: i for i, b in enumerate(blocks)}
             sit_block = np.fromiter((bpos[s[0]] for s in uniq), dtype=int, count=len(uniq))
@@ -160,7 +160,7 @@ class ContextClusterer:
         from sklearn.feature_extraction import DictVectorizer
         from sklearn.neighbors import radius_neighbors_graph
 
-        Xb = DictVectorizer(sparse=True).fit_transform([fd._block_features(b) for b in blocks]).tocsr()
+        Xb = DictVectorizer(sparse=True).fit_transform([fd.block_features(b) for b in blocks]).tocsr()
         if len(blocks) == 1:
             return np.zeros(1, dtype=int), Xb
         g = radius_neighbors_graph(Xb, radius=self.eps, mode="connectivity", include_self=False)
@@ -247,8 +247,8 @@ def score_day(model: Any, source: Any, day: date, *, clusterer: Optional[Context
     def situation(a: Dict[str, Any]) -> Optional[Situation]:
         k = seen.pop(id(a), None) if share else None
         if k is None:
-            return fd._situation(fd.key(a)) if fd.applies(a) else None
-        return fd._situation(k)
+            return fd.situation(fd.key(a)) if fd.applies(a) else None
+        return fd.situation(k)
 
     def alerts() -> Iterator[Dict[str, Any]]:
         for a in iter_alerts(source, since=day, until=day, stats=stats, progress=progress):

@@ -79,6 +79,8 @@ __all__ = [
     "load_model_dir",
     "read_manifest",
     "verify_model_dir",
+    "trusted_uids",
+    "rename_exchange",
 ]
 
 FORMAT_VERSION = 1
@@ -216,8 +218,10 @@ def _check_versions(manifest: Dict[str, Any], where: str) -> None:
 # trust checks
 
 
-def _trusted_uids(trusted_owner_uids: Optional[Iterable[int]]) -> Set[int]:
-    """Root always; by default also the effective uid when it is not root."""
+def trusted_uids(trusted_owner_uids: Optional[Iterable[int]] = None) -> Set[int]:
+    """The uids that may own what a load walks through: root always; by default also the
+    effective uid when it is not root, or instead ``trusted_owner_uids``. Public: it is the trust
+    policy the module docstring states, checked on its own."""
     if trusted_owner_uids is not None:
         return {0} | {int(u) for u in trusted_owner_uids}
     euid = os.geteuid()
@@ -375,7 +379,7 @@ def _verify(directory, *, names: Optional[List[str]], check_versions: bool,
             trusted_owner_uids: Optional[Iterable[int]], keep: bool
             ) -> Tuple[Dict[str, Any], Dict[str, bytes]]:
     """All checks; returns the manifest and (if `keep`) the verified bytes of the wanted files."""
-    trusted = _trusted_uids(trusted_owner_uids)
+    trusted = trusted_uids(trusted_owner_uids)
     dir_fd, dir_path = _open_trusted_dir(directory, trusted)
     try:
         fd, _st = _open_member(dir_fd, dir_path, MANIFEST_NAME, trusted, ModelNotFoundError)
@@ -522,11 +526,13 @@ def _resolve_gid(group: "int | str | None") -> int:
     return grp.getgrnam(group).gr_gid
 
 
-def _exchange(parent_fd: int, a: str, b: str) -> bool:
+def rename_exchange(parent_fd: int, a: str, b: str) -> bool:
     """Atomically swap two entries of a directory with renameat2(RENAME_EXCHANGE).
 
     Returns False when unavailable here (not Linux, libc without renameat2, old kernel,
     filesystem without support) so the caller falls back; raises OSError on real failures.
+    Public: it is the one step of a save that depends on the system, so it is checked against
+    the kernel on its own, and replaced (returning False) to run the fallback anywhere.
     """
     if not sys.platform.startswith("linux"):
         return False
@@ -673,7 +679,7 @@ def save_model_dir(directory: "os.PathLike[str] | str", objects: Dict[str, Any],
 
             if not target.exists():
                 os.rename(tmp.name, target.name, src_dir_fd=parent_fd, dst_dir_fd=parent_fd)
-            elif _exchange(parent_fd, tmp.name, target.name):
+            elif rename_exchange(parent_fd, tmp.name, target.name):
                 _remove(tmp)  # now holds the old model
             else:
                 aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=parent))

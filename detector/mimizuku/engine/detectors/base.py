@@ -169,6 +169,13 @@ class Detector(BaseEstimator):
             got = [fresh[k] if v is None else v for k, v in zip(keys, got)]
         return np.fromiter(got, dtype=float, count=len(keys))
 
+    def memo_sizes(self) -> Dict[str, int]:
+        """Entries now held in each of this detector's memo caches (those that are maps), by
+        memo. Public: every memo is bounded (``_CACHE_MAX``, its oldest quarter dropped when
+        full), and a bound is checked from outside."""
+        memos = {m: self.__dict__.get(m) for m in sorted(self._declared("_MEMOS"))}
+        return {m: len(v) for m, v in memos.items() if isinstance(v, dict)}
+
     def prepare(self) -> None:
         """Build what scoring needs before the first alert, rather than in it (the resident
         scorer calls this while loading a model). Nothing by default."""

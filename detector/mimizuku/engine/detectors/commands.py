@@ -206,7 +206,7 @@ class CommandDetector(WaveJudged, ChannelJudged, LOFDetector):
 
     def peer_group(self, key: Key):
         agent, user = key[0], key[2]
-        if not user or self._channel(key):
+        if not user or self.channel(key):
             return None
         return (agent, key[4] if len(key) > 4 else ""), user
 
@@ -233,7 +233,7 @@ class CommandDetector(WaveJudged, ChannelJudged, LOFDetector):
 
     def scopes(self, key: Key):
         agent, toks, user, run_as = key[:4]
-        if self._channel(key):
+        if self.channel(key):
             # a routine change channel decides what it runs: only how it runs is evidence
             return [("agent", agent, [t for t in toks if t.startswith(_HOW)])]
         out = [("agent", agent, list(toks) + ([f"user:{user}"] if user else []))]
@@ -245,7 +245,7 @@ class CommandDetector(WaveJudged, ChannelJudged, LOFDetector):
         agent, toks, user, run_as = key[:4]
         shape = self.examples_.get(key, "?")
         by = f" by {user}" if user else ""
-        channel = self._channel(key)
+        channel = self.channel(key)
         through = f" through {channel}" if channel else ""
         return f"`{shape}`{by}{through} on {agent}"
 

@@ -181,14 +181,18 @@ class ContextDetector(Detector):
         return (block, -1 if hour is None else hour, rate_bin(count),
                 rate_bin(src_count) if src_count else -1, count, src_count, src, wave)
 
-    # the exact count rides along in the key for reasons but must not split situations
     @staticmethod
-    def _situation(key: Key) -> Key:
+    def situation(key: Key) -> Key:
+        """The situation a key counts as: (block, hour, rule-rate bin, source-rate bin).
+
+        The exact counts, the source and the wave ride along in the key for reasons but must not
+        split situations. Public: it is the unit training counts and DBSCAN clusters, which the
+        nightly day analysis (``ContextClusterer``) clusters too."""
         return key[:4]
 
     def observe(self, alert: Dict[str, Any]) -> None:
         k = self.key(alert)
-        s = self._situation(k)
+        s = self.situation(k)
         self._counts[s] += 1
         t = fields.alert_seconds(alert)
         if t is not None and (t // 86400) % 2:
@@ -221,7 +225,11 @@ class ContextDetector(Detector):
                 if n > mine.get(pair, 0):
                     mine[pair] = n
 
-    def _cont(self, hour: int, rbin: int, sbin: int) -> Tuple[float, float, float, float]:
+    def continuous_features(self, hour: int, rbin: int, sbin: int) -> Tuple[float, float, float, float]:
+        """A situation's coordinates within its block: the hour on a circle, the rule-rate and
+        source-rate bins, scaled by ``hour_weight`` and ``rate_weight``. Public: with
+        ``block_features`` it is this detector's feature space, which the nightly day analysis
+        clusters in and tests compare with one DBSCAN over the whole space."""
         if hour < 0:
             hx = hy = 0.0
         else:
@@ -230,7 +238,9 @@ class ContextDetector(Detector):
         return hx, hy, self.rate_weight * rbin, self.rate_weight * max(sbin, 0)
 
     @staticmethod
-    def _block_features(block) -> Dict[str, float]:
+    def block_features(block) -> Dict[str, float]:
+        """A block's categorical features (one-hot, each weight above ``eps`` so that blocks
+        never touch), by name. Public: see ``continuous_features``."""
         rid, groups, level, agent, user, ipc, win = block
         d = {"r=" + rid: W_RULE, "a=" + agent: W_AGENT, "u=" + (user or "-"): W_USER,
              "ip=" + ipc: W_IPCLASS, "w=" + (win or "-"): W_WIN, "level": W_LEVEL * min(level, 16) / 16}
@@ -254,7 +264,7 @@ class ContextDetector(Detector):
         blocks = list(by_block)
         self.blocks_ = blocks
         self.block_index_ = {b: j for j, b in enumerate(blocks)}
-        cont = np.array([self._cont(h, r, sb) for (_, h, r, sb) in keys], dtype=float)
+        cont = np.array([self.continuous_features(h, r, sb) for (_, h, r, sb) in keys], dtype=float)
         is_core = np.zeros(len(keys), dtype=bool)
         labels = np.full(len(keys), -1, dtype=int)
         self.block_cores_: Dict[int, np.ndarray] = {}
@@ -295,7 +305,7 @@ class ContextDetector(Detector):
         del self.block_cores_, self.block_core_keys_, self.block_core_weights_
         # the blocks that hold cores as dense rows over the features they use
         vocab: Dict[str, int] = {}
-        feats = [self._block_features(blocks[j]) for j in self.core_blocks_]
+        feats = [self.block_features(blocks[j]) for j in self.core_blocks_]
         for f in feats:
             for name in f:
                 vocab.setdefault(name, len(vocab))
@@ -377,7 +387,7 @@ class ContextDetector(Detector):
     # -- scoring -------------------------------------------------------------------------------
     def raw_scores(self, keys):
         # a fleet wave: the k-th other agent's share (see the module docstring)
-        return shared_along_waves(super().raw_scores([self._situation(k) for k in keys]),
+        return shared_along_waves(super().raw_scores([self.situation(k) for k in keys]),
                                   [k[7] if len(k) > 7 else 0 for k in keys])
 
     def _block_rows(self, blocks) -> Tuple[np.ndarray, np.ndarray]:
@@ -386,7 +396,7 @@ class ContextDetector(Detector):
         Q = np.zeros((len(blocks), len(vocab)))
         extra = np.zeros(len(blocks))
         for r, b in enumerate(blocks):
-            for name, v in self._block_features(b).items():
+            for name, v in self.block_features(b).items():
                 c = vocab.get(name)
                 if c is None:
                     extra[r] += v * v
@@ -408,7 +418,7 @@ class ContextDetector(Detector):
         blocks = list(by_block)
         Q, qn = self._block_rows(blocks)
         db = np.sqrt(np.maximum(qn[:, None] + self.core_block_sqnorm_[None, :] - 2.0 * Q @ self.core_block_matrix_.T, 0.0))
-        C = np.array([self._cont(h, r, sb) for (_, h, r, sb) in sits], dtype=float)
+        C = np.array([self.continuous_features(h, r, sb) for (_, h, r, sb) in sits], dtype=float)
         dist = np.full(len(sits), np.inf)
         idx = np.zeros(len(sits), dtype=int)
         pts = self.core_points_

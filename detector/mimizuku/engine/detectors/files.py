@@ -105,7 +105,7 @@ class FileIntegrityDetector(WaveJudged, ChannelJudged, LOFDetector):
 
     def peer_group(self, key: Key):
         agent, user = key[0], key[3]
-        if not user or self._channel(key):
+        if not user or self.channel(key):
             return None
         return (agent, key[5] if len(key) > 5 else ""), user
 
@@ -133,7 +133,7 @@ class FileIntegrityDetector(WaveJudged, ChannelJudged, LOFDetector):
 
     def scopes(self, key: Key):
         agent, toks, event, user, proc = key[:5]
-        channel = self._channel(key)
+        channel = self.channel(key)
         if channel:
             # a routine change channel (package upgrade, configuration management) decides what
             # it changes, with which tool, as whom: only where in the tree and how are evidence
@@ -175,7 +175,7 @@ class FileIntegrityDetector(WaveJudged, ChannelJudged, LOFDetector):
         shape = self.examples_.get(key, "?")
         by = f" by {user}" if user else ""
         via = f" via {proc}" if proc else ""
-        channel = self._channel(key)
+        channel = self.channel(key)
         through = ""
         if channel:
             through = (f" after a {channel[:-len(BY_SCAN)]} run (found by a scan)" if channel.endswith(BY_SCAN)

@@ -96,6 +96,11 @@ class HashedGroups:
         v = np.bincount(inv.ravel(), weights=v, minlength=len(cell)).astype(np.float32).astype(np.float64)
         return SparseRows(len(dicts), cell // self.n_features, cell % self.n_features, v)
 
+    def memo_size(self) -> int:
+        """Feature names whose column ``sparse_rows`` remembers now. Public: the memo is bounded
+        (its ``cap``), and a bound is checked from outside."""
+        return len(self.__dict__.get("_index", ()))
+
 
 class SparseRows(NamedTuple):
     """Hashed rows as sorted (row, column, value) entries; ``n`` rows in all."""
@@ -175,6 +180,14 @@ class LOFDetector(Detector):
             v = self._vec = HashedGroups(self.group_weights, self.n_features)
         return v
 
+    def feature_rows(self, keys: Sequence[Key]) -> np.ndarray:
+        """The keys' dense hashed rows, as fitting gives them to LocalOutlierFactor. Public: the
+        feature space LOF runs in, so that scoring can be checked against scikit-learn's own."""
+        return self._vectorizer().rows([self.groups(k) for k in keys])
+
+    def _sparse_rows(self, keys: Sequence[Key]) -> SparseRows:
+        return self._vectorizer().sparse_rows([self.groups(k) for k in keys], cap=self._CACHE_MAX)
+
     def _fit_keys(self, keys: List[Key], weights: np.ndarray) -> np.ndarray:
         # reference set: every distinct key, or the most frequent ones plus a sample of the rest
         idx = np.arange(len(keys))
@@ -185,7 +198,7 @@ class LOFDetector(Detector):
             tail = rng.choice(order[self.max_samples // 2 :], self.max_samples - len(head), replace=False)
             idx = np.sort(np.concatenate([head, tail]))
         ref_keys = [keys[i] for i in idx]
-        X = self._vectorizer().rows([self.groups(k) for k in ref_keys])
+        X = self.feature_rows(ref_keys)
         k = max(1, min(self.n_neighbors, len(ref_keys) - 1))
         self.lof_ = LocalOutlierFactor(n_neighbors=k, novelty=True, algorithm="brute", metric="euclidean")
         self.lof_.fit(X)
@@ -207,7 +220,7 @@ class LOFDetector(Detector):
         raw[idx] = self._squash(-self.lof_.negative_outlier_factor_)
         rest = np.setdiff1d(np.arange(len(keys)), idx)
         if rest.size:
-            raw[rest] = self._squash(self._lof([keys[i] for i in rest]))
+            raw[rest] = self._squash(self.local_outlier_factors([keys[i] for i in rest]))
         # leave-one-alert-out novelty: would this alert's tokens have been new without it?
         raw += self.novelty_weight * np.array([self.novelty(k, leave_out=1) for k in keys])
         return raw
@@ -266,6 +279,18 @@ class LOFDetector(Detector):
             out.append((start, n))
         return out
 
+    def neighbour_chunks(self, keys: Sequence[Key]) -> List[Tuple[int, int]]:
+        """The (start, end) ranges of ``keys`` a neighbour search runs in, one at a time. Public:
+        they bound the search's memory (``CHUNK_ROWS``, ``CHUNK_ENTRIES``), which is checked
+        from outside; the answer never depends on them."""
+        return self._chunks(self._sparse_rows(keys))
+
+    def neighbours(self, keys: Sequence[Key], k: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+        """Distances to the ``k`` (default ``k_``) nearest references of each key, ascending,
+        and those references' indices in ``ref_keys_``. Public: the neighbour search scoring
+        uses, checked against exact distances and across chunk sizes."""
+        return self._kneighbors(self._sparse_rows(keys), self.k_ if k is None else k)
+
     def _kneighbors(self, X: SparseRows, k: int):
         """k nearest references (distances ascending, indices) by brute force in chunks."""
         out_d, out_i = [], []
@@ -289,10 +314,11 @@ class LOFDetector(Detector):
         # (a last-bit difference is an anomaly where every training score was the same)
         return np.vstack(out_d).astype(np.float32).astype(np.float64), np.vstack(out_i)
 
-    def _lof(self, keys: List[Key]) -> np.ndarray:
-        """Local Outlier Factor of new points against the references (as LocalOutlierFactor.score_samples, negated)."""
-        X = self._vectorizer().sparse_rows([self.groups(k) for k in keys], cap=self._CACHE_MAX)
-        dist, ind = self._kneighbors(X, self.k_)
+    def local_outlier_factors(self, keys: List[Key]) -> np.ndarray:
+        """Local Outlier Factor of new points against the references (as LocalOutlierFactor.score_samples, negated).
+
+        Public: LOF's own number before the novelty term, comparable with scikit-learn's."""
+        dist, ind = self.neighbours(keys)
         cache = self.__dict__.setdefault("_nn_cache", {})
         make_room(cache, self._CACHE_MAX, len(keys))
         for k, d0, i0 in zip(keys, dist[:, 0], ind[:, 0]):
@@ -302,7 +328,7 @@ class LOFDetector(Detector):
         return self.ref_lrd_[ind].mean(axis=1) / lrd
 
     def _raw(self, keys: List[Key]) -> np.ndarray:
-        lof = self._squash(self._lof(keys))
+        lof = self._squash(self.local_outlier_factors(keys))
         return lof + self.novelty_weight * np.array([self.novelty(k) for k in keys])
 
     def novelty(self, key: Key, leave_out: int = 0) -> float:
@@ -331,7 +357,7 @@ class LOFDetector(Detector):
                 new_toks = [t for t in toks if seen.get(t, 0) - leave_out <= 0]
                 surprise = self.scope_surprise_[(scope, value)]
             if backoff:
-                out.append(self._backed_off(peers, new_toks) * surprise)
+                out.append(self.backed_off(peers, new_toks) * surprise)
                 continue
             new = float(len(new_toks))
             if peers is not None and ("user:" + peers[2]) in new_toks:
@@ -355,12 +381,14 @@ class LOFDetector(Detector):
         return users.get(group, {}), others, member
 
     @staticmethod
-    def _backed_off(peers: Tuple[Dict[str, Any], int, str], new_toks: Sequence[str]) -> float:
+    def backed_off(peers: Tuple[Dict[str, Any], int, str], new_toks: Sequence[str]) -> float:
         """How new the user's new tokens are, given what the user's peers do.
 
-        Tokens no peer used count as usual (one: half, two or more: all). Those some peer used
-        count as one block, discounted by the number ``k`` of peers who used all of them:
-        ``1 - k / (k + 1)`` (one peer halves it, four leave a fifth)."""
+        ``peers``: (token -> members who used it, number of other members, member), as the
+        back-off scope sees them. Tokens no peer used count as usual (one: half, two or more:
+        all). Those some peer used count as one block, discounted by the number ``k`` of peers
+        who used all of them: ``1 - k / (k + 1)`` (one peer halves it, four leave a fifth).
+        Public: it is the back-off rule the module docstring states, checked on its own."""
         users, _others, member = peers
         unknown = 0
         joint = None
@@ -391,7 +419,7 @@ class LOFDetector(Detector):
         """The nearest training situation, its distance and how often it was seen."""
         hit = self.__dict__.get("_nn_cache", {}).get(key)
         if hit is None:
-            dist, ind = self._kneighbors(self._vectorizer().sparse_rows([self.groups(key)], cap=self._CACHE_MAX), 1)
+            dist, ind = self.neighbours([key], 1)
             hit = (int(ind[0, 0]), float(dist[0, 0]))
         i, d = hit
         return self.ref_keys_[i], d, int(self.ref_weights_[i])
