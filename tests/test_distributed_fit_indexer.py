@@ -18,7 +18,8 @@ import pytest
 
 import retrain_trees as T
 from fake_indexer import FakeIndexer
-from mimizuku.sources.reader import ReadStats, iter_alerts
+from mimizuku.sources.errors import ReadStats
+from mimizuku.sources.reader import iter_alerts
 from mimizuku.engine.estimator import Mimizuku
 from mimizuku.nightly.job import main
 from mimizuku.store.versions import current_version
