@@ -5,13 +5,10 @@ per-host counters (pids, audit sessions, inodes, file states) of a ``Host``; who
 from __future__ import annotations
 
 import random
-from typing import TYPE_CHECKING, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from mimizuku.tools.synth.fleet import HOUR_MS, HostSpec
 from mimizuku.tools.synth.formats import stable_int
-
-if TYPE_CHECKING:  # the World makes its hosts; imported for the annotation only
-    from mimizuku.tools.synth.world import World
 
 
 _UNSET = 4294967295  # audit's unset auid, (uid_t)-1
@@ -57,7 +54,8 @@ S_SIZE, S_PERM, S_UID, S_GID, S_UNAME, S_GNAME, S_MTIME, S_INODE, S_MD5, S_SHA1,
 class Host:
     """A monitored host: identity, accounts, FIM configuration and per-host counters."""
 
-    def __init__(self, spec: HostSpec, world: "World") -> None:
+    def __init__(self, spec: HostSpec, world: Any) -> None:
+        # world: the World making this host (only its seed is read; not imported, world imports hosts)
         self.spec = spec
         self.name = spec.name
         self.role = spec.role
