@@ -286,7 +286,7 @@ def test_a_slice_opens_with_this_machines_credentials_and_the_drivers_settings(t
 
     drv = IndexerSource("http://127.0.0.1:9/alerts-*", username="nightly-trainer", password=PASSWORD, page_size=77,
                         query={"term": {"agent.id": "001"}}, config_file=str(_empty_config(tmp_path)))
-    sl = drv._slice(0, 86_400_000, False)
+    [sl] = drv.day_slices(0.0, False, 86_400.0, False)  # one UTC day, both ends given: one slice, no request
     assert sl.source is drv and pickle.loads(pickle.dumps(sl)).source is None
     assert SECRET not in pickle.dumps(sl) and b"nightly-trainer" not in pickle.dumps(sl)
     wcfg = tmp_path / "worker.json"
