@@ -168,7 +168,7 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             info = generate(home, args.scale, args.days, args.seed)
             log(f"  {info['alerts']:,} alerts, {len(info['files'])} files in {time.perf_counter() - t0:.0f} s")
-        from mimizuku.sources.reader import archive_files
+        from mimizuku.sources.archive import archive_files
 
         files = archive_files(home, days=args.days + 1)
         size = sum(f.stat().st_size for f in files)
@@ -231,10 +231,10 @@ def main(argv=None) -> int:
             # as a user's --db mysql://... gets it: the driver the product picks (mysqlclient when
             # installed, else PyMySQL)
             from sqlalchemy.engine import make_url
-            from mimizuku.outputs.sql import _mysql_driver
+            from mimizuku.outputs.sql import mysql_driver
 
             u = make_url(args.mysql_url)
-            drv = _mysql_driver()
+            drv = mysql_driver()
             u = u.set(drivername=f"{u.get_backend_name()}+{drv}")
             targets.append((f"mariadb/{'mysqlclient' if drv == 'mysqldb' else drv}", u.render_as_string(hide_password=False)))
         else:

@@ -145,7 +145,7 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             info = generate(home, args.scale, args.days, args.seed)
             log(f"  {info['alerts']:,} alerts, {len(info['files'])} files in {time.perf_counter() - t0:.0f} s")
-        from mimizuku.sources.reader import archive_files
+        from mimizuku.sources.archive import archive_files
 
         files = archive_files(home, days=args.days + 1)
         size = sum(f.stat().st_size for f in files)

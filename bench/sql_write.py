@@ -37,6 +37,7 @@ import sqlalchemy as sa  # noqa: E402
 
 from mimizuku.outputs import sql as sqlout  # noqa: E402
 from mimizuku.outputs.sql import SqlSink  # noqa: E402
+from mimizuku.outputs.sql.rows import rows_for  # noqa: E402
 
 TARGET_MYSQL = 20_000
 
@@ -89,12 +90,12 @@ def reset(engine) -> None:
 
 def bare_executemany(url: str, records, clusters, batch_size: int) -> float:
     """Rows/s of a plain executemany of already-converted rows into the same table."""
-    eng = sa.create_engine(SqlSink._prepare_url(url))
+    eng = sa.create_engine(sqlout.prepare_url(url))
     reset(eng)
     sqlout.metadata.create_all(eng)
     from datetime import datetime
     labels = [clusters.get(r["id"]) for r in records]
-    rows, _ = sqlout._rows_for(records, labels, "bare", "bench-1", datetime.utcnow())
+    rows, _ = rows_for(records, labels, "bare", "bench-1", datetime.utcnow())
     t0 = time.perf_counter()
     for i in range(0, len(rows), batch_size):
         with eng.begin() as conn:

@@ -35,7 +35,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from mimizuku.sources.reader import parse_timestamp
+from mimizuku.sources.timestamps import parse_timestamp
 
 _MISSING = object()
 

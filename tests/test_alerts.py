@@ -12,14 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from mimizuku.sources import reader as alerts_mod
-from mimizuku.sources.reader import (
-    AlertSourceError,
-    ReadStats,
-    iter_alerts,
-    parse_timestamp,
-    read_alerts,
-)
+from mimizuku.sources import decoding, reader, timestamps
+from mimizuku.sources.errors import AlertSourceError, ReadStats
+from mimizuku.sources.reader import iter_alerts, read_alerts
+from mimizuku.sources.timestamps import parse_timestamp
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"shared data not present at {DATA}")
@@ -59,7 +55,7 @@ def balanced(s: ReadStats) -> bool:
 def parser(request, monkeypatch):
     """Run a test with orjson and with the stdlib fallback."""
     if request.param == "stdlib":
-        monkeypatch.setattr(alerts_mod, "_json_loads", lambda: alerts_mod._std_loads)
+        monkeypatch.setattr(decoding, "json_loads", lambda: decoding.std_loads)
     else:
         pytest.importorskip("orjson")
     return request.param
@@ -151,7 +147,7 @@ def test_line_length_limit_matches_integratord(tmp_path):
 
 
 def test_huge_line_is_skipped_in_pieces_and_the_next_line_read(tmp_path, monkeypatch):
-    monkeypatch.setattr(alerts_mod, "_CHUNK", 4096)  # the line spans many reads
+    monkeypatch.setattr(reader, "CHUNK_BYTES", 4096)  # the line spans many reads
     huge = b'{"rule":{"id":"1"},"full_log":"' + b"A" * 200_000 + b'"}'
     p = write_lines(tmp_path / "a.json", [dumps(make_alert(1)), huge, dumps(make_alert(2)), huge])
     got, st = read_alerts(p)
@@ -163,7 +159,7 @@ def test_small_chunks_give_the_same_result(tmp_path, monkeypatch):
     lines = [make_alert(i) for i in range(200)]
     p = write_lines(tmp_path / "a.json.gz", lines, gz=True)
     ref, _ = read_alerts(p)
-    monkeypatch.setattr(alerts_mod, "_CHUNK", 37)
+    monkeypatch.setattr(reader, "CHUNK_BYTES", 37)
     got, st = read_alerts(p)
     assert got == ref == lines and st.lines == 200
 
@@ -264,7 +260,7 @@ def export_doc(alerts, *, with_ids=True) -> dict:
 @pytest.mark.parametrize("indent", [None, 2], ids=["one-line", "pretty"])
 @pytest.mark.parametrize("chunk", [1 << 20, 53], ids=["big-chunks", "tiny-chunks"])
 def test_indexer_export(tmp_path, monkeypatch, indent, chunk):
-    monkeypatch.setattr(alerts_mod, "_CHUNK", chunk)
+    monkeypatch.setattr(reader, "CHUNK_BYTES", chunk)
     src = [make_alert(i) for i in range(40)]
     p = tmp_path / "export.json"
     p.write_text(json.dumps(export_doc(src), indent=indent))
@@ -577,9 +573,9 @@ GARBAGE = ["", "garbage", "2026-11-20", "2026-02-30T10:15:02Z", "2026-11-20T25:1
            None, 12345, ["2026-11-20T10:15:02Z"], b"2026-11-20T10:15:02Z", "x" * 10_000]
 
 
-@pytest.mark.parametrize("impl", ["parse_timestamp", "_parse_manual"])
+@pytest.mark.parametrize("impl", ["parse_timestamp", "parse_timestamp_manual"])
 def test_parse_timestamp_forms(impl):
-    f = getattr(alerts_mod, impl)
+    f = getattr(timestamps, impl)
     for text, expected in FORMS.items():
         assert f(text) == pytest.approx(expected.timestamp(), abs=1e-6), text
     for bad in GARBAGE:
@@ -607,7 +603,7 @@ def test_parse_timestamp_many_random_values_agree_with_datetime():
             text += f"{sign}{hh:02d}{':' if style == ':' else ''}{mm:02d}"
         expected = dt.replace(tzinfo=tz).timestamp()
         assert parse_timestamp(text) == pytest.approx(expected, abs=1e-6)
-        assert alerts_mod._parse_manual(text) == pytest.approx(expected, abs=1e-6)
+        assert timestamps.parse_timestamp_manual(text) == pytest.approx(expected, abs=1e-6)
 
     check()
 

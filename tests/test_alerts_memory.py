@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from mimizuku.sources.reader import ReadStats, iter_alerts
+from mimizuku.sources.errors import ReadStats
+from mimizuku.sources.reader import iter_alerts
 
 SMALL, LARGE = 30_000, 120_000
 

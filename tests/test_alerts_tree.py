@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from mimizuku.sources import reader as alerts_mod
-from mimizuku.sources.reader import AlertSourceError, ReadStats, archive_files, iter_alerts, read_alerts
+from mimizuku.sources import archive
+from mimizuku.sources.archive import archive_files
+from mimizuku.sources.errors import AlertSourceError, ReadStats
+from mimizuku.sources.reader import iter_alerts, read_alerts
 
 MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 
@@ -100,7 +102,7 @@ def test_window_selects_days(ossec, window, expected):
 
 
 def test_days_counts_back_from_today(ossec, monkeypatch):
-    monkeypatch.setattr(alerts_mod, "_today", lambda: date(2022, 1, 2))
+    monkeypatch.setattr(archive, "_today", lambda: date(2022, 1, 2))
     assert names(archive_files(ossec, days=2)) == ALL[2:8]
 
 

@@ -6,7 +6,7 @@ import datetime as dt
 import alert_factory as F
 from mimizuku.core import fields
 from mimizuku.engine.correlate import build_ties, correlate
-from mimizuku.sources.reader import parse_timestamp
+from mimizuku.sources.timestamps import parse_timestamp
 
 _n = itertools.count()
 

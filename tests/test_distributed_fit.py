@@ -291,7 +291,7 @@ def test_local_retrain_never_imports_dask(installed):
 def test_partial_fits_merge_like_one_stream():
     """Partitions counted apart and merged in order give the one-stream model when nothing
     depends on the stream (here: a model without the rate-keeping context detector)."""
-    from mimizuku.sources.reader import ReadStats
+    from mimizuku.sources.errors import ReadStats
 
     stream = [{k: v for k, v in a.items() if k != "_label"} for a in ALERTS]
     one = Mimizuku(detectors=("files", "commands")).fit(stream)
@@ -316,7 +316,8 @@ def test_partitions_are_days_and_read_as_one_stream_reads(tree, tmp_path):
     """One partition per day (parts together, in the reader's order); a file linked twice is
     read once and counted as the one-stream reader counts it; the partitions' alerts are the
     stream's alerts."""
-    from mimizuku.sources.reader import ReadStats, iter_alerts
+    from mimizuku.sources.errors import ReadStats
+    from mimizuku.sources.reader import iter_alerts
     from mimizuku.nightly.partitions import add_stats, partitions_of
 
     home = _copy(tree, tmp_path / "home")

@@ -18,7 +18,8 @@ import pytest
 
 import retrain_trees as T
 from fake_indexer import FakeIndexer
-from mimizuku.sources.reader import ReadStats, iter_alerts
+from mimizuku.sources.errors import ReadStats
+from mimizuku.sources.reader import iter_alerts
 from mimizuku.engine.estimator import Mimizuku
 from mimizuku.nightly.job import main
 from mimizuku.store.versions import current_version
@@ -285,7 +286,7 @@ def test_a_slice_opens_with_this_machines_credentials_and_the_drivers_settings(t
 
     drv = IndexerSource("http://127.0.0.1:9/alerts-*", username="nightly-trainer", password=PASSWORD, page_size=77,
                         query={"term": {"agent.id": "001"}}, config_file=str(_empty_config(tmp_path)))
-    sl = drv._slice(0, 86_400_000, False)
+    [sl] = drv.day_slices(0.0, False, 86_400.0, False)  # one UTC day, both ends given: one slice, no request
     assert sl.source is drv and pickle.loads(pickle.dumps(sl)).source is None
     assert SECRET not in pickle.dumps(sl) and b"nightly-trainer" not in pickle.dumps(sl)
     wcfg = tmp_path / "worker.json"

@@ -11,7 +11,9 @@ import pytest
 
 from fake_indexer import FakeIndexer, load_export
 from mimizuku.tools import synth
-from mimizuku.sources.reader import ReadStats, iter_alerts, parse_timestamp, read_alerts
+from mimizuku.sources.errors import ReadStats
+from mimizuku.sources.reader import iter_alerts, read_alerts
+from mimizuku.sources.timestamps import parse_timestamp
 from mimizuku.sources.indexer import (IndexerAuthError, IndexerConfigError, IndexerError, IndexerSource,
                               IndexerUnavailable)
 

@@ -144,7 +144,7 @@ def test_real_alerts_scored_in_process_reach_the_intended_rules(em):
 
 
 def test_generated_alerts_anomalies_reach_the_intended_rules(em):
-    synth = pytest.importorskip("mimizuku.tools.synth", reason="the generator (detector/mimizuku/synth.py) is not there yet")
+    synth = pytest.importorskip("mimizuku.tools.synth", reason="the generator (mimizuku.tools.synth) is not there yet")
     if not hasattr(synth, "generate") or not hasattr(synth, "FleetConfig"):
         pytest.skip("mimizuku.tools.synth has no generate()/FleetConfig yet")
     alerts = list(synth.generate(synth.FleetConfig(days=3, scale=0.05, attack_days=1, seed=3)))

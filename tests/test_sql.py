@@ -549,10 +549,10 @@ def test_writer_threads_failure_keeps_unwritten_batches_in_order(db, tmp_path, w
 
 
 def test_default_mysql_driver_is_resolved(monkeypatch):
-    from mimizuku.outputs import sql as sqlmod
+    from mimizuku.outputs.sql import sink
 
-    u = SqlSink._prepare_url("mysql://u:p@127.0.0.1:1/db")
-    assert u.drivername == f"mysql+{sqlmod._mysql_driver()}" and u.query["charset"] == "utf8mb4"
-    monkeypatch.setattr(sqlmod, "_mysql_driver", lambda: "pymysql")
-    assert SqlSink._prepare_url("mariadb://u:p@h/db").drivername == "mariadb+pymysql"
-    assert SqlSink._prepare_url("mysql+mysqldb://u:p@h/db").drivername == "mysql+mysqldb"
+    u = sink.prepare_url("mysql://u:p@127.0.0.1:1/db")
+    assert u.drivername == f"mysql+{sink.mysql_driver()}" and u.query["charset"] == "utf8mb4"
+    monkeypatch.setattr(sink, "mysql_driver", lambda: "pymysql")
+    assert sink.prepare_url("mariadb://u:p@h/db").drivername == "mariadb+pymysql"
+    assert sink.prepare_url("mysql+mysqldb://u:p@h/db").drivername == "mysql+mysqldb"

@@ -49,7 +49,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from mimizuku.sources import reader as _alerts
+from mimizuku.sources.archive import DAY_FILE_RE, MONTH_NUMBERS, YEAR_RE, Window, alerts_dir
+from mimizuku.sources.decoding import MAX_LINE_BYTES
+from mimizuku.sources.errors import ReadStats
+from mimizuku.sources.reader import plan_source, read_plans
 from mimizuku._version import __version__
 
 __all__ = ["Partition", "PartitionResult", "TrainingJob", "SharedInputs", "PartitionedFit",
@@ -78,7 +81,7 @@ class Partition:
 
     label: str                          # "2025-01-08" (a day, or an indexer slice's UTC day), a file name, or the kind
     plans: List[Tuple[Any, ...]]        # mimizuku.sources.reader read plans, in order
-    window: Any                         # the read window (alerts._Window), computed once
+    window: Any                         # the read window (sources.archive.Window), computed once
     base: Optional[str] = None          # archive directory a worker must see
 
     @property
@@ -94,7 +97,7 @@ class Partition:
                                                 for p in self.plans])
 
     def alerts(self, stats: Any) -> Iterator[Dict[str, Any]]:
-        return _alerts._generate(self.plans, self.window, stats, False, _alerts.MAX_LINE_BYTES, False)
+        return read_plans(self.plans, self.window, stats, False, MAX_LINE_BYTES, False)
 
 
 def _is_slice(plan: Tuple[Any, ...]) -> bool:
@@ -102,10 +105,10 @@ def _is_slice(plan: Tuple[Any, ...]) -> bool:
 
 
 def _day_label(path: Path) -> Optional[str]:
-    m = _alerts._DAY_FILE_RE.match(path.name)
-    month = _alerts._MONTH_NUM.get(path.parent.name)
+    m = DAY_FILE_RE.match(path.name)
+    month = MONTH_NUMBERS.get(path.parent.name)
     year = path.parent.parent.name
-    if m is None or month is None or not _alerts._YEAR_RE.match(year):
+    if m is None or month is None or not YEAR_RE.match(year):
         return None
     return f"{year}-{month:02d}-{m.group(1)}"
 
@@ -119,13 +122,13 @@ def partitions_of(source: Any, *, days: Optional[int] = None, since: Any = None,
     driver's source); anything else (records, a DataFrame, a stream) is one partition per kind,
     read in the driver even with Dask. Files met twice (same inode) are read once, counted in
     ``stats.duplicate_files`` as the reader does."""
-    window = _alerts._Window.make(days, since, until)
+    window = Window.make(days, since, until)
     if stats is None:
-        stats = _alerts.ReadStats()
-    plans = _alerts._plan(source, window, stats.unreadable_files)
+        stats = ReadStats()
+    plans = plan_source(source, window, stats.unreadable_files)
     base = None
     if isinstance(source, (str, os.PathLike)) and os.path.isdir(source):
-        base = str(_alerts._alerts_dir(Path(os.fspath(source))))
+        base = str(alerts_dir(Path(os.fspath(source))))
     parts: List[Partition] = []
     seen: set = set()
     for plan in plans:

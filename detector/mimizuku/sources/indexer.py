@@ -52,7 +52,7 @@ from datetime import datetime, timezone
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from mimizuku.sources.reader import AlertSourceError
+from mimizuku.sources.errors import AlertSourceError
 from mimizuku.core.fields import OWN_NAME
 
 __all__ = [

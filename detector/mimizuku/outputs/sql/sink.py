@@ -1,26 +1,22 @@
 """Scored records to SQL: SQLite by default, MySQL/MariaDB (or anything SQLAlchemy speaks) by URL.
 
-Three tables, created when missing: ``alerts`` (every scored alert with its score and DBSCAN
-cluster), ``outliers`` (the alerts that are anomalies or DBSCAN noise) and ``runs`` (one row per
-nightly run: model version, counts, durations, figures). A ``mimizuku_schema`` row records the
-schema version.
-
 Writes are batched (one transaction per batch, ``executemany``), idempotent (unique alert id;
 rows already present are skipped with the dialect's insert-or-ignore) and go through bound
 parameters only. What cannot be written because the database is down, locked or refuses our
 credentials is kept in a durable spool and written first, in order, by the next ``write_run`` or
-``flush_spool`` - nothing is lost. SQLAlchemy Core, no ORM: bulk rows stay plain dicts.
+``flush_spool`` - nothing is lost. SQLAlchemy Core, no ORM: bulk rows stay plain dicts. The
+tables are in ``mimizuku.outputs.sql.schema``, the record-to-row conversion in
+``mimizuku.outputs.sql.rows``; this module holds the database side: URLs, drivers, the writer
+threads, the spool and retention.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
 import os
 import queue
 import threading
-import uuid
 from collections.abc import Mapping as MappingABC
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -28,7 +24,6 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optio
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.dialects import mysql as mysql_types
 from sqlalchemy.engine import URL, Engine, make_url
 
 from mimizuku.core.spool import Spool, SpoolError
@@ -36,149 +31,32 @@ from mimizuku.outputs import (
     OutputDataError,
     OutputError,
     OutputUnavailableError,
-    bound_text,
-    clean_text,
     default_spool_dir,
     parse_timestamp,
 )
+from mimizuku.outputs.sql.rows import alert_key, cluster_of, normalise_run, rows_for, run_row, utc_naive
+from mimizuku.outputs.sql.schema import SCHEMA_VERSION, alerts, metadata, outliers, runs, schema_info
 
 __all__ = [
-    "SCHEMA_VERSION",
     "SqlSink",
     "SqlOutputError",
     "SqlUnavailableError",
     "SqlDataError",
     "default_url",
     "mask_url",
-    "metadata",
-    "alerts",
-    "outliers",
-    "runs",
+    "mysql_driver",
+    "prepare_url",
+    "DEFAULT_DB_FILE",
 ]
 
 log = logging.getLogger(__name__)
 
-#: Bumped whenever a table changes; a database written by a newer schema is refused.
-SCHEMA_VERSION = 1
 #: Format of the spool items this module writes (raw records, so replays survive schema changes).
 _SPOOL_FORMAT = 1
 
 DEFAULT_DB_FILE = "mimizuku.db"
 #: Dialects whose insert-or-ignore is executed as one driver-level executemany per batch.
 _BULK_DIALECTS = ("sqlite", "mysql", "mariadb")
-
-# Column sizes (characters). Attacker-controlled text longer than this is cut and marked.
-ID_LEN = 64
-AGENT_ID_LEN = 32
-AGENT_NAME_LEN = 128
-IP_LEN = 64
-RULE_ID_LEN = 32
-DESCRIPTION_LEN = 255
-LOCATION_LEN = 512
-DETECTOR_LEN = 16
-SEVERITY_LEN = 10
-PATH_LEN = 1024
-COMMAND_LEN = 2048
-USER_LEN = 255
-VERSION_LEN = 64
-STATUS_LEN = 16
-MAX_REASONS = 50
-REASON_LEN = 1024
-
-# --- schema ------------------------------------------------------------------------------------
-
-_TIME = sa.DateTime().with_variant(mysql_types.DATETIME(fsp=6), "mysql", "mariadb")
-_JSON_TEXT = sa.Text().with_variant(mysql_types.MEDIUMTEXT(), "mysql", "mariadb")
-_PK = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # INTEGER PRIMARY KEY = rowid in SQLite
-# utf8mb4: 4-byte UTF-8 (emoji) round-trips; _bin: ids compare exactly.
-_MYSQL = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
-
-metadata = sa.MetaData()
-
-schema_info = sa.Table(
-    "mimizuku_schema",
-    metadata,
-    sa.Column("name", sa.String(32), primary_key=True),
-    sa.Column("version", sa.Integer, nullable=False),
-    **_MYSQL,
-)
-
-runs = sa.Table(
-    "runs",
-    metadata,
-    sa.Column("run_id", sa.String(ID_LEN), primary_key=True),
-    sa.Column("started", _TIME),
-    sa.Column("finished", _TIME),
-    sa.Column("model_version", sa.String(VERSION_LEN)),
-    sa.Column("status", sa.String(STATUS_LEN)),
-    sa.Column("counts", _JSON_TEXT),
-    sa.Column("durations", _JSON_TEXT),
-    sa.Column("figures", _JSON_TEXT),
-    sa.Column("written", _TIME, nullable=False),
-    sa.Index("ix_runs_started", "started"),
-    **_MYSQL,
-)
-
-alerts = sa.Table(
-    "alerts",
-    metadata,
-    sa.Column("id", _PK, primary_key=True, autoincrement=True),
-    sa.Column("alert_id", sa.String(ID_LEN), nullable=False, unique=True),
-    sa.Column("run_id", sa.String(ID_LEN)),
-    sa.Column("timestamp", _TIME),
-    sa.Column("agent_id", sa.String(AGENT_ID_LEN)),
-    sa.Column("agent_name", sa.String(AGENT_NAME_LEN)),
-    sa.Column("agent_ip", sa.String(IP_LEN)),
-    sa.Column("rule_id", sa.String(RULE_ID_LEN)),
-    sa.Column("rule_level", sa.Integer),
-    sa.Column("rule_description", sa.String(DESCRIPTION_LEN)),
-    sa.Column("location", sa.String(LOCATION_LEN)),
-    sa.Column("detector", sa.String(DETECTOR_LEN)),
-    sa.Column("score", sa.Double),
-    sa.Column("threshold", sa.Double),
-    sa.Column("anomaly", sa.Boolean, nullable=False),
-    sa.Column("severity", sa.String(SEVERITY_LEN)),
-    sa.Column("cluster", sa.Integer),  # DBSCAN label, -1 = noise, NULL = not clustered
-    sa.Column("reasons", _JSON_TEXT),  # JSON list of str
-    sa.Column("path", sa.String(PATH_LEN)),
-    sa.Column("command", sa.String(COMMAND_LEN)),
-    sa.Column("user", sa.String(USER_LEN)),
-    sa.Column("srcip", sa.String(IP_LEN)),
-    sa.Column("model_version", sa.String(VERSION_LEN)),
-    sa.Column("truncated", sa.Boolean, nullable=False),  # some text was cut to its column size
-    sa.Column("written", _TIME, nullable=False),
-    sa.Index("ix_alerts_timestamp", "timestamp"),
-    sa.Index("ix_alerts_agent_time", "agent_name", "timestamp"),
-    sa.Index("ix_alerts_rule_time", "rule_id", "timestamp"),
-    sa.Index("ix_alerts_run", "run_id"),
-    sa.Index("ix_alerts_written", "written"),
-    **_MYSQL,
-)
-
-outliers = sa.Table(
-    "outliers",
-    metadata,
-    sa.Column("id", _PK, primary_key=True, autoincrement=True),
-    sa.Column("alert_id", sa.String(ID_LEN), nullable=False, unique=True),
-    sa.Column("run_id", sa.String(ID_LEN)),
-    sa.Column("timestamp", _TIME),
-    sa.Column("agent_name", sa.String(AGENT_NAME_LEN)),
-    sa.Column("rule_id", sa.String(RULE_ID_LEN)),
-    sa.Column("detector", sa.String(DETECTOR_LEN)),
-    sa.Column("score", sa.Double),
-    sa.Column("anomaly", sa.Boolean, nullable=False),  # score >= threshold, not a repeat
-    sa.Column("noise", sa.Boolean, nullable=False),  # DBSCAN noise (cluster -1)
-    sa.Column("cluster", sa.Integer),
-    sa.Column("severity", sa.String(SEVERITY_LEN)),
-    sa.Column("reasons", _JSON_TEXT),
-    sa.Column("written", _TIME, nullable=False),
-    sa.Index("ix_outliers_timestamp", "timestamp"),
-    sa.Index("ix_outliers_agent_time", "agent_name", "timestamp"),
-    sa.Index("ix_outliers_rule_time", "rule_id", "timestamp"),
-    sa.Index("ix_outliers_written", "written"),
-    **_MYSQL,
-)
-
 
 # --- errors ------------------------------------------------------------------------------------
 
@@ -196,7 +74,7 @@ class SqlDataError(SqlOutputError, OutputDataError):
 
 # --- helpers -----------------------------------------------------------------------------------
 
-def _mysql_driver() -> str:
+def mysql_driver() -> str:
     """The driver for a ``mysql://`` URL that names none: mysqlclient (C escaping, the faster
     writer) when installed (``pip install mimizuku[mysql]``), else PyMySQL (pure Python, always there)."""
     import importlib.util
@@ -218,160 +96,24 @@ def mask_url(url: Any) -> str:
         return "<unparseable database URL>"
 
 
-def _utc_naive(dt: Optional[datetime]) -> Optional[datetime]:
-    """Columns hold naive UTC (DATETIME has no zone in MySQL/SQLite)."""
-    if dt is None:
-        return None
-    if dt.tzinfo is not None:
-        dt = dt.astimezone(timezone.utc).replace(tzinfo=None)
-    return dt
-
-
-def _finite(x: Any) -> Optional[float]:
+def prepare_url(url: Any) -> URL:
+    """The URL a sink connects to: MySQL/MariaDB get the default driver (``mysql_driver``) when
+    none is named and ``charset=utf8mb4``; a SQLite file gets its directory created."""
     try:
-        f = float(x)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
-
-
-def _int(x: Any) -> Optional[int]:
-    if isinstance(x, bool):
-        return int(x)
-    try:
-        return int(x)
-    except (TypeError, ValueError, OverflowError):
-        return None
-
-
-def _json_text(obj: Any) -> str:
-    return clean_text(json.dumps(obj, ensure_ascii=False, default=str, sort_keys=True))
-
-
-def _alert_key(rec: Mapping[str, Any]) -> str:
-    """The unique key: the alert id, hashed when absent or longer than the column."""
-    raw = clean_text(rec.get("id"))
-    if not raw:
-        blob = json.dumps(rec, sort_keys=True, default=str, ensure_ascii=True).encode()
-        return "sha1:" + hashlib.sha1(blob).hexdigest()
-    if len(raw) > ID_LEN:
-        return "sha1:" + hashlib.sha1(raw.encode("utf-8")).hexdigest()
-    return raw
-
-
-def _reasons(x: Any) -> Tuple[str, bool]:
-    items = x if isinstance(x, (list, tuple)) else ([] if x is None else [x])
-    out, cut = [], len(items) > MAX_REASONS
-    for r in items[:MAX_REASONS]:
-        s, t = bound_text(r, REASON_LEN)
-        cut = cut or t
-        out.append(s if s is not None else "")
-    return _json_text(out), cut
-
-
-def _cluster_of(rec: Mapping[str, Any], key: str, clusters: Optional[Mapping[str, Any]]) -> Optional[int]:
-    if clusters is not None:
-        v = clusters.get(key)
-        if v is None and rec.get("id") is not None:
-            v = clusters.get(str(rec.get("id")))
-        return _int(v)
-    return _int(rec.get("cluster"))
-
-
-def _text(value: Any, limit: int) -> Tuple[Optional[str], bool]:
-    """Fast path of :func:`bound_text` for the common short ASCII string."""
-    if value is None:
-        return None, False
-    if value.__class__ is str and len(value) <= limit and value.isascii():
-        return value, False
-    return bound_text(value, limit)
-
-
-_EMPTY: Mapping[str, Any] = {}
-
-
-def _rows_for(records: Sequence[Mapping[str, Any]], cluster_labels: Sequence[Optional[int]],
-              run_id: Optional[str], model_version: Optional[str], written: datetime,
-              ) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]:
-    """``(alert rows, outlier rows)`` for one batch; duplicates within the batch keep the first.
-
-    Every text value is bounded to its column (cut and marked, ``truncated`` set); scores that
-    are not finite become NULL. Written for speed: this runs once per alert.
-    """
-    alert_rows: List[Dict[str, Any]] = []
-    outlier_rows: List[Dict[str, Any]] = []
-    seen = set()
-    run_id, _ = _text(run_id, ID_LEN)
-    model_version, _ = _text(model_version, VERSION_LEN)
-    for rec, cluster in zip(records, cluster_labels):
-        if rec.__class__ is not dict and not isinstance(rec, MappingABC):
-            continue
-        key = _alert_key(rec)
-        if key in seen:
-            continue
-        seen.add(key)
-        # exact-type checks first: isinstance() against an ABC costs more than the rest of a field
-        agent = rec.get("agent")
-        if agent.__class__ is not dict and not isinstance(agent, MappingABC):
-            agent = _EMPTY
-        rule = rec.get("rule")
-        if rule.__class__ is not dict and not isinstance(rule, MappingABC):
-            rule = _EMPTY
-        fields = rec.get("fields")
-        if fields.__class__ is not dict and not isinstance(fields, MappingABC):
-            fields = _EMPTY
-        agent_id, c1 = _text(agent.get("id"), AGENT_ID_LEN)
-        agent_name, c2 = _text(agent.get("name"), AGENT_NAME_LEN)
-        agent_ip, c3 = _text(agent.get("ip"), IP_LEN)
-        rule_id, c4 = _text(rule.get("id"), RULE_ID_LEN)
-        rule_desc, c5 = _text(rule.get("description"), DESCRIPTION_LEN)
-        location, c6 = _text(rec.get("location"), LOCATION_LEN)
-        detector, c7 = _text(rec.get("detector"), DETECTOR_LEN)
-        severity, c8 = _text(rec.get("severity"), SEVERITY_LEN)
-        path, c9 = _text(fields.get("path"), PATH_LEN)
-        command, c10 = _text(fields.get("command"), COMMAND_LEN)
-        user, c11 = _text(fields.get("user"), USER_LEN)
-        srcip, c12 = _text(fields.get("srcip"), IP_LEN)
-        mv = rec.get("model_version")
-        if mv is not None:
-            mv, c13 = _text(mv, VERSION_LEN)
-        else:
-            mv, c13 = model_version, False
-        reasons_in = rec.get("reasons")
-        if not reasons_in:
-            reasons, c14 = "[]", False
-        else:
-            reasons, c14 = _reasons(reasons_in)
-        score = rec.get("score")
-        if score.__class__ is not float or not math.isfinite(score):
-            score = _finite(score)
-        threshold = rec.get("threshold")
-        if threshold.__class__ is not float or not math.isfinite(threshold):
-            threshold = _finite(threshold)
-        level = rule.get("level")
-        if level.__class__ is not int:
-            level = _int(level)
-        ts = _utc_naive(parse_timestamp(rec.get("timestamp")))
-        anomaly = bool(rec.get("anomaly"))
-        alert_rows.append({
-            "alert_id": key, "run_id": run_id, "timestamp": ts,
-            "agent_id": agent_id, "agent_name": agent_name, "agent_ip": agent_ip,
-            "rule_id": rule_id, "rule_level": level, "rule_description": rule_desc,
-            "location": location, "detector": detector, "score": score, "threshold": threshold,
-            "anomaly": anomaly, "severity": severity, "cluster": cluster, "reasons": reasons,
-            "path": path, "command": command, "user": user, "srcip": srcip, "model_version": mv,
-            "truncated": c1 or c2 or c3 or c4 or c5 or c6 or c7 or c8 or c9 or c10 or c11 or c12 or c13 or c14,
-            "written": written,
-        })
-        noise = cluster == -1
-        if anomaly or noise:
-            outlier_rows.append({
-                "alert_id": key, "run_id": run_id, "timestamp": ts, "agent_name": agent_name,
-                "rule_id": rule_id, "detector": detector, "score": score, "anomaly": anomaly,
-                "noise": noise, "cluster": cluster, "severity": severity, "reasons": reasons,
-                "written": written,
-            })
-    return alert_rows, outlier_rows
+        u = make_url(url)
+    except Exception as e:
+        raise SqlOutputError(f"invalid database URL {mask_url(url)}: {e.__class__.__name__}") from None
+    if u.get_backend_name() in ("mysql", "mariadb"):
+        if "+" not in u.drivername:
+            u = u.set(drivername=f"{u.get_backend_name()}+{mysql_driver()}")
+        u = u.update_query_dict({"charset": "utf8mb4"})
+    if u.get_backend_name() == "sqlite" and u.database and u.database != ":memory:" \
+            and not u.database.startswith("file:"):
+        try:
+            Path(u.database).expanduser().absolute().parent.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            pass  # connecting fails then, with a clear error, and the data is spooled
+    return u
 
 
 def _mysql_datetime(dt: datetime) -> str:
@@ -382,26 +124,6 @@ def _jsonable(item: Any) -> Any:
     """The item as the spool can store it (odd value types from a producer become strings)."""
     return json.loads(json.dumps(item, default=str))
 
-
-def _iso(x: Any) -> Optional[str]:
-    dt = parse_timestamp(x)
-    return dt.isoformat() if dt is not None else None
-
-
-def _normalise_run(run: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
-    """A JSON-serialisable copy of the run with a run id (spool items must survive a restart)."""
-    run = dict(run or {})
-    out: Dict[str, Any] = {
-        "run_id": clean_text(run.get("run_id")) or uuid.uuid4().hex,
-        "started": _iso(run.get("started")),
-        "finished": _iso(run.get("finished")),
-        "model_version": clean_text(run.get("model_version")),
-        "status": clean_text(run.get("status")),
-    }
-    for k in ("counts", "durations", "figures"):
-        v = run.get(k)
-        out[k] = json.loads(_json_text(v)) if v is not None else None
-    return out
 
 
 # --- the sink ----------------------------------------------------------------------------------
@@ -422,7 +144,7 @@ class SqlSink:
                  echo: bool = False, writers: Optional[int] = None):
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
-        self.url: URL = self._prepare_url(url if url is not None else default_url())
+        self.url: URL = prepare_url(url if url is not None else default_url())
         self.masked_url = mask_url(self.url)
         self.batch_size = int(batch_size)
         self.retention_days = retention_days
@@ -440,24 +162,6 @@ class SqlSink:
                                  f"install it (e.g. pip install PyMySQL)", destination=self.masked_url) from e
 
     # -- construction --------------------------------------------------------------------------
-    @staticmethod
-    def _prepare_url(url: Any) -> URL:
-        try:
-            u = make_url(url)
-        except Exception as e:
-            raise SqlOutputError(f"invalid database URL {mask_url(url)}: {e.__class__.__name__}") from None
-        if u.get_backend_name() in ("mysql", "mariadb"):
-            if "+" not in u.drivername:
-                u = u.set(drivername=f"{u.get_backend_name()}+{_mysql_driver()}")
-            u = u.update_query_dict({"charset": "utf8mb4"})
-        if u.get_backend_name() == "sqlite" and u.database and u.database != ":memory:" \
-                and not u.database.startswith("file:"):
-            try:
-                Path(u.database).expanduser().absolute().parent.mkdir(parents=True, exist_ok=True)
-            except OSError:
-                pass  # connecting fails then, with a clear error, and the data is spooled
-        return u
-
     def _create_engine(self, echo: bool) -> Engine:
         backend = self.url.get_backend_name()
         kw: Dict[str, Any] = {"pool_pre_ping": True, "echo": echo}
@@ -642,25 +346,10 @@ class SqlSink:
         if kind == "alerts":
             records = item.get("records") or []
             labels = item.get("clusters") or [None] * len(records)
-            a_rows, o_rows = _rows_for(records, labels, item.get("run_id"), item.get("model_version"), written)
+            a_rows, o_rows = rows_for(records, labels, item.get("run_id"), item.get("model_version"), written)
             return ("alerts", self._driver_params(alerts, a_rows), self._driver_params(outliers, o_rows))
         if kind == "run":
-            r = item.get("run") or {}
-
-            def b(v: Any, n: int) -> Optional[str]:
-                return bound_text(v, n)[0]
-
-            return ("run", {
-                "run_id": b(r.get("run_id"), ID_LEN),
-                "started": _utc_naive(parse_timestamp(r.get("started"))),
-                "finished": _utc_naive(parse_timestamp(r.get("finished"))),
-                "model_version": b(r.get("model_version"), VERSION_LEN),
-                "status": b(r.get("status"), STATUS_LEN),
-                "counts": _json_text(r.get("counts")) if r.get("counts") is not None else None,
-                "durations": _json_text(r.get("durations")) if r.get("durations") is not None else None,
-                "figures": _json_text(r.get("figures")) if r.get("figures") is not None else None,
-                "written": written,
-            })
+            return ("run", run_row(item.get("run") or {}, written))
         raise ValueError(f"unknown spool item kind {kind!r}")
 
     def _write_prepared(self, prepared: Tuple[Any, ...], counts: Dict[str, int]) -> None:
@@ -790,7 +479,7 @@ class SqlSink:
             if rec.__class__ is not dict and not isinstance(rec, MappingABC):
                 continue
             batch.append(rec)
-            labels.append(_cluster_of(rec, _alert_key(rec), clusters))
+            labels.append(cluster_of(rec, alert_key(rec), clusters))
             if len(batch) >= self.batch_size:
                 yield item()
                 batch, labels = [], []
@@ -857,7 +546,7 @@ class SqlSink:
         ``spool_alerts_inserted``, ``spooled``, ``set_aside``, ``retention_deleted``.
         """
         counts = self._new_counts()
-        run_n = _normalise_run(run)
+        run_n = normalise_run(run)
         items = self._items(run_n, records, clusters)
 
         def spool_rest(first: Sequence[Dict[str, Any]]) -> int:
@@ -917,7 +606,7 @@ class SqlSink:
 
     def _apply_retention(self, days: float, now: Optional[datetime], include_runs: bool) -> Dict[str, int]:
         self._ensure_schema()
-        now_dt = _utc_naive(parse_timestamp(now)) if now is not None else datetime.now(timezone.utc).replace(tzinfo=None)
+        now_dt = utc_naive(parse_timestamp(now)) if now is not None else datetime.now(timezone.utc).replace(tzinfo=None)
         cutoff = now_dt - timedelta(days=days)
         deleted: Dict[str, int] = {}
         with self.engine.begin() as conn:
