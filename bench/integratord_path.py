@@ -111,11 +111,11 @@ def main() -> int:
                                    "--options", json.dumps({"send": "all"}), "--flood-window", "0"],
                                   env=daemon_env, stdout=log, stderr=subprocess.STDOUT)
         sock = home / "mimizuku" / "run" / "serve.sock"
-        from mimizuku.integratord import forward as scorer_client
+        from mimizuku.integratord import client
 
         for _ in range(600):
             try:
-                if scorer_client.call(sock, {"op": "status"}, 2)["status"]["ready"]:
+                if client.call(sock, {"op": "status"}, 2)["status"]["ready"]:
                     break
             except (OSError, ValueError, KeyError):
                 pass
@@ -164,7 +164,7 @@ def main() -> int:
             print(f"  peer {i + 1}/{a.peer_n}", end="\r", flush=True)
         alert_file.unlink()
         time.sleep(0.5)
-        st = scorer_client.call(sock, {"op": "status"}, 5)["status"]
+        st = client.call(sock, {"op": "status"}, 5)["status"]
         pending = len(list((home / "mimizuku" / "spool" / "alerts").glob("*.json")))
 
         print()

@@ -114,9 +114,9 @@ class Daemon:
         self.p = subprocess.Popen([sys.executable, "-m", "mimizuku.serve", "--wazuh-home", str(home),
                                    "--model-dir", str(model), *extra], env=env, stdout=self.log,
                                   stderr=subprocess.STDOUT)
-        from mimizuku.integratord import forward as scorer_client
+        from mimizuku.integratord import client
 
-        self.client = scorer_client
+        self.client = client
         t0 = time.monotonic()
         while time.monotonic() - t0 < 300:
             st = self.status()

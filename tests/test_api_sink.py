@@ -279,25 +279,26 @@ def test_queue_sink_spool_is_drained_by_the_api_sink(fake, tmp_path):
 def test_serve_uses_the_api_sink_when_configured(tmp_path, monkeypatch):
     import argparse
 
-    from mimizuku.serve import server as serve
-    from mimizuku.integratord.call import OptionsError
+    from mimizuku.integratord.options import OptionsError
+    from mimizuku.serve.config import add_arguments, config_from_args
+    from mimizuku.serve.pipeline import make_event_sink
 
     p = argparse.ArgumentParser()
-    serve.add_arguments(p)
+    add_arguments(p)
     conf = tmp_path / "api.json"
     conf.write_text(json.dumps({"url": "https://127.0.0.1:55000", "user": USER, "password": PASSWORD}))
     os.chmod(conf, 0o644)
     a = p.parse_args(["--wazuh-home", str(tmp_path), "--sink", "api", "--api-config", str(conf)])
     with pytest.raises(OptionsError) as e:
-        serve.config_from_args(a)
+        config_from_args(a)
     assert "chmod 600" in str(e.value) and PASSWORD not in str(e.value)
     os.chmod(conf, 0o600)
-    cfg = serve.config_from_args(a)
+    cfg = config_from_args(a)
     assert cfg.sink == "api" and PASSWORD not in repr(cfg)
-    sink = serve.make_event_sink(cfg, lambda lvl, m: None)
+    sink = make_event_sink(cfg, lambda lvl, m: None)
     try:
         assert isinstance(sink, ApiEventSink) and sink.spool.directory == cfg.spool_dir / "events"
     finally:
         sink.api.close()
     a = p.parse_args(["--wazuh-home", str(tmp_path)])
-    assert isinstance(serve.make_event_sink(serve.config_from_args(a), lambda lvl, m: None), QueueSink)
+    assert isinstance(make_event_sink(config_from_args(a), lambda lvl, m: None), QueueSink)

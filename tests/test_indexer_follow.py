@@ -169,20 +169,23 @@ def test_a_damaged_bookmark_is_refused(fake, tmp_path):
 
 def test_serve_follows_the_indexer(tmp_path, monkeypatch):
     """``mimizuku serve --follow-indexer``: the option reaches the daemon's follower."""
-    from mimizuku.serve import server as serve
+    import argparse
 
-    p = serve.argparse.ArgumentParser()
-    serve.add_arguments(p)
+    from mimizuku.integratord.options import OptionsError
+    from mimizuku.serve.config import add_arguments, config_from_args
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
     monkeypatch.setenv("MIMIZUKU_INDEXER_USER", USER)
     monkeypatch.setenv("MIMIZUKU_INDEXER_PASSWORD", PASSWORD)
     a = p.parse_args(["--wazuh-home", str(tmp_path), "--follow-indexer", "https://indexer:9200/wazuh-alerts-4.x-*",
                       "--indexer-lag", "120"])
-    cfg = serve.config_from_args(a)
+    cfg = config_from_args(a)
     assert cfg.follow_indexer == "https://indexer:9200/wazuh-alerts-4.x-*" and cfg.indexer_lag == 120
     bad = p.parse_args(["--wazuh-home", str(tmp_path), "--follow-indexer", "https://u:pw@indexer:9200"])
-    with pytest.raises(serve.OptionsError, match="carries credentials"):
-        serve.config_from_args(bad)
+    with pytest.raises(OptionsError, match="carries credentials"):
+        config_from_args(bad)
     both = p.parse_args(["--wazuh-home", str(tmp_path), "--follow-indexer", "https://indexer:9200",
                          "--follow", str(tmp_path / "alerts.json")])
-    with pytest.raises(serve.OptionsError, match="not both"):
-        serve.config_from_args(both)
+    with pytest.raises(OptionsError, match="not both"):
+        config_from_args(both)

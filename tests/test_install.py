@@ -45,7 +45,7 @@ def test_conf_blocks_use_only_known_elements():
     assert integ.findtext("name") == "custom-mimizuku" and integ.findtext("alert_format") == "json"
     assert int(integ.findtext("timeout")) >= 5 and int(integ.findtext("level")) >= 3
     opts = json.loads(integ.findtext("options"))
-    from mimizuku.integratord.call import OPTION_KEYS
+    from mimizuku.integratord.options import OPTION_KEYS
     assert set(opts) <= set(OPTION_KEYS)
     wodle = ET.parse(ROOT / "ossec_conf" / "wodle_retrain.xml").getroot().find("wodle")
     assert wodle.get("name") == "command"

@@ -9,6 +9,7 @@ import pytest
 
 from integration_fakes import fake_scorer
 from mimizuku.integratord import call as it
+from mimizuku.integratord import options
 from mimizuku.core.spool import Spool
 from wazuh_emulation import FakeAnalysisd
 
@@ -77,34 +78,34 @@ def env(tmp_path):
 # --- argv and options --------------------------------------------------------------------------
 
 def test_argv_of_wazuh_4_8_and_later():
-    inv = it.parse_argv(["x", "/tmp/custom-mimizuku-1-2.alert", "", "", "", "/tmp/custom-mimizuku-1-2.options",
+    inv = options.parse_argv(["x", "/tmp/custom-mimizuku-1-2.alert", "", "", "", "/tmp/custom-mimizuku-1-2.options",
                          "7", "5", "> /dev/null 2>&1"])
     assert (inv.alert_file, inv.options_file, inv.timeout, inv.retries, inv.debug) == \
         ("/tmp/custom-mimizuku-1-2.alert", "/tmp/custom-mimizuku-1-2.options", 7, 5, False)
 
 
 def test_argv_of_older_wazuh_and_debug_mode():
-    inv = it.parse_argv(["x", "/tmp/a.alert", "KEY", "http://hook", "debug", "/tmp/a.options"])
+    inv = options.parse_argv(["x", "/tmp/a.alert", "KEY", "http://hook", "debug", "/tmp/a.options"])
     assert (inv.api_key, inv.hook_url, inv.debug, inv.options_file, inv.timeout, inv.retries) == \
-        ("KEY", "http://hook", True, "/tmp/a.options", it.DEFAULT_TIMEOUT, it.DEFAULT_RETRIES)
-    inv = it.parse_argv(["x", "/tmp/a.alert", "", "", "", "", "> /dev/null 2>&1"])
-    assert inv.options_file == "" and inv.timeout == it.DEFAULT_TIMEOUT
+        ("KEY", "http://hook", True, "/tmp/a.options", options.DEFAULT_TIMEOUT, options.DEFAULT_RETRIES)
+    inv = options.parse_argv(["x", "/tmp/a.alert", "", "", "", "", "> /dev/null 2>&1"])
+    assert inv.options_file == "" and inv.timeout == options.DEFAULT_TIMEOUT
 
 
 @pytest.mark.parametrize("argv", [["x"], ["x", ""], ["x", "a", "", "", "", "o", "1", "2", "extra-path"]])
 def test_bad_argv_is_a_usage_error(argv):
-    with pytest.raises(it.UsageError):
-        it.parse_argv(argv)
+    with pytest.raises(options.UsageError):
+        options.parse_argv(argv)
 
 
 def test_options_defaults_and_relative_paths(tmp_path):
     home = tmp_path
-    o = it.load_options("", home)
+    o = options.load_options("", home)
     assert o.model_dir == home / "mimizuku" / "models" and o.queue == home / "queue" / "sockets" / "queue"
     f = tmp_path / "o.options"
     f.write_text('{"model_dir": "m", "send": "all", "detectors": ["files"], "thresholds": {"*": 0.9},'
                  ' "min_severity": "high", "max_batch": 5}')
-    o = it.load_options(str(f), home)
+    o = options.load_options(str(f), home)
     assert (o.model_dir, o.send, o.detectors, o.thresholds, o.min_severity, o.max_batch) == \
         (home / "m", "all", frozenset({"files"}), {"*": 0.9}, "high", 5)
 
@@ -114,8 +115,8 @@ def test_options_defaults_and_relative_paths(tmp_path):
 def test_bad_options_are_refused(tmp_path, text):
     f = tmp_path / "o.options"
     f.write_text(text)
-    with pytest.raises(it.OptionsError):
-        it.load_options(str(f), tmp_path)
+    with pytest.raises(options.OptionsError):
+        options.load_options(str(f), tmp_path)
 
 
 # --- policy -----------------------------------------------------------------------------------
@@ -127,7 +128,7 @@ def rec(score, sev, det="files"):
 
 def test_policy_filters_and_overrides():
     home = Path("/nonexistent")
-    o = it.Options.defaults(home)
+    o = options.Options.defaults(home)
     recs = [rec(0.5, "none"), rec(0.85, "low"), rec(0.97, "high", "commands")]
     assert [r["score"] for r in it.apply_policy(recs, o)] == [0.85, 0.97]
     o.send = "all"
@@ -333,10 +334,10 @@ def test_paths_that_do_not_score_import_only_the_standard_library(env, case):
     af.write_text(json.dumps(a))
     code = f"""
 import sys
-sys.path.insert(0, {str(Path(it.__file__).parent.parent)!r})
+sys.path.insert(0, {str(Path(it.__file__).parent.parent.parent)!r})
 from pathlib import Path
-from mimizuku import integration
-rc = integration.run([{str(env.script)!r}, {str(af)!r}, "", "", "", "", "10", "3"], home=Path({str(env.home)!r}))
+from mimizuku.integratord import call
+rc = call.run([{str(env.script)!r}, {str(af)!r}, "", "", "", "", "10", "3"], home=Path({str(env.home)!r}))
 print(rc, sorted(m for m in {HEAVY!r} if m in sys.modules))
 """
     p = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, timeout=60)

@@ -10,6 +10,7 @@ import alert_factory as F
 from mimizuku import Mimizuku
 from mimizuku.engine import correlate as corr
 from mimizuku.integratord import call as it
+from mimizuku.integratord.options import Options
 from mimizuku.engine.repeats import RepeatWindows
 
 
@@ -162,7 +163,7 @@ def test_an_alert_another_detector_flags_is_never_a_repeat(model):
 
 
 def test_a_hot_reload_keeps_the_open_windows(model, tmp_path):
-    from mimizuku.serve import server as serve
+    from mimizuku.serve.reload import carry_stream_state
 
     t = F.BASE + dt.timedelta(days=5, hours=10)
     flood = _flood(t, 30)
@@ -171,7 +172,7 @@ def test_a_hot_reload_keeps_the_open_windows(model, tmp_path):
     assert opened
     model.save_model(tmp_path / "m")
     new = Mimizuku.load_model(tmp_path / "m")
-    assert serve._carry_stream_state(old, new)
+    assert carry_stream_state(old, new)
     rest = list(new.iter_records(flood[15:], new_stream=False))
     assert not any(r["anomaly"] and r["severity"] == opened[-1]["severity"] for r in rest)
     assert {r["repeat_of"] for r in rest if r.get("repeat_of")} <= {opened[0]["id"]}
@@ -185,7 +186,7 @@ def _repeat_rec(score=0.9):
 
 
 def test_a_threshold_override_does_not_raise_a_repeat():
-    o = it.Options.defaults(Path("/nonexistent"))
+    o = Options.defaults(Path("/nonexistent"))
     o.thresholds = {"*": 0.5}
     o.send = "all"
     out = it.apply_policy([_repeat_rec()], o)

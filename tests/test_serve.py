@@ -3,17 +3,21 @@ flood control, status. (The integratord client paths are in test_serve_client.py
 test_serve_follow.py.)"""
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import socket
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
-from mimizuku.integratord import forward as scorer_client
+from mimizuku.integratord import client, protocol
 from mimizuku.serve import server as serve
-from mimizuku.serve import status
+from mimizuku.serve import config, status
+from mimizuku.serve.handled import HandledIds, alert_key
+from mimizuku.serve.reload import carry_stream_state
 from test_serve_support import Daemon, Scratch, traffic, wait_until
 
 
@@ -27,7 +31,7 @@ def scratch():
 def send_all(sock_path, alerts, timeout=10.0):
     out = []
     for a in alerts:
-        outcome, ans = scorer_client.deliver(str(sock_path), json.dumps(a).encode(), timeout)
+        outcome, ans = client.deliver(str(sock_path), json.dumps(a).encode(), timeout)
         out.append(outcome)
     return out
 
@@ -101,7 +105,7 @@ def test_bad_requests_get_errors_and_do_not_stop_the_daemon(scratch):
         s.close()
         # a line over the cap: an error, then the connection is closed
         s = raw_conn(path)
-        big = b'{"id": "big", "op": "score", "alert": {"rule": {"id": "1"}, "x": "' + b"A" * (serve.MAX_LINE + 10)
+        big = b'{"id": "big", "op": "score", "alert": {"rule": {"id": "1"}, "x": "' + b"A" * (protocol.MAX_LINE + 10)
         try:
             s.sendall(big)
         except (BrokenPipeError, ConnectionResetError):
@@ -125,7 +129,7 @@ def test_bad_requests_get_errors_and_do_not_stop_the_daemon(scratch):
             raw_conn(path).close()
         # still serving
         assert send_all(path, traffic(3, "after")) == ["acked"] * 3
-        assert scorer_client.call(path, {"op": "ping"})["status"] == "pong"
+        assert client.call(path, {"op": "ping"})["status"] == "pong"
         assert d.server.counters.bad_requests == 7 and d.thread.is_alive()
     finally:
         d.stop()
@@ -267,7 +271,7 @@ def test_no_model_yet_then_one_arrives(scratch):
     col = scratch.analysisd()
     d = Daemon(scratch.config(), wait_model=False)
     try:
-        outcome, ans = scorer_client.deliver(str(d.server.cfg.socket), json.dumps(traffic(1, "early")[0]).encode(), 5)
+        outcome, ans = client.deliver(str(d.server.cfg.socket), json.dumps(traffic(1, "early")[0]).encode(), 5)
         assert outcome == "refused" and ans["code"] == "not_ready"
         from mimizuku.core.spool import Spool
 
@@ -302,21 +306,19 @@ def test_events_kept_while_analysisd_is_down_are_sent_when_it_is_back(scratch):
 
 def test_handled_ids_window_and_journal(tmp_path):
     j = tmp_path / "handled.ids"
-    h = serve.HandledIds(j, 1000)
-    ids = [serve.HandledIds.digest(f"1763000000.{i}") for i in range(3500)]
+    h = HandledIds(j, 1000)
+    ids = [HandledIds.digest(f"1763000000.{i}") for i in range(3500)]
     for k in range(0, 3500, 100):
         h.add(ids[k:k + 100])
     assert len(h) == 1000 and ids[-1] in h and ids[2500] in h and ids[2499] not in h
     assert len(j.read_text().splitlines()) <= 2000         # compacted when it doubles
     h.close()
-    again = serve.HandledIds(j, 1000)                       # what a restart reads back
+    again = HandledIds(j, 1000)                       # what a restart reads back
     assert len(again) == 1000 and ids[-1] in again and ids[2500] in again and ids[2499] not in again
     again.close()
 
 
 def test_alert_key_tells_managers_of_a_cluster_apart():
-    from mimizuku.serve.server import alert_key
-
     a = {"id": "1763000000.1234", "manager": {"name": "master"}, "rule": {"id": "550"}}
     b = {"id": "1763000000.1234", "manager": {"name": "worker-1"}, "rule": {"id": "5715"}}
     assert alert_key(a) != alert_key(b)  # the same id from two managers: two alerts
@@ -328,9 +330,9 @@ def test_alert_key_tells_managers_of_a_cluster_apart():
                                  "caf\u00e9 \u2603", "\u0000ctl", "x" * 128])
 @pytest.mark.parametrize("status", ["scored", "duplicate", "kept"])
 def test_the_acknowledgement_shortcut_says_what_the_general_answer_says(rid, status):
-    fast = serve.Server._done(rid, status)
+    fast = protocol.acknowledgement(rid, status)
     assert fast.endswith(b"\n") and fast.count(b"\n") == 1          # one line, whatever the id holds
-    assert json.loads(fast) == json.loads(serve.Server._answer(rid, True, status=status))
+    assert json.loads(fast) == json.loads(protocol.answer(rid, True, status=status))
 
 
 def test_backpressure_stops_reading_while_the_queue_is_full_and_resumes(scratch):
@@ -376,14 +378,33 @@ def test_a_hot_reload_carries_the_stream_over_rate_windows_waves_and_processes()
     new = copy.deepcopy(fitted_model())
     alerts = traffic(300, "carry")
     list(old.iter_records(alerts))                     # the old model follows a stream
-    for name, det in old.detectors_.items():
-        det.__dict__.setdefault("_wave", object())     # a wave tracker in progress
-    old.lineage_._procs[("web-01", "4242")] = ("apt", 1763000000)
-    assert serve._carry_stream_state(old, new)
-    assert new.detectors_["context"].__dict__["_rates"] is old.detectors_["context"].__dict__["_rates"]
+    following = old.lineage_.export_stream_state()
+    following["procs"][("web-01", "4242")] = ("apt", 1763000000)   # a process in flight
+    old.lineage_.import_stream_state(following)
+    assert carry_stream_state(old, new)
+    gave = {name: det.export_stream_state() for name, det in old.detectors_.items()}
+    took = {name: det.export_stream_state() for name, det in new.detectors_.items()}
+    assert "rates" in gave["context"]
     waved = [name for name, det in new.detectors_.items() if hasattr(det, "wave_window")]
-    assert waved
-    for name in waved:
-        assert new.detectors_[name].__dict__["_wave"] is old.detectors_[name].__dict__["_wave"], name
-    assert new.lineage_._procs[("web-01", "4242")] == ("apt", 1763000000)
+    assert waved and all("wave" in gave[name] for name in waved)
+    for name, pieces in gave.items():
+        for piece, (window, state) in pieces.items():
+            assert took[name][piece][1] is state, (name, piece)   # the same objects: the stream goes on
+    assert new.lineage_.export_stream_state()["procs"][("web-01", "4242")] == ("apt", 1763000000)
     list(new.iter_records(traffic(50, "after")))       # and the new model goes on scoring
+
+
+def test_each_serve_option_is_declared_once_with_help_and_keeps_its_clamping(tmp_path):
+    p = argparse.ArgumentParser()
+    config.add_arguments(p)
+    options = [a for a in p._actions if a.option_strings and a.dest != "help"]
+    assert len(options) == len(config.SETTINGS) and all(a.help for a in options)
+    assert "alert ids remembered to drop duplicates (default 200000)" in " ".join(p.format_help().split())
+    a = p.parse_args(["--wazuh-home", str(tmp_path), "--max-batch", "0", "--watch-interval", "0", "--cache-entries", "5",
+                      "--dedupe-window", "0", "--socket-group", ""])
+    cfg = config.config_from_args(a)
+    assert (cfg.max_batch, cfg.watch_interval, cfg.cache_entries, cfg.dedupe_window, cfg.socket_group) == (1, 0.2, 1000, 1, None)
+    assert cfg.socket == tmp_path / "mimizuku" / "run" / "serve.sock" and cfg.model_dir == tmp_path / "mimizuku" / "models"
+    assert config.ServeConfig.for_home(tmp_path, cache_entries=40).cache_entries == 40   # code is taken as it is
+    given = config.config_from_args(p.parse_args(["--wazuh-home", str(tmp_path), "--model-dir", "/m", "--state-dir", "/s"]))
+    assert (given.model_dir, given.options.model_dir, given.socket) == (Path("/m"), Path("/m"), Path("/s/serve.sock"))

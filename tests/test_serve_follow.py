@@ -71,7 +71,7 @@ def test_follow_relink_rotation_and_restart(scratch):
     d = Daemon(scratch.config(follow=wz.link))
     try:
         write(wz, alerts[170:200])
-        assert wait_until(lambda: len(scratch.col.ids()) >= 201 and d.server._follow_inflight == 0)
+        assert wait_until(lambda: len(scratch.col.ids()) >= 201 and d.server.follow_in_flight == 0)
         time.sleep(0.3)
         ids = scratch.col.ids()
         want = [a["id"] for a in alerts[:90]] + ["half-written"] + [a["id"] for a in alerts[90:]]
@@ -83,7 +83,7 @@ def test_follow_relink_rotation_and_restart(scratch):
 
 
 def test_follow_and_socket_feed_one_pipeline_without_duplicates(scratch):
-    from mimizuku.integratord import forward as scorer_client
+    from mimizuku.integratord import client
 
     wz = scratch.wz
     alerts = traffic(30, "both")
@@ -91,9 +91,9 @@ def test_follow_and_socket_feed_one_pipeline_without_duplicates(scratch):
     d = Daemon(scratch.config(follow=wz.link, from_start=True))
     try:
         for a in alerts[:15]:
-            assert scorer_client.deliver(str(d.server.cfg.socket), json.dumps(a).encode(), 5)[0] == "acked"
+            assert client.deliver(str(d.server.cfg.socket), json.dumps(a).encode(), 5)[0] == "acked"
         write(wz, alerts)                  # the same alerts also appear in alerts.json
-        assert wait_until(lambda: d.server.counters.received == 45 and d.server._follow_inflight == 0)
+        assert wait_until(lambda: d.server.counters.received == 45 and d.server.follow_in_flight == 0)
         time.sleep(0.2)
         assert sorted(scratch.col.ids()) == sorted(a["id"] for a in alerts)
         assert d.server.counters.duplicates == 15
@@ -120,10 +120,10 @@ def test_daemon_process_signals(scratch):
         scratch.install_version("v2", current=False)
         scratch.point_current("v2")       # watch interval is an hour: only SIGHUP can pick it up
         p.send_signal(signal.SIGHUP)
-        from mimizuku.integratord import forward as scorer_client
+        from mimizuku.integratord import client
 
         sock = scratch.run / "serve.sock"
-        assert wait_until(lambda: scorer_client.call(sock, {"op": "status"})["status"]["model"]["version"] == "v2", 60)
+        assert wait_until(lambda: client.call(sock, {"op": "status"})["status"]["model"]["version"] == "v2", 60)
         write(wz, alerts[10:20])
         assert wait_until(lambda: len(scratch.col.ids()) == 20, 60)
         p.send_signal(signal.SIGTERM)

@@ -13,8 +13,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from mimizuku.integratord import forward as scorer_client
-from mimizuku.serve import server as serve
+from mimizuku.integratord import client
+from mimizuku.serve.caches import EngineCaches, package_lru_caches
+from mimizuku.serve.config import JOURNAL_NAME
+from mimizuku.serve.handled import HandledIds
 from test_serve_support import Daemon, Scratch, traffic, wait_until
 
 
@@ -29,7 +31,7 @@ def scratch():
 
 
 def score(sock, alert):
-    outcome, ans = scorer_client.deliver(str(sock), json.dumps(alert).encode(), 10.0)
+    outcome, ans = client.deliver(str(sock), json.dumps(alert).encode(), 10.0)
     assert outcome == "acked", (outcome, ans)
     return json.loads(ans)["status"]
 
@@ -47,8 +49,8 @@ def journal_lines(path):
 def test_handled_ids_window_and_two_generation_journal_stay_bounded(tmp_path):
     j = tmp_path / "handled.ids"
     window = 1000
-    ids = [serve.HandledIds.digest(f"1763000000.{i}") for i in range(5500)]
-    h = serve.HandledIds(j, window)
+    ids = [HandledIds.digest(f"1763000000.{i}") for i in range(5500)]
+    h = HandledIds(j, window)
     for k in range(0, len(ids), 100):
         h.add(ids[k:k + 100])
         assert len(h) <= window
@@ -57,7 +59,7 @@ def test_handled_ids_window_and_two_generation_journal_stay_bounded(tmp_path):
     assert len(j.read_text().splitlines()) < window      # the live generation
     assert len(h) == window and ids[-window] in h and ids[-window - 1] not in h
     h.close()
-    again = serve.HandledIds(j, window)                  # a restart knows the same window
+    again = HandledIds(j, window)                  # a restart knows the same window
     assert len(again) == window and ids[-1] in again and ids[-window] in again and ids[-window - 1] not in again
     again.add(ids[-5:])                                  # re-adding known ids changes nothing in memory
     assert len(again) == window
@@ -66,9 +68,9 @@ def test_handled_ids_window_and_two_generation_journal_stay_bounded(tmp_path):
 
 def test_handled_ids_reads_a_single_file_journal_of_earlier_versions(tmp_path):
     j = tmp_path / "handled.ids"
-    ids = [serve.HandledIds.digest(f"old.{i}") for i in range(1500)]
+    ids = [HandledIds.digest(f"old.{i}") for i in range(1500)]
     j.write_text("".join(f"{h:016x}\n" for h in ids))
-    h = serve.HandledIds(j, 1000)
+    h = HandledIds(j, 1000)
     assert len(h) == 1000 and ids[-1] in h and ids[500] in h and ids[499] not in h
     h.close()
 
@@ -84,7 +86,7 @@ def test_exactly_once_holds_for_the_window_across_rotation_and_restart(scratch):
         assert len(d.server.scorer.handled) == 50
     finally:
         d.stop()
-    assert (cfg.state_dir / (serve.JOURNAL_NAME + ".1")).exists()   # rotated at least once
+    assert (cfg.state_dir / (JOURNAL_NAME + ".1")).exists()   # rotated at least once
     d = Daemon(scratch.config(dedupe_window=50))
     try:
         for a in alerts[-50:]:                           # the last window: recognised after the restart
@@ -117,7 +119,7 @@ def fake_package():
 
 def test_engine_caches_cap_the_detectors_and_the_package_lru_caches(fake_package):
     tokens = fake_package
-    caches = serve.EngineCaches(100, package="mzfakepkg")
+    caches = EngineCaches(100, package="mzfakepkg")
     model = SimpleNamespace(detectors_={"files": SimpleNamespace(_CACHE_MAX=200_000),
                                         "commands": SimpleNamespace(_CACHE_MAX=200_000)})
     caches.adopt(model)
@@ -136,7 +138,7 @@ def test_engine_caches_find_the_lru_caches_of_the_real_package():
     import mimizuku.engine.features as features
     import mimizuku.core.fields as fields
 
-    found = {id(f) for f in serve.package_lru_caches()}
+    found = {id(f) for f in package_lru_caches()}
     expected = [obj for mod in (features, fields) for obj in vars(mod).values()
                 if callable(obj) and hasattr(obj, "cache_clear") and hasattr(obj, "cache_info")]
     assert expected and all(id(f) in found for f in expected)
@@ -155,7 +157,7 @@ def test_the_daemon_holds_every_engine_cache_to_its_cap(scratch):
         for det in dets:
             for name in ("_cache", "_nn_cache"):
                 assert len(det.__dict__.get(name, {})) <= cap + 1
-        lru = scorer.caches._lru
+        lru = scorer.caches.lru_caches
         assert lru and all(f.cache_info().currsize <= cap + 10 for f in lru)
         # the cap did something: more distinct keys went through than it holds
         assert sum(f.cache_info().misses for f in lru) > cap and scorer.caches.cleared > 0

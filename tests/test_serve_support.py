@@ -20,8 +20,9 @@ from typing import Any, Dict, List, Optional
 
 import pytest
 
-from mimizuku.serve import server as serve
-from mimizuku.integratord.call import Options
+from mimizuku.integratord.options import Options
+from mimizuku.serve.config import ServeConfig
+from mimizuku.serve.server import Server
 from wazuh_emulation import FakeAnalysisd, ensure_wazuh_user
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -115,14 +116,14 @@ class Scratch:
         os.symlink(f"versions/{version}", tmp)
         os.replace(tmp, link)
 
-    def config(self, **kw: Any) -> serve.ServeConfig:
+    def config(self, **kw: Any) -> ServeConfig:
         opts = Options.defaults(self.home)
         send = kw.pop("send", "all")
         opts.send = send
         kw.setdefault("flood_window", 0)
         kw.setdefault("watch_interval", 0.2)
         kw.setdefault("poll_interval", 0.05)
-        return serve.ServeConfig.for_home(self.home, options=opts, model_dir=self.models, **kw)
+        return ServeConfig.for_home(self.home, options=opts, model_dir=self.models, **kw)
 
     def analysisd(self) -> "Collector":
         return Collector(FakeAnalysisd(self.queue))
@@ -171,8 +172,8 @@ class Collector:
 class Daemon:
     """``Server`` in a thread of the test process (signals are driven by request_*)."""
 
-    def __init__(self, cfg: serve.ServeConfig, wait_model: bool = True):
-        self.server = serve.Server(cfg)
+    def __init__(self, cfg: ServeConfig, wait_model: bool = True):
+        self.server = Server(cfg)
         self.code: Optional[int] = None
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()

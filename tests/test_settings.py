@@ -3,7 +3,7 @@ import argparse
 
 import pytest
 
-from mimizuku.core.settings import Setting, Settings, at_least
+from mimizuku.core.settings import Setting, Settings, at_least, clamped
 
 
 class Demo(Settings, table=(
@@ -48,3 +48,15 @@ def test_a_setting_declared_twice_is_refused():
     with pytest.raises(TypeError, match="declared twice"):
         class Twice(Settings, table=(Setting("x", 1, "x"),)):
             x: int = 2
+
+
+def test_clamped_options_raise_low_values_from_the_command_line_only():
+    class Clamp(Settings, table=(Setting("batch", 64, "batch", type=clamped(int, 1)),)):
+        pass
+
+    p = argparse.ArgumentParser()
+    Clamp.add_arguments(p)
+    assert Clamp(**Clamp.values_from_args(p.parse_args(["--batch", "0"]))).batch == 1
+    assert Clamp(batch=0).batch == 0
+    with pytest.raises(SystemExit):
+        p.parse_args(["--batch", "x"])   # "invalid int value", as with type=int

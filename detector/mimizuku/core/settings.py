@@ -113,6 +113,20 @@ def in_range(low: float, high: float, what: str = "") -> Callable[[Any], Any]:
     return check
 
 
+
+def clamped(convert: Callable[[str], Any], low: Any) -> Callable[[str], Any]:
+    """An option ``type``: ``convert`` the text, then raise a value below ``low`` to ``low``.
+
+    For options that bring a value into range rather than refuse it. Only the command line is
+    clamped (a value given in code is taken as it is, as a ``check`` would not); argparse still
+    names ``convert`` when the text does not convert ("invalid int value")."""
+
+    def clamp(text: str) -> Any:
+        return max(low, convert(text))
+
+    clamp.__name__ = getattr(convert, "__name__", "value")
+    return clamp
+
 class Settings:
     """Base of a command's configuration: subclasses pass ``table=`` and become dataclasses.
 

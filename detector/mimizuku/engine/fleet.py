@@ -146,3 +146,4 @@ class WaveJudged:
 
     _MEMOS = ("_known",)
     _UNSAVED = ("_wave",)
+    _STREAM = (("wave", "_wave", "wave_window"),)  # waves in progress go on in a new model

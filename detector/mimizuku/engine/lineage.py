@@ -277,8 +277,16 @@ class ProcessLineage:
     def take_stream(self, old: "ProcessLineage") -> None:
         """Continue the stream another lineage was following (a hot reload of the model): the
         processes in flight keep their channel; what is routine stays this model's."""
-        self._procs = dict(old._procs)
-        self._package_runs = dict(old._package_runs)
+        self.import_stream_state(old.export_stream_state())
+
+    def export_stream_state(self) -> Dict[str, Any]:
+        """The processes this lineage follows (copies), for the lineage of a new model."""
+        return {"procs": dict(self._procs), "package_runs": dict(self._package_runs)}
+
+    def import_stream_state(self, state: Dict[str, Any]) -> None:
+        """Follow on from ``export_stream_state`` of another lineage (see :meth:`take_stream`)."""
+        self._procs = dict(state["procs"])
+        self._package_runs = dict(state["package_runs"])
 
     def __getstate__(self):
         # what was learnt travels (to Dask workers, in copies); the processes of a stream do not

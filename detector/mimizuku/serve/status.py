@@ -59,7 +59,8 @@ def _count(d: Path) -> Optional[int]:
 def from_disk(paths: Dict[str, Path]) -> Dict[str, Any]:
     """What can be known without the daemon."""
     from mimizuku.store.model_dir import ModelError, read_manifest
-    from mimizuku.serve.server import BOOKMARK_NAME, STATUS_NAME, resolve_model_dir
+    from mimizuku.serve.config import BOOKMARK_NAME, STATUS_NAME
+    from mimizuku.serve.reload import resolve_model_dir
 
     out: Dict[str, Any] = {"running": False, "socket": str(paths["socket"])}
     try:
@@ -165,11 +166,11 @@ def render(st: Dict[str, Any]) -> List[str]:
 
 
 def collect(a: argparse.Namespace) -> Tuple[Dict[str, Any], int]:
-    from mimizuku.integratord import forward as scorer_client
+    from mimizuku.integratord import client
 
     paths = _paths(a)
     try:
-        ans = scorer_client.call(paths["socket"], {"op": "status"}, timeout=a.timeout)
+        ans = client.call(paths["socket"], {"op": "status"}, timeout=a.timeout)
         st = ans.get("status") if isinstance(ans, dict) and ans.get("ok") else None
     except (OSError, ValueError):
         st = None

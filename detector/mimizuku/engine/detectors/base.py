@@ -77,6 +77,30 @@ class Detector(BaseEstimator):
         repeat windows). Subclasses that keep more call this first."""
         self._repeats = RepeatWindows(self.repeat_window)
 
+    # -- the stream handed to a successor (the resident scorer's hot reload) ------------------------
+    #: per-stream state a new model may continue: (piece, attribute, the window it depends on).
+    #: Each class (mixins too) names only its own; ``_declared`` collects them along the MRO.
+    _STREAM: Tuple[Tuple[str, str, str], ...] = (("repeats", "_repeats", "repeat_window"),)
+
+    def export_stream_state(self) -> Dict[str, Tuple[Any, Any]]:
+        """The stream state this detector holds: piece -> (its window, the state itself).
+
+        The objects themselves, not copies: the detector exporting them is being replaced."""
+        return {piece: (getattr(self, window, None), self.__dict__[attr])
+                for piece, attr, window in self._declared("_STREAM") if attr in self.__dict__}
+
+    def import_stream_state(self, state: Dict[str, Tuple[Any, Any]]) -> FrozenSet[str]:
+        """Continue the stream another detector was following (``export_stream_state`` of the
+        same detector in the model being replaced): each piece is taken only where its window is
+        the same here; the others start empty. Returns the pieces taken."""
+        taken = []
+        for piece, attr, window in self._declared("_STREAM"):
+            got = state.get(piece)
+            if got is not None and got[0] == getattr(self, window, None):
+                setattr(self, attr, got[1])
+                taken.append(piece)
+        return frozenset(taken)
+
     # -- repeats (mimizuku.engine.repeats) --------------------------------------------------------------
     #: seconds a flagged situation's repeats are counted with it (a class default, so models
     #: pickled before it still load)

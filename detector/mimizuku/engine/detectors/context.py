@@ -106,6 +106,8 @@ class ContextDetector(Detector):
     _MEMOS = ("_nn_cache", "_why_cache")
     #: the stream's rate windows and fleet waves; training's running maxima (fitted: max_rate_…)
     _UNSAVED = ("_rates", "_wave", "_max_rate", "_max_src")
+    #: what a new model continues (a hot reload): the rate windows and the waves in progress
+    _STREAM = (("rates", "_rates", "rate_window"), ("wave", "_wave", "wave_window"))
 
     def __init__(self, eps=0.5, min_samples=5, contamination=0.001, rate_window=60,
                  hour_weight=0.35, rate_weight=0.5, ignore_users=(), wave_window=3600):
