@@ -58,6 +58,7 @@ from mimizuku.delivery import events
 from mimizuku.delivery.failure_notice import FailureNotice
 from mimizuku.delivery.queue_socket import QueueSink
 from mimizuku.integratord import client
+from mimizuku.core.text import printable
 from mimizuku.integratord.options import (NAME, SEVERITY_RANK, Invocation, Options, OptionsError, UsageError,
                                           load_options, parse_argv, wazuh_home)
 
@@ -89,20 +90,6 @@ class ModelMissing(ScorerUnavailable):
 
 # --- logging ------------------------------------------------------------------------------------
 
-def _printable(text: str, limit: int = 2000) -> str:
-    """One log line whatever the text: control characters (newlines!) are escaped, length capped."""
-    out = []
-    for ch in text[:limit]:
-        o = ord(ch)
-        if o < 0x20 or o == 0x7F or 0xD800 <= o <= 0xDFFF:
-            out.append(f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}")
-        else:
-            out.append(ch)
-    if len(text) > limit:
-        out.append("...")
-    return "".join(out)
-
-
 class IntegrationLog:
     """Appends single lines to ``logs/integrations.log`` (the stock integrations' log file)."""
 
@@ -114,7 +101,7 @@ class IntegrationLog:
         if level == "debug" and not self.debug_enabled:
             return
         stamp = time.strftime("%Y/%m/%d %H:%M:%S")
-        line = f"{stamp} {NAME}[{os.getpid()}] {level.upper()}: {_printable(message)}\n"
+        line = f"{stamp} {NAME}[{os.getpid()}] {level.upper()}: {printable(message, 2000)}\n"
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
             try:

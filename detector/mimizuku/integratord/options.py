@@ -13,14 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from mimizuku.delivery import events
+from mimizuku.core.severity import SEVERITY_RANK
 
 NAME = "mimizuku"
 #: integratord's default when it passes none (and Wazuh < 4.8, which passes none).
 DEFAULT_TIMEOUT = 10
 DEFAULT_RETRIES = 3
 MAX_OPTIONS_BYTES = 64 * 1024
-SEVERITY_RANK = {s: i for i, s in enumerate(events.SEVERITIES)}
 
 #: Keys of the ``<options>`` JSON object and what they mean (the README's Wazuh section lists them too).
 OPTION_KEYS = {

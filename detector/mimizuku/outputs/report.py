@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from mimizuku._version import __version__
+from mimizuku.core.atomic import write_atomic
 from mimizuku.outputs import parse_timestamp
 from mimizuku.core.fields import dig as _get
 
@@ -457,9 +458,7 @@ def write_report(path: Any, records: Iterable[Mapping[str, Any]], *, run: Option
     out = Path(path)
     text = render_report(records, run=run, clusters=clusters, coords=coords, top=top, title=title)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(out)
+    write_atomic(out, text.encode("utf-8"), mode=0o644)
     return out
 
 

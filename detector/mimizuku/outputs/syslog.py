@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 from urllib.parse import urlsplit
 
+from mimizuku.core.atomic import write_atomic
 from mimizuku._version import __version__
 from mimizuku.core.spool import Spool, SpoolError
 from mimizuku.outputs import (
@@ -517,14 +518,7 @@ def parse_remote(spec: str, *, udp_max_bytes: int = DEFAULT_UDP_MAX, timeout: fl
 
 def _rewrite(path: Path, item: Any) -> None:
     """Replace a spool item in place, atomically (temporary file, fsync, rename)."""
-    tmp = path.with_name(".tmp-" + path.name)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-    try:
-        os.write(fd, json.dumps(item, ensure_ascii=False).encode("utf-8"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(item, ensure_ascii=False).encode("utf-8"), mode=0o640)
 
 
 # --- the sink --------------------------------------------------------------------------------

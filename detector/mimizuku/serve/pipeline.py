@@ -27,6 +27,7 @@ from mimizuku.serve.caches import EngineCaches
 from mimizuku.serve.config import JOURNAL_NAME, ServeConfig
 from mimizuku.serve.handled import HandledIds, alert_key
 from mimizuku.serve.reload import carry_stream_state
+from mimizuku.core.text import printable
 
 if TYPE_CHECKING:  # pragma: no cover
     from mimizuku.serve.server import Server
@@ -35,14 +36,6 @@ if TYPE_CHECKING:  # pragma: no cover
 FREEZE_EVERY = 20_000
 #: ... or sooner, once this many tracked objects were allocated (net) since the last one
 GC_YOUNG_LIMIT = 200_000
-
-
-def printable(text: Any, limit: int = 500) -> str:
-    """One log line whatever the (attacker-controlled) text: control characters escaped."""
-    s = str(text)
-    out = "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" if ord(ch) < 256 else f"\\u{ord(ch):04x}"
-                  for ch in s[:limit])
-    return out + ("..." if len(s) > limit else "")
 
 
 # --- work items ---------------------------------------------------------------------------------

@@ -53,6 +53,7 @@ import time
 from typing import Any, Deque, Dict, List, Optional, Tuple
 
 from mimizuku._version import __version__
+from mimizuku.core.atomic import write_atomic
 from mimizuku.core.fields import is_alert, is_own_event
 from mimizuku.core.spool import MISSING as SPOOL_MISSING, Spool, SpoolError
 from mimizuku.delivery.failure_notice import FailureNotice
@@ -60,9 +61,10 @@ from mimizuku.integratord import protocol
 from mimizuku.integratord.options import OptionsError
 from mimizuku.serve.config import (BOOKMARK_NAME, INDEXER_BOOKMARK_NAME, STATUS_NAME, ServeConfig, add_arguments,
                                    config_from_args)
-from mimizuku.serve.pipeline import Counters, Scorer, WorkItem, printable
+from mimizuku.serve.pipeline import Counters, Scorer, WorkItem
 from mimizuku.serve.reload import MATH_THREADS, ModelReload
 from mimizuku.sources.follow import AlertFollower, FollowError
+from mimizuku.core.text import printable
 
 log = logging.getLogger("mimizuku.serve")
 
@@ -689,10 +691,7 @@ class Server(ModelReload):
             st["running"] = running
             st["written"] = time.time()
             p = self.cfg.state_dir / STATUS_NAME
-            tmp = p.with_name(f".{p.name}.tmp")
-            tmp.write_bytes(protocol.encode(st))
-            os.chmod(tmp, 0o640)
-            os.replace(tmp, p)
+            write_atomic(p, protocol.encode(st), mode=0o640, fsync=False)
         except Exception as e:  # status is informative: never stop for it
             log.debug("cannot write status: %s", e)
 

@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
+from mimizuku.core.text import printable
 
 EXIT_OK, EXIT_DEGRADED, EXIT_USAGE, EXIT_DOWN = 0, 1, 2, 3
 
@@ -113,12 +114,6 @@ def _when(t: Optional[float]) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "-"
 
 
-def _safe(text: Any, limit: int = 300) -> str:
-    s = str(text)
-    s = "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" if ord(ch) < 256 else f"\\u{ord(ch):04x}" for ch in s)
-    return s if len(s) <= limit else s[: limit - 3] + "..."
-
-
 def render(st: Dict[str, Any]) -> List[str]:
     lines: List[str] = []
     m = st.get("model") or {}
@@ -126,19 +121,19 @@ def render(st: Dict[str, Any]) -> List[str]:
         state = "ready" if st.get("ready") else ("catching up on the spool" if m.get("version") else "waiting for a model")
         lines.append(f"mimizuku serve: running (pid {st.get('pid')}, up {_dur(st.get('uptime_s') or 0)}), {state}")
     else:
-        lines.append(f"mimizuku serve: NOT running (no answer on {_safe(st.get('socket'))})")
+        lines.append(f"mimizuku serve: NOT running (no answer on {printable(st.get('socket'))})")
     if m.get("version"):
-        lines.append(f"model:        {_safe(m['version'])} ({_age(m.get('created'))}), {_safe(m.get('path'))}")
+        lines.append(f"model:        {printable(m['version'])} ({_age(m.get('created'))}), {printable(m.get('path'))}")
     else:
-        lines.append(f"model:        none ({_safe(m.get('error') or 'not loaded')})")
+        lines.append(f"model:        none ({printable(m.get('error') or 'not loaded')})")
     lr = st.get("last_reload") or (st.get("last_status") or {}).get("last_reload") or {}
     if lr:
         if lr.get("ok"):
-            lines.append(f"last reload:  {_when(lr.get('at'))} ok, version {_safe(lr.get('version'))}"
+            lines.append(f"last reload:  {_when(lr.get('at'))} ok, version {printable(lr.get('version'))}"
                          f" (rate windows {lr.get('rate_windows', '-')})")
         else:
-            lines.append(f"last reload:  {_when(lr.get('at'))} REFUSED {_safe(lr.get('path'))}: {_safe(lr.get('error'))}"
-                         f"; kept {_safe(lr.get('kept'))}")
+            lines.append(f"last reload:  {_when(lr.get('at'))} REFUSED {printable(lr.get('path'))}: {printable(lr.get('error'))}"
+                         f"; kept {printable(lr.get('kept'))}")
     c = st.get("counters") or (st.get("last_status") or {}).get("counters")
     if c:
         prefix = "alerts:      " if st.get("running") else "last run:    "
@@ -157,11 +152,11 @@ def render(st: Dict[str, Any]) -> List[str]:
     fo = st.get("follow")
     bm = (fo or {}).get("bookmark") or st.get("follow_bookmark")
     if bm:
-        lines.append(f"follow:        {_safe(bm.get('path'))} at byte {bm.get('offset')} of "
-                     f"{_safe(bm.get('archive') or 'inode %s' % bm.get('inode'))}")
+        lines.append(f"follow:        {printable(bm.get('path'))} at byte {bm.get('offset')} of "
+                     f"{printable(bm.get('archive') or 'inode %s' % bm.get('inode'))}")
     errs = st.get("errors") or (st.get("last_status") or {}).get("errors") or []
     for e in errs[-5:]:
-        lines.append(f"error:         {_when(e.get('at'))} {_safe(e.get('message'))}")
+        lines.append(f"error:         {_when(e.get('at'))} {printable(e.get('message'))}")
     return lines
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List
+from mimizuku.core.text import printable
 
 __all__ = ["AlertSourceError", "ReadStats", "printable"]
 
@@ -80,11 +81,3 @@ class ReadStats:
                 more = f" (+{len(names) - 3} more)" if len(names) > 3 else ""
                 parts.append(f"{len(names)} {what}: {shown}{more}")
         return "; ".join(parts)
-
-
-def printable(s: object) -> str:
-    """A path or text made safe for one log line (control characters escaped)."""
-    text = str(s)
-    if text.isprintable():
-        return text
-    return text.encode("unicode_escape", "backslashreplace").decode("ascii")

@@ -30,7 +30,10 @@ import os
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
+
+from mimizuku.core.atomic import write_atomic
+from mimizuku.core.logfn import LogFn, no_log
 
 #: integratord drops lines whose content is 65536 bytes or more; so do we.
 MAX_LINE_BYTES = 65536
@@ -40,11 +43,6 @@ MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", 
 _MONTH_NUM = {m: i + 1 for i, m in enumerate(MONTHS)}
 _DAY_FILE = re.compile(r"^ossec-alerts-(\d{2})(?:-(\d{3}))?\.json(\.gz)?$")
 
-LogFn = Callable[[str, str], None]
-
-
-def _no_log(level: str, message: str) -> None:
-    pass
 
 
 class FollowError(OSError):
@@ -78,22 +76,7 @@ class Bookmark:
         return cls(**known)
 
     def save(self, path: "os.PathLike[str] | str", fsync: bool = False) -> None:
-        write_bookmark(path, json.dumps(asdict(self), separators=(",", ":")).encode("utf-8"), fsync)
-
-
-def write_bookmark(path: "os.PathLike[str] | str", data: bytes, fsync: bool = False) -> None:
-    """Replace a bookmark file atomically (a temporary file renamed over it): a crash leaves the
-    old bookmark or the new one, never half of one."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-    try:
-        os.write(fd, data)
-        if fsync:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        write_atomic(path, json.dumps(asdict(self), separators=(",", ":")).encode("utf-8"), mode=0o640, fsync=fsync)
 
 
 def first_line_hash(head: bytes) -> Optional[str]:
@@ -233,7 +216,7 @@ class AlertFollower:
         self.bookmark_file = Path(bookmark_file)
         self.alerts_dir = Path(alerts_dir) if alerts_dir is not None else self.path.parent
         self.from_start = from_start
-        self.log = log or _no_log
+        self.log = log or no_log
         self.stats = {"lines": 0, "too_long": 0, "rotations": 0, "truncations": 0, "partial_dropped": 0,
                       "catch_up_files": 0}
         self._serial = 0

@@ -36,7 +36,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
-from mimizuku.sources.follow import FollowError, write_bookmark
+from mimizuku.core.atomic import write_atomic
+from mimizuku.core.logfn import LogFn, no_log
+from mimizuku.sources.follow import FollowError
 
 __all__ = ["IndexerBookmark", "IndexerFollower", "DEFAULT_LAG_S", "DEFAULT_INTERVAL_S"]
 
@@ -45,11 +47,6 @@ DEFAULT_LAG_S = 60.0
 #: seconds between two polls once caught up
 DEFAULT_INTERVAL_S = 5.0
 
-LogFn = Callable[[str, str], None]
-
-
-def _no_log(level: str, message: str) -> None:
-    pass
 
 
 @dataclass
@@ -86,7 +83,7 @@ class IndexerFollower:
         self.from_start = from_start
         self.since = since
         self.batch = max(1, int(batch))
-        self.log = log or _no_log
+        self.log = log or no_log
         self.clock = clock
         self.stats = {"polls": 0, "hits_seen": 0, "duplicates": 0, "returned": 0, "committed": 0,
                       "future_alerts": 0}
@@ -158,7 +155,8 @@ class IndexerFollower:
         data = {"kind": "indexer", "version": 1, "source": self.path, "lag_s": self.lag_ms / 1000,
                 "floor_ms": self._floor, "high_water_ms": self._done_hw,
                 "handled": sorted([t, k] for k, t in self._done.items())}
-        write_bookmark(self.bookmark_file, json.dumps(data, separators=(",", ":")).encode("utf-8"), fsync)
+        write_atomic(self.bookmark_file, json.dumps(data, separators=(",", ":")).encode("utf-8"), mode=0o640,
+                     fsync=fsync)
         self._dirty = False
         return True
 

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from mimizuku.delivery import events
+from mimizuku.core.text import printable
 
 EXIT_OK, EXIT_USAGE, EXIT_RULES = 0, 2, 3
 EXIT_MISSING, EXIT_AUTH, EXIT_UNREACHABLE, EXIT_TLS, EXIT_CONFIG = 8, 9, 10, 11, 12
@@ -343,12 +344,6 @@ def default_rules(home: Path) -> Optional[Path]:
     return None
 
 
-def _printable(text: Any, limit: int = 120) -> str:
-    s = "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" if ord(ch) < 256 else f"\\u{ord(ch):04x}"
-                for ch in str(text))
-    return s if len(s) <= limit else s[: limit - 3] + "..."
-
-
 def _table(results: List[SampleResult], missing: List[str], not_reached: List[str], url: str,
            rules_path: Path) -> str:
     lines = [f"Wazuh API {url}: rules checked against {rules_path}", ""]
@@ -359,9 +354,9 @@ def _table(results: List[SampleResult], missing: List[str], not_reached: List[st
         fired = r.fired["id"] if r.fired else "-"
         level = str(r.fired["level"]) if r.fired else "-"
         desc = r.fired["description"] if r.fired else "(no rule fired)"
-        lines.append("  ".join([_printable(r.name, 30).ljust(30), exp.ljust(8), fired.ljust(8), level.ljust(5),
+        lines.append("  ".join([printable(r.name, 30).ljust(30), exp.ljust(8), fired.ljust(8), level.ljust(5),
                                 {"ok": "ok", "missing": "MISSING", "unknown": "?"}[r.status].ljust(7),
-                                _printable(desc)]))
+                                printable(desc, 120)]))
     lines.append("")
     if missing:
         lines.append(f"MISSING: rule(s) {', '.join(missing)} did not fire. Are {RULES_NAME} installed in "
