@@ -115,10 +115,7 @@ def sql_throughput(url: str, records, repeat: int, spool: Path) -> dict:
     run = {"run_id": "bench-retrain", "model_version": records[0].get("model_version"), "status": "ok"}
     best = None
     for _ in range(repeat):
-        with sink.engine.begin() as conn:
-            for t in (sqlout.outliers, sqlout.alerts, sqlout.runs, sqlout.schema_info):
-                t.drop(conn, checkfirst=True)
-        sink._schema_ready = False
+        sink.drop_schema()
         sink.ensure_schema()
         c0, s0 = time.process_time(), server_cpu()
         t0 = time.perf_counter()

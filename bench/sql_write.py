@@ -123,8 +123,7 @@ def run_one(label: str, url: str, records, clusters, batch_size: int, spool: Pat
     run = {"run_id": f"bench-{label}", "model_version": "bench-1", "status": "ok"}
     best = None
     for _ in range(repeat):
-        reset(sink.engine)
-        sink._schema_ready = False
+        sink.drop_schema()
         sink.ensure_schema()  # table creation is not part of the write
         c0, s0 = time.process_time(), server_cpu()
         t0 = time.perf_counter()

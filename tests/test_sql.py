@@ -184,6 +184,16 @@ def test_write_run_counts_and_idempotent(db, tmp_path):
         assert len(sink.spool) == 0
 
 
+def test_drop_schema_starts_from_empty_tables(db, tmp_path):
+    recs = make_day(50)
+    run = {"run_id": "run-drop", "model_version": "m", "status": "ok"}
+    with SqlSink(db, spool_dir=tmp_path / "spool") as sink:
+        assert sink.write_run(run, recs)["alerts_inserted"] == 50
+        sink.drop_schema()
+        assert not sa.inspect(sink.engine).has_table("alerts")
+        assert sink.write_run(run, recs)["alerts_inserted"] == 50  # recreated, nothing "existing"
+
+
 def test_duplicates_inside_one_batch_and_missing_ids(db, tmp_path):
     r = make_record(1)
     no_id = make_record(2)

@@ -218,6 +218,14 @@ class SqlSink:
         except sa_exc.SQLAlchemyError as e:
             raise self._unavailable(e, 0) from e
 
+    def drop_schema(self) -> None:
+        """Drop this sink's tables and forget that the schema was created: the next write starts
+        from empty tables (benchmarks that time fresh-table writes; never used by the product)."""
+        with self._schema_lock, self.engine.begin() as conn:
+            for table in (outliers, alerts, runs, schema_info):
+                table.drop(conn, checkfirst=True)
+            self._schema_ready = False
+
     def _ensure_schema(self) -> None:
         if self._schema_ready:
             return
