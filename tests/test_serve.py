@@ -341,24 +341,17 @@ def test_backpressure_stops_reading_while_the_queue_is_full_and_resumes(scratch)
     srv = serve.Server(scratch.config(high_water=3))
     pairs = [socket.socketpair() for _ in range(3)]
     try:
-        conns = []
-        for mine, _ in pairs[:2]:
-            c = serve._Conn(mine)
-            srv._conns[id(c)] = c
-            srv._sel.register(mine, serve.selectors.EVENT_READ, ("conn", c))
-            conns.append(c)
-        srv._backpressure()
+        conns = [srv.adopt(mine) for mine, _ in pairs[:2]]
+        srv.apply_backpressure()
         assert all(c.reading for c in conns)
         srv.scorer.q.extend([object()] * 3)
-        srv._backpressure()
+        srv.apply_backpressure()
         assert not any(c.reading for c in conns)
-        late = serve._Conn(pairs[2][0])                  # accepted while full
-        srv._conns[id(late)] = late
-        srv._accepted += 1
-        srv._backpressure()
+        late = srv.adopt(pairs[2][0])                    # accepted while full
+        srv.apply_backpressure()
         assert not late.reading
         srv.scorer.q.clear()
-        srv._backpressure()
+        srv.apply_backpressure()
         assert all(c.reading for c in conns + [late])
     finally:
         for a, b in pairs:

@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from mimizuku.nightly import day_analysis as batch
     from mimizuku.nightly import job as retrain
-    from mimizuku.serve import server as serve
+    from mimizuku.serve import command as serve
     from mimizuku.serve import status
     from mimizuku.store import versions
 
@@ -242,7 +242,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
 
 
 def cmd_serve(a: argparse.Namespace) -> int:
-    from mimizuku.serve import server as serve
+    from mimizuku.serve import command as serve
 
     return serve.run(a)
 

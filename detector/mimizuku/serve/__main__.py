@@ -1,6 +1,6 @@
 """``python -m mimizuku.serve``: the resident scorer (what the systemd unit runs)."""
 import sys
 
-from mimizuku.serve.server import main
+from mimizuku.serve.command import main
 
 sys.exit(main())

@@ -35,7 +35,6 @@ options: :mod:`mimizuku.serve.config`.
 """
 from __future__ import annotations
 
-import argparse
 import collections
 import errno
 import fcntl
@@ -47,7 +46,6 @@ import os
 import selectors
 import signal
 import socket
-import sys
 import threading
 import time
 from typing import Any, Deque, Dict, List, Optional, Tuple
@@ -58,16 +56,15 @@ from mimizuku.core.fields import is_alert, is_own_event
 from mimizuku.core.spool import MISSING as SPOOL_MISSING, Spool, SpoolError
 from mimizuku.delivery.failure_notice import FailureNotice
 from mimizuku.integratord import protocol
-from mimizuku.integratord.options import OptionsError
-from mimizuku.serve.config import (BOOKMARK_NAME, INDEXER_BOOKMARK_NAME, STATUS_NAME, ServeConfig, add_arguments,
-                                   config_from_args)
+from mimizuku.serve.config import BOOKMARK_NAME, INDEXER_BOOKMARK_NAME, STATUS_NAME, ServeConfig
 from mimizuku.serve.pipeline import Counters, Scorer, WorkItem
-from mimizuku.serve.reload import MATH_THREADS, ModelReload
+from mimizuku.serve.reload import ModelReload
 from mimizuku.sources.follow import AlertFollower, FollowError
 from mimizuku.core.text import printable
 
 log = logging.getLogger("mimizuku.serve")
 
+#: exit codes of ``mimizuku serve`` (serve/command.py returns them)
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_SOCKET = 0, 1, 2, 3
 
 MAX_CONNECTIONS = 512
@@ -87,7 +84,9 @@ _loads = _loads_factory()
 
 # --- connections -------------------------------------------------------------------------------
 
-class _Conn:
+class Connection:
+    """One client of the socket: its buffers and where it stands (read, answered, closed)."""
+
     __slots__ = ("sock", "rbuf", "wbuf", "pending", "eof", "closing", "closed", "reading")
 
     def __init__(self, sock: socket.socket):
@@ -125,7 +124,7 @@ class Server(ModelReload):
         self._sel = selectors.DefaultSelector()
         self._listener: Optional[socket.socket] = None
         self._listener_ino: Optional[int] = None
-        self._conns: Dict[int, _Conn] = {}
+        self._conns: Dict[int, Connection] = {}
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -293,7 +292,7 @@ class Server(ModelReload):
             self._process_completions()
             self.reload_if_requested()
             self._timers()
-            self._backpressure()
+            self.apply_backpressure()
 
     def _timers(self) -> None:
         now = time.monotonic()
@@ -332,20 +331,26 @@ class Server(ModelReload):
                 if e.errno in (errno.EMFILE, errno.ENFILE):
                     self.error("too many open files: not accepting for now")
                 return
-            sock.setblocking(False)
-            conn = _Conn(sock)
-            self._accepted += 1
-            if len(self._conns) >= MAX_CONNECTIONS:
-                conn.wbuf += protocol.answer(None, False, code=protocol.OVERLOADED, error="too many connections")
-                conn.closing = True
-                conn.reading = False
-                self._conns[id(conn)] = conn
-                self._sel.register(sock, selectors.EVENT_WRITE, ("conn", conn))
-                continue
-            self._conns[id(conn)] = conn
-            self._sel.register(sock, selectors.EVENT_READ, ("conn", conn))
+            self.adopt(sock)
 
-    def _on_readable(self, conn: _Conn) -> None:
+    def adopt(self, sock: socket.socket) -> "Connection":
+        """Serve a connected client socket: what the listener does with each connection it
+        accepts (public so a connection can also be handed over ready-made, as the tests of
+        backpressure do). Past ``MAX_CONNECTIONS`` the client is told it is overloaded."""
+        sock.setblocking(False)
+        conn = Connection(sock)
+        self._accepted += 1
+        self._conns[id(conn)] = conn
+        if len(self._conns) > MAX_CONNECTIONS:
+            conn.wbuf += protocol.answer(None, False, code=protocol.OVERLOADED, error="too many connections")
+            conn.closing = True
+            conn.reading = False
+            self._sel.register(sock, selectors.EVENT_WRITE, ("conn", conn))
+        else:
+            self._sel.register(sock, selectors.EVENT_READ, ("conn", conn))
+        return conn
+
+    def _on_readable(self, conn: Connection) -> None:
         try:
             data = conn.sock.recv(1 << 16)
         except (BlockingIOError, InterruptedError):
@@ -379,7 +384,7 @@ class Server(ModelReload):
                 self._on_request(conn, line)
         self._maybe_close(conn)
 
-    def _on_request(self, conn: _Conn, line: bytes) -> None:
+    def _on_request(self, conn: Connection, line: bytes) -> None:
         try:
             req = _loads(line)
         except ValueError:
@@ -411,7 +416,7 @@ class Server(ModelReload):
             self._respond(conn, protocol.answer(rid, False, code=protocol.BAD_REQUEST,
                                                 error=f"unknown op ({', '.join(protocol.OPS)})"))
 
-    def _on_score(self, conn: _Conn, rid: Any, alert: Any) -> None:
+    def _on_score(self, conn: Connection, rid: Any, alert: Any) -> None:
         if not is_alert(alert):
             self.counters.rejected += 1
             self._respond(conn, protocol.answer(rid, False, code=protocol.BAD_ALERT, error="alert has no rule object (not a Wazuh alert)"))
@@ -431,13 +436,13 @@ class Server(ModelReload):
         conn.pending += 1
         self.scorer.q.append(WorkItem(alert, "socket", (conn, rid)))
 
-    def _respond(self, conn: _Conn, data: bytes) -> None:
+    def _respond(self, conn: Connection, data: bytes) -> None:
         if conn.closed:
             return
         conn.wbuf += data
         self._flush(conn)
 
-    def _flush(self, conn: _Conn) -> None:
+    def _flush(self, conn: Connection) -> None:
         while conn.wbuf:
             try:
                 n = conn.sock.send(conn.wbuf)
@@ -450,12 +455,12 @@ class Server(ModelReload):
         self._update_interest(conn)
         self._maybe_close(conn)
 
-    def _set_reading(self, conn: _Conn, on: bool) -> None:
+    def _set_reading(self, conn: Connection, on: bool) -> None:
         if conn.reading != on:
             conn.reading = on
             self._update_interest(conn)
 
-    def _update_interest(self, conn: _Conn) -> None:
+    def _update_interest(self, conn: Connection) -> None:
         if conn.closed:
             return
         ev = (selectors.EVENT_READ if conn.reading else 0) | (selectors.EVENT_WRITE if conn.wbuf else 0)
@@ -470,13 +475,13 @@ class Server(ModelReload):
         except ValueError:
             pass
 
-    def _maybe_close(self, conn: _Conn) -> None:
+    def _maybe_close(self, conn: Connection) -> None:
         if conn.closed or conn.wbuf:
             return
         if conn.closing or (conn.eof and conn.pending == 0):
             self._close(conn)
 
-    def _close(self, conn: _Conn) -> None:
+    def _close(self, conn: Connection) -> None:
         if conn.closed:
             return
         conn.closed = True
@@ -490,8 +495,9 @@ class Server(ModelReload):
     _bp_state: Any = None
     _accepted = 0
 
-    def _backpressure(self) -> None:
-        """Stop reading requests while the scorer is far behind; the clients wait (or spool)."""
+    def apply_backpressure(self) -> None:
+        """Stop reading requests while the scorer is far behind; the clients wait (or spool).
+        Run by the loop every round (public: the tests drive it round by round)."""
         full = len(self.scorer.q) >= self.cfg.high_water
         state = (full, self._stopping, self._accepted)
         if state == self._bp_state:   # runs every round: walk the connections only on a change
@@ -504,7 +510,7 @@ class Server(ModelReload):
     # -- completions ------------------------------------------------------------------------------
     def _process_completions(self) -> None:
         # Answers are gathered per connection and written with one send() each.
-        touched: Dict[int, _Conn] = {}
+        touched: Dict[int, Connection] = {}
         while self._completions:
             batch = self._completions.popleft()
             for it in batch:
@@ -736,59 +742,3 @@ class Server(ModelReload):
 
     def _pending_work(self) -> int:
         return sum(c.pending for c in self._conns.values()) + self._spool_inflight + self._follow_inflight
-
-
-# --- command line -------------------------------------------------------------------------------
-
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """``mimizuku serve`` (the lead wires it into cli.py)."""
-    p = subparsers.add_parser("serve", help="run the resident scorer (socket, spool, --follow alerts.json)",
-                              description=__doc__.split("\n\n")[0])
-    add_arguments(p, verbose=False)  # ``mimizuku -v`` is the top-level flag there
-    return p
-
-
-def _setup_logging(a: argparse.Namespace) -> None:
-    handler: logging.Handler
-    if getattr(a, "log_file", None):
-        handler = logging.FileHandler(a.log_file)
-    else:
-        handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s mimizuku-serve[%(process)d] %(levelname)s: %(message)s"))
-    root = logging.getLogger("mimizuku")
-    root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if getattr(a, "verbose", False) else logging.INFO)
-    root.propagate = False
-
-
-def run(a: argparse.Namespace) -> int:
-    """Entry point of ``mimizuku serve``; returns the exit code."""
-    for name in MATH_THREADS:
-        os.environ.setdefault(name, "1")   # before numpy is imported (by the model loader)
-    _setup_logging(a)
-    try:
-        cfg = config_from_args(a)
-    except OptionsError as e:
-        log.error("%s", e)
-        return EXIT_USAGE
-    try:
-        server = Server(cfg)
-    except OSError as e:
-        log.error("cannot set up the state directory %s: %s", cfg.state_dir, e)
-        return EXIT_SOCKET
-    return server.serve_forever()
-
-
-def main(argv: Optional[List[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="mimizuku serve", description=__doc__.split("\n\n")[0])
-    add_arguments(p)
-    try:
-        a = p.parse_args(argv)
-    except SystemExit as e:
-        return int(e.code or 0)
-    return run(a)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
-
