@@ -102,7 +102,7 @@ def test_window_selects_days(ossec, window, expected):
 
 
 def test_days_counts_back_from_today(ossec, monkeypatch):
-    monkeypatch.setattr(archive, "_today", lambda: date(2022, 1, 2))
+    monkeypatch.setattr(archive, "today", lambda: date(2022, 1, 2))
     assert names(archive_files(ossec, days=2)) == ALL[2:8]
 
 

@@ -52,7 +52,9 @@ DateLike = Union[date, datetime, str]
 
 # --- windows ----------------------------------------------------------------------------------
 
-def _today() -> date:
+def today() -> date:
+    """The day "the last N days" count back from: the one clock of archive windows (a seam for
+    tests, and for a window anchored on another day)."""
     return date.today()
 
 
@@ -145,7 +147,7 @@ class Window:
             else:
                 w.hi, w.hi_wall = cls._bound(_day_after(u))
         elif days is not None:
-            w.last_day = _today()
+            w.last_day = today()
             w.hi, w.hi_wall = cls._bound(_day_after(w.last_day))
         if s is not None:
             w.first_day = cls._local_date(s, end=False)
