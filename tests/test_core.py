@@ -57,3 +57,16 @@ def test_printable_escapes_and_caps(text, limit, want):
 def test_severity_bands_are_ordered():
     assert [SEVERITY_RANK[s] for s in SEVERITIES] == list(range(5))
     assert SEVERITIES[0] == "none" and SEVERITIES[-1] == "critical"
+
+
+def test_one_identity_for_an_alert():
+    from mimizuku.core.alert_identity import alert_key, bounded_id, content_id
+
+    a = {"rule": {"id": "5402"}, "agent": {"name": "web-01"}, "full_log": "sudo: x"}
+    same = {"full_log": "sudo: x", "agent": {"name": "web-01"}, "rule": {"id": "5402"}}  # key order differs
+    assert content_id(a) == content_id(same) and content_id(a).startswith("sha1:")
+    assert content_id(a) != content_id(dict(a, full_log="sudo: y"))
+    assert alert_key(a) == content_id(a)
+    assert alert_key({"id": "1.2", "manager": {"name": "m1"}}) == "1.2@m1"  # ids are unique per manager
+    assert alert_key({"id": "1.2"}) == "1.2"
+    assert bounded_id("short", 10) == "short" and bounded_id("x" * 11, 10).startswith("sha1:")

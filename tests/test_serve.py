@@ -16,7 +16,8 @@ import pytest
 from mimizuku.integratord import client, protocol
 from mimizuku.serve import server as serve
 from mimizuku.serve import config, status
-from mimizuku.serve.handled import HandledIds, alert_key
+from mimizuku.core.alert_identity import alert_key
+from mimizuku.serve.handled import HandledIds
 from mimizuku.serve.reload import carry_stream_state
 from test_serve_support import Daemon, Scratch, traffic, wait_until
 

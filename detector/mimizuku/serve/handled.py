@@ -11,22 +11,9 @@ from __future__ import annotations
 
 import collections
 import hashlib
-import json
 import os
 from pathlib import Path
-from typing import Any, Deque, Dict, List, Optional
-
-
-def alert_key(alert: Dict[str, Any]) -> str:
-    """What makes an alert the same alert: its ``id`` with the manager that wrote it (ids are
-    only unique per manager: one scorer may serve a whole cluster), else a hash of its JSON."""
-    aid = alert.get("id")
-    if isinstance(aid, str) and aid:
-        manager = alert.get("manager")
-        name = manager.get("name") if isinstance(manager, dict) else None
-        return f"{aid}@{name}" if isinstance(name, str) and name else aid
-    raw = json.dumps(alert, sort_keys=True, ensure_ascii=False, default=str).encode("utf-8", "replace")
-    return "sha1:" + hashlib.sha1(raw).hexdigest()
+from typing import Deque, List, Optional
 
 
 class HandledIds:

@@ -25,7 +25,8 @@ from mimizuku.integratord import protocol
 from mimizuku.integratord.call import apply_policy
 from mimizuku.serve.caches import EngineCaches
 from mimizuku.serve.config import JOURNAL_NAME, ServeConfig
-from mimizuku.serve.handled import HandledIds, alert_key
+from mimizuku.core.alert_identity import alert_key
+from mimizuku.serve.handled import HandledIds
 from mimizuku.serve.reload import carry_stream_state
 from mimizuku.core.text import printable
 

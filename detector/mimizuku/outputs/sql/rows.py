@@ -7,7 +7,6 @@ gets a hash of itself as its unique key, so a write stays idempotent. No databas
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import uuid
@@ -15,6 +14,7 @@ from collections.abc import Mapping as MappingABC
 from datetime import datetime, timezone
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from mimizuku.core.alert_identity import bounded_id, content_id
 from mimizuku.outputs import bound_text, clean_text, parse_timestamp
 from mimizuku.outputs.sql.schema import (
     AGENT_ID_LEN,
@@ -72,12 +72,7 @@ def json_text(obj: Any) -> str:
 def alert_key(rec: Mapping[str, Any]) -> str:
     """The unique key: the alert id, hashed when absent or longer than the column."""
     raw = clean_text(rec.get("id"))
-    if not raw:
-        blob = json.dumps(rec, sort_keys=True, default=str, ensure_ascii=True).encode()
-        return "sha1:" + hashlib.sha1(blob).hexdigest()
-    if len(raw) > ID_LEN:
-        return "sha1:" + hashlib.sha1(raw.encode("utf-8")).hexdigest()
-    return raw
+    return bounded_id(raw, ID_LEN) if raw else content_id(rec)
 
 
 def _reasons(x: Any) -> Tuple[str, bool]:
