@@ -21,7 +21,7 @@ import pytest
 
 import retrain_trees as T
 from mimizuku.engine.estimator import Mimizuku
-from mimizuku.nightly.job import main
+from mimizuku.nightly.cli import main
 from mimizuku.store.versions import current_version
 
 distributed = pytest.importorskip("distributed")
@@ -279,7 +279,7 @@ def test_bad_dask_address_is_a_usage_error(installed, capfd):
 
 
 def test_local_retrain_never_imports_dask(installed):
-    code = ("import sys; from mimizuku.nightly.job import main; "
+    code = ("import sys; from mimizuku.nightly.cli import main; "
             f"rc = main(['retrain', '--wazuh-home', {str(installed)!r}, '--day', {LAST!r}, '--no-batch', "
             "'--summary-json', '--max-rate-ratio', '1000']); "
             "print(rc, sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed')))")
@@ -343,13 +343,13 @@ def test_partitions_are_days_and_read_as_one_stream_reads(tree, tmp_path):
 
 def test_dask_setting_from_the_environment(monkeypatch):
     """--dask wins; else MIMIZUKU_DASK_SCHEDULER; "local" in either place means a local run."""
-    from mimizuku.nightly.job import _dask_setting
+    from mimizuku.nightly.config import dask_setting
 
     monkeypatch.delenv("MIMIZUKU_DASK_SCHEDULER", raising=False)
-    assert _dask_setting(None) is None
+    assert dask_setting(None) is None
     monkeypatch.setenv("MIMIZUKU_DASK_SCHEDULER", "tcp://10.0.0.5:8786")
-    assert _dask_setting(None) == "tcp://10.0.0.5:8786"
-    assert _dask_setting("tcp://other:8786") == "tcp://other:8786"
-    assert _dask_setting("local") is None
+    assert dask_setting(None) == "tcp://10.0.0.5:8786"
+    assert dask_setting("tcp://other:8786") == "tcp://other:8786"
+    assert dask_setting("local") is None
     monkeypatch.setenv("MIMIZUKU_DASK_SCHEDULER", "LOCAL")
-    assert _dask_setting(None) is None
+    assert dask_setting(None) is None

@@ -20,7 +20,7 @@ import retrain_trees as T
 from fake_indexer import FakeIndexer
 from mimizuku.sources.reader import ReadStats, iter_alerts
 from mimizuku.engine.estimator import Mimizuku
-from mimizuku.nightly.job import main
+from mimizuku.nightly.cli import main
 from mimizuku.store.versions import current_version
 from test_distributed_fit import ALERTS, DAYS, LAST, SCORING, _fitted, assert_same_training
 

@@ -82,15 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write realistic sample alerts (a fleet with labelled attacks); "
                         "options: `mimizuku generate --help`")
 
-    from mimizuku.nightly import day_analysis as batch
-    from mimizuku.nightly import job as retrain
+    from mimizuku.nightly import cli as retrain
     from mimizuku.serve import server as serve
     from mimizuku.serve import status
     from mimizuku.store import versions
 
     retrain.add_parser(sub)
     versions.add_rollback_parser(sub)
-    batch.add_report_parser(sub)
+    retrain.add_report_parser(sub)
     serve.add_parser(sub)
     status.add_parser(sub)
     from mimizuku.store import publication as model_sync

@@ -208,7 +208,7 @@ def observe_partition(part: Partition, shared: SharedInputs, job: TrainingJob) -
     Runs in the driver (local training) or on a Dask worker; returns counts, never alerts."""
     from mimizuku.sources.reader import ReadStats
     from mimizuku.engine.estimator import Mimizuku
-    from mimizuku.nightly.job import AnomalyFilter
+    from mimizuku.nightly.anomaly_filter import AnomalyFilter
 
     worker = None
     if job.private_copy:
@@ -299,7 +299,7 @@ class PartitionedFit:
                  on_partition: Optional[Callable[[str], None]] = None,
                  dask_timeout: float = DEFAULT_DASK_TIMEOUT) -> None:
         from mimizuku.sources.reader import ReadStats
-        from mimizuku.nightly.job import AnomalyFilter
+        from mimizuku.nightly.anomaly_filter import AnomalyFilter
 
         self.current = current
         self.params = dict(params)
