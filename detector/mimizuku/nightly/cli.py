@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from mimizuku.nightly import job
-from mimizuku.nightly.config import RetrainConfig, dask_setting, min_alerts_from
+from mimizuku.nightly.config import RetrainConfig
 from mimizuku.nightly.job import Terminated, retrain, summary_line, usage_error_summary
 
-__all__ = ["add_parser", "config_from_args", "run", "main", "add_report_parser", "run_report"]
+__all__ = ["add_parser", "run", "main", "add_report_parser", "run_report"]
 
 log = logging.getLogger("mimizuku.retrain")
 
@@ -32,106 +32,20 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description=job.__doc__.split("\n\n")[0].split("\n", 1)[0] + " See docs/nightly.md.",
         epilog="Exit codes: 0 ok, 1 internal error, 2 usage, 3 no alerts, 4 model error, 5 not enough "
                "data, 6 locked (another run), 7 validation refused, 143 SIGTERM.")
-    g = p.add_argument_group("where")
-    g.add_argument("--wazuh-home", default="/var/ossec", help="Wazuh installation (default /var/ossec)")
-    g.add_argument("--model-dir", help="model root with versions/ and current (default <wazuh-home>/mimizuku/models)")
-    g.add_argument("--input", "-i", help="alert source instead of <wazuh-home>'s logs/alerts archive")
-    g.add_argument("--days", type=int, default=14, help="archived days to learn from, plus today (default 14)")
-    g.add_argument("--day", help="day to analyse and validate on, YYYY-MM-DD (default yesterday)")
-    g.add_argument("--keep", type=int, default=5, help="model versions to keep (default 5)")
-    g = p.add_argument_group("model (default: the current model's settings)")
-    g.add_argument("--contamination", type=float, help="share of training alerts flagged (default 0.001)")
-    g.add_argument("--n-neighbors", type=int, help="LOF neighbours (default 5)")
-    g.add_argument("--detectors", help="comma list of files, commands, context")
-    g.add_argument("--eps", type=float, help="DBSCAN eps of the context detector (default 0.5)")
-    g.add_argument("--min-samples", type=int, help="DBSCAN min_samples (default 5)")
-    g.add_argument("--learn-flagged", action="store_true",
-                   help="also learn from alerts the current model flags (disables the anomaly filter)")
-    g = p.add_argument_group("Dask (optional: pip install mimizuku[cluster])")
-    g.add_argument("--dask", metavar="SCHEDULER_ADDRESS",
-                   help="read and count the archive's days on this Dask cluster (e.g. tcp://scheduler:8786); "
-                        "every worker must see the archive at the same path. Default: $MIMIZUKU_DASK_SCHEDULER "
-                        "when set (a setting for the wodle's environment or the service), else locally; "
-                        "--dask local forces a local run")
-    g.add_argument("--dask-timeout", type=float, default=30.0, metavar="SECONDS",
-                   help="time to reach the scheduler and find a worker (default 30)")
-    g = p.add_argument_group("cluster of managers (docs/cluster.md)")
-    g.add_argument("--publish-to", metavar="DIR",
-                   help="after installing a new model, publish it here for `mimizuku sync` on the other nodes")
-    g.add_argument("--cluster-key", metavar="FILE",
-                   help="key that signs the publication (default <wazuh-home>/etc/mimizuku/cluster.key)")
-    g.add_argument("--activation-delay", type=float, default=60.0, metavar="SECONDS",
-                   help="nodes switch this long after publishing (default 60)")
-    g = p.add_argument_group("validation")
-    g.add_argument("--min-alerts", action="append", metavar="[DET=]N",
-                   help="minimum training alerts per detector (default files=20, commands=20, context=200)")
-    g.add_argument("--max-rate-ratio", type=float, default=3.0,
-                   help="the day's anomaly count may be at most this times the current model's (default 3)")
-    g.add_argument("--rate-floor", type=float, default=0.005,
-                   help="... or this share of the day's alerts, whichever is more (default 0.005)")
-    g.add_argument("--max-day-rate", type=float, default=0.05,
-                   help="anomaly share of the day allowed for a first model (default 0.05)")
-    g = p.add_argument_group("outputs")
-    g.add_argument("--summary-json", action="store_true",
-                   help="print only the one-line JSON summary on stdout (the wodle's mode, the README's Wazuh section)")
-    g.add_argument("--no-batch", action="store_true", help="retrain only: no analysis of the day, no outputs")
-    g.add_argument("--db", help="SQLAlchemy URL (default sqlite:///<model-dir>/mimizuku.db; "
-                                "MySQL/MariaDB: mysql://user:pw@host/db)")
-    g.add_argument("--db-url-file", help="read the database URL from this file (keeps the password out of ps)")
-    g.add_argument("--no-sql", action="store_true", help="do not write to SQL")
-    g.add_argument("--retention-days", type=float, default=90.0, help="delete SQL rows older than this (default 90; 0 keeps none)")
-    g.add_argument("--no-retention", action="store_true", help="never delete SQL rows")
-    g.add_argument("--syslog-file", help="syslog file (default <wazuh-home>/logs/mimizuku/anomaly.syslog)")
-    g.add_argument("--syslog-remote", help="also send to udp://host:514 or tcp://host:601")
-    g.add_argument("--syslog-select", choices=("anomalies", "outliers", "all"), default="anomalies",
-                   help="records sent to syslog (default anomalies; outliers adds DBSCAN noise)")
-    g.add_argument("--no-syslog", action="store_true", help="do not write syslog")
-    g.add_argument("--resend-syslog", action="store_true", help="send the day to syslog again even if already sent")
-    g.add_argument("--report-dir", help="HTML reports (default <wazuh-home>/logs/mimizuku/reports)")
-    g.add_argument("--no-report", action="store_true", help="no HTML report")
-    g.add_argument("--keep-reports", type=int, default=30, help="reports to keep (default 30)")
-    g.add_argument("--spool-dir", help="undelivered SQL/syslog output (default <wazuh-home>/mimizuku/spool)")
-    g.add_argument("--log-file", help="log file (default <wazuh-home>/logs/mimizuku/retrain.log when writable)")
-    g.add_argument("--verbose", "-v", action="store_true", dest="retrain_verbose", help="log more")
+    RetrainConfig.add_arguments(p)
     p.set_defaults(func=run)
     return p
 
 
-def config_from_args(a: argparse.Namespace) -> RetrainConfig:
-    params: Dict[str, Any] = {"contamination": a.contamination, "n_neighbors": a.n_neighbors,
-                              "eps": a.eps, "min_samples": a.min_samples}
-    if a.detectors:
-        params["detectors"] = tuple(x.strip() for x in a.detectors.split(",") if x.strip())
-    db = a.db
-    if a.db_url_file:
-        with open(a.db_url_file, "r", encoding="utf-8") as f:
-            db = f.read().strip()
-    day = None
-    if a.day:
-        try:
-            day = date.fromisoformat(a.day)
-        except ValueError:
-            raise ValueError(f"--day {a.day!r} is not a date (YYYY-MM-DD)") from None
-    return RetrainConfig(
-        wazuh_home=Path(a.wazuh_home), model_dir=Path(a.model_dir) if a.model_dir else None, source=a.input,
-        days=a.days, day=day, keep=a.keep, params=params, min_alerts=min_alerts_from(a.min_alerts),
-        max_rate_ratio=a.max_rate_ratio, rate_floor=a.rate_floor, max_day_rate=a.max_day_rate,
-        anomaly_filter=not a.learn_flagged, batch=not a.no_batch, db_url=db, sql=not a.no_sql,
-        retention_days=None if a.no_retention else a.retention_days, syslog=not a.no_syslog,
-        syslog_file=Path(a.syslog_file) if a.syslog_file else None, syslog_remote=a.syslog_remote,
-        syslog_select=a.syslog_select, resend_syslog=a.resend_syslog, report=not a.no_report,
-        report_dir=Path(a.report_dir) if a.report_dir else None, keep_reports=a.keep_reports,
-        spool_dir=Path(a.spool_dir) if a.spool_dir else None,
-        dask=dask_setting(getattr(a, "dask", None)), dask_timeout=getattr(a, "dask_timeout", 30.0),
-        publish_to=Path(a.publish_to) if getattr(a, "publish_to", None) else None,
-        cluster_key=Path(a.cluster_key) if getattr(a, "cluster_key", None) else None,
-        activation_delay=getattr(a, "activation_delay", 60.0))
+def _wazuh_home(a: argparse.Namespace) -> Path:
+    """--wazuh-home as given, else its default (options not given are None: the table's default)."""
+    return Path(a.wazuh_home or RetrainConfig.setting("wazuh_home").default)
 
 
 def _log_path(a: argparse.Namespace) -> Optional[Path]:
     if a.log_file:
         return Path(a.log_file)
-    logs = Path(a.wazuh_home) / "logs"
+    logs = _wazuh_home(a) / "logs"
     return logs / "mimizuku" / "retrain.log" if logs.is_dir() else None
 
 
@@ -266,10 +180,10 @@ def run(args: argparse.Namespace) -> int:
     with _stdio(args.summary_json, log_path) as (out_fd, stderr_ok), \
             _logging(log_path, stderr_ok, verbose), _sigterm():
         try:
-            cfg = config_from_args(args)
+            cfg = RetrainConfig.from_args(args)
             cfg.progress = stderr_ok and os.isatty(2)
         except (ValueError, OSError) as e:
-            summary = usage_error_summary(Path(args.wazuh_home), args.model_dir, str(e))
+            summary = usage_error_summary(_wazuh_home(args), args.model_dir, str(e))
         else:
             summary = retrain(cfg)
         code = int(summary["mimizuku"]["exit_code"])
