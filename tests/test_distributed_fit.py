@@ -297,15 +297,15 @@ def test_partial_fits_merge_like_one_stream():
     one = Mimizuku(detectors=("files", "commands")).fit(stream)
     halves = [stream[: len(stream) // 3], stream[len(stream) // 3:]]
     m = Mimizuku(detectors=("files", "commands"))
-    parts = [m._partial_fit(h) for h in halves]
+    parts = [m.count_partition(h) for h in halves]
     assert sum(p.n for p in parts) == len(stream)
-    merged = m._fit_from_partials(parts, ReadStats())
+    merged = m.fit_partitions(parts, ReadStats())
     for name in one.detectors_:
         assert _fitted(one.detectors_[name]) == _fitted(merged.detectors_[name])
     assert merged.training_window_ == one.training_window_
     # and merging out of order is not the same stream: situations are first seen elsewhere
-    swapped = Mimizuku(detectors=("files", "commands"))._fit_from_partials(
-        [Mimizuku(detectors=("files", "commands"))._partial_fit(h) for h in reversed(halves)], ReadStats())
+    swapped = Mimizuku(detectors=("files", "commands")).fit_partitions(
+        [Mimizuku(detectors=("files", "commands")).count_partition(h) for h in reversed(halves)], ReadStats())
     assert any(list(one.detectors_[n].ref_keys_) != list(swapped.detectors_[n].ref_keys_)
                for n in one.detectors_)
     assert np.isclose(sum(d.n_alerts_ for d in swapped.detectors_.values()),

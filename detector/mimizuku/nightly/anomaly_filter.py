@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional
 
 from mimizuku.core import fields
 
@@ -12,10 +12,11 @@ __all__ = ["AnomalyFilter"]
 class AnomalyFilter:
     """Streams training alerts, dropping those ``model`` flags as anomalies.
 
-    The flag is the one ``Mimizuku.score_records`` gives (a detector's calibrated score at or
-    above its threshold and not ignored, or an abuse file), computed per batch without building
-    records; a burst's repeats (``repeat_of``, ``mimizuku.engine.repeats``) are flagged here too: they
-    are as far from normal as the anomaly they repeat, only not raised again. Also counts the
+    The flag is the flag rule's (``mimizuku.engine.flag_rule``, ``Verdict.flagged``), the one
+    ``Mimizuku.score_records`` gives, judged per batch without building records
+    (``Mimizuku.judge_batch``); a burst's repeats (``repeat_of``, ``mimizuku.engine.repeats``) are
+    flagged here too: they are as far from normal as the anomaly they repeat, only not raised
+    again. Also counts the
     alerts per day and the current model's anomalies per day, for the validation of the next
     model. ``model=None`` lets everything through (and still counts);
     ``exclude=False`` scores and counts but lets the flagged alerts through too.
@@ -27,9 +28,11 @@ class AnomalyFilter:
 
     ``share_keys(new_model)``: the current detectors have just computed each alert's key (the
     costly part: fields, tokens, rate windows); a new detector of the same class and parameters
-    would compute the very same key from the very same stream, so it is handed over instead of
-    computed twice. Rates in the keys are then counted over the whole stream, flagged alerts
-    included — as the scorer counts them.
+    would compute the very same key from the very same stream (``Mimizuku.same_keys_as``), so
+    the filter, called with ``with_keys=True``, yields the ``ScoredAlert`` that carries them and
+    ``Mimizuku.count_partition(..., shared_keys=...)`` counts them instead of computing them
+    twice. Rates in the keys are then counted over the whole stream, flagged alerts included —
+    as the scorer counts them.
     """
 
     def __init__(self, model: Any = None, exclude: bool = True, batch_size: int = 2048, on_batch=None,
@@ -49,22 +52,21 @@ class AnomalyFilter:
         self.per_day: Counter = Counter()
         self.flagged_per_day: Counter = Counter()
         self.excluded_by_detector: Counter = Counter()
-        self._memo: Dict[Tuple[str, int], Any] = {}
-        self._shared: List[Any] = []
         self.shared_detectors: List[str] = []
 
-    def __call__(self, alerts: Iterable[Dict[str, Any]]) -> Iterator[Dict[str, Any]]:
-        dets = list(self.model.detectors_.values()) if self.model is not None else []
-        for d in dets:
-            d.start_stream()
+    def __call__(self, alerts: Iterable[Dict[str, Any]], *, with_keys: bool = False) -> Iterator[Any]:
+        """The alerts that pass, in order. ``with_keys``: for those the model judged, the
+        ``ScoredAlert`` (the alert with its keys) instead of the alert."""
+        if self.model is not None:
+            self.model.start_stream()
         batch: List[Dict[str, Any]] = []
         for a in alerts:
             batch.append(a)
             if len(batch) >= self.batch_size:
-                yield from self._pass(batch, dets)
+                yield from self._pass(batch, with_keys)
                 batch = []
         if batch:
-            yield from self._pass(batch, dets)
+            yield from self._pass(batch, with_keys)
 
     #: the counters a partition's filter hands back (``partial_state``) and a total adds up
     _COUNTERS = ("judged_per_day", "per_day", "flagged_per_day", "excluded_by_detector")
@@ -91,87 +93,32 @@ class AnomalyFilter:
                 self.shared_detectors.append(name)
 
     def share_keys(self, new: Any) -> List[str]:
-        """Let ``new``'s detectors reuse the keys computed here (see the class docstring)."""
+        """The detectors of ``new`` that may count the keys computed here (see the class docstring)."""
         if self.model is None:
             return []
-        try:
-            dets = new._new_detectors()
-        except Exception:  # pragma: no cover - an estimator without that hook: no sharing
-            return []
-        memo = self._memo
-        for d in dets:
-            old = self.model.detectors_.get(d.name)
-            if old is not None and type(old) is type(d) and old.get_params() == d.get_params():
-                def key(alert: Dict[str, Any], _orig=d.key, _name=d.name) -> Any:
-                    k = memo.get((_name, id(alert)))
-                    return _orig(alert) if k is None else k
+        names = new.same_keys_as(self.model)
+        self.shared_detectors.extend(n for n in names if n not in self.shared_detectors)
+        return names
 
-                d.key = key  # shadows the method on this instance, removed by unshare()
-                self.shared_detectors.append(d.name)
-            new.add_rule(d)
-        self._shared = dets
-        self._new = new
-        return list(self.shared_detectors)
-
-    def unshare(self) -> None:
-        """Undo ``share_keys`` (before the new model is saved: nothing of this may be pickled)."""
-        for d in self._shared:
-            d.__dict__.pop("key", None)
-        if self._shared:
-            self._new.rules = []
-        self._shared = []
-        self._memo.clear()
-
-    def flags(self, batch: Sequence[Dict[str, Any]], dets: Sequence[Any]) -> List[bool]:
-        hit = [False] * len(batch)
-        by: List[Optional[str]] = [None] * len(batch)
-        memo = self._memo
-        memo.clear()  # the previous batch has been consumed
-        share = bool(self._shared)
-        for d in dets:
-            idx = [i for i, a in enumerate(batch) if d.applies(a)]
-            if not idx:
-                continue
-            keys = [d.key(batch[i]) for i in idx]
-            if share:
-                name = d.name
-                for i, k in zip(idx, keys):
-                    memo[(name, id(batch[i]))] = k
-            scores = d.calibrate(d.raw_scores(keys))
-            thr = d.threshold_
-            for i, s in zip(idx, scores):
-                if s >= thr and not hit[i] and d.ignored(batch[i]) is None:
-                    hit[i] = True
-                    by[i] = d.name
-        m = self.model
-        for i, a in enumerate(batch):
-            if hit[i]:
-                if m._ignored(a) is not None:
-                    hit[i] = False
-            elif m._abuse(a) is not None:
-                hit[i] = True
-                by[i] = "abuse"
-        for i, h in enumerate(hit):
-            if h:
-                self.excluded_by_detector[by[i] or "?"] += 1
-        return hit
-
-    def _pass(self, batch: List[Dict[str, Any]], dets: Sequence[Any]) -> Iterator[Dict[str, Any]]:
+    def _pass(self, batch: List[Dict[str, Any]], with_keys: bool) -> Iterator[Any]:
         days = []
         for a in batch:
             ts = fields.timestamp(a)
             days.append(ts[:10] if ts and len(ts) >= 10 else "-")
         hit = [False] * len(batch)
+        judged: List[Any] = list(batch) if with_keys else []
         verdicts = self.verdicts
-        if dets:
+        if self.model is not None:
             need = [i for i, d in enumerate(days) if d not in verdicts]
             if need:
-                sub = self.flags([batch[i] for i in need], dets)
-                for i, h in zip(need, sub):
-                    hit[i] = h
+                for i, s in zip(need, self.model.judge_batch([batch[i] for i in need])):
                     d = days[i]
                     self.judged_per_day[d] += 1
-                    if h:
+                    if with_keys:
+                        judged[i] = s
+                    if s.flagged:
+                        hit[i] = True
+                        self.excluded_by_detector[s.verdict.flagged_by or "?"] += 1
                         aid = fields.alert_id(batch[i])
                         if aid is not None:
                             self.judged_flagged.setdefault(d, []).append(aid)
@@ -180,7 +127,7 @@ class AnomalyFilter:
                 aid = fields.alert_id(batch[i])
                 hit[i] = aid is not None and aid in verdicts[d]
                 self.from_verdicts += 1
-        for a, h, day in zip(batch, hit, days):
+        for i, (h, day) in enumerate(zip(hit, days)):
             self.per_day[day] += 1
             self.seen += 1
             if h:
@@ -189,7 +136,6 @@ class AnomalyFilter:
                 if self.exclude:
                     self.excluded += 1
                     continue
-            yield a
+            yield judged[i] if with_keys else batch[i]
         if self.on_batch is not None:
             self.on_batch(self)
-

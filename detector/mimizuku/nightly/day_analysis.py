@@ -9,13 +9,12 @@ import hashlib
 import logging
 import os
 import time
-from collections import Counter, deque
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from mimizuku.core import fields
 from mimizuku.nightly.clustering import ContextClusterer, Situation
 
 # numpy / scikit-learn are imported where they are used (clustering): the CLI builds its parser
@@ -89,61 +88,29 @@ def score_day(model: Any, source: Any, day: date, *, clusterer: Optional[Context
     situation for clustering — one read, streaming (records are kept, alerts are not).
 
     When the model's context detector has the clusterer's feature space (same class and rate
-    window), the point it computes to score an alert is the point clustered: taken as it passes
-    (not computed twice), so clusters and context scores describe exactly the same thing.
+    window), the point it computed to score an alert (``ScoredAlert.key``) is the point
+    clustered: not computed twice, so clusters and context scores describe exactly the same
+    thing. Otherwise the clusterer's own feature detector follows the day's stream.
     """
-    from mimizuku.sources.reader import ReadStats, iter_alerts
+    from mimizuku.sources.reader import ReadStats
 
     clusterer = clusterer or ContextClusterer.from_model(model)
     fd = clusterer.feature_detector()
     stats = ReadStats()
-    pending: deque = deque()
     t0 = time.monotonic()
     ctx = getattr(model, "detectors_", {}).get("context")
-    seen: Dict[int, Any] = {}
     share = ctx is not None and type(ctx) is type(fd) and getattr(ctx, "rate_window", None) == fd.rate_window
-
-    def situation(a: Dict[str, Any]) -> Optional[Situation]:
-        k = seen.pop(id(a), None) if share else None
-        if k is None:
-            return fd._situation(fd.key(a)) if fd.applies(a) else None
-        return fd._situation(k)
-
-    def alerts() -> Iterator[Dict[str, Any]]:
-        for a in iter_alerts(source, since=day, until=day, stats=stats, progress=progress):
-            if share:
-                pending.append((fields.alert_id(a), fields.rule_id(a), a))
-            else:
-                pending.append((fields.alert_id(a), fields.rule_id(a), situation(a)))
-            yield a
-
     out = DayAnalysis(day=day.isoformat(), model_version=str(getattr(model, "model_version_", "unversioned")))
-    if share:
-        def key(alert: Dict[str, Any], _orig=ctx.key) -> Any:
-            k = _orig(alert)
-            seen[id(alert)] = k
-            return k
-
-        ctx.key = key  # on this instance, for this read only (removed below, never pickled)
-    try:
-        for rec in model.iter_records(alerts()):
-            sit = None
-            rid = (rec.get("rule") or {}).get("id")
-            while pending:  # records come in alert order; alerts no detector scored have none
-                aid, arid, x = pending.popleft()
-                match = (aid is not None and aid == rec.get("id")) or \
-                    (aid is None and str(rec.get("id", "")).startswith("sha1:") and arid == rid)
-                if share:
-                    x = situation(x) if match else seen.pop(id(x), None)
-                if match:
-                    sit = x
-                    break
-            out.records.append(rec)
-            out.situations.append(sit)
-    finally:
+    for scored in model.iter_scored(source, since=day, until=day, stats=stats, progress=progress):
+        a = scored.alert
         if share:
-            ctx.__dict__.pop("key", None)
-        seen.clear()
+            k = scored.key(ctx.name)
+            sit = fd._situation(k) if k is not None else None
+        else:  # every alert, in order: the feature detector keeps its own rate windows
+            sit = fd._situation(fd.key(a)) if fd.applies(a) else None
+        if scored.record is not None:
+            out.records.append(scored.record)
+            out.situations.append(sit)
     out.read = stats.as_dict()
     out.durations_ms["score"] = _ms(t0)
     return out

@@ -6,10 +6,10 @@
 of its time field (``IndexerSource.day_slices``: half-open ``[midnight, next midnight)`` cut to the
 window; together exactly the hits of one read). Each partition is read, passed through the
 anomaly filter (the model in use; river's ``AnomalyFilter``) and counted by fresh detectors
-(``Mimizuku._partial_fit``), which gives a small picklable ``PartitionResult``: per-detector
+(``Mimizuku.count_partition``), which gives a small picklable ``PartitionResult``: per-detector
 situation counts, the context detector's maximum rates, first and last timestamps, the
 reader's ``ReadStats`` and the filter's per-day counts and flagged ids. The driver merges them in
-partition order and fits the detectors once on the merged counts (``Mimizuku._fit_from_partials``).
+partition order and fits the detectors once on the merged counts (``Mimizuku.fit_partitions``).
 
 Locally the partitions run sequentially in this process; with ``dask=ADDRESS`` they run as
 tasks on a Dask cluster (``distributed``, imported only then). The same function does the work
@@ -20,8 +20,8 @@ in both cases, so the two models are equal. Semantics worth knowing:
 * The model in use goes to the workers once, with ``Client.scatter(..., broadcast=True)``: the
   object the driver loaded from the verified model store (checksums, owners) is sent, so no
   worker ever unpickles a model file from disk, and workers need neither the model store nor
-  root. Each worker thread works on its own shallow copy (rate windows and caches are per
-  stream); the fitted arrays are shared read-only.
+  root. Each worker thread works on its own copy (``Mimizuku.stream_copy``: rate windows, caches
+  and the lineage's processes are per stream); the fitted arrays are shared read-only.
 * Workers read the archive by path: every worker must see the archive at the same path
   (shared storage). A worker that cannot see the archive directory, or runs another Mimizuku
   version, fails the run (``DaskUnavailable``) rather than training on less.
@@ -39,7 +39,6 @@ in both cases, so the two models are equal. Semantics worth knowing:
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
 import os
@@ -196,8 +195,7 @@ def _thread_copy(model: Any) -> Any:
     held = getattr(_THREAD, "held", None)
     if held is not None and held[0] is model:
         return held[1]
-    mine = copy.copy(model)
-    mine.detectors_ = {n: copy.copy(d) for n, d in model.detectors_.items()}  # __getstate__ drops caches
+    mine = model.stream_copy()
     _THREAD.held = (model, mine)
     return mine
 
@@ -228,9 +226,9 @@ def observe_partition(part: Partition, shared: SharedInputs, job: TrainingJob) -
     stats = ReadStats()
     filt = AnomalyFilter(current, exclude=job.exclude, verdicts=shared.verdicts)
     new = Mimizuku(**job.params)
-    filt.share_keys(new)
+    reused = filt.share_keys(new)
     try:
-        partial = new._partial_fit(filt(part.alerts(stats)))
+        partial = new.count_partition(filt(part.alerts(stats), with_keys=bool(reused)), shared_keys=reused)
     except Exception as e:
         if opened:
             from mimizuku.sources.indexer import IndexerAuthError
@@ -239,7 +237,6 @@ def observe_partition(part: Partition, shared: SharedInputs, job: TrainingJob) -
                 raise WorkerUnfit(f"worker {worker} cannot read the indexer slice {part.label}: {e}") from None
         raise
     finally:
-        filt.unshare()
         for src in opened:
             src.close()
     return PartitionResult(part.label, partial, filt.partial_state(), stats, worker)
@@ -319,7 +316,7 @@ class PartitionedFit:
         ``ValueError`` (parameters) and, with ``dask``, ``DaskUnavailable``."""
         from mimizuku.engine.estimator import Mimizuku
 
-        Mimizuku(**self.params)._new_detectors()  # bad parameters fail before any reading
+        Mimizuku(**self.params).validate_params()  # bad parameters fail before any reading
         parts = partitions_of(source, days=days, since=since, until=until, stats=self.stats)
         shared = SharedInputs(self.current, self.verdicts)
         if dask:
@@ -333,8 +330,8 @@ class PartitionedFit:
             bar = tqdm(total=len(parts), desc="reading and counting" + (" on Dask" if dask else ""),
                        unit="day", leave=False)
         try:
-            model = Mimizuku(**self.params)._fit_from_partials(self._merged(results, bar), self.stats,
-                                                               progress=self.progress)
+            model = Mimizuku(**self.params).fit_partitions(self._merged(results, bar), self.stats,
+                                                           progress=self.progress)
         finally:
             if bar is not None:
                 bar.close()

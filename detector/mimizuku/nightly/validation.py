@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from mimizuku.engine.flag_rule import count_flagged
 from mimizuku.nightly.config import RetrainConfig
 
 __all__ = ["Validation", "validate", "choose_validation_day"]
@@ -96,8 +97,9 @@ def validate(new: Any, current: Any, cfg: RetrainConfig, *, day_records: Optiona
                                               and 0.0 <= float(r["score"]) <= 1.0)]
         if bad:
             v.refuse(f"{len(bad)} score(s) of {day} outside [0, 1]")
-        # counted as the anomaly filter counts the current model's: a burst's repeats included
-        k = sum(1 for r in day_records if r.get("anomaly") or r.get("repeat_of"))
+        # flagged as the flag rule has it, as the anomaly filter counts the current model's: a
+        # burst's repeats included
+        k = count_flagged(day_records)
         prev_n, prev_k = prev_day
         v.day = {"date": day, "alerts": n, "anomalies": k, "rate": round(k / n, 6) if n else None}
         if n == 0:

@@ -60,7 +60,8 @@ from mimizuku._version import __version__
 from mimizuku.core.fields import is_alert, is_own_event
 from mimizuku.delivery.flood import DEFAULT_WINDOW, FloodControl
 from mimizuku.sources.follow import AlertFollower, FollowError
-from mimizuku.integratord.call import Options, OptionsError, apply_policy, load_options
+from mimizuku.engine.policy import apply_policy
+from mimizuku.integratord.call import Options, OptionsError, load_options
 from mimizuku.delivery.queue_socket import FailureNotice, QueueSink
 from mimizuku.core.spool import MISSING as SPOOL_MISSING, Spool, SpoolError
 

@@ -113,8 +113,8 @@ class CommandDetector(WaveJudged, ChannelJudged, LOFDetector):
         # a refit starts clean: keys are counted unfolded, the slots are learnt in end_fit
         self.__dict__.pop("volatile_slots_", None)
 
-    def observe(self, alert: Dict[str, Any]) -> None:
-        k = self.key(alert)
+    def observe(self, alert: Dict[str, Any], key: Optional[Key] = None) -> None:
+        k = self.key(alert) if key is None else key
         if _has_folded(k[1]):
             # a key folded by the model in use (the nightly job shares the keys its anomaly
             # filter computed): training counts names as they are, and learns the slots anew

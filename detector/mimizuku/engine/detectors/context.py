@@ -186,8 +186,8 @@ class ContextDetector(Detector):
     def _situation(key: Key) -> Key:
         return key[:4]
 
-    def observe(self, alert: Dict[str, Any]) -> None:
-        k = self.key(alert)
+    def observe(self, alert: Dict[str, Any], key: Optional[Key] = None) -> None:
+        k = self.key(alert) if key is None else key
         s = self._situation(k)
         self._counts[s] += 1
         t = fields.alert_seconds(alert)
