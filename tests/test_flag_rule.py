@@ -86,6 +86,29 @@ def test_iter_scored_yields_every_alert_with_its_record_verdict_and_keys(listed)
     assert [j.flagged for j in judged] == [s.flagged for s in got]
 
 
+def test_keys_shared_by_the_filter_train_as_the_new_detectors_own(fleet):
+    """The anomaly filter's keys, counted by the new model (same_keys_as, count_partition), give
+    the LOF detectors the model they would learn computing the keys themselves."""
+    import numpy as np
+
+    current = Mimizuku().fit(fleet)
+    stream = F.normal_fleet(days=2, seed=3) + [a for kind in F.attacks().values() for a in kind]
+
+    def train(share):
+        filt = AnomalyFilter(current)
+        new = Mimizuku()
+        names = filt.share_keys(new) if share else []
+        part = new.count_partition(filt(stream, with_keys=bool(names)), shared_keys=names)
+        return names, filt, new.fit_partitions([part])
+
+    names, filt, shared = train(True)
+    assert names == ["files", "commands", "context"] and filt.shared_detectors == names and filt.excluded
+    _, _, own = train(False)
+    for n in ("files", "commands"):
+        a, b = shared.detectors_[n], own.detectors_[n]
+        assert list(a.ref_keys_) == list(b.ref_keys_) and np.array_equal(a.decision_scores_, b.decision_scores_)
+
+
 def test_the_policy_and_the_records_use_the_same_rule(listed):
     o = it.Options.defaults(Path("/nonexistent"))
     o.send = "all"

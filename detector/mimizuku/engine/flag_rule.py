@@ -151,8 +151,9 @@ class FlagRule:
         best margin go to the first)."""
         flagged = []
         best, best_margin = None, None
+        overrides = self.thresholds
         for name, (s, _k, d) in scored.items():
-            margin = s - self.threshold(name, d.threshold_)
+            margin = s - (self.threshold(name, d.threshold_) if overrides else d.threshold_)
             if margin >= 0 and d.ignored(alert) is None:
                 flagged.append(name)
             if best_margin is None or margin > best_margin:
