@@ -29,6 +29,7 @@ Standard library only (the integration's in-process path imports the policy).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
 from mimizuku.core import fields
@@ -41,6 +42,7 @@ IGNORED = "ignored: "
 ABUSE = "abuse file: "
 
 
+@dataclass
 class Verdict:
     """The rule's judgement of one alert (or one record).
 
@@ -49,15 +51,11 @@ class Verdict:
     file it scored); ``ignored`` / ``abuse``: the reason, or None; ``repeat_of``: the anomaly it
     repeats (set by whoever asked the detector's repeat windows, step 4)."""
 
-    __slots__ = ("detectors", "best", "ignored", "abuse", "repeat_of")
-
-    def __init__(self, detectors: Tuple[str, ...], best: Optional[str], ignored: Optional[str] = None,
-                 abuse: Optional[str] = None, repeat_of: Optional[str] = None):
-        self.detectors = detectors
-        self.best = best
-        self.ignored = ignored
-        self.abuse = abuse
-        self.repeat_of = repeat_of
+    detectors: Tuple[str, ...]
+    best: Optional[str]
+    ignored: Optional[str] = None
+    abuse: Optional[str] = None
+    repeat_of: Optional[str] = None
 
     @property
     def flagged(self) -> bool:
@@ -83,10 +81,6 @@ class Verdict:
         if self.detectors and self.ignored is None:
             return self.detectors[0]
         return "abuse" if self.abuse is not None else None
-
-    def __repr__(self) -> str:
-        return (f"Verdict(detectors={self.detectors!r}, best={self.best!r}, ignored={self.ignored!r}, "
-                f"abuse={self.abuse!r}, repeat_of={self.repeat_of!r})")
 
 
 class FlagRule:

@@ -214,7 +214,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return int(a.func(a))
 
 
-
 # --- command line: mimizuku report ------------------------------------------------------------
 
 def add_report_parser(subparsers: Any) -> argparse.ArgumentParser:
