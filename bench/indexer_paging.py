@@ -62,8 +62,8 @@ def _serve(n: int) -> None:
 def _client(url: str, page_size: int) -> None:
     """Child: read everything through ``iter_alerts`` and print the figures."""
     from mimizuku.sources.errors import ReadStats
-    from mimizuku.sources.reader import iter_alerts
     from mimizuku.sources.indexer import IndexerSource
+    from mimizuku.sources.reader import iter_alerts
 
     src = IndexerSource(url + "/wazuh-alerts-4.x-*", username=USER, password=PASSWORD, page_size=page_size)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -39,8 +39,18 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "detector"))
 
-from integration_call import (GNU_TIME, OURS_TRAIN, PEER, PEER_PREDICT, PEER_TRAIN, QueueDrain,  # noqa: E402
-                              ensure_peer_venv, make_tests, make_training, measure)
+from integration_call import (  # noqa: E402
+    GNU_TIME,
+    OURS_TRAIN,
+    PEER,
+    PEER_PREDICT,
+    PEER_TRAIN,
+    QueueDrain,
+    ensure_peer_venv,
+    make_tests,
+    make_training,
+    measure,
+)
 
 
 def wall(argv, env):

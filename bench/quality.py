@@ -41,9 +41,8 @@ from typing import List, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import numpy as np  # noqa: E402
-
 import _common as C  # noqa: E402
+import numpy as np  # noqa: E402
 
 ALL_DATASETS = ("generated", "shaw", "fox")
 

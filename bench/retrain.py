@@ -216,8 +216,8 @@ def main(argv=None) -> int:
 
         # SQL throughput of the batch output
         log("scoring the batch day for the SQL figures (not timed) ...")
-        from mimizuku.nightly import day_analysis as batch
         from mimizuku.engine.estimator import Mimizuku
+        from mimizuku.nightly import day_analysis as batch
         from mimizuku.store.versions import resolve_model_dir
 
         model = Mimizuku.load_model(resolve_model_dir(models))
@@ -228,6 +228,7 @@ def main(argv=None) -> int:
             # as a user's --db mysql://... gets it: the driver the product picks (mysqlclient when
             # installed, else PyMySQL)
             from sqlalchemy.engine import make_url
+
             from mimizuku.outputs.sql import mysql_driver
 
             u = make_url(args.mysql_url)

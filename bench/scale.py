@@ -66,8 +66,8 @@ def _fitted(det) -> dict:
 
 def compare_models(a_dir: Path, b_dir: Path, sample_source: str, day: date, n_sample: int) -> str:
     """'equal' or what differs."""
-    from mimizuku.sources.reader import iter_alerts
     from mimizuku.engine.estimator import Mimizuku
+    from mimizuku.sources.reader import iter_alerts
 
     def manifest(d: Path) -> dict:
         m = json.loads((d / "current" / "manifest.json").read_text())
@@ -175,6 +175,7 @@ def main(argv=None) -> int:
             # before the cluster spawns them), never through the task graph
             sys.path.insert(0, str(ROOT / "tests"))
             from fake_indexer import FakeIndexer
+
             from mimizuku.sources.reader import iter_alerts
 
             log(f"loading up to {args.indexer_alerts:,} alerts into the fake indexer (not timed) ...")

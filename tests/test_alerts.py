@@ -584,7 +584,8 @@ def test_parse_timestamp_forms(impl):
 
 def test_parse_timestamp_many_random_values_agree_with_datetime():
     pytest.importorskip("hypothesis")
-    from hypothesis import given, settings, strategies as stx
+    from hypothesis import given, settings
+    from hypothesis import strategies as stx
 
     @settings(max_examples=300, deadline=None)
     @given(stx.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2100, 1, 1)),

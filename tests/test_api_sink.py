@@ -5,10 +5,10 @@ import json
 import os
 
 import pytest
-
 from fake_wazuh_api import FakeState, FakeWazuhAPI
+
 from mimizuku.delivery import events
-from mimizuku.delivery.api_sink import (ApiEventSink, MessageError, RequestPacer, api_event, split_message)
+from mimizuku.delivery.api_sink import ApiEventSink, MessageError, RequestPacer, api_event, split_message
 from mimizuku.delivery.queue_socket import QueueSink
 from mimizuku.delivery.wazuh_api import WazuhAPI
 

@@ -7,13 +7,14 @@ from datetime import date
 
 import numpy as np
 import pytest
+import retrain_trees as T
 from sklearn.cluster import DBSCAN
 from sklearn.feature_extraction import DictVectorizer
 
-import retrain_trees as T
-from mimizuku.nightly import day_analysis as batch
 from mimizuku.engine.estimator import Mimizuku
-from mimizuku.nightly.job import main
+from mimizuku.nightly import day_analysis as batch
+from mimizuku.nightly.cli import main
+from mimizuku.nightly.clustering import ContextClusterer
 
 ALERTS = [{k: v for k, v in a.items() if k != "_label"} for a in T.fleet(days=8, scale=0.02)]
 DAYS = T.days_of(ALERTS)
@@ -43,7 +44,7 @@ def test_score_day_keeps_records_aligned_with_situations(day):
     assert [r["id"] for r in day.records] == [a["id"] for a in last]
     assert all(s is not None for s in day.situations)
     # the situation is the context detector's own point for that alert
-    clusterer = batch.ContextClusterer()
+    clusterer = ContextClusterer()
     assert list(clusterer.situations(last)) == day.situations
     assert day.n_anomalies > 0  # out of sample: the attack day has anomalies
     assert all(r["cluster"] is not None and r["cluster"] >= -1 for r in day.records)
@@ -54,7 +55,7 @@ def test_scoring_a_day_leaves_the_model_as_it_was(day, model):
     import pickle
 
     ctx = model.detectors_["context"]
-    assert "key" not in ctx.__dict__  # the key hand-over is undone after the read
+    assert "key" not in ctx.__dict__  # the keys come through Mimizuku.iter_scored: nothing is shadowed
     assert pickle.loads(pickle.dumps(ctx)).key.__func__ is type(ctx).key
 
 
@@ -64,11 +65,11 @@ def test_alert_without_id_is_matched_to_its_record(tmp_path, model):
     T.write_tree(tmp_path, last, strip_labels=False)
     d = batch.analyse_day(model, str(tmp_path), date.fromisoformat(LAST))
     assert len(d.records) == 50 and d.records[10]["id"].startswith("sha1:")
-    assert d.situations == list(batch.ContextClusterer().situations(last))
+    assert d.situations == list(ContextClusterer().situations(last))
 
 
 def test_per_block_dbscan_equals_dbscan_on_the_whole_feature_space(day, model):
-    c = batch.ContextClusterer.from_model(model)
+    c = ContextClusterer.from_model(model)
     mine = c.fit_predict_situations(day.situations)
     U, w = c.situations_, c.situation_weights_
     fd = c.feature_detector()
@@ -91,7 +92,7 @@ def _sit(groups, agent="web-01", hour=10, rate=2, rid="5710"):
 
 def test_blocks_closer_than_eps_are_clustered_together():
     """Same rule, agent and user, rule groups differing in one of three: within eps, one cluster."""
-    c = batch.ContextClusterer(eps=0.5, min_samples=5)
+    c = ContextClusterer(eps=0.5, min_samples=5)
     a, b = _sit(("sshd", "authentication_failed", "syslog")), _sit(("sshd", "authentication_failed", "x"))
     far = _sit(("sshd", "authentication_failed", "syslog"), agent="db-01")
     labels = c.fit_predict_situations([a] * 3 + [b] * 3 + [far] * 3)
@@ -108,7 +109,7 @@ def test_names_are_not_ordinal_codes(day):
         block[4] = ("u-" + block[4][::-1]) if block[4] else ""
         return (tuple(block),) + tuple(s[1:])
 
-    c = batch.ContextClusterer()
+    c = ContextClusterer()
     a = c.fit_predict_situations(day.situations)
     b = c.fit_predict_situations([rename(s) for s in day.situations])
     assert a.tolist() == b.tolist()

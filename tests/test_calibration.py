@@ -1,8 +1,8 @@
 """Calibrated scores: in [0, 1], monotone, one threshold meaning the same rarity everywhere."""
+import alert_factory as F
 import numpy as np
 import pytest
 
-import alert_factory as F
 from mimizuku.engine.calibration import TailCalibrator, severity
 from mimizuku.engine.estimator import Mimizuku
 

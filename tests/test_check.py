@@ -8,11 +8,11 @@ import socket
 from pathlib import Path
 
 import pytest
-
 from fake_wazuh_api import RULES, FakeState, FakeWazuhAPI, self_signed_cert
-from mimizuku.tools import rules_check as check
+
 from mimizuku.cli import main
 from mimizuku.delivery.wazuh_api import ENV_CA, ENV_PASSWORD, ENV_URL, ENV_USER
+from mimizuku.tools import rules_check as check
 
 USER, PASSWORD = "wazuh-wui", "S3cret.Pass+word"
 

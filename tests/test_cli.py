@@ -6,9 +6,9 @@ import os
 import subprocess
 import sys
 
+import alert_factory as F
 import pytest
 
-import alert_factory as F
 from mimizuku.cli import EXIT_DATA, EXIT_INPUT, EXIT_MODEL, EXIT_OK, EXIT_USAGE, main
 
 ATK = F.attacks()

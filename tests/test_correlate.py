@@ -1,9 +1,10 @@
 """Batch correlation: alerts tied to an anomaly by session, process, login, ssh hop or source."""
 import copy
-import itertools
 import datetime as dt
+import itertools
 
 import alert_factory as F
+
 from mimizuku.core import fields
 from mimizuku.engine.correlate import build_ties, correlate
 from mimizuku.sources.timestamps import parse_timestamp

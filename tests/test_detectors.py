@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import datetime as dt
 
+import alert_factory as F
 import numpy as np
 import pytest
 
-import alert_factory as F
 from mimizuku.engine.detectors.base import NotEnoughData
 from mimizuku.engine.detectors.commands import CommandDetector
 from mimizuku.engine.detectors.context import ContextDetector, RateTracker, rate_bin, seconds_and_hour

@@ -101,10 +101,10 @@ def test_lof_distances_of_sparse_queries_are_the_exact_ones():
     """The sparse product gives float64-exact distances (float32 BLAS was off by up to 8e-4),
     rounded to float32 as LocalOutlierFactor's k-distances are; a reference queried again is at
     distance 0 from itself."""
+    import alert_factory as F
     import numpy as np
     from sklearn.metrics import pairwise_distances
 
-    import alert_factory as F
     from mimizuku.engine.detectors.commands import CommandDetector
 
     det = CommandDetector().fit(F.normal_fleet(days=2, seed=4))
@@ -119,9 +119,9 @@ def test_lof_distances_of_sparse_queries_are_the_exact_ones():
 def test_sparse_neighbour_search_in_bounded_chunks_gives_the_same_answer():
     """A fit scores thousands of situations at once; chunks bounded by the reference entries
     they touch keep its memory flat, and must not change a distance or a neighbour."""
+    import alert_factory as F
     import numpy as np
 
-    import alert_factory as F
     from mimizuku.engine.detectors.commands import CommandDetector
 
     det = CommandDetector().fit(F.normal_fleet(days=2, seed=4))
@@ -141,7 +141,9 @@ def test_a_refit_in_place_answers_as_a_fresh_fit_not_from_the_old_memos():
     import datetime as dt
 
     import alert_factory as F
-    from mimizuku.engine.detectors import CommandDetector, ContextDetector, FileIntegrityDetector as FileDetector
+
+    from mimizuku.engine.detectors import CommandDetector, ContextDetector
+    from mimizuku.engine.detectors import FileIntegrityDetector as FileDetector
 
     a = F.normal_fleet(days=2, seed=1)
     b = F.normal_fleet(days=3, seed=2)

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import datetime as dt
 
+import alert_factory as F
 import numpy as np
 
-import alert_factory as F
 from mimizuku.engine.detectors.context import ContextDetector, is_privilege_change
 
 SESSION = ["pam", "syslog", "authentication_success"]

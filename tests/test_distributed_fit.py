@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 import retrain_trees as T
+
 from mimizuku.engine.estimator import Mimizuku
-from mimizuku.nightly.job import main
+from mimizuku.nightly.cli import main
 from mimizuku.store.versions import current_version
 
 distributed = pytest.importorskip("distributed")
@@ -279,7 +279,7 @@ def test_bad_dask_address_is_a_usage_error(installed, capfd):
 
 
 def test_local_retrain_never_imports_dask(installed):
-    code = ("import sys; from mimizuku.nightly.job import main; "
+    code = ("import sys; from mimizuku.nightly.cli import main; "
             f"rc = main(['retrain', '--wazuh-home', {str(installed)!r}, '--day', {LAST!r}, '--no-batch', "
             "'--summary-json', '--max-rate-ratio', '1000']); "
             "print(rc, sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed')))")
@@ -297,15 +297,15 @@ def test_partial_fits_merge_like_one_stream():
     one = Mimizuku(detectors=("files", "commands")).fit(stream)
     halves = [stream[: len(stream) // 3], stream[len(stream) // 3:]]
     m = Mimizuku(detectors=("files", "commands"))
-    parts = [m._partial_fit(h) for h in halves]
+    parts = [m.count_partition(h) for h in halves]
     assert sum(p.n for p in parts) == len(stream)
-    merged = m._fit_from_partials(parts, ReadStats())
+    merged = m.fit_partitions(parts, ReadStats())
     for name in one.detectors_:
         assert _fitted(one.detectors_[name]) == _fitted(merged.detectors_[name])
     assert merged.training_window_ == one.training_window_
     # and merging out of order is not the same stream: situations are first seen elsewhere
-    swapped = Mimizuku(detectors=("files", "commands"))._fit_from_partials(
-        [Mimizuku(detectors=("files", "commands"))._partial_fit(h) for h in reversed(halves)], ReadStats())
+    swapped = Mimizuku(detectors=("files", "commands")).fit_partitions(
+        [Mimizuku(detectors=("files", "commands")).count_partition(h) for h in reversed(halves)], ReadStats())
     assert any(list(one.detectors_[n].ref_keys_) != list(swapped.detectors_[n].ref_keys_)
                for n in one.detectors_)
     assert np.isclose(sum(d.n_alerts_ for d in swapped.detectors_.values()),
@@ -316,9 +316,9 @@ def test_partitions_are_days_and_read_as_one_stream_reads(tree, tmp_path):
     """One partition per day (parts together, in the reader's order); a file linked twice is
     read once and counted as the one-stream reader counts it; the partitions' alerts are the
     stream's alerts."""
+    from mimizuku.nightly.partitions import add_stats, partitions_of
     from mimizuku.sources.errors import ReadStats
     from mimizuku.sources.reader import iter_alerts
-    from mimizuku.nightly.partitions import add_stats, partitions_of
 
     home = _copy(tree, tmp_path / "home")
     first = next(f for f in T.day_files(home, DAYS[0]) if f.endswith(f"-{DAYS[0][8:]}.json.gz"))
@@ -344,13 +344,13 @@ def test_partitions_are_days_and_read_as_one_stream_reads(tree, tmp_path):
 
 def test_dask_setting_from_the_environment(monkeypatch):
     """--dask wins; else MIMIZUKU_DASK_SCHEDULER; "local" in either place means a local run."""
-    from mimizuku.nightly.job import _dask_setting
+    from mimizuku.nightly.config import dask_setting
 
     monkeypatch.delenv("MIMIZUKU_DASK_SCHEDULER", raising=False)
-    assert _dask_setting(None) is None
+    assert dask_setting(None) is None
     monkeypatch.setenv("MIMIZUKU_DASK_SCHEDULER", "tcp://10.0.0.5:8786")
-    assert _dask_setting(None) == "tcp://10.0.0.5:8786"
-    assert _dask_setting("tcp://other:8786") == "tcp://other:8786"
-    assert _dask_setting("local") is None
+    assert dask_setting(None) == "tcp://10.0.0.5:8786"
+    assert dask_setting("tcp://other:8786") == "tcp://other:8786"
+    assert dask_setting("local") is None
     monkeypatch.setenv("MIMIZUKU_DASK_SCHEDULER", "LOCAL")
-    assert _dask_setting(None) is None
+    assert dask_setting(None) is None

@@ -15,15 +15,15 @@ import pickle
 from pathlib import Path
 
 import pytest
-
 import retrain_trees as T
 from fake_indexer import FakeIndexer
+from test_distributed_fit import ALERTS, DAYS, LAST, SCORING, _fitted, assert_same_training
+
+from mimizuku.engine.estimator import Mimizuku
+from mimizuku.nightly.cli import main
 from mimizuku.sources.errors import ReadStats
 from mimizuku.sources.reader import iter_alerts
-from mimizuku.engine.estimator import Mimizuku
-from mimizuku.nightly.job import main
 from mimizuku.store.versions import current_version
-from test_distributed_fit import ALERTS, DAYS, LAST, SCORING, _fitted, assert_same_training
 
 distributed = pytest.importorskip("distributed")
 

@@ -6,9 +6,9 @@ import json
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from wazuh_emulation import parse_queue_message
 
 from mimizuku.delivery import events
-from wazuh_emulation import parse_queue_message
 
 
 def make_record(**over):

@@ -1,6 +1,6 @@
 """Path and command tokenisation: volatile parts vanish, structure and shell constructs stay."""
-from mimizuku.engine.features import command_tokens, path_shape, path_tokens, strip_volatile
 from mimizuku.core import fields
+from mimizuku.engine.features import command_tokens, path_shape, path_tokens, strip_volatile
 
 
 def test_release_ids_and_pids_do_not_make_paths_unique():

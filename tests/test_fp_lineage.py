@@ -6,10 +6,10 @@ import datetime as dt
 import json
 import os
 
+import alert_factory as F
 import numpy as np
 import pytest
 
-import alert_factory as F
 from mimizuku import Mimizuku
 from mimizuku.engine.detectors.commands import CommandDetector
 from mimizuku.engine.detectors.files import FileIntegrityDetector

@@ -8,14 +8,19 @@ import socket
 from datetime import datetime, timedelta, timezone
 
 import pytest
-
 from fake_indexer import FakeIndexer, load_export
-from mimizuku.tools import synth
+
 from mimizuku.sources.errors import ReadStats
+from mimizuku.sources.indexer import (
+    IndexerAuthError,
+    IndexerConfigError,
+    IndexerError,
+    IndexerSource,
+    IndexerUnavailable,
+)
 from mimizuku.sources.reader import iter_alerts, read_alerts
 from mimizuku.sources.timestamps import parse_timestamp
-from mimizuku.sources.indexer import (IndexerAuthError, IndexerConfigError, IndexerError, IndexerSource,
-                              IndexerUnavailable)
+from mimizuku.tools import synth
 
 EXPORT = "/work/shared/data/opensearch-export/sample-alerts-predict-2024-04-01.json"
 USER, PASSWORD = "mimizuku", "s3cret-Pa55"

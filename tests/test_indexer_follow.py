@@ -5,8 +5,8 @@ import json
 from datetime import datetime, timezone
 
 import pytest
-
 from fake_indexer import FakeIndexer
+
 from mimizuku.sources.follow import FollowError
 from mimizuku.sources.indexer import IndexerSource
 from mimizuku.sources.indexer_follow import IndexerFollower

@@ -18,7 +18,6 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-
 from wazuh_emulation import ensure_wazuh_user, make_scratch_manager
 
 ROOT = Path(__file__).resolve().parent.parent

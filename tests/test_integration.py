@@ -6,12 +6,13 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from integration_fakes import fake_scorer
+from wazuh_emulation import FakeAnalysisd
+
+from mimizuku.core.spool import Spool
+from mimizuku.engine.policy import apply_policy
 from mimizuku.integratord import call as it
 from mimizuku.integratord import options
-from mimizuku.core.spool import Spool
-from wazuh_emulation import FakeAnalysisd
 
 FIM = {
     "timestamp": "2026-11-20T10:15:02.123+0000",
@@ -130,15 +131,15 @@ def test_policy_filters_and_overrides():
     home = Path("/nonexistent")
     o = options.Options.defaults(home)
     recs = [rec(0.5, "none"), rec(0.85, "low"), rec(0.97, "high", "commands")]
-    assert [r["score"] for r in it.apply_policy(recs, o)] == [0.85, 0.97]
+    assert [r["score"] for r in apply_policy(recs, o)] == [0.85, 0.97]
     o.send = "all"
-    assert len(it.apply_policy(recs, o)) == 3
+    assert len(apply_policy(recs, o)) == 3
     o.send, o.min_severity = "anomalies", "medium"
-    assert [r["score"] for r in it.apply_policy(recs, o)] == [0.97]
+    assert [r["score"] for r in apply_policy(recs, o)] == [0.97]
     o.min_severity, o.detectors = "low", frozenset({"commands"})
-    assert [r["detector"] for r in it.apply_policy(recs, o)] == ["commands"]
+    assert [r["detector"] for r in apply_policy(recs, o)] == ["commands"]
     o.detectors, o.thresholds = None, {"files": 0.4, "*": 0.99}
-    out = {r["score"]: r for r in it.apply_policy(recs, o)}
+    out = {r["score"]: r for r in apply_policy(recs, o)}
     assert set(out) == {0.5, 0.85}
     assert out[0.5]["anomaly"] and out[0.5]["severity"] == "low" and "threshold 40%" in out[0.5]["reasons"][-1]
     assert recs[0]["anomaly"] is False  # the input records are not modified

@@ -15,13 +15,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-import pytest
-
 import integration_fakes
-from mimizuku.delivery import events
+import pytest
+from wazuh_emulation import FakeAnalysisd, Integratord, Ruleset, ensure_wazuh_user, make_scratch_manager
+
 from mimizuku.core import fields
 from mimizuku.core.spool import Spool
-from wazuh_emulation import FakeAnalysisd, Integratord, Ruleset, ensure_wazuh_user, make_scratch_manager
+from mimizuku.delivery import events
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"

@@ -16,9 +16,9 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from wazuh_emulation import FakeAnalysisd, Integratord, Ruleset, ensure_wazuh_user, make_scratch_manager
 
 from mimizuku.core import fields
-from wazuh_emulation import FakeAnalysisd, Integratord, Ruleset, ensure_wazuh_user, make_scratch_manager
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import datetime as dt
 
+import alert_factory as F
 import pytest
 
-import alert_factory as F
 from mimizuku.engine.detectors.commands import CommandDetector
 from mimizuku.engine.detectors.files import FileIntegrityDetector
 

@@ -7,10 +7,10 @@ import subprocess
 import sys
 import textwrap
 
+import alert_factory as F
 import pandas as pd
 import pytest
 
-import alert_factory as F
 from mimizuku import Mimizuku
 from mimizuku.store.model_dir import ModelError, ModelIntegrityError, ModelSecurityError, ModelVersionError
 

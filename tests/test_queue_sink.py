@@ -6,9 +6,9 @@ import os
 import socket
 
 import pytest
-
-from mimizuku.delivery.queue_socket import QueueSink, TOO_BIG_SUFFIX
 from wazuh_emulation import FakeAnalysisd
+
+from mimizuku.delivery.queue_socket import TOO_BIG_SUFFIX, QueueSink
 
 
 class Log(list):

@@ -4,15 +4,15 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+import alert_factory as F
 import pytest
 
-import alert_factory as F
 from mimizuku import Mimizuku
 from mimizuku.engine import correlate as corr
+from mimizuku.engine.policy import apply_policy
+from mimizuku.engine.repeats import RepeatWindows
 from mimizuku.integratord import call as it
 from mimizuku.integratord.options import Options
-from mimizuku.engine.repeats import RepeatWindows
-
 
 # --- the windows ------------------------------------------------------------------------------
 
@@ -189,13 +189,13 @@ def test_a_threshold_override_does_not_raise_a_repeat():
     o = Options.defaults(Path("/nonexistent"))
     o.thresholds = {"*": 0.5}
     o.send = "all"
-    out = it.apply_policy([_repeat_rec()], o)
+    out = apply_policy([_repeat_rec()], o)
     assert out[0]["anomaly"] is False
     o.send = "anomalies"
-    assert it.apply_policy([_repeat_rec()], o) == []
+    assert apply_policy([_repeat_rec()], o) == []
     plain = dict(_repeat_rec())
     del plain["repeat_of"]
-    assert it.apply_policy([plain], o)[0]["anomaly"] is True    # the same record without repeat_of is
+    assert apply_policy([plain], o)[0]["anomaly"] is True    # the same record without repeat_of is
 
 
 def test_correlation_does_not_flag_a_repeat():

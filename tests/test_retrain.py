@@ -13,10 +13,13 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-
 import retrain_trees as T
+
 from mimizuku.engine.estimator import Mimizuku
-from mimizuku.nightly.job import AnomalyFilter, RetrainConfig, main, retrain, summary_line
+from mimizuku.nightly.anomaly_filter import AnomalyFilter
+from mimizuku.nightly.cli import main
+from mimizuku.nightly.config import RetrainConfig
+from mimizuku.nightly.job import retrain, summary_line
 from mimizuku.store.versions import ModelStore, current_version
 
 ALERTS14 = T.fleet(days=14, scale=0.03)

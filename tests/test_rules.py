@@ -14,8 +14,9 @@ import pytest
 
 pytest.importorskip("wazuhregex", reason="test dependency wazuhregex (pip install wazuhregex)")
 
+from wazuh_emulation import RulesError, Ruleset, parse_queue_message, regex_match  # noqa: E402
+
 from mimizuku.delivery import events
-from wazuh_emulation import Ruleset, RulesError, parse_queue_message, regex_match  # noqa: E402
 
 RULES = Path(__file__).resolve().parent.parent / "wazuh_rules" / "mimizuku_rules.xml"
 #: Stock rule ids the file must not reuse (a sample spread over the stock ranges).

@@ -12,14 +12,14 @@ import time
 from pathlib import Path
 
 import pytest
+from test_serve_support import Daemon, Scratch, traffic, wait_until
 
-from mimizuku.integratord import client, protocol
-from mimizuku.serve import server as serve
-from mimizuku.serve import config, status
 from mimizuku.core.alert_identity import alert_key
+from mimizuku.integratord import client, protocol
+from mimizuku.serve import config, status
+from mimizuku.serve import server as serve
 from mimizuku.serve.handled import HandledIds
 from mimizuku.serve.reload import carry_stream_state
-from test_serve_support import Daemon, Scratch, traffic, wait_until
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import threading
 import time
 
 import pytest
-
 from test_serve_support import Daemon, Scratch, traffic, wait_until, write_client_script
 from wazuh_emulation import Integratord
 

@@ -12,10 +12,10 @@ import sys
 import time
 
 import pytest
-
-from mimizuku.sources.follow import Bookmark
 from test_follow import Analysisd
 from test_serve_support import ROOT, Daemon, Scratch, traffic, wait_until
+
+from mimizuku.sources.follow import Bookmark
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import os
 import subprocess
 
 import pytest
-
 from test_install import INSTALL, Tree, mode_owner
 
 

@@ -12,12 +12,12 @@ import weakref
 from types import SimpleNamespace
 
 import pytest
+from test_serve_support import Daemon, Scratch, traffic, wait_until
 
 from mimizuku.integratord import client
 from mimizuku.serve.caches import EngineCaches, package_lru_caches
 from mimizuku.serve.config import JOURNAL_NAME
 from mimizuku.serve.handled import HandledIds
-from test_serve_support import Daemon, Scratch, traffic, wait_until
 
 
 @pytest.fixture
@@ -135,8 +135,8 @@ def test_engine_caches_cap_the_detectors_and_the_package_lru_caches(fake_package
 
 
 def test_engine_caches_find_the_lru_caches_of_the_real_package():
-    import mimizuku.engine.features as features
     import mimizuku.core.fields as fields
+    import mimizuku.engine.features as features
 
     found = {id(f) for f in package_lru_caches()}
     expected = [obj for mod in (features, fields) for obj in vars(mod).values()

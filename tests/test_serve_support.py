@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import pytest
+from wazuh_emulation import FakeAnalysisd, ensure_wazuh_user
 
 from mimizuku.integratord.options import Options
 from mimizuku.serve.config import ServeConfig
 from mimizuku.serve.server import Server
-from wazuh_emulation import FakeAnalysisd, ensure_wazuh_user
 
 ROOT = Path(__file__).resolve().parent.parent
 _CACHE: Dict[str, Any] = {}

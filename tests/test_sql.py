@@ -23,8 +23,8 @@ from mimizuku.outputs import sql as sqlout  # noqa: E402
 from mimizuku.outputs.sql import (  # noqa: E402
     COMMAND_LEN,
     PATH_LEN,
-    SqlSink,
     SqlOutputError,
+    SqlSink,
     SqlUnavailableError,
     alerts,
     outliers,

@@ -22,7 +22,6 @@ from mimizuku.outputs.syslog import (
     format_rfc5424,
 )
 
-
 # --- records as docs/records.md defines them -------------------------------------------------
 
 def make_record(i: int, *, anomaly: bool = True, **over) -> dict:

@@ -16,7 +16,6 @@ import tarfile
 from pathlib import Path
 
 import pytest
-
 from test_install import BEGIN, ROOT, Tree, mode_owner
 
 PREVIOUS = "321ce61"  # the last commit of the flat layout

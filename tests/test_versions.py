@@ -9,8 +9,15 @@ import threading
 import pytest
 
 from mimizuku.store.model_dir import ModelError, load_model_dir, save_model_dir
-from mimizuku.store.versions import (Locked, ModelStore, RunLock, VersionError, current_version, resolve_model_dir,
-                               run_rollback)
+from mimizuku.store.versions import (
+    Locked,
+    ModelStore,
+    RunLock,
+    VersionError,
+    current_version,
+    resolve_model_dir,
+    run_rollback,
+)
 
 
 def _make(store: ModelStore, v: str, install: bool = True) -> str:

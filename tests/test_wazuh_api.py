@@ -9,8 +9,8 @@ import socket
 import time
 
 import pytest
-
 from fake_wazuh_api import FakeWazuhAPI, self_signed_cert
+
 from mimizuku.delivery import wazuh_api as W
 
 USER, PASSWORD = "wazuh-wui", "S3cret.Pass+word"

@@ -80,15 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write realistic sample alerts (a fleet with labelled attacks); "
                         "options: `mimizuku generate --help`")
 
-    from mimizuku.nightly import day_analysis as batch
-    from mimizuku.nightly import job as retrain
+    from mimizuku.nightly import cli as retrain
     from mimizuku.serve import command as serve
     from mimizuku.serve import status
     from mimizuku.store import versions
 
     retrain.add_parser(sub)
     versions.add_rollback_parser(sub)
-    batch.add_report_parser(sub)
+    retrain.add_report_parser(sub)
     serve.add_parser(sub)
     status.add_parser(sub)
     from mimizuku.store import publication as model_sync
@@ -121,9 +120,9 @@ def _read_error(e: Exception) -> CliError:
 
 
 def cmd_train(a: argparse.Namespace) -> int:
-    from mimizuku.sources.reader import AlertSourceError
     from mimizuku.engine.detectors.base import NotEnoughData
     from mimizuku.engine.estimator import Mimizuku
+    from mimizuku.sources.reader import AlertSourceError
 
     dets = tuple(x.strip() for x in a.detectors.split(",") if x.strip())
     model = Mimizuku(contamination=a.contamination, n_neighbors=a.n_neighbors, detectors=dets,
@@ -212,8 +211,8 @@ def cmd_score(a: argparse.Namespace) -> int:
 
 def cmd_demo(a: argparse.Namespace) -> int:
     """Everything on embedded defaults: sample fleet → train on the quiet days → score the rest."""
-    from mimizuku.tools import synth
     from mimizuku.engine.estimator import Mimizuku
+    from mimizuku.tools import synth
 
     os.makedirs(a.out, exist_ok=True)
     cfg = synth.FleetConfig(days=a.days, seed=a.seed, attack_days=2, scale=a.scale)

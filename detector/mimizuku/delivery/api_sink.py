@@ -22,10 +22,10 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Deque, List, Optional, Tuple
 
-from mimizuku.delivery.events import split_location
 from mimizuku.core.logfn import LogFn, no_log
-from mimizuku.delivery.failure_notice import FailureNotice
 from mimizuku.core.spool import MISSING, Spool, SpoolError
+from mimizuku.delivery.events import split_location
+from mimizuku.delivery.failure_notice import FailureNotice
 
 #: ``POST /events`` limits (Wazuh API 4.6+: EventsIngestModel, MAX_REQUESTS_EVENTS_DEFAULT).
 MAX_EVENTS_PER_REQUEST = 100

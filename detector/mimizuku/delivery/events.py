@@ -20,6 +20,7 @@ import math
 import re
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
+from mimizuku.core.records import finite_float, score_pct
 from mimizuku.core.severity import SEVERITIES
 
 #: Location tag, ``data.integration`` value and rule group of the plugin's events.
@@ -122,22 +123,6 @@ def _str_or_none(v: Any) -> Optional[str]:
     return None
 
 
-def _float(v: Any, default: float = 0.0) -> float:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return default
-    return f if math.isfinite(f) else default
-
-
-def score_pct(record: Mapping[str, Any]) -> int:
-    """The integer percentage rules match on: the record's ``score_pct``, else ``round(100*score)``."""
-    v = record.get("score_pct")
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        v = round(100 * _float(record.get("score")))
-    return int(min(100, max(0, int(v))))
-
-
 def build_payload(record: Mapping[str, Any], tag: str = TAG) -> Dict[str, Any]:
     """The JSON object re-injected for one scored record (see docs/records.md for the input)."""
     rule = record.get("rule") if isinstance(record.get("rule"), Mapping) else {}
@@ -149,12 +134,12 @@ def build_payload(record: Mapping[str, Any], tag: str = TAG) -> Dict[str, Any]:
     reasons = [r for r in (record.get("reasons") or []) if isinstance(r, str)][:MAX_REASONS]
 
     m: Dict[str, Any] = {
-        "score": round(min(1.0, max(0.0, _float(record.get("score")))), 6),
+        "score": round(min(1.0, max(0.0, finite_float(record.get("score")))), 6),
         "score_pct": score_pct(record),
         "anomaly": bool(record.get("anomaly")),
         "severity": severity,
         "detector": _str_or_none(record.get("detector")) or "unknown",
-        "threshold": round(_float(record.get("threshold")), 6),
+        "threshold": round(finite_float(record.get("threshold")), 6),
         "model_version": _str_or_none(record.get("model_version")) or "unknown",
         "reasons": reasons,
         "reason": "; ".join(reasons) if reasons else "no reason given",

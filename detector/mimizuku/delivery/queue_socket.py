@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Optional
 
 from mimizuku.core.logfn import LogFn, no_log
-from mimizuku.delivery.failure_notice import FailureNotice
 from mimizuku.core.spool import Spool, SpoolError
+from mimizuku.delivery.failure_notice import FailureNotice
 
 #: Seconds one send may block when the receiver's buffer is full (bounded further by a deadline).
 DEFAULT_SEND_TIMEOUT = 2.0

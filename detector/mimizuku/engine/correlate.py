@@ -34,10 +34,10 @@ from __future__ import annotations
 from collections import defaultdict, deque
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
-from mimizuku.sources.reader import parse_timestamp
+from mimizuku.core.fields import ip_class
 from mimizuku.core.severity import SEVERITIES
 from mimizuku.engine.calibration import severity
-from mimizuku.core.fields import ip_class
+from mimizuku.sources.reader import parse_timestamp
 
 #: How each tie is described in the reason of a lifted alert.
 TIES = {

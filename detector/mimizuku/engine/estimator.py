@@ -8,25 +8,30 @@
 Training streams the alerts once and keeps only counts of distinct situations per detector, so
 memory follows the variety of the data, not its volume. Scoring works in batches and memoises
 per situation. Each scored alert becomes a record (docs/records.md); ``predict`` returns the
-anomalies as a DataFrame, ``score`` every scored alert.
+anomalies as a DataFrame, ``score`` every scored alert. Whether an alert is flagged is the flag
+rule's (``mimizuku.engine.flag_rule``); ``iter_scored`` gives, per alert, its record, the rule's
+verdict and each detector's key, ``judge_batch`` the verdicts alone (no records built).
 """
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 import gc
-import hashlib
 import logging
+import numbers
 import secrets
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence
+from typing import Any, Dict, FrozenSet, Iterable, Iterator, List, Optional, Sequence
 
 from mimizuku.core import fields
+from mimizuku.core.alert_identity import content_id
 from mimizuku.engine.calibration import severity as severity_of
 from mimizuku.engine.detectors.base import Detector, NotEnoughData
 from mimizuku.engine.detectors.commands import CommandDetector
 from mimizuku.engine.detectors.context import ContextDetector
-from mimizuku.engine.detectors.files import FileIntegrityDetector, path_matches
+from mimizuku.engine.detectors.files import FileIntegrityDetector
+from mimizuku.engine.flag_rule import FlagRule, Verdict
 from mimizuku.engine.lineage import ChannelJudged, ProcessLineage
 
 log = logging.getLogger("mimizuku")
@@ -51,10 +56,10 @@ class Mimizuku:
                  context_contamination=None):
         self.contamination = contamination
         self.n_neighbors = n_neighbors
-        self.abuse_files = list(abuse_files)
-        self.ignore_files = list(ignore_files)
-        self.ignore_users = list(ignore_users)
-        self.detectors = tuple(detectors)
+        self.abuse_files = abuse_files
+        self.ignore_files = ignore_files
+        self.ignore_users = ignore_users
+        self.detectors = detectors
         self.eps = eps
         self.min_samples = min_samples
         self.rate_window = rate_window
@@ -75,12 +80,33 @@ class Mimizuku:
         self.rules.append(rule)
         return self
 
-    def _new_detectors(self) -> List[Detector]:
+    def validate_params(self) -> None:
+        """Raise ``ValueError`` naming the first parameter out of range (``fit`` calls this first;
+        parameters are stored as given, scikit-learn style)."""
+        for name in ("abuse_files", "ignore_files", "ignore_users", "detectors"):
+            if isinstance(getattr(self, name), str):
+                raise ValueError(f"{name} must be a list of names, not the string {getattr(self, name)!r}")
+        _check_share("contamination", self.contamination)
+        if self.context_contamination is not None:
+            _check_share("context_contamination", self.context_contamination)
         if self.rules:
-            return list(self.rules)
+            return  # add_rule: the detectors given carry their own parameters
         unknown = set(self.detectors) - set(DETECTORS)
         if unknown:
             raise ValueError(f"unknown detector(s) {sorted(unknown)}; choose from {list(DETECTORS)}")
+        if not self.detectors:
+            raise ValueError(f"detectors is empty; choose from {list(DETECTORS)}")
+        _check_number("n_neighbors", self.n_neighbors, 1, integer=True)
+        _check_number("eps", self.eps, 0, strict=True)
+        _check_number("min_samples", self.min_samples, 1, integer=True)
+        _check_number("rate_window", self.rate_window, 0, strict=True)
+
+    def make_detectors(self) -> List[Detector]:
+        """The detectors this model trains, unfitted (the ``add_rule`` ones as given); validates
+        the parameters first."""
+        self.validate_params()
+        if self.rules:
+            return list(self.rules)
         made = {
             "files": lambda: FileIntegrityDetector(n_neighbors=self.n_neighbors, contamination=self.contamination),
             "commands": lambda: CommandDetector(n_neighbors=self.n_neighbors, contamination=self.contamination),
@@ -89,6 +115,18 @@ class Mimizuku:
                                                rate_window=self.rate_window),
         }
         return [made[n]() for n in DETECTORS if n in self.detectors]
+
+    def same_keys_as(self, other: "Mimizuku") -> List[str]:
+        """The detectors this model trains that key alerts as ``other``'s fitted detectors of
+        the same name do (same class, same parameters): the keys ``other`` computed while
+        scoring a stream may be counted by this model's training (``count_partition``) instead
+        of being computed twice."""
+        out = []
+        for d in self.make_detectors():
+            old = other.detectors_.get(d.name)
+            if old is not None and type(old) is type(d) and old.get_params() == d.get_params():
+                out.append(d.name)
+        return out
 
     def _context_contamination(self) -> float:
         """The context detector's alert budget (default: ``contamination``). It scores *every*
@@ -100,32 +138,42 @@ class Mimizuku:
         """Learn what is normal from alerts (path, directory tree, DataFrame, list or dict)."""
         from mimizuku.sources.reader import ReadStats, iter_alerts
 
+        self.validate_params()
         stats = ReadStats()
-        part = self._partial_fit(iter_alerts(data, days=days, since=since, until=until, stats=stats,
-                                             progress=progress))
-        return self._fit_from_partials([part], stats, progress=progress)
+        part = self.count_partition(iter_alerts(data, days=days, since=since, until=until, stats=stats,
+                                                progress=progress))
+        return self.fit_partitions([part], stats, progress=progress)
 
     # -- training in partitions (one stream, or many merged: mimizuku.nightly.partitions) ------
-    def _partial_fit(self, alerts: Iterable[Dict[str, Any]]) -> "PartialFit":
+    def count_partition(self, alerts: Iterable[Any], *, shared_keys: Sequence[str] = ()) -> "PartialFit":
         """Observe one partition of the training alerts with fresh detectors.
 
         Returns what the detectors counted (``Detector.partial_state``): picklable and
         mergeable, so partitions read apart (sequentially or on Dask workers) make one model
-        with ``_fit_from_partials``. Per-stream state (rate windows) starts anew here."""
-        dets = self._new_detectors()
+        with ``fit_partitions``. Per-stream state (rate windows) starts anew here.
+
+        ``alerts`` may hold ``ScoredAlert`` items of another model that scored the same stream
+        (the nightly anomaly filter's): the detectors named in ``shared_keys`` (see
+        ``same_keys_as``) count the keys it computed instead of computing them again."""
+        dets = self.make_detectors()
         lineage = _attach(dets, ProcessLineage())  # learning: heads are counted, every channel counts
         for d in dets:
             d.begin_fit()
         with _gc_paused():
-            n, first, last = self._observe_all(alerts, dets, lineage)
+            n, first, last = self._observe_all(alerts, dets, lineage, frozenset(shared_keys))
         states = {d.name: d.partial_state() for d in dets}
         states[_LINEAGE_STATE] = {"heads": lineage.heads}
         return PartialFit(n=n, first=first, last=last, states=states)
 
-    def _fit_from_partials(self, partials: Iterable["PartialFit"], stats: Any, *, progress=False) -> "Mimizuku":
+    def fit_partitions(self, partials: Iterable["PartialFit"], stats: Any = None, *, progress=False) -> "Mimizuku":
         """Fit the detectors on the merged partitions (in the order given: the order of first
-        sight of each situation is kept, so the result equals one stream's)."""
-        dets = self._new_detectors()
+        sight of each situation is kept, so the result equals one stream's). ``stats``: what the
+        reading counted (``ReadStats``), kept in the manifest."""
+        if stats is None:
+            from mimizuku.sources.reader import ReadStats
+
+            stats = ReadStats()
+        dets = self.make_detectors()
         for d in dets:
             d.begin_fit()
         learning = ProcessLineage()
@@ -169,12 +217,19 @@ class Mimizuku:
         self.model_version_ = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + secrets.token_hex(3)
         return self
 
-    def _observe_all(self, alerts: Iterable[Dict[str, Any]], dets: Sequence[Detector],
-                     lineage: Optional[ProcessLineage] = None):
+    def _observe_all(self, alerts: Iterable[Any], dets: Sequence[Detector],
+                     lineage: Optional[ProcessLineage] = None, shared: FrozenSet[str] = frozenset()):
         """Feed every alert to the detectors that apply; returns (count, first and last timestamp)."""
         first = last = None
         n = 0
-        for alert in alerts:
+        rule = self.flag_rule()
+        sharing = [d.name in shared for d in dets]
+        for item in alerts:
+            got = None
+            if type(item) is ScoredAlert:
+                alert, got = item.alert, item.scored if shared else None
+            else:
+                alert = item
             n += 1
             ts = fields.timestamp(alert)
             if ts:
@@ -182,81 +237,113 @@ class Mimizuku:
                 last = ts if last is None or ts > last else last
             if lineage is not None:  # the process tree includes what is ignored
                 lineage.annotate_one(alert)
-            if self._ignored(alert):
+            if rule.ignored(alert):
                 continue
-            for d in dets:
+            if not got:
+                for d in dets:
+                    if d.applies(alert) and not d.ignored(alert):
+                        d.observe(alert)
+                continue
+            for d, share in zip(dets, sharing):
                 if d.applies(alert) and not d.ignored(alert):
-                    d.observe(alert)
+                    v = got.get(d.name) if share else None
+                    if v is None:
+                        d.observe(alert)
+                    else:
+                        d.observe(alert, key=v[1])
         if lineage is not None:
             lineage.forget_batch()
         return n, first, last
 
-    # -- ignore / abuse lists ---------------------------------------------------------------
-    def _ignored(self, alert: Dict[str, Any]) -> Optional[str]:
-        if self.ignore_files and fields.is_fim(alert):
-            m = path_matches(fields.file_path(alert) or "", self.ignore_files)
-            if m:
-                return f"ignored: path matches ignore_files entry {m!r}"
-        if self.ignore_users:
-            users = {fields.any_user(alert), fields.file_user(alert) if fields.is_fim(alert) else None,
-                     fields.command_user(alert) if fields.is_command(alert) else None}
-            hit = sorted(u for u in users if u is not None and u in self.ignore_users)
-            if hit:
-                return f"ignored: user {hit[0]!r} is in ignore_users"
-        return None
-
-    def _abuse(self, alert: Dict[str, Any]) -> Optional[str]:
+    # -- the flag rule (mimizuku.engine.flag_rule) --------------------------------------------
+    def flag_rule(self) -> FlagRule:
+        """The rule this model flags alerts by: its ignore and abuse lists (with the fitted
+        files detector's own abuse list, the original ``FsNotify`` API) and the fitted thresholds."""
         files = self.__dict__.get("detectors_", {}).get("files")
-        patterns = list(self.abuse_files) + list(getattr(files, "abuse_files", ()) or ())
-        if patterns and fields.is_fim(alert):
-            m = path_matches(fields.file_path(alert) or "", patterns)
-            if m:
-                return f"abuse file: path matches abuse_files entry {m!r} (always flagged)"
-        return None
+        abuse = list(self.abuse_files) + list(getattr(files, "abuse_files", ()) or ())
+        return FlagRule(ignore_users=self.ignore_users, ignore_files=self.ignore_files, abuse_files=abuse)
 
     # -- scoring ----------------------------------------------------------------------------
     def _check_fitted(self) -> None:
         if not hasattr(self, "detectors_"):
             raise RuntimeError("this Mimizuku model is not fitted yet: call fit() or load_model()")
 
-    def iter_records(self, data, *, batch_size=2048, days=None, since=None, until=None,
-                     progress=False, new_stream=True, stats=None) -> Iterator[Dict[str, Any]]:
-        """Score alerts in batches; yields one record (docs/records.md) per scored alert."""
+    def start_stream(self) -> None:
+        """Start a new stream: rate and repeat windows, fleet waves and the processes the
+        lineage follows begin anew (what was learnt stays)."""
+        self._check_fitted()
+        for d in self.detectors_.values():
+            d.start_stream()
+        lineage = self.__dict__.get("lineage_")
+        if lineage is not None:
+            lineage.start_stream()
+
+    def stream_copy(self) -> "Mimizuku":
+        """A copy that follows a stream of its own (its detectors' stream state and caches, its
+        lineage's processes) and shares the fitted state, read-only: for scoring side by side in
+        threads (the nightly job's Dask workers)."""
+        self._check_fitted()
+        mine = copy.copy(self)
+        mine.detectors_ = {n: copy.copy(d) for n, d in self.detectors_.items()}  # __getstate__ drops caches
+        lineage = self.__dict__.get("lineage_")
+        if lineage is not None:  # a copy keeps what was learnt and starts its own stream
+            mine.lineage_ = _attach(mine.detectors_.values(), copy.copy(lineage))
+        return mine
+
+    def iter_scored(self, data, *, batch_size=2048, days=None, since=None, until=None,
+                    progress=False, new_stream=True, stats=None) -> Iterator["ScoredAlert"]:
+        """Score alerts in batches; yields one ``ScoredAlert`` per alert read, in order: the
+        alert, its record (None when no detector applies), the flag rule's verdict and each
+        detector's key."""
         from mimizuku.sources.reader import iter_alerts
 
         self._check_fitted()
         dets = list(self.detectors_.values())
         if new_stream:
-            for d in dets:
-                d.start_stream()
-            lineage = self.__dict__.get("lineage_")
-            if lineage is not None:
-                lineage.start_stream()
+            self.start_stream()
+        rule = self.flag_rule()
         batch: List[Dict[str, Any]] = []
         for alert in iter_alerts(data, days=days, since=since, until=until, stats=stats, progress=progress):
             batch.append(alert)
             if len(batch) >= batch_size:
-                yield from self._score_batch(batch, dets)
+                yield from self._score_batch(batch, dets, rule)
                 batch = []
         if batch:
-            yield from self._score_batch(batch, dets)
+            yield from self._score_batch(batch, dets, rule)
+
+    def iter_records(self, data, **kw) -> Iterator[Dict[str, Any]]:
+        """Score alerts in batches; yields one record (docs/records.md) per scored alert (the
+        keywords of ``iter_scored``)."""
+        for scored in self.iter_scored(data, **kw):
+            if scored.record is not None:
+                yield scored.record
 
     def score_records(self, data, **kw) -> List[Dict[str, Any]]:
         """Every scored alert as a plain dict (the scored-record schema)."""
         return list(self.iter_records(data, **kw))
 
-    def _score_batch(self, alerts: Sequence[Dict[str, Any]], dets: Sequence[Detector]) -> List[Dict[str, Any]]:
+    def judge_batch(self, alerts: Sequence[Dict[str, Any]]) -> List["ScoredAlert"]:
+        """The flag rule's verdict on each alert of a batch (the next batch of this model's
+        stream), without building records: no reasons, and no repeat windows asked (repeats
+        are flagged: ``Verdict.flagged``). The nightly anomaly filter judges its training
+        window this way. ``record`` is None; ``verdict`` too when no detector applies."""
+        self._check_fitted()
+        return self._score_batch(alerts, list(self.detectors_.values()), self.flag_rule(), records=False)
+
+    def _score_batch(self, alerts: Sequence[Dict[str, Any]], dets: Sequence[Detector], rule: FlagRule, *,
+                     records: bool = True) -> List["ScoredAlert"]:
         lineage = self.__dict__.get("lineage_")
         with _gc_paused():
             if lineage is None:
-                return self._score_batch_records(alerts, dets)
+                return self._judge(alerts, dets, rule, records)
             lineage.annotate(alerts)  # the whole batch, in order, before any detector keys it
             try:
-                return self._score_batch_records(alerts, dets)
+                return self._judge(alerts, dets, rule, records)
             finally:
                 lineage.forget_batch()
 
-    def _score_batch_records(self, alerts: Sequence[Dict[str, Any]], dets: Sequence[Detector]) -> List[Dict[str, Any]]:
+    def _judge(self, alerts: Sequence[Dict[str, Any]], dets: Sequence[Detector], rule: FlagRule,
+               records: bool) -> List["ScoredAlert"]:
         per_alert: List[Dict[str, Any]] = [{} for _ in alerts]
         for d in dets:
             idx = [i for i, a in enumerate(alerts) if d.applies(a)]
@@ -266,48 +353,43 @@ class Mimizuku:
             scores = d.calibrate(d.raw_scores(keys))
             for i, k, s in zip(idx, keys, scores):
                 per_alert[i][d.name] = (float(s), k, d)
-        return [self._record(alert, got) for alert, got in zip(alerts, per_alert) if got]
+        out = []
+        for alert, got in zip(alerts, per_alert):
+            if not got:
+                out.append(ScoredAlert(alert))
+                continue
+            verdict = rule.judge(alert, got)
+            out.append(ScoredAlert(alert, self._record(alert, got, verdict, rule) if records else None,
+                                   verdict, got))
+        return out
 
-    def _record(self, alert: Dict[str, Any], got: Dict[str, Any]) -> Dict[str, Any]:
-        best_name, best_margin = None, None
-        flagged = []
-        for name, (s, k, d) in got.items():
-            margin = s - d.threshold_
-            if d.ignored(alert) is None and margin >= 0:
-                flagged.append(name)
-            if best_margin is None or margin > best_margin:
-                best_name, best_margin = name, margin
+    def _record(self, alert: Dict[str, Any], got: Dict[str, Any], verdict: Verdict, rule: FlagRule) -> Dict[str, Any]:
+        best_name = verdict.best
         s, k, d = got[best_name]
-        ignored = self._ignored(alert)
-        abuse = self._abuse(alert)
-        anomaly = bool(flagged) and ignored is None
         reasons: List[str] = []
-        rid = fields.alert_id(alert) or _content_id(alert)
-        repeat_of = None
-        if anomaly and not abuse and len(flagged) == 1:
+        rid = fields.alert_id(alert) or content_id(alert)
+        flagged_by = verdict.repeat_candidate
+        if flagged_by is not None:
             # one anomaly per situation per window (mimizuku.engine.repeats): the rest of a burst, or the
             # same action seen through a second log, repeats it
-            fs, fk, fd = got[flagged[0]]
-            repeat_of = fd.repeat_of(fk, alert, severity_of(fs, fd.threshold_, True), rid)
-            if repeat_of is not None:
-                anomaly = False
-                reasons.append(f"repeats anomaly {repeat_of} ({fd.name}: {fd.repeat_what} within "
+            fs, fk, fd = got[flagged_by]
+            verdict.repeat_of = fd.repeat_of(fk, alert, severity_of(fs, rule.threshold(fd.name, fd.threshold_), True),
+                                             rid)
+            if verdict.repeat_of is not None:
+                reasons.append(f"repeats anomaly {verdict.repeat_of} ({fd.name}: {fd.repeat_what} within "
                                f"{fd.repeat_window} s): counted there, not raised again")
-        if abuse:
-            anomaly = True
-            reasons.append(abuse)
-            if "files" in got:
-                best_name = "files"
-                s, k, d = got["files"]
+        if verdict.abuse:
+            reasons.append(verdict.abuse)
+        anomaly = verdict.anomaly
         if anomaly:
-            for name in ([best_name] + [n for n in flagged if n != best_name]):
+            for name in ([best_name] + [n for n in verdict.detectors if n != best_name]):
                 ds, dk, dd = got[name]
-                if name in flagged or name == best_name:
-                    prefix = "" if name == best_name else f"[{name}] "
-                    reasons.extend(prefix + r for r in dd.explain(dk, alert))
-        elif ignored:
-            reasons.append(ignored)
-        sev = "critical" if abuse else severity_of(s, d.threshold_, anomaly)
+                prefix = "" if name == best_name else f"[{name}] "
+                reasons.extend(prefix + r for r in dd.explain(dk, alert))
+        elif verdict.ignored:
+            reasons.append(verdict.ignored)
+        threshold = rule.threshold(best_name, d.threshold_)
+        sev = "critical" if verdict.abuse else severity_of(s, threshold, anomaly)
         rec = {
             "id": rid,
             "timestamp": fields.timestamp(alert),
@@ -318,16 +400,16 @@ class Mimizuku:
             "detector": best_name,
             "score": round(s, 6),
             "score_pct": int(round(100 * s)),
-            "threshold": round(float(d.threshold_), 6),
+            "threshold": round(float(threshold), 6),
             "anomaly": anomaly,
             "severity": sev,
-            "reasons": reasons if anomaly or ignored or repeat_of else [],
+            "reasons": reasons if anomaly or verdict.ignored or verdict.repeat_of else [],
             "scores": {n: round(v[0], 6) for n, v in got.items()},
             "fields": fields.key_fields(alert),
             "model_version": getattr(self, "model_version_", "unversioned"),
         }
-        if repeat_of is not None:
-            rec["repeat_of"] = repeat_of
+        if verdict.repeat_of is not None:
+            rec["repeat_of"] = verdict.repeat_of
         return rec
 
     def score(self, data, **kw):
@@ -341,8 +423,8 @@ class Mimizuku:
     # -- persistence ------------------------------------------------------------------------
     def params(self) -> Dict[str, Any]:
         return {"contamination": self.contamination, "n_neighbors": self.n_neighbors,
-                "abuse_files": self.abuse_files, "ignore_files": self.ignore_files,
-                "ignore_users": self.ignore_users, "detectors": list(self.detectors), "eps": self.eps,
+                "abuse_files": list(self.abuse_files), "ignore_files": list(self.ignore_files),
+                "ignore_users": list(self.ignore_users), "detectors": list(self.detectors), "eps": self.eps,
                 "min_samples": self.min_samples, "rate_window": self.rate_window,
                 "context_contamination": self.context_contamination}
 
@@ -406,9 +488,45 @@ class Mimizuku:
         return model
 
 
+class ScoredAlert:
+    """One alert as a model scored it (``Mimizuku.iter_scored``, ``Mimizuku.judge_batch``).
+
+    ``alert``: the alert; ``record``: its scored record (docs/records.md), None when no detector
+    applies and when judged without records; ``verdict``: the flag rule's (``flag_rule.Verdict``),
+    None when no detector applies; ``scored``: detector name -> (calibrated score, key, detector),
+    in the model's order — ``keys`` and ``scores`` read it."""
+
+    __slots__ = ("alert", "record", "verdict", "scored")
+
+    def __init__(self, alert: Dict[str, Any], record: Optional[Dict[str, Any]] = None,
+                 verdict: Optional[Verdict] = None, scored: Optional[Dict[str, Any]] = None):
+        self.alert = alert
+        self.record = record
+        self.verdict = verdict
+        self.scored = scored if scored is not None else {}
+
+    @property
+    def flagged(self) -> bool:
+        """Flagged by the rule, repeats included (what a new model must not learn)."""
+        return self.verdict is not None and self.verdict.flagged
+
+    def key(self, detector: str) -> Any:
+        """The key ``detector`` computed for this alert (its view of the alert), or None."""
+        got = self.scored.get(detector)
+        return None if got is None else got[1]
+
+    @property
+    def keys(self) -> Dict[str, Any]:
+        return {n: v[1] for n, v in self.scored.items()}
+
+    @property
+    def scores(self) -> Dict[str, float]:
+        return {n: v[0] for n, v in self.scored.items()}
+
+
 @dataclass
 class PartialFit:
-    """What one partition of the training alerts taught: picklable, merged by ``_fit_from_partials``.
+    """What one partition of the training alerts taught: picklable, merged by ``fit_partitions``.
 
     ``states`` maps a detector name to its ``Detector.partial_state()`` (key counts and the
     like: compact, never alerts)."""
@@ -421,6 +539,20 @@ class PartialFit:
 
 #: where a partition's lineage (change-channel heads seen) rides in ``PartialFit.states``
 _LINEAGE_STATE = "_lineage"
+
+
+def _check_share(name: str, value: Any) -> None:
+    """A share of alerts (contamination): a number in (0, 0.5], as scikit-learn's outlier detectors take."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 < value <= 0.5:
+        raise ValueError(f"{name} must be a number in (0, 0.5], got {value!r}")
+
+
+def _check_number(name: str, value: Any, low: float, *, strict: bool = False, integer: bool = False) -> None:
+    """A number at least ``low`` (above it when ``strict``), whole when ``integer``."""
+    kind = numbers.Integral if integer else numbers.Real
+    if isinstance(value, bool) or not isinstance(value, kind) or (value <= low if strict else value < low):
+        what = "a whole number" if integer else "a number"
+        raise ValueError(f"{name} must be {what} {'>' if strict else '>='} {low}, got {value!r}")
 
 
 def _attach(dets: Iterable[Detector], lineage: ProcessLineage) -> ProcessLineage:
@@ -444,19 +576,6 @@ def _gc_paused():
     finally:
         if was:
             gc.enable()
-
-
-def _content_id(alert: Dict[str, Any]) -> str:
-    """A stable id for an alert that has none: a hash of its canonical JSON."""
-    try:
-        import orjson
-
-        raw = orjson.dumps(alert, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=str)
-    except Exception:  # orjson missing or an exotic value: the slower, more lenient path
-        import json
-
-        raw = json.dumps(alert, sort_keys=True, default=str, ensure_ascii=False).encode("utf-8", "replace")
-    return "sha1:" + hashlib.sha1(raw).hexdigest()
 
 
 def _flat(r: Dict[str, Any]) -> Dict[str, Any]:

@@ -54,13 +54,22 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 from mimizuku.core.fields import is_alert, is_own_event
 from mimizuku.core.spool import Spool, SpoolError
+from mimizuku.core.text import printable
 from mimizuku.delivery import events
 from mimizuku.delivery.failure_notice import FailureNotice
 from mimizuku.delivery.queue_socket import QueueSink
+from mimizuku.engine.policy import apply_policy
 from mimizuku.integratord import client
-from mimizuku.core.text import printable
-from mimizuku.integratord.options import (NAME, SEVERITY_RANK, Invocation, Options, OptionsError, UsageError,
-                                          load_options, parse_argv, wazuh_home)
+from mimizuku.integratord.options import (
+    NAME,
+    Invocation,
+    Options,
+    OptionsError,
+    UsageError,
+    load_options,
+    parse_argv,
+    wazuh_home,
+)
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
@@ -225,39 +234,6 @@ def make_scorers(options: Options, in_process: Optional[Scorer] = None) -> List[
     set, the alert is handed to it whole before any of this runs (:meth:`_Call.resident`), and
     it sends the events itself; the engine runs in-process only as the configured fallback."""
     return [("in-process", in_process or score_in_process)]
-
-
-def apply_policy(records: List[Dict[str, Any]], options: Options) -> List[Dict[str, Any]]:
-    """The records to send: threshold overrides, detector choice, minimum severity, send mode."""
-    out = []
-    floor = SEVERITY_RANK[options.min_severity]
-    for rec in records:
-        if not isinstance(rec, dict):
-            continue
-        det = rec.get("detector")
-        if options.detectors is not None and det not in options.detectors:
-            continue
-        t = options.thresholds.get(str(det), options.thresholds.get("*"))
-        if t is not None:
-            rec = dict(rec)
-            score = events._float(rec.get("score"))
-            # a repeat of a burst's anomaly (mimizuku.engine.repeats) stays with it, whatever the threshold
-            now_anomaly = score >= t and not rec.get("repeat_of")
-            if now_anomaly != bool(rec.get("anomaly")):
-                if now_anomaly:
-                    if rec.get("severity") in (None, "none"):
-                        rec["severity"] = "low"
-                    rec["reasons"] = list(rec.get("reasons") or []) + [
-                        f"score {events.score_pct(rec)}% is at or above the configured threshold {round(100 * t)}%"]
-                else:
-                    rec["severity"] = "none"
-                    rec["reasons"] = []
-                rec["anomaly"] = now_anomaly
-            rec["threshold"] = t
-        reportable = bool(rec.get("anomaly")) and SEVERITY_RANK.get(rec.get("severity"), 0) >= floor
-        if reportable or options.send == "all":
-            out.append(rec)
-    return out
 
 
 # --- one call -----------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """``python -m mimizuku.nightly {retrain,rollback,report} ...``: the nightly job's commands."""
 import sys
 
-from mimizuku.nightly.job import main
+from mimizuku.nightly.cli import main
 
 sys.exit(main())

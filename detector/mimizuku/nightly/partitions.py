@@ -6,10 +6,10 @@
 of its time field (``IndexerSource.day_slices``: half-open ``[midnight, next midnight)`` cut to the
 window; together exactly the hits of one read). Each partition is read, passed through the
 anomaly filter (the model in use; river's ``AnomalyFilter``) and counted by fresh detectors
-(``Mimizuku._partial_fit``), which gives a small picklable ``PartitionResult``: per-detector
+(``Mimizuku.count_partition``), which gives a small picklable ``PartitionResult``: per-detector
 situation counts, the context detector's maximum rates, first and last timestamps, the
 reader's ``ReadStats`` and the filter's per-day counts and flagged ids. The driver merges them in
-partition order and fits the detectors once on the merged counts (``Mimizuku._fit_from_partials``).
+partition order and fits the detectors once on the merged counts (``Mimizuku.fit_partitions``).
 
 Locally the partitions run sequentially in this process; with ``dask=ADDRESS`` they run as
 tasks on a Dask cluster (``distributed``, imported only then). The same function does the work
@@ -20,8 +20,8 @@ in both cases, so the two models are equal. Semantics worth knowing:
 * The model in use goes to the workers once, with ``Client.scatter(..., broadcast=True)``: the
   object the driver loaded from the verified model store (checksums, owners) is sent, so no
   worker ever unpickles a model file from disk, and workers need neither the model store nor
-  root. Each worker thread works on its own shallow copy (rate windows and caches are per
-  stream); the fitted arrays are shared read-only.
+  root. Each worker thread works on its own copy (``Mimizuku.stream_copy``: rate windows, caches
+  and the lineage's processes are per stream); the fitted arrays are shared read-only.
 * Workers read the archive by path: every worker must see the archive at the same path
   (shared storage). A worker that cannot see the archive directory, or runs another Mimizuku
   version, fails the run (``DaskUnavailable``) rather than training on less.
@@ -39,7 +39,6 @@ in both cases, so the two models are equal. Semantics worth knowing:
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
 import os
@@ -49,11 +48,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
+from mimizuku._version import __version__
 from mimizuku.sources.archive import DAY_FILE_RE, MONTH_NUMBERS, YEAR_RE, Window, alerts_dir
 from mimizuku.sources.decoding import MAX_LINE_BYTES
 from mimizuku.sources.errors import ReadStats
 from mimizuku.sources.reader import plan_source, read_plans
-from mimizuku._version import __version__
 
 __all__ = ["Partition", "PartitionResult", "TrainingJob", "SharedInputs", "PartitionedFit",
            "DaskUnavailable", "WorkerUnfit", "partitions_of", "observe_partition", "add_stats"]
@@ -199,8 +198,7 @@ def _thread_copy(model: Any) -> Any:
     held = getattr(_THREAD, "held", None)
     if held is not None and held[0] is model:
         return held[1]
-    mine = copy.copy(model)
-    mine.detectors_ = {n: copy.copy(d) for n, d in model.detectors_.items()}  # __getstate__ drops caches
+    mine = model.stream_copy()
     _THREAD.held = (model, mine)
     return mine
 
@@ -209,9 +207,9 @@ def observe_partition(part: Partition, shared: SharedInputs, job: TrainingJob) -
     """Read one partition, filter it with the model in use, count it with fresh detectors.
 
     Runs in the driver (local training) or on a Dask worker; returns counts, never alerts."""
-    from mimizuku.sources.reader import ReadStats
     from mimizuku.engine.estimator import Mimizuku
-    from mimizuku.nightly.job import AnomalyFilter
+    from mimizuku.nightly.anomaly_filter import AnomalyFilter
+    from mimizuku.sources.reader import ReadStats
 
     worker = None
     if job.private_copy:
@@ -231,9 +229,9 @@ def observe_partition(part: Partition, shared: SharedInputs, job: TrainingJob) -
     stats = ReadStats()
     filt = AnomalyFilter(current, exclude=job.exclude, verdicts=shared.verdicts)
     new = Mimizuku(**job.params)
-    filt.share_keys(new)
+    reused = filt.share_keys(new)
     try:
-        partial = new._partial_fit(filt(part.alerts(stats)))
+        partial = new.count_partition(filt(part.alerts(stats), with_keys=bool(reused)), shared_keys=reused)
     except Exception as e:
         if opened:
             from mimizuku.sources.indexer import IndexerAuthError
@@ -242,7 +240,6 @@ def observe_partition(part: Partition, shared: SharedInputs, job: TrainingJob) -
                 raise WorkerUnfit(f"worker {worker} cannot read the indexer slice {part.label}: {e}") from None
         raise
     finally:
-        filt.unshare()
         for src in opened:
             src.close()
     return PartitionResult(part.label, partial, filt.partial_state(), stats, worker)
@@ -301,8 +298,8 @@ class PartitionedFit:
                  verdicts: Optional[Dict[str, Any]] = None, progress: bool = False,
                  on_partition: Optional[Callable[[str], None]] = None,
                  dask_timeout: float = DEFAULT_DASK_TIMEOUT) -> None:
+        from mimizuku.nightly.anomaly_filter import AnomalyFilter
         from mimizuku.sources.reader import ReadStats
-        from mimizuku.nightly.job import AnomalyFilter
 
         self.current = current
         self.params = dict(params)
@@ -322,7 +319,7 @@ class PartitionedFit:
         ``ValueError`` (parameters) and, with ``dask``, ``DaskUnavailable``."""
         from mimizuku.engine.estimator import Mimizuku
 
-        Mimizuku(**self.params)._new_detectors()  # bad parameters fail before any reading
+        Mimizuku(**self.params).validate_params()  # bad parameters fail before any reading
         parts = partitions_of(source, days=days, since=since, until=until, stats=self.stats)
         shared = SharedInputs(self.current, self.verdicts)
         if dask:
@@ -336,8 +333,8 @@ class PartitionedFit:
             bar = tqdm(total=len(parts), desc="reading and counting" + (" on Dask" if dask else ""),
                        unit="day", leave=False)
         try:
-            model = Mimizuku(**self.params)._fit_from_partials(self._merged(results, bar), self.stats,
-                                                               progress=self.progress)
+            model = Mimizuku(**self.params).fit_partitions(self._merged(results, bar), self.stats,
+                                                           progress=self.progress)
         finally:
             if bar is not None:
                 bar.close()

@@ -27,8 +27,8 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from mimizuku._version import __version__
 from mimizuku.core.atomic import write_atomic
-from mimizuku.outputs import parse_timestamp
 from mimizuku.core.fields import dig as _get
+from mimizuku.outputs import parse_timestamp
 
 __all__ = ["write_report", "render_report", "read_records", "main"]
 

@@ -28,8 +28,9 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 from urllib.parse import urlsplit
 
-from mimizuku.core.atomic import write_atomic
 from mimizuku._version import __version__
+from mimizuku.core.atomic import write_atomic
+from mimizuku.core.fields import dig as _get
 from mimizuku.core.spool import Spool, SpoolError
 from mimizuku.outputs import (
     OutputError,
@@ -38,7 +39,6 @@ from mimizuku.outputs import (
     default_spool_dir,
     parse_timestamp,
 )
-from mimizuku.core.fields import dig as _get
 
 try:
     import fcntl

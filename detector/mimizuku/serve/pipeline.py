@@ -17,18 +17,18 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Deque, Dict, List, Optional, Tuple
 
+from mimizuku.core.alert_identity import alert_key
 from mimizuku.core.spool import Spool, SpoolError
+from mimizuku.core.text import printable
 from mimizuku.delivery import events
 from mimizuku.delivery.flood import FloodControl
 from mimizuku.delivery.queue_socket import QueueSink
+from mimizuku.engine.policy import apply_policy
 from mimizuku.integratord import protocol
-from mimizuku.integratord.call import apply_policy
 from mimizuku.serve.caches import EngineCaches
 from mimizuku.serve.config import JOURNAL_NAME, ServeConfig
-from mimizuku.core.alert_identity import alert_key
 from mimizuku.serve.handled import HandledIds
 from mimizuku.serve.reload import carry_stream_state
-from mimizuku.core.text import printable
 
 if TYPE_CHECKING:  # pragma: no cover
     from mimizuku.serve.server import Server

@@ -53,14 +53,15 @@ from typing import Any, Deque, Dict, List, Optional, Tuple
 from mimizuku._version import __version__
 from mimizuku.core.atomic import write_atomic
 from mimizuku.core.fields import is_alert, is_own_event
-from mimizuku.core.spool import MISSING as SPOOL_MISSING, Spool, SpoolError
+from mimizuku.core.spool import MISSING as SPOOL_MISSING
+from mimizuku.core.spool import Spool, SpoolError
+from mimizuku.core.text import printable
 from mimizuku.delivery.failure_notice import FailureNotice
 from mimizuku.integratord import protocol
 from mimizuku.serve.config import BOOKMARK_NAME, INDEXER_BOOKMARK_NAME, STATUS_NAME, ServeConfig
 from mimizuku.serve.pipeline import Counters, Scorer, WorkItem
 from mimizuku.serve.reload import ModelReload
 from mimizuku.sources.follow import AlertFollower, FollowError
-from mimizuku.core.text import printable
 
 log = logging.getLogger("mimizuku.serve")
 

@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
+
 from mimizuku.core.text import printable
 
 EXIT_OK, EXIT_DEGRADED, EXIT_USAGE, EXIT_DOWN = 0, 1, 2, 3
@@ -59,9 +60,9 @@ def _count(d: Path) -> Optional[int]:
 
 def from_disk(paths: Dict[str, Path]) -> Dict[str, Any]:
     """What can be known without the daemon."""
-    from mimizuku.store.model_dir import ModelError, read_manifest
     from mimizuku.serve.config import BOOKMARK_NAME, STATUS_NAME
     from mimizuku.serve.reload import resolve_model_dir
+    from mimizuku.store.model_dir import ModelError, read_manifest
 
     out: Dict[str, Any] = {"running": False, "socket": str(paths["socket"])}
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List
+
 from mimizuku.core.text import printable
 
 __all__ = ["AlertSourceError", "ReadStats", "printable"]

@@ -47,13 +47,14 @@ import logging
 import os
 import re
 import time
-from dataclasses import dataclass, field, fields as dc_fields
+from dataclasses import dataclass, field
+from dataclasses import fields as dc_fields
 from datetime import datetime, timezone
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from mimizuku.sources.errors import AlertSourceError
 from mimizuku.core.fields import OWN_NAME
+from mimizuku.sources.errors import AlertSourceError
 
 __all__ = [
     "DEFAULT_CONFIG_FILE",

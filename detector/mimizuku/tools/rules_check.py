@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from mimizuku.delivery import events
 from mimizuku.core.text import printable
+from mimizuku.delivery import events
 
 EXIT_OK, EXIT_USAGE, EXIT_RULES = 0, 2, 3
 EXIT_MISSING, EXIT_AUTH, EXIT_UNREACHABLE, EXIT_TLS, EXIT_CONFIG = 8, 9, 10, 11, 12

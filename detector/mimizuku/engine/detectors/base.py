@@ -130,8 +130,10 @@ class Detector(BaseEstimator):
         self._counts: Counter = Counter()
         self.start_stream()
 
-    def observe(self, alert: Dict[str, Any]) -> None:
-        self._counts[self.key(alert)] += 1
+    def observe(self, alert: Dict[str, Any], key: Optional[Key] = None) -> None:
+        """Count a training alert. ``key``: its key, when a detector of the same class and
+        parameters already computed it from the same stream (``Mimizuku.same_keys_as``)."""
+        self._counts[self.key(alert) if key is None else key] += 1
 
     def partial_state(self) -> Dict[str, Any]:
         """What ``observe`` has counted since ``begin_fit``: picklable, mergeable (never alerts)."""

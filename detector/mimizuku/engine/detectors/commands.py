@@ -34,12 +34,11 @@ from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Tuple
 import numpy as np
 
 from mimizuku.core import fields
+from mimizuku.engine.detectors.base import Key
+from mimizuku.engine.detectors.lof import LOFDetector
 from mimizuku.engine.features import account_class, command_shape, command_tokens
 from mimizuku.engine.fleet import WaveJudged
 from mimizuku.engine.lineage import ChannelJudged
-from mimizuku.engine.detectors.base import Key
-from mimizuku.engine.detectors.lof import LOFDetector
-
 
 #: Volatile-slot thresholds. 20 distinct names: fewer is what one person's few one-off builds or
 #: downloads give (and what an attacker who ran a tool a few times in the training window could
@@ -113,8 +112,8 @@ class CommandDetector(WaveJudged, ChannelJudged, LOFDetector):
         # a refit starts clean: keys are counted unfolded, the slots are learnt in end_fit
         self.__dict__.pop("volatile_slots_", None)
 
-    def observe(self, alert: Dict[str, Any]) -> None:
-        k = self.key(alert)
+    def observe(self, alert: Dict[str, Any], key: Optional[Key] = None) -> None:
+        k = self.key(alert) if key is None else key
         if _has_folded(k[1]):
             # a key folded by the model in use (the nightly job shares the keys its anomaly
             # filter computed): training counts names as they are, and learns the slots anew

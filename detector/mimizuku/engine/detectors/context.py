@@ -32,10 +32,10 @@ from sklearn.cluster import DBSCAN
 
 from mimizuku.core import fields
 from mimizuku.core.bounded import make_room
-from mimizuku.engine.calibration import TailCalibrator
 from mimizuku.core.fields import seconds_and_hour
-from mimizuku.engine.fleet import FleetWave, shared_along_waves, wave_reason
+from mimizuku.engine.calibration import TailCalibrator
 from mimizuku.engine.detectors.base import Detector, Key
+from mimizuku.engine.fleet import FleetWave, shared_along_waves, wave_reason
 
 # feature weights: categorical ones must exceed eps / sqrt(2) so blocks never touch
 W_RULE, W_GROUPS, W_LEVEL, W_AGENT, W_USER, W_IPCLASS, W_WIN = 1.0, 0.5, 0.5, 1.0, 0.7, 0.6, 1.0
@@ -192,8 +192,8 @@ class ContextDetector(Detector):
         nightly day analysis (``ContextClusterer``) clusters too."""
         return key[:4]
 
-    def observe(self, alert: Dict[str, Any]) -> None:
-        k = self.key(alert)
+    def observe(self, alert: Dict[str, Any], key: Optional[Key] = None) -> None:
+        k = self.key(alert) if key is None else key
         s = self.situation(k)
         self._counts[s] += 1
         t = fields.alert_seconds(alert)

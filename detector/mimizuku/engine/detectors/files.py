@@ -22,11 +22,11 @@ import fnmatch
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from mimizuku.core import fields
+from mimizuku.engine.detectors.base import Key
+from mimizuku.engine.detectors.lof import LOFDetector
 from mimizuku.engine.features import account_class, path_shape, path_tokens
 from mimizuku.engine.fleet import WaveJudged
 from mimizuku.engine.lineage import BY_SCAN, PACKAGE_TOOLS, ChannelJudged, in_package_tree
-from mimizuku.engine.detectors.base import Key
-from mimizuku.engine.detectors.lof import LOFDetector
 
 
 def path_matches(path: str, patterns: Sequence[str]) -> Optional[str]:

@@ -148,8 +148,8 @@ class LOFDetector(Detector):
         super().begin_fit()
         self._examples: Dict[Key, str] = {}
 
-    def observe(self, alert: Dict[str, Any]) -> None:
-        self._count(self.training_key(self.key(alert)), alert)
+    def observe(self, alert: Dict[str, Any], key: Optional[Key] = None) -> None:
+        self._count(self.training_key(self.key(alert) if key is None else key), alert)
 
     def training_key(self, key: Key) -> Key:
         """The key as training counts it (itself here; the fleet-wave mixin sets the wave aside)."""

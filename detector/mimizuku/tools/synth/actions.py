@@ -12,7 +12,6 @@ from mimizuku.tools.synth.formats import sudo_path, web_ts
 from mimizuku.tools.synth.hosts import Actor, Cursor, Host
 from mimizuku.tools.synth.ruleset import DEC_PAM, DEC_SSHD
 
-
 _WEB_IGNORED_EXT = (".jpg", ".gif", "favicon.ico", ".png", "robots.txt", ".css", ".js", ".jpeg")
 _WEB_ATTACK_URL = ("%027", "%00", "%01", "%7f", "%2e%2e", "%0a", "%0d", "../..", "..\\..", "echo;", "cmd.exe",
                    "root.exe", "_mem_bin", "msadc", "/winnt/", "/boot.ini", "/x90/", "default.ida", "/sumthin",

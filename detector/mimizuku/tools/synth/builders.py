@@ -35,7 +35,6 @@ from mimizuku.tools.synth.hosts import (
 )
 from mimizuku.tools.synth.ruleset import DEC_SSHD, RULES
 
-
 # Executables: argv[0] -> (exe as audit reports it, file mode of the binary).
 _EXE = {
     "sh": "/usr/bin/dash", "bash": "/usr/bin/bash", "-bash": "/usr/bin/bash", "python3": "/usr/bin/python3.8",

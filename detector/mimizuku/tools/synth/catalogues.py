@@ -8,7 +8,6 @@ from typing import Tuple
 
 from mimizuku.tools.synth.fleet import ROLES
 
-
 ROOTCHECK_FP = {
     "ci": (("Trojaned version of file detected.", "/bin/diff",
             "Trojaned version of file '/bin/diff' detected. Signature used: "

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import List, Optional, Sequence
 
-
 ROLES = ("manager", "web", "db", "bastion", "ci", "mail", "workstation")
 
 #: Attack episode kinds, in the order they are planned.

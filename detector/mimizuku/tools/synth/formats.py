@@ -12,7 +12,6 @@ import re
 import time
 from typing import Sequence, Tuple
 
-
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 HEX_NEEDED = re.compile(r'["\x00-\x20\x7f-\U0010ffff]')
 

@@ -10,7 +10,6 @@ from typing import Any, Dict, Optional, Tuple
 from mimizuku.tools.synth.fleet import HOUR_MS, HostSpec
 from mimizuku.tools.synth.formats import stable_int
 
-
 _UNSET = 4294967295  # audit's unset auid, (uid_t)-1
 
 

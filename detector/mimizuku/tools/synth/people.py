@@ -24,7 +24,6 @@ from mimizuku.tools.synth.fleet import DAY_MS, HOUR_MS, MIN_MS, ROLES
 from mimizuku.tools.synth.formats import hexs, rand_token, stable_int
 from mimizuku.tools.synth.hosts import ADMIN_UID, ADMINS, NEW_ADMIN, Actor, Cursor, Host
 
-
 _RELEASE_TEMPLATE = (
     "public/index.php", "public/.htaccess", "public/robots.txt", "public/favicon.ico", "public/build/manifest.json",
     "public/build/entrypoints.json", "public/build/app.{h}.js", "public/build/app.{h}.css", "public/build/runtime.{h}.js",

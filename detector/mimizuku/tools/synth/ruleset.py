@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional, Sequence, Tuple
 
-
 # Levels, descriptions, groups (with the compliance tokens exactly as in the XML, outer group
 # first) and MITRE ids of the Wazuh 4.x ruleset. analysisd splits the group string: compliance
 # tokens become arrays (in order of first appearance), the rest stay in ``groups``.

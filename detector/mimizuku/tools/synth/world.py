@@ -20,7 +20,6 @@ from mimizuku.tools.synth.hosts import ADMINS, MAIL_USERS, NEW_ADMIN, Host
 from mimizuku.tools.synth.people import PeopleAtWork
 from mimizuku.tools.synth.roles import HostRoutines
 
-
 _HOURS = tuple(range(24))
 _OFFICE_W = (0.01, 0.01, 0.01, 0.01, 0.01, 0.02, 0.05, 0.25, 0.7, 1.0, 1.0, 0.95, 0.6, 0.9, 1.0, 1.0, 0.9, 0.6, 0.3,
              0.15, 0.1, 0.08, 0.05, 0.02)

@@ -1,0 +1,28 @@
+"""Reading a scored record (docs/records.md) the same way in every room that receives one.
+
+Records are made by the engine and read by the send policy, the event builder, the flood
+control and the outputs, sometimes after a trip through a spool file or another process, so a
+field may be missing or of the wrong type. These readers never raise: a bad score is 0, and the
+percentage Wazuh rules match on is always an integer in [0, 100].
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+
+def finite_float(value: Any, default: float = 0.0) -> float:
+    """``value`` as a finite float, else ``default``."""
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return default
+    return f if math.isfinite(f) else default
+
+
+def score_pct(record: Mapping[str, Any]) -> int:
+    """The integer percentage rules match on: the record's ``score_pct``, else ``round(100*score)``."""
+    v = record.get("score_pct")
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        v = round(100 * finite_float(record.get("score")))
+    return int(min(100, max(0, int(v))))
