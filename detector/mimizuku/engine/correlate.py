@@ -37,7 +37,11 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 from mimizuku.core.fields import ip_class
 from mimizuku.core.severity import SEVERITIES
 from mimizuku.engine.calibration import severity
+from mimizuku.engine.flag_rule import FlagRule
 from mimizuku.sources.reader import parse_timestamp
+
+#: the flag rule with the model's own thresholds (a lifted record is judged like any other)
+_AS_TRAINED = FlagRule()
 
 #: How each tie is described in the reason of a lifted alert.
 TIES = {
@@ -281,14 +285,10 @@ def correlate(records: Iterable[Dict[str, Any]], *, window: float = 6 * 3600.0, 
         r["score"] = lifted
         r["score_pct"] = int(round(100 * lifted))
         r["related_to"] = seed["id"]
-        if lifted >= r["threshold"] and not r["anomaly"] and not _ignored(r) and not r.get("repeat_of"):
+        if not r["anomaly"] and _AS_TRAINED.judge_record(r).anomaly:  # the one flag rule, on the lifted score
             r["anomaly"] = True
             r["severity"] = severity(lifted, r["threshold"], True)
             r["reasons"] = [f"{TIES[kind]} as anomaly {seed['id']} on {seed['agent'].get('name')!r} "
                             f"({seed['detector']}, score {seed['score']:.2f}, {when}): "
                             + (seed["reasons"][0] if seed["reasons"] else "")]
     return recs
-
-
-def _ignored(r: Dict[str, Any]) -> bool:
-    return any(x.startswith("ignored:") for x in r.get("reasons", []))

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
 from mimizuku.core import fields
+from mimizuku.core.records import finite_float
 
 __all__ = ["FlagRule", "Verdict", "IGNORED", "ABUSE", "record_flagged", "count_flagged", "record_score"]
 
@@ -176,11 +177,7 @@ class FlagRule:
 
 def record_score(record: Mapping[str, Any], key: str = "score", default: float = 0.0) -> float:
     """A record's number (``score`` by default) as a finite float, else ``default``."""
-    try:
-        f = float(record.get(key))  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return default
-    return f if math.isfinite(f) else default
+    return finite_float(record.get(key), default)
 
 
 def record_flagged(record: Mapping[str, Any]) -> bool:
