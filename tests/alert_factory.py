@@ -30,7 +30,7 @@ def _base(t: dt.datetime, rule_id: str, level: int, desc: str, groups: List[str]
 def fim(t: dt.datetime, path: str, *, event: str = "modified", user: str = "root", process: str = "dpkg",
         agent: str = "web-01", agent_id: str = "001") -> Dict[str, Any]:
     rid, level = {"modified": ("550", 7), "deleted": ("553", 7), "added": ("554", 5)}[event]
-    a = _base(t, rid, level, f"Integrity checksum changed.", ["ossec", "syscheck", "syscheck_entry_" + event],
+    a = _base(t, rid, level, "Integrity checksum changed.", ["ossec", "syscheck", "syscheck_entry_" + event],
               agent, agent_id)
     a["syscheck"] = {"path": path, "event": event, "mode": "whodata",
                      "audit": {"effective_user": {"id": "0", "name": user}, "user": {"id": "0", "name": user},

@@ -57,7 +57,6 @@ def test_model_training_anomaly_rate_near_contamination_per_detector():
     for c in (0.01, 0.05):
         m = Mimizuku(contamination=c).fit(alerts)
         for name, det in m.detectors_.items():
-            w = np.array([det.n_alerts_])
             rate = float((det.calibrate(det.decision_scores_) >= det.threshold_) @ _weights(det)) / det.n_alerts_
             assert rate <= c * 1.0001, (name, rate)
         recs = m.score_records(alerts)

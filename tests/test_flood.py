@@ -63,6 +63,35 @@ def test_scan_of_10000_becomes_first_event_plus_one_summary():
     assert len(fc) == 0 and fc.flush() == []
 
 
+def test_repeats_of_an_open_burst_count_into_its_summary():
+    """The repeats rule holds back most of a burst (``repeat_of``); the summary still tells how many
+    alerts it had and when the last one came, but a repeat is never sent by flood control, and a
+    repeat whose signature has no open window is not counted anywhere."""
+    clock = Clock()
+    fc = FloodControl(60, clock=clock)
+
+    def repeat(i, **kw):
+        r = rec(i, anomaly=False, **kw)
+        r["repeat_of"] = "1.0"
+        return r
+
+    assert fc.count_repeat(repeat(1, srcip="203.0.113.9")) is False       # no window open yet
+    sent = fc.admit(rec(0, srcip="203.0.113.9", rule="31101"))
+    assert [r["id"] for r in sent] == ["1.0"]
+    counted = [fc.count_repeat(repeat(i, srcip="203.0.113.9", rule="31101")) for i in range(1, 30)]
+    assert all(counted)
+    assert fc.count_repeat(repeat(30, srcip="198.51.100.7", rule="31101")) is False  # other source
+    assert fc.count_repeat(rec(31, srcip="203.0.113.9", rule="31101", anomaly=False)) is False  # no repeat_of
+    assert fc.admit(rec(32, srcip="203.0.113.9", rule="31101")) == []      # an anomaly in the window
+    assert fc.suppressed == 1                                              # repeats are not "suppressed"
+    clock.t += 60
+    (s,) = fc.flush()
+    assert s["flood"]["count"] == 31 and s["id"] == "1.32"
+    assert s["flood"]["last"] == "2026-11-21T10:00:32.000+0000" and "31 similar context" in s["reasons"][0]
+    off = FloodControl(0, clock=clock)
+    assert off.count_repeat(repeat(1)) is False and len(off) == 0
+
+
 def test_distinct_signatures_are_not_merged_and_non_anomalies_pass():
     clock = Clock()
     fc = FloodControl(60, clock=clock)

@@ -5,7 +5,7 @@ import json
 import logging
 import os
 import socket
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import pytest
 from fake_indexer import FakeIndexer, load_export

@@ -11,7 +11,6 @@ from mimizuku import Mimizuku
 from mimizuku.engine import correlate as corr
 from mimizuku.engine.policy import apply_policy
 from mimizuku.engine.repeats import RepeatWindows
-from mimizuku.integratord import call as it
 from mimizuku.integratord.options import Options
 
 # --- the windows ------------------------------------------------------------------------------

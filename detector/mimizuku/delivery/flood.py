@@ -92,7 +92,8 @@ class FloodControl:
     ``admit(record)`` -> list of records to send now (the record itself, or nothing when it is
     suppressed, plus summaries of windows that have ended). ``flush(now)`` -> summaries of windows
     that ended by ``now``; ``flush_all()`` at shutdown. ``window <= 0`` disables the control.
-    Records that are not anomalies pass through untouched.
+    Records that are not anomalies pass through untouched; ``count_repeat(record)`` counts a
+    repeat of an open burst into its summary.
     """
 
     def __init__(self, window: float = DEFAULT_WINDOW, *, max_signatures: int = DEFAULT_MAX_SIGNATURES,
@@ -137,6 +138,22 @@ class FloodControl:
         self.suppressed += 1
         return out
 
+    def count_repeat(self, record: Dict[str, Any]) -> bool:
+        """Count a repeat (``repeat_of``, not raised: the repeats rule already holds it back) in the
+        open window of its signature, so the summary tells how many alerts the burst had and when
+        it last fired, not only how many anomalies the repeats rule let through. Nothing is sent;
+        a repeat with no open window is left alone. Returns whether it was counted."""
+        if not self.enabled or record.get("anomaly") or not record.get("repeat_of"):
+            return False
+        b = self._bursts.get(self.key(record))
+        if b is None:
+            return False
+        b.count += 1
+        b.last_time = record.get("timestamp") or b.last_time
+        b.last = record
+        b.top_score = max(b.top_score, _score(record))
+        return True
+
     def flush(self, now: Optional[float] = None) -> List[Dict[str, Any]]:
         """Summaries of the windows that have ended (and forget those signatures)."""
         if not self._bursts:
@@ -175,7 +192,8 @@ class FloodControl:
         agent = rec.get("agent") if isinstance(rec.get("agent"), Mapping) else {}
         name = agent.get("name") or agent.get("id") or "the manager"
         lead = (f"{b.count} similar {rec.get('detector')} anomalies on {name} between {b.first_time} and "
-                f"{b.last_time} ({more} not sent one by one: flood control, {int(round(self.window))} s window)")
+                f"{b.last_time} ({more} not sent one by one: repeats and flood control, "
+                f"{int(round(self.window))} s window)")
         rec["reasons"] = [lead] + [r for r in (rec.get("reasons") or []) if isinstance(r, str)]
         self.summaries += 1
         return rec

@@ -11,34 +11,40 @@ Standard library only (the integration's in-process path imports it before the e
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from mimizuku.core.records import score_pct
 from mimizuku.core.severity import SEVERITY_RANK
 from mimizuku.engine.flag_rule import FlagRule
 
-__all__ = ["apply_policy", "SEVERITY_RANK"]
+__all__ = ["SendPolicy", "apply_policy", "SEVERITY_RANK"]
 
 
 
-def apply_policy(records: List[Dict[str, Any]], options: Any) -> List[Dict[str, Any]]:
-    """The records to send: threshold overrides, detector choice, minimum severity, send mode.
+class SendPolicy:
+    """The policy of one set of options, judging one record at a time (``send(record)``), so a
+    caller that also needs the records the policy drops (flood control counts repeats into a
+    burst) keeps their order. ``options``: any object with ``send``, ``detectors`` (a set of names,
+    or None for all), ``thresholds`` (a mapping) and ``min_severity``."""
 
-    ``options``: any object with ``send``, ``detectors`` (a set of names, or None for all),
-    ``thresholds`` (a mapping) and ``min_severity``. The input records are not modified."""
-    out = []
-    floor = SEVERITY_RANK[options.min_severity]
-    rule = FlagRule(thresholds=options.thresholds)
-    for rec in records:
+    def __init__(self, options: Any) -> None:
+        self.options = options
+        self.floor = SEVERITY_RANK[options.min_severity]
+        self.rule = FlagRule(thresholds=options.thresholds)
+
+    def send(self, rec: Any) -> Optional[Dict[str, Any]]:
+        """The record to send for ``rec`` (a copy when a threshold override judged it again), or
+        None. The input record is not modified."""
         if not isinstance(rec, dict):
-            continue
+            return None
+        options = self.options
         det = rec.get("detector")
         if options.detectors is not None and det not in options.detectors:
-            continue
-        t = rule.override(det)
+            return None
+        t = self.rule.override(det)
         if t is not None:
             rec = dict(rec)
-            now_anomaly = rule.judge_record(rec).anomaly
+            now_anomaly = self.rule.judge_record(rec).anomaly
             if now_anomaly != bool(rec.get("anomaly")):
                 if now_anomaly:
                     if rec.get("severity") in (None, "none"):
@@ -50,7 +56,12 @@ def apply_policy(records: List[Dict[str, Any]], options: Any) -> List[Dict[str, 
                     rec["reasons"] = []
                 rec["anomaly"] = now_anomaly
             rec["threshold"] = t
-        reportable = bool(rec.get("anomaly")) and SEVERITY_RANK.get(rec.get("severity"), 0) >= floor
-        if reportable or options.send == "all":
-            out.append(rec)
-    return out
+        reportable = bool(rec.get("anomaly")) and SEVERITY_RANK.get(rec.get("severity"), 0) >= self.floor
+        return rec if reportable or options.send == "all" else None
+
+
+def apply_policy(records: List[Dict[str, Any]], options: Any) -> List[Dict[str, Any]]:
+    """The records to send, in order: threshold overrides, detector choice, minimum severity, send
+    mode (``SendPolicy``). The input records are not modified."""
+    policy = SendPolicy(options)
+    return [r for r in map(policy.send, records) if r is not None]

@@ -23,7 +23,7 @@ from mimizuku.core.text import printable
 from mimizuku.delivery import events
 from mimizuku.delivery.flood import FloodControl
 from mimizuku.delivery.queue_socket import QueueSink
-from mimizuku.engine.policy import apply_policy
+from mimizuku.engine.policy import SendPolicy
 from mimizuku.integratord import protocol
 from mimizuku.serve.caches import EngineCaches
 from mimizuku.serve.config import JOURNAL_NAME, ServeConfig
@@ -248,11 +248,15 @@ class Scorer:
     def _deliver(self, records: List[Dict[str, Any]]) -> bool:
         c = self.server.counters
         to_send: List[Dict[str, Any]] = []
-        for rec in records:
+        policy = SendPolicy(self.cfg.options)
+        for rec in records:  # in order: a repeat counts into the burst its anomaly opened
             if rec.get("anomaly"):
                 c.anomalies += 1
-        for rec in apply_policy(records, self.cfg.options):
-            to_send.extend(self.flood.admit(rec))
+            out = policy.send(rec)
+            if out is not None:
+                to_send.extend(self.flood.admit(out))
+            elif not rec.get("anomaly"):
+                self.flood.count_repeat(rec)
         return self._send(to_send)
 
     def _send(self, records: List[Dict[str, Any]]) -> bool:

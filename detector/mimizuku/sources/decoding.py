@@ -23,6 +23,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, Union
 
 __all__ = [
     "MAX_LINE_BYTES", "DOC_ELEMENT_FACTOR", "MAX_DEPTH", "json_loads", "std_loads", "deeper_than",
+    "raw_deeper_than",
     "DocumentError", "DocumentTooLong", "document_elements", "utf8_text", "utf16_to_utf8",
 ]
 
@@ -228,6 +229,31 @@ def deeper_than(obj: Any, limit: int) -> bool:
         for v in o:
             if type(v) is dict or type(v) is list:
                 stack.append((v, d + 1))
+    return False
+
+
+#: One token of a raw JSON line for the depth scan: a string (possessive, and an unterminated one
+#: runs to the end, so no position is scanned twice: linear time on hostile input), or a bracket.
+_RAW_TOKEN = re.compile(rb'"(?:[^"\\]++|\\.)*+(?:"|\\?\Z)|[\[\]{}]', re.DOTALL)
+
+
+def raw_deeper_than(line: bytes, limit: int) -> bool:
+    """Whether the brackets of a raw JSON line (outside strings) nest more than ``limit`` levels.
+
+    For a line the parser refused: orjson refuses nesting past its own limit as bad JSON and the
+    standard library runs out of recursion, yet both are the same hostile line, which is counted
+    as ``too_deep`` whichever parser read it. Stops at the first level past ``limit``."""
+    if line.count(b"{") + line.count(b"[") <= limit:
+        return False
+    depth = 0
+    for m in _RAW_TOKEN.finditer(line):
+        c = m.group()
+        if c in (b"[", b"{"):
+            depth += 1
+            if depth > limit:
+                return True
+        elif c in (b"]", b"}"):
+            depth -= 1
     return False
 
 

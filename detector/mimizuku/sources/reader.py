@@ -61,6 +61,7 @@ from mimizuku.sources.decoding import (
     DocumentTooLong,
     deeper_than,
     document_elements,
+    raw_deeper_than,
     utf8_text,
     utf16_to_utf8,
 )
@@ -429,6 +430,9 @@ class _Reader:
                 return _SKIP
             st.repaired_encoding += 1
             return obj
+        if raw_deeper_than(s, MAX_DEPTH):
+            st.too_deep += 1
+            return _SKIP
         st.bad_json += 1
         return _SKIP
 
