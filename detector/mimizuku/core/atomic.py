@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import os
 import secrets
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Union
+from typing import Iterator, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -34,6 +35,20 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
+@contextmanager
+def removed_on_failure(tmp: PathLike) -> Iterator[None]:
+    """Remove the temporary file ``tmp`` when the block fails (then re-raise): a write or a rename
+    that did not happen leaves nothing half-done beside its target."""
+    try:
+        yield
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
 def write_atomic(path: PathLike, data: bytes, *, mode: int = 0o640, fsync: bool = True,
                  sync_dir: bool = False) -> None:
     """Replace ``path`` with ``data`` atomically.
@@ -45,7 +60,7 @@ def write_atomic(path: PathLike, data: bytes, *, mode: int = 0o640, fsync: bool 
     target = Path(path)
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}-{secrets.token_hex(3)}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), mode)
-    try:
+    with removed_on_failure(tmp):
         try:
             write_all(fd, data)
             if fsync:
@@ -53,11 +68,5 @@ def write_atomic(path: PathLike, data: bytes, *, mode: int = 0o640, fsync: bool 
         finally:
             os.close(fd)
         os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
     if sync_dir:
         fsync_dir(target.parent)

@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Tuple
 
+from mimizuku.core.atomic import write_all
+
 _SUFFIX = ".json"
 _MISSING = object()
 #: what ``Spool.load`` returns for an item that is gone or unreadable
@@ -57,7 +59,7 @@ class Spool:
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self.mode)
             try:
-                os.write(fd, data)
+                write_all(fd, data)
                 os.fsync(fd)
             finally:
                 os.close(fd)

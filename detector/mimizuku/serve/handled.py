@@ -15,6 +15,8 @@ import os
 from pathlib import Path
 from typing import Deque, List, Optional
 
+from mimizuku.core.atomic import write_all
+
 
 class HandledIds:
     """The last ``window`` alert ids handled, in memory and in an append-only journal.
@@ -88,7 +90,7 @@ class HandledIds:
         for h in hashes:
             self._remember(h)
         if self._fd is not None:
-            os.write(self._fd, "".join(f"{h:016x}\n" for h in hashes).encode("ascii"))
+            write_all(self._fd, "".join(f"{h:016x}\n" for h in hashes).encode("ascii"))
             self._lines += len(hashes)
             if self._lines >= self.window:
                 self._rotate()

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
-from mimizuku.core.atomic import fsync_dir, write_atomic
+from mimizuku.core.atomic import fsync_dir, write_all, write_atomic
 from mimizuku.store.versions import (
     MANIFEST,
     VERSIONS,
@@ -89,7 +89,7 @@ def generate_key(path: PathLike) -> Path:
     p.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
     try:
-        os.write(fd, (secrets.token_hex(32) + "\n").encode())
+        write_all(fd, (secrets.token_hex(32) + "\n").encode())
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -373,7 +373,7 @@ def _fetch(source: Any, store: ModelStore, doc: Dict[str, Any]) -> Path:
 def _write_file(path: Path, data: bytes, gid: int) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
-        os.write(fd, data)
+        write_all(fd, data)
         os.fsync(fd)
         os.fchown(fd, -1, gid)
         os.fchmod(fd, 0o640)

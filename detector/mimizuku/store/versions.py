@@ -42,7 +42,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
-from mimizuku.core.atomic import fsync_dir, write_atomic
+from mimizuku.core.atomic import fsync_dir, removed_on_failure, write_atomic
 from mimizuku.core.text import printable
 
 __all__ = [
@@ -271,14 +271,8 @@ class ModelStore:
                                f"model pointer can be managed")
         tmp = self.root / f".{CURRENT}.tmp-{os.getpid()}-{secrets.token_hex(3)}"
         os.symlink(f"{VERSIONS}/{version}", tmp)
-        try:
+        with removed_on_failure(tmp):
             os.replace(tmp, self.current_link)  # rename(2): readers see the old or the new target
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
         fsync_dir(self.root)
 
     def install(self, version: str, action: str = "install", **extra: Any) -> Optional[str]:

@@ -12,6 +12,7 @@ import sys
 from datetime import datetime, timezone
 from typing import Any, Dict, Iterable, Iterator, List, Optional
 
+from mimizuku.core.atomic import removed_on_failure
 from mimizuku.tools.synth.fleet import LABEL_KEY
 from mimizuku.tools.synth.formats import MONTHS
 
@@ -43,7 +44,7 @@ def write_jsonl(path: "os.PathLike[str] | str", alerts: Iterable[Dict[str, Any]]
         return n
     use_gz = path.endswith(".gz") if gzip is None else bool(gzip)
     tmp = f"{path}.tmp-{os.getpid()}"
-    try:
+    with removed_on_failure(tmp):
         if use_gz:
             fh = _gzip.open(tmp, "wt", encoding="utf-8", newline="\n", compresslevel=6)
         else:
@@ -53,12 +54,6 @@ def write_jsonl(path: "os.PathLike[str] | str", alerts: Iterable[Dict[str, Any]]
                 fh.write(alert_json(a) + "\n")
                 n += 1
         os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
     return n
 
 
