@@ -93,7 +93,9 @@ def test_retrain_from_generated_tree_with_gz_parts_missing_day_and_corrupt_line(
     assert c["alerts_read"] == len(ALERTS14) - n_missing
     assert c["bad_lines"] == 1
     assert c["missing_days"] == [missing]
-    assert c["trained_on"] == c["alerts_read"] and c["excluded_flagged"] == 0  # no model before
+    # no model before: a hold-out model of the days before the analysed one judged the window
+    assert c["holdout"]["until"] == days14[-2]
+    assert c["trained_on"] == c["alerts_read"] - c["excluded_flagged"]
     # the day was analysed, clustered and written to SQLite under the model root
     day = c["day"]
     n_last = sum(1 for a in ALERTS14 if a["timestamp"][:10] == LAST)
@@ -104,7 +106,7 @@ def test_retrain_from_generated_tree_with_gz_parts_missing_day_and_corrupt_line(
         assert rows[0] == n_last
         assert rows[2] == day["noise"]
         assert db.execute("select count(*) from runs").fetchone()[0] == 1
-        assert db.execute("select model_version from runs").fetchone()[0] == s["version"]
+        assert db.execute("select model_version from runs").fetchone()[0] == c["holdout"]["version"]
     # the report is written and linked
     report = Path(s["report"])
     assert report.is_file() and report.parent == home / "logs" / "mimizuku" / "reports"

@@ -16,6 +16,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
+from mimizuku.core.text import printable
 from mimizuku.nightly import job
 from mimizuku.nightly.config import RetrainConfig
 from mimizuku.nightly.job import Terminated, retrain, summary_line, usage_error_summary
@@ -157,14 +158,30 @@ def _human(summary: Dict[str, Any]) -> str:
              + (f" (candidate {m['candidate_version']})" if m.get("candidate_version") else "")]
     if m.get("error"):
         lines.append(f"  why: {m['error']}")
+    hold = c.get("holdout")
     if "alerts_read" in c:
+        judge = f"the hold-out model {hold['version']}" if hold else "the current model"
         lines.append(f"  read {c['alerts_read']:,} alerts ({c.get('bad_lines', 0)} bad lines, "
                      f"{c.get('damaged_files', 0)} damaged files, missing days: {', '.join(c.get('missing_days') or []) or 'none'}); "
-                     f"excluded {c.get('excluded_flagged', 0):,} flagged by the current model")
+                     f"excluded {c.get('excluded_flagged', 0):,} flagged by {judge}")
+    if hold:
+        lines.append(f"  first run: the day was analysed by {hold['version']}, trained on the days up to "
+                     f"{hold['until']} (it never saw the day); the model installed learned without its anomalies")
     if "day" in c:
         d = c["day"]
         lines.append(f"  {d['date']}: {d['scored']:,} alerts scored, {d['anomalies']:,} anomalies, "
                      f"{d['clusters']:,} DBSCAN clusters, {d['noise']:,} noise")
+    found = m.get("anomalies") or []
+    for a in found:
+        more = f" (+{a['repeats']} repeats)" if a.get("repeats") else ""
+        lines.append(f"    {printable(a.get('timestamp'), 40)[:19]}  {printable(a.get('agent'), 14):<14} "
+                     f"{printable(a.get('detector'), 8):<8} {a.get('score_pct', 0):>3}%  "
+                     f"{printable(a.get('severity'), 8):<8} {printable(a.get('reason'), 110)}{more}")
+    if "day" in c and c["day"].get("anomalies", 0) > len(found):
+        lines.append(f"    ... {c['day']['anomalies'] - len(found):,} more in the report")
+    sl = c.get("syslog")
+    if isinstance(sl, dict) and sl.get("selected"):
+        lines.append(f"  syslog: {sl['selected']:,} lines to {m.get('syslog_file') or 'the configured syslog'}")
     for w in m.get("warnings", []):
         lines.append(f"  warning: {w}")
     if m.get("report"):

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from mimizuku.core.settings import Setting, Settings
 
@@ -140,9 +140,10 @@ SETTINGS = (
             group=WHERE),
     Setting("source", None, "alert source instead of <wazuh-home>'s logs/alerts archive",
             flags=("--input", "-i"), metavar="INPUT", group=WHERE),
-    Setting("days", 14, "archived days to learn from, plus today (default 14)", type=int, group=WHERE,
-            check=_whole_days),
-    Setting("day", None, "day to analyse and validate on, YYYY-MM-DD (default yesterday)", group=WHERE, check=_day),
+    Setting("days", 14, "archived days to learn from, plus today (default 14); with --day, the days ending on it",
+            type=int, group=WHERE, check=_whole_days),
+    Setting("day", None, "day to analyse and validate on, YYYY-MM-DD (default yesterday); when given, the "
+            "training window ends on it: nothing after it is read", group=WHERE, check=_day),
     Setting("keep", 5, "model versions to keep (default 5)", type=int, group=WHERE, check=_keep),
     # model parameters; None = the current model's, else the library defaults
     Setting("contamination", None, "share of training alerts flagged (default 0.001)", type=float, group=MODEL),
@@ -153,6 +154,10 @@ SETTINGS = (
     Setting("anomaly_filter", True,
             "also learn from alerts the current model flags (disables the anomaly filter)",
             flags=("--learn-flagged",), negate=True, group=MODEL),
+    Setting("holdout", True,
+            "first run (no model yet): train on all days at once, the analysed day included (by default "
+            "a first model is trained on the days before it, analyses it, and filters the model installed)",
+            flags=("--no-holdout",), negate=True, group=MODEL),
     # training on a Dask cluster (mimizuku.nightly.partitions): the scheduler's address, None = locally
     Setting("dask", None,
             "read and count the archive's days on this Dask cluster (e.g. tcp://scheduler:8786); "
@@ -270,3 +275,19 @@ class RetrainConfig(Settings, table=SETTINGS):
     @property
     def batch_day(self) -> date:
         return self.day or (date.today() - timedelta(days=1))
+
+    @property
+    def window_end(self) -> date:
+        """The last day the training window reads: ``--day`` when given (a run for a past day
+        reads what had been archived by then, nothing after it), else today (still being
+        written, judged by the model in use)."""
+        return self.day or date.today()
+
+    @property
+    def window(self) -> List[date]:
+        """The days the training reads, oldest first: the ``--days`` days before today and today
+        (still being written), or with ``--day`` the ``--days`` days that end on it."""
+        if self.day is not None:
+            return [self.day - timedelta(days=i) for i in range(self.days - 1, -1, -1)]
+        today = date.today()
+        return [today - timedelta(days=i) for i in range(self.days, -1, -1)]

@@ -3,7 +3,8 @@
 One run, under an exclusive lock on the model root:
 
 1. cleans what an interrupted run left (``versions.ModelStore.clean_leftovers``);
-2. reads the archive of the last ``--days`` days plus today (the reader drops the plugin's own
+2. reads the archive of the last ``--days`` days plus today (with ``--day``, the ``--days`` days
+   ending on it: a run for a past day reads nothing after it; the reader drops the plugin's own
    events) one day at a time — here, or on a Dask cluster with ``--dask ADDRESS``
    (``mimizuku.nightly.partitions``: the same code, the same model; rate windows restart at
    midnight either way) — and, river's ``AnomalyFilter``: never learn from what you flagged,
@@ -53,7 +54,7 @@ from mimizuku.nightly.judged_days import load_verdicts, save_verdicts
 from mimizuku.nightly.validation import Validation, choose_validation_day, validate
 from mimizuku.store.versions import Locked, ModelStore, VersionError, resolve_model_dir
 
-__all__ = ["retrain", "summary_line", "usage_error_summary", "Terminated"]
+__all__ = ["retrain", "summary_line", "usage_error_summary", "found_anomalies", "Terminated"]
 
 log = logging.getLogger("mimizuku.retrain")
 
@@ -107,6 +108,8 @@ class _Run:
         self.validation: Optional[Validation] = None
         self.report: Optional[str] = None
         self.day: Optional[str] = None
+        self.found: List[Dict[str, Any]] = []  # the analysed day's anomalies, most anomalous first
+        self.syslog_file: Optional[str] = None  # where the day's syslog lines went, when to a file
 
     def fail(self, code: int, error: str, status: str = "failed") -> None:
         self.code, self.status, self.error = code, status, printable_line(error)
@@ -137,6 +140,10 @@ class _Run:
                 inner["validation"]["dropped"] = sorted(self.validation.dropped)
         if self.warnings:
             inner["warnings"] = self.warnings[:10]
+        if self.found:
+            inner["anomalies"] = self.found
+        if self.syslog_file:
+            inner["syslog_file"] = self.syslog_file
         inner["report"] = self.report or ""
         inner["exit_code"] = self.code
         return {"integration": "mimizuku", "mimizuku": inner}
@@ -148,6 +155,7 @@ def summary_line(summary: Dict[str, Any]) -> str:
     if len(line) > SUMMARY_MAX_BYTES:
         inner = dict(summary["mimizuku"])
         inner.pop("validation", None)
+        inner["anomalies"] = inner.get("anomalies", [])[:5]
         inner["warnings"] = [w[:100] for w in inner.get("warnings", [])[:3]]
         line = json.dumps({"integration": "mimizuku", "mimizuku": inner}, ensure_ascii=True,
                           separators=(",", ":"), allow_nan=False, default=str)[:SUMMARY_MAX_BYTES]
@@ -245,6 +253,7 @@ def _batch(model: Any, day: date, store: ModelStore, run: _Run, scored: Any = No
     run.durations["batch_score"] = analysis.durations_ms.get("score", 0)
     run.durations["cluster"] = analysis.durations_ms.get("cluster", 0)
     run.counts["day"] = analysis.summary()
+    run.found = found_anomalies(analysis.records)
     if analysis.n_alerts == 0:
         run.warn(f"no alerts archived for {day}")
     run_row = {"run_id": f"{day}@{analysis.model_version}", "started": run.started.isoformat(),
@@ -263,6 +272,8 @@ def _batch(model: Any, day: date, store: ModelStore, run: _Run, scored: Any = No
                              syslog_remote=cfg.syslog_remote, syslog_select=cfg.syslog_select,
                              syslog=send_syslog)
     run.durations.update(delivery.durations_ms)
+    if send_syslog and cfg.syslog_file and delivery.counts.get("syslog", {}).get("selected"):
+        run.syslog_file = str(cfg.syslog_file)
     for k, v in delivery.counts.items():
         run.counts[k] = {n: int(x) for n, x in v.items() if isinstance(x, (int, float))}
     for w in delivery.warnings:
@@ -289,6 +300,31 @@ def _batch(model: Any, day: date, store: ModelStore, run: _Run, scored: Any = No
     run.durations["batch"] = _ms(t0)
 
 
+#: The analysed day's anomalies the summary names (the report and SQL have them all).
+FOUND_MAX = 20
+
+
+def found_anomalies(records: List[Dict[str, Any]], limit: int = FOUND_MAX) -> List[Dict[str, Any]]:
+    """The day's raised anomalies, most anomalous first, each as the few fields a person reads
+    first (time, agent, detector, score, severity, the first reason, the episode's count when a
+    burst repeated it). Reasons are attacker text: bounded here, escaped where printed."""
+    repeats: Dict[str, int] = {}
+    for r in records:
+        if r.get("repeat_of"):
+            repeats[str(r["repeat_of"])] = repeats.get(str(r["repeat_of"]), 0) + 1
+    raised = [r for r in records if r.get("anomaly")]
+    raised.sort(key=lambda r: (-float(r.get("score") or 0.0), str(r.get("timestamp") or "")))
+    out = []
+    for r in raised[:limit]:
+        agent = r.get("agent") if isinstance(r.get("agent"), dict) else {}
+        reasons = [x for x in (r.get("reasons") or []) if isinstance(x, str)]
+        out.append({"timestamp": str(r.get("timestamp") or "")[:40], "agent": str(agent.get("name") or "")[:64],
+                    "detector": str(r.get("detector") or ""), "score_pct": int(round(100 * float(r.get("score") or 0))),
+                    "severity": str(r.get("severity") or ""), "reason": reasons[0][:300] if reasons else "",
+                    "repeats": repeats.get(str(r.get("id")), 0)})
+    return out
+
+
 def _train_and_install(store: ModelStore, run: _Run) -> Tuple[Any, Any]:
     """Steps 2-4; returns (model in use, day analysis of the new model if it can be reused)."""
     from mimizuku.engine.detectors.base import NotEnoughData
@@ -308,17 +344,26 @@ def _train_and_install(store: ModelStore, run: _Run) -> Tuple[Any, Any]:
             _pause("training")
 
     today = date.today()
-    fresh = {today.isoformat(), cfg.batch_day.isoformat()}  # always judged by the model in use
-    window = [(today - timedelta(days=i)).isoformat() for i in range(cfg.days, -1, -1)]
+    end = cfg.window_end
+    fresh = {today.isoformat(), end.isoformat(), cfg.batch_day.isoformat()}  # judged by the model in use
+    window = [d.isoformat() for d in cfg.window]
     verdicts = load_verdicts(store, [d for d in window if d not in fresh]) if current is not None else {}
+    holdout = None
+    if current is None and cfg.holdout and cfg.batch and cfg.anomaly_filter:
+        holdout = _fit_holdout(run, on_partition)
+        if run.code == EXIT_INPUT:
+            return None, None
+    judge = current if current is not None else holdout
     # one partition per archived day, read here one after another or on Dask (the same code:
     # mimizuku.nightly.partitions); filt and stats are the totals of all partitions
-    trainer = PartitionedFit(current, _params(current, cfg), exclude=cfg.anomaly_filter, verdicts=verdicts,
+    trainer = PartitionedFit(judge, _params(current, cfg), exclude=cfg.anomaly_filter, verdicts=verdicts,
                              progress=cfg.progress, on_partition=on_partition, dask_timeout=cfg.dask_timeout)
     filt, stats = trainer.filter, trainer.stats
     t0 = time.monotonic()
-    log.info("reading %d day(s) plus today from %s and training (anomaly filter: %s; %s)", cfg.days, cfg.source,
-             f"model {run.version}" if current is not None and cfg.anomaly_filter else "off",
+    log.info("reading %d day(s) up to %s from %s and training (anomaly filter: %s; %s)", cfg.days, end,
+             cfg.source,
+             f"model {run.version}" if current is not None and cfg.anomaly_filter
+             else f"the hold-out model {holdout.model_version_}" if holdout is not None else "off",
              f"on the Dask cluster at {cfg.dask}" if cfg.dask else "locally")
     def keep_verdicts() -> None:  # only after the whole stream was judged: never half a day
         if current is not None:
@@ -328,7 +373,7 @@ def _train_and_install(store: ModelStore, run: _Run) -> Tuple[Any, Any]:
                 run.warn(f"cannot record the anomaly filter's verdicts in {store.root}: {e}")
 
     try:
-        new = trainer.fit(cfg.source, days=cfg.days + 1, dask=cfg.dask)
+        new = trainer.fit(cfg.source, since=cfg.window[0], until=end, dask=cfg.dask)
     except AlertSourceError as e:
         run.fail(EXIT_INPUT, f"cannot read the alerts: {e}")
         return current, None
@@ -386,18 +431,57 @@ def _train_and_install(store: ModelStore, run: _Run) -> Tuple[Any, Any]:
         log.warning("validation refused %s: %s", new.model_version_, reason)
         return current, None
     extra = {"excluded_flagged": filt.excluded,
-             "filter_model": run.version if current is not None and cfg.anomaly_filter else None,
-             "days": cfg.days, "validation": v.as_dict(), "read": stats.as_dict()}
+             "filter_model": run.version if current is not None and cfg.anomaly_filter
+             else (f"{holdout.model_version_} (hold-out: the days before {cfg.batch_day})" if holdout is not None
+                   else None),
+             "days": cfg.days, "window_end": end.isoformat(), "validation": v.as_dict(), "read": stats.as_dict()}
     _install(new, store, run, extra)
     run.status, run.code, run.error = "ok", EXIT_OK, None
     log.info("model %s installed (previous: %s)", new.model_version_, run.previous or "none")
+    if holdout is not None:  # the day is analysed by the model that never saw it
+        run.counts["holdout"] = {"version": holdout.model_version_, "until": (cfg.batch_day - timedelta(days=1)).isoformat(),
+                                 "trained_on": {n: int(d.n_alerts_) for n, d in holdout.detectors_.items()}}
+        return holdout, None
     reuse = scored if (scored is not None and vday == cfg.batch_day.isoformat() and not v.dropped) else None
     return new, reuse
 
 
+def _fit_holdout(run: _Run, on_partition: Any) -> Any:
+    """A first run's hold-out model: trained on the window's days before the analysed day, so the
+    first analysis is not of a day the model learned (planted or real attacks on it would be
+    "normal"); it then judges the whole window for the anomaly filter of the model installed.
+    None (with a warning) when those days cannot train one: the run goes on without it."""
+    from mimizuku.engine.detectors.base import NotEnoughData
+    from mimizuku.nightly.partitions import DaskUnavailable, PartitionedFit
+    from mimizuku.sources.reader import AlertSourceError
+
+    cfg = run.cfg
+    first, last = cfg.window[0], cfg.batch_day - timedelta(days=1)
+    if last < first:
+        run.warn(f"no day before {cfg.batch_day} in the window: the first model learns the day it analyses")
+        return None
+    t0 = time.monotonic()
+    log.info("first run: training a hold-out model on %s..%s, before the analysed day %s", first, last,
+             cfg.batch_day)
+    trainer = PartitionedFit(None, _params(None, cfg), exclude=False, progress=cfg.progress,
+                             on_partition=on_partition, dask_timeout=cfg.dask_timeout)
+    try:
+        model = trainer.fit(cfg.source, since=first, until=last, dask=cfg.dask)
+    except (NotEnoughData, ValueError) as e:
+        run.warn(f"no hold-out model from the days before {cfg.batch_day} ({e}): the first model learns "
+                 f"the day it analyses")
+        return None
+    except (AlertSourceError, DaskUnavailable) as e:
+        run.fail(EXIT_INPUT, f"cannot read the alerts: {e}")
+        return None
+    finally:
+        run.durations["holdout"] = _ms(t0)
+    return model
+
+
 def _read_counts(stats: Any, filt: AnomalyFilter, cfg: RetrainConfig) -> Dict[str, Any]:
-    today = date.today()
-    window = [(today - timedelta(days=i)).isoformat() for i in range(cfg.days, 0, -1)]
+    days = [d.isoformat() for d in cfg.window]
+    window, end = days[:-1], days[-1]
     return {
         "alerts_read": int(stats.alerts),
         "bad_lines": int(stats.total_bad),
@@ -405,7 +489,7 @@ def _read_counts(stats: Any, filt: AnomalyFilter, cfg: RetrainConfig) -> Dict[st
         "files": int(stats.files),
         "damaged_files": len(stats.damaged_files),
         "unreadable_files": len(stats.unreadable_files),
-        "days_with_alerts": sum(1 for d in window + [today.isoformat()] if filt.per_day.get(d)),
+        "days_with_alerts": sum(1 for d in window + [end] if filt.per_day.get(d)),
         "missing_days": [d for d in window if not filt.per_day.get(d)][:31],
         "flagged_by_current": int(filt.flagged),
         "days_judged": sum(1 for d, n in filt.judged_per_day.items() if n and d != "-"),
