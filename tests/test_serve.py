@@ -268,6 +268,36 @@ def test_status_running_and_down(scratch, capsys):
     assert "NOT running" in out and "v1" in out and "1 alerts" in out and "4 scored" in out
 
 
+def test_a_restarted_scorer_continues_the_stream_it_wrote_at_stop(scratch):
+    """At stop the scorer writes what it follows (rate and repeat windows, waves) to the spool;
+    the next start reads it: a scan does not restart at one alert because the scorer did."""
+    from mimizuku.engine import stream_snapshot
+
+    scratch.install_version("v1")
+    col = scratch.analysisd()
+    d = Daemon(scratch.config())
+    try:
+        assert d.server.last_reload["rate_windows"] == "new"
+        assert send_all(d.server.cfg.socket, traffic(30, "one")) == ["acked"] * 30
+    finally:
+        d.stop()
+    state = scratch.spool / stream_snapshot.FILE_NAME
+    doc = json.loads(state.read_text())
+    assert doc["format"] == stream_snapshot.FORMAT and doc["detectors"]["context"]["rates"]["keys"]
+    d = Daemon(scratch.config())
+    try:
+        assert d.server.last_reload["rate_windows"] == "continued from the stream state file"
+    finally:
+        d.stop()
+        col.close()
+    state.write_text("garbage")
+    d = Daemon(scratch.config())
+    try:
+        assert d.server.last_reload["rate_windows"] == "new"
+    finally:
+        d.stop()
+
+
 def test_no_model_yet_then_one_arrives(scratch):
     col = scratch.analysisd()
     d = Daemon(scratch.config(), wait_model=False)

@@ -25,6 +25,7 @@ import numpy as np
 
 from mimizuku.core import fields
 from mimizuku.core.bounded import make_room
+from mimizuku.core.json_keys import decode_key, encode_key
 
 
 class FleetWave:
@@ -59,6 +60,31 @@ class FleetWave:
 
     def reset(self) -> None:
         self._seen = {}
+
+    def to_json(self, max_keys: int) -> Dict[str, Any]:
+        """The waves as JSON (``mimizuku.engine.stream_snapshot``): the ``max_keys`` signatures
+        met last, each with its agents and when; signatures no JSON can hold are left out."""
+        out = []
+        for signature, agents in list(self._seen.items())[-max_keys:]:
+            try:
+                out.append([encode_key(signature), [[a, t] for a, t in agents.items()]])
+            except TypeError:
+                continue
+        return {"window": self.window, "seen": out}
+
+    @classmethod
+    def from_json(cls, doc: Dict[str, Any]) -> "FleetWave":
+        """The waves ``to_json`` wrote (``TypeError``/``ValueError`` for anything else)."""
+        w = cls(int(doc["window"]))
+        for signature, agents in doc["seen"]:
+            seen = {}
+            for agent, t in agents[-w.max_agents:]:
+                if not isinstance(agent, str) or type(t) is not int:
+                    raise ValueError("a wave's agent is (name, whole seconds)")
+                seen[agent] = t
+            make_room(w._seen, w.max_signatures)
+            w._seen[decode_key(signature)] = seen
+        return w
 
     def tracked(self) -> Tuple[int, int]:
         """(signatures tracked, most agents tracked for one signature) now. Public: memory is

@@ -27,9 +27,10 @@ Standard library only; bounded (the oldest windows are dropped first).
 """
 from __future__ import annotations
 
-from typing import Dict, Hashable, Optional, Tuple
+from typing import Any, Dict, Hashable, Optional, Tuple
 
 from mimizuku.core.bounded import put_newest
+from mimizuku.core.json_keys import decode_key, encode_key
 from mimizuku.core.severity import SEVERITY_RANK as _RANK
 
 
@@ -43,6 +44,27 @@ class RepeatWindows:
 
     def __len__(self) -> int:
         return len(self._open)
+
+    def to_json(self, max_keys: int) -> Dict[str, Any]:
+        """The open windows as JSON (``mimizuku.engine.stream_snapshot``), the ``max_keys``
+        opened last; situations no JSON can hold are left out."""
+        out = []
+        for situation, (opened, top, opener) in list(self._open.items())[-max_keys:]:
+            try:
+                out.append([encode_key(situation), opened, top, opener])
+            except TypeError:
+                continue
+        return {"window": self.window, "open": out}
+
+    @classmethod
+    def from_json(cls, doc: Dict[str, Any]) -> "RepeatWindows":
+        """The windows ``to_json`` wrote (``TypeError``/``ValueError`` for anything else)."""
+        w = cls(int(doc["window"]))
+        for situation, opened, top, opener in doc["open"]:
+            if type(opened) is not int or type(top) is not int or not isinstance(opener, str):
+                raise ValueError("a repeat window is (situation, opened at, band rank, opener id)")
+            put_newest(w._open, decode_key(situation), (opened, top, opener), w.max_entries)
+        return w
 
     def judge(self, situation: Hashable, t: Optional[int], band: str, alert_id: str) -> Optional[str]:
         """The id of the anomaly this one repeats, or None when it is an anomaly of its own

@@ -44,6 +44,7 @@ from __future__ import annotations
 import contextlib
 import faulthandler
 import fcntl
+import functools
 import json
 import os
 import signal
@@ -201,6 +202,12 @@ Scorer = Callable[[List[Dict[str, Any]], Options], List[Dict[str, Any]]]
 _engine_cache: Dict[str, Any] = {}
 
 
+def forget_engine() -> None:
+    """Forget the model loaded in this process: the next in-process scoring starts as a new
+    call's process does (loads the model, reads the stream state)."""
+    _engine_cache.clear()
+
+
 def _model_present(model_dir: Path) -> bool:
     try:
         return model_dir.is_dir() and any(model_dir.iterdir())
@@ -208,8 +215,10 @@ def _model_present(model_dir: Path) -> bool:
         return True  # exists but unreadable: let the engine report why
 
 
-def score_in_process(alerts: List[Dict[str, Any]], options: Options) -> List[Dict[str, Any]]:
-    """Score with the engine in this process (imports pandas/scikit-learn: the slow path)."""
+def score_in_process(alerts: List[Dict[str, Any]], options: Options,
+                     log: Optional[Callable[[str, str], None]] = None) -> List[Dict[str, Any]]:
+    """Score with the engine in this process (imports pandas/scikit-learn: the slow path),
+    continuing the stream state the resident scorer or the previous call left in the spool."""
     if not _model_present(options.model_dir):
         raise ModelMissing(f"no trained model in {options.model_dir} yet")
     key = str(options.model_dir)
@@ -226,7 +235,44 @@ def score_in_process(alerts: List[Dict[str, Any]], options: Options) -> List[Dic
         except ModelNotFoundError as e:
             raise ModelMissing(str(e)) from e
         _engine_cache[key] = model
-    return list(model.score_records(alerts))
+        model.start_stream()
+        _continue_stream(model, options, log)
+    records = list(model.score_records(alerts, new_stream=False))
+    _keep_stream(model, options, log)
+    return records
+
+
+def _stream_file(options: Options) -> Path:
+    from mimizuku.engine.stream_snapshot import FILE_NAME
+
+    return options.spool_dir / FILE_NAME
+
+
+def _continue_stream(model: Any, options: Options, log: Optional[Callable[[str, str], None]]) -> None:
+    """Go on with the stream the resident scorer (or the previous call) followed: its rate and
+    repeat windows and fleet waves (``mimizuku.engine.stream_snapshot``). A file that cannot be
+    used is reported and the stream starts empty, as a call without one does."""
+    from mimizuku.engine.stream_snapshot import SnapshotError, import_snapshot, load_snapshot
+
+    path = _stream_file(options)
+    try:
+        doc = load_snapshot(path)
+        if doc is not None:
+            import_snapshot(model, doc)
+    except SnapshotError as e:
+        if log is not None:
+            log("warning", f"stream state not used ({printable(e, 300)}); rate windows start empty")
+
+
+def _keep_stream(model: Any, options: Options, log: Optional[Callable[[str, str], None]]) -> None:
+    """Write the stream state back for the next call (atomic; a failure costs only the rates)."""
+    from mimizuku.engine.stream_snapshot import save_snapshot
+
+    try:
+        save_snapshot(_stream_file(options), model)
+    except OSError as e:
+        if log is not None:
+            log("warning", f"cannot keep the stream state in {options.spool_dir}: {e.strerror or e}")
 
 
 def make_scorers(options: Options, in_process: Optional[Scorer] = None) -> List[Tuple[str, Scorer]]:
@@ -427,7 +473,7 @@ class _Call:
             return "done", EXIT_OK
         records = None
         notice = FailureNotice(opts.spool_dir, "engine", log)
-        for name, scorer in make_scorers(opts, self.in_process):
+        for name, scorer in make_scorers(opts, self.in_process or functools.partial(score_in_process, log=log)):
             try:
                 with self.deadline.interruptible():
                     records = scorer(batch, opts)

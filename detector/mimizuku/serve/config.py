@@ -71,6 +71,9 @@ SETTINGS = (
             f"{CACHE_ENTRIES}; larger trades memory for fewer recomputations)", type=clamped(int, 1000)),
     Setting("dedupe_window", 200_000, "alert ids remembered to drop duplicates", type=clamped(int, 1)),
     Setting("watch_interval", 5.0, "seconds between checks for a new model", type=clamped(float, 0.2)),
+    Setting("stream_state_interval", 30.0, "seconds between two writes of the stream state (rate and repeat "
+            "windows, fleet waves) to <spool>/stream-state.json, read back by the in-process path and at "
+            "start; also written at stop (0: never)", type=clamped(float, 0.0)),
     Setting("socket_group", "wazuh", "group that may use the socket when run as root (empty: root only)",
             check=lambda group: group or None),
     Setting("log_file", None, "log here instead of standard error"),

@@ -15,6 +15,7 @@ import gc
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Deque, Dict, List, Optional, Tuple
 
 from mimizuku.core.alert_identity import alert_key
@@ -23,6 +24,7 @@ from mimizuku.core.text import printable
 from mimizuku.delivery import events
 from mimizuku.delivery.flood import FloodControl
 from mimizuku.delivery.queue_socket import QueueSink
+from mimizuku.engine import stream_snapshot as snapshot
 from mimizuku.engine.policy import SendPolicy
 from mimizuku.integratord import protocol
 from mimizuku.serve.caches import EngineCaches
@@ -101,6 +103,8 @@ class Scorer:
         self.hold = threading.Event()   # tests: set to make the scorer stall (a slow daemon)
         self.fingerprint: Any = None
         self._next_retry = 0.0
+        self._next_stream_save = time.monotonic() + cfg.stream_state_interval
+        self._scored_at_save = 0
 
     # -- model swap (between batches only) --------------------------------------------------------
     def offer(self, model: Any, fingerprint: Any, path: str) -> None:
@@ -118,7 +122,7 @@ class Scorer:
             return
         new, fp, path = pending
         old = self.model
-        carried = carry_stream_state(old, new) if old is not None else None
+        carried = carry_stream_state(old, new) if old is not None else self._continue_stream(new)
         self.caches.adopt(new)
         self.model, self.fingerprint, self.model_path = new, fp, path
         self.model_loaded_at = time.time()
@@ -170,6 +174,10 @@ class Scorer:
                 self._collect()
             self._send(self.flood.flush())
             now = time.monotonic()
+            if self.cfg.stream_state_interval > 0 and now >= self._next_stream_save:
+                self._next_stream_save = now + self.cfg.stream_state_interval
+                if self.server.counters.scored != self._scored_at_save:
+                    self.save_stream()
             if now >= self._next_retry:
                 # events analysisd did not take: resend them even when no new event comes
                 self._next_retry = now + self.cfg.event_retry_interval
@@ -182,10 +190,42 @@ class Scorer:
                     it.status, it.error = "failed", f"internal error: {type(e).__name__}"
             self.server.complete(batch)
 
+    # -- the stream state on disk (mimizuku.engine.stream_snapshot) ------------------------------
+    @property
+    def stream_file(self) -> Path:
+        return self.cfg.spool_dir / snapshot.FILE_NAME
+
+    def _continue_stream(self, model: Any) -> Optional[bool]:
+        """The first model goes on with the stream the last run (or the in-process path) left:
+        True when something was taken, None when there was nothing to take."""
+        if self.cfg.stream_state_interval <= 0:
+            return None
+        try:
+            doc = snapshot.load_snapshot(self.stream_file)
+            if doc is None:
+                return None
+            taken = snapshot.import_snapshot(model, doc)
+        except snapshot.SnapshotError as e:
+            self.server.error(f"stream state not used ({printable(e, 300)}); rate windows start empty")
+            return False
+        return any(taken.values())
+
+    def save_stream(self) -> None:
+        """Write what the model follows now (atomic; a failure is reported, scoring goes on)."""
+        if self.model is None:
+            return
+        self._scored_at_save = self.server.counters.scored
+        try:
+            snapshot.save_snapshot(self.stream_file, self.model)
+        except OSError as e:
+            self.server.error(f"cannot write the stream state to {self.stream_file}: {e.strerror or e}")
+
     def finish(self) -> None:
         """At shutdown, after the last batch: the flood summaries, then close the sink and journal."""
         try:
             self._send(self.flood.flush_all())
+            if self.cfg.stream_state_interval > 0:
+                self.save_stream()
         finally:
             self.sink.close()
             self.handled.close()

@@ -188,9 +188,11 @@ class ModelReload:
         self.model_manifest = getattr(new, "manifest_", {}) or {}
         self.last_reload = {"at": time.time(), "ok": True, "path": self.scorer.model_path,
                             "version": self.model_version, "previous": prev,
-                            "rate_windows": "carried over" if carried else ("empty" if had_old else "new")}
+                            "rate_windows": ("carried over" if had_old else "continued from the stream state file")
+                            if carried else ("empty" if had_old else "new")}
         if not had_old:
-            log.info("scoring with model version %s", self.model_version)
+            log.info("scoring with model version %s (rate windows %s)", self.model_version,
+                     "continued from the stream state file" if carried else "start empty")
         else:
             log.info("switched from model %s to %s (rate windows %s)", prev, self.model_version,
                      "carried over" if carried else "start empty")

@@ -33,6 +33,7 @@ from sklearn.cluster import DBSCAN
 from mimizuku.core import fields
 from mimizuku.core.bounded import make_room
 from mimizuku.core.fields import seconds_and_hour
+from mimizuku.core.json_keys import decode_key, encode_key
 from mimizuku.engine.calibration import TailCalibrator
 from mimizuku.engine.detectors.base import Detector, Key
 from mimizuku.engine.fleet import FleetWave, shared_along_waves, wave_reason
@@ -86,6 +87,38 @@ class RateTracker:
         for k in [k for k, q in self._q.items() if not q or q[-1][0] <= now - self.window]:
             del self._q[k]
             del self._n[k]
+
+    def to_json(self, max_keys: int) -> Dict[str, Any]:
+        """The windows as JSON (``mimizuku.engine.stream_snapshot``): the ``max_keys`` keys seen
+        last, each with its one-second buckets; keys no JSON can hold are left out."""
+        newest = max((q[-1][0] for q in self._q.values() if q), default=None)
+        if newest is None:
+            return {"window": self.window, "keys": []}
+        live = [(q[-1][0], k) for k, q in self._q.items() if q and q[-1][0] > newest - self.window]
+        live.sort(key=lambda x: x[0])
+        keys = []
+        for _, k in live[-max_keys:]:
+            try:
+                keys.append([encode_key(k), [list(b) for b in self._q[k]]])
+            except TypeError:
+                continue
+        return {"window": self.window, "keys": keys}
+
+    @classmethod
+    def from_json(cls, doc: Dict[str, Any]) -> "RateTracker":
+        """The windows ``to_json`` wrote (``TypeError``/``ValueError`` for anything else)."""
+        t = cls(int(doc["window"]))
+        for key, buckets in doc["keys"]:
+            q: Deque[List[int]] = deque()
+            for at, n in buckets:
+                if type(at) is not int or type(n) is not int or n < 1 or (q and at <= q[-1][0]):
+                    raise ValueError("rate buckets must be increasing whole seconds with counts >= 1")
+                q.append([at, n])
+            if q:
+                k = decode_key(key)
+                t._q[k] = q
+                t._n[k] = sum(b[1] for b in q)
+        return t
 
 
 def is_privilege_change(groups) -> bool:
