@@ -33,6 +33,8 @@ LIGHT = {
     "mimizuku.integratord.forward": "wazuh-integratord runs it once per alert",
     "mimizuku.integratord.call": "the per-alert call imports the engine only to score in-process",
     "mimizuku.serve.status": "`mimizuku status` answers at once",
+    "mimizuku.serve.command": "`mimizuku serve --help` answers, and the daemon starts, before a model loads",
+    "mimizuku.core.json_keys": "core is standard-library only",
     "mimizuku.core.fields": "core is standard-library only",
     "mimizuku.core.settings": "core is standard-library only",
     "mimizuku.core.spool": "core is standard-library only",

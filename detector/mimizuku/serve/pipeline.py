@@ -24,7 +24,6 @@ from mimizuku.core.text import printable
 from mimizuku.delivery import events
 from mimizuku.delivery.flood import FloodControl
 from mimizuku.delivery.queue_socket import QueueSink
-from mimizuku.engine import stream_snapshot as snapshot
 from mimizuku.engine.policy import SendPolicy
 from mimizuku.integratord import protocol
 from mimizuku.serve.caches import EngineCaches
@@ -73,6 +72,11 @@ class Counters:
     events_lost: int = 0
     batches: int = 0
     bad_requests: int = 0
+
+
+#: the stream state's file in the spool (``mimizuku.engine.stream_snapshot.FILE_NAME``; the engine
+#: is imported only once a model is loaded, so that ``serve --help`` stays light)
+STREAM_FILE = "stream-state.json"
 
 
 # --- the scorer ----------------------------------------------------------------------------------
@@ -193,13 +197,15 @@ class Scorer:
     # -- the stream state on disk (mimizuku.engine.stream_snapshot) ------------------------------
     @property
     def stream_file(self) -> Path:
-        return self.cfg.spool_dir / snapshot.FILE_NAME
+        return self.cfg.spool_dir / STREAM_FILE
 
     def _continue_stream(self, model: Any) -> Optional[bool]:
         """The first model goes on with the stream the last run (or the in-process path) left:
         True when something was taken, None when there was nothing to take."""
         if self.cfg.stream_state_interval <= 0:
             return None
+        from mimizuku.engine import stream_snapshot as snapshot  # the engine is loaded by now
+
         try:
             doc = snapshot.load_snapshot(self.stream_file)
             if doc is None:
@@ -215,6 +221,8 @@ class Scorer:
         if self.model is None:
             return
         self._scored_at_save = self.server.counters.scored
+        from mimizuku.engine import stream_snapshot as snapshot
+
         try:
             snapshot.save_snapshot(self.stream_file, self.model)
         except OSError as e:
