@@ -41,7 +41,10 @@ N_NEIGHBORS = 5
 GEN_START = date(2025, 1, 8)
 
 TARGET_AUC = 0.98
-TARGET_FP_PER_10K = 5.0
+#: analyst-facing false positives per 10,000 benign alerts at the default threshold (issue 15)
+TARGET_FP_PER_10K = 2.0
+#: anomalies raised for one attack episode: a burst is one story, with updates when it changes
+TARGET_RAISED_PER_EPISODE = 10
 
 
 # --- the peer's environment -------------------------------------------------------------------
@@ -175,6 +178,17 @@ class Labels:
 
     def __len__(self) -> int:
         return len(self.positive)
+
+    def times(self) -> np.ndarray:
+        """Epoch seconds of each test line (NaN where the time cannot be read)."""
+        from mimizuku.sources.timestamps import parse_timestamp
+
+        cached = getattr(self, "_times", None)
+        if cached is None or len(cached) != len(self.keys):
+            cached = np.array([parse_timestamp(k[0]) if k[0] else np.nan for k in self.keys], dtype=float)
+            cached[np.equal(cached, None)] = np.nan
+            self._times = cached
+        return cached
 
 
 @dataclass
@@ -399,6 +413,20 @@ class Metrics:
     #: the same two figures counting repeats as flagged (None for a side without repeats)
     fp_per_10k_with_repeats: Optional[float] = None
     tpr_with_repeats: Optional[float] = None
+    #: per episode: (anomalies raised, seconds from its first alert to its first raised anomaly or
+    #: None when none was raised) -- what an analyst gets of it, and how soon
+    raised: Dict[str, Tuple[int, Optional[float]]] = field(default_factory=dict)
+
+    @property
+    def most_raised(self) -> int:
+        """The most anomalies raised for one episode."""
+        return max((n for n, _ in self.raised.values()), default=0)
+
+    @property
+    def median_first_raise(self) -> Optional[float]:
+        """Median seconds to the first raise, over the episodes raised."""
+        t = sorted(d for _, d in self.raised.values() if d is not None)
+        return float(np.median(t)) if t else None
 
     @property
     def caught(self) -> int:
@@ -434,13 +462,22 @@ def compute(side: SideScores, labels: Labels, mask: Optional[np.ndarray] = None,
     n_pos = int(y.sum())
     n_neg = n - n_pos
     episodes: Dict[str, Tuple[int, bool]] = {}
+    raised: Dict[str, Tuple[int, Optional[float]]] = {}
+    times = labels.times()
+    if mask is not None:
+        times = times[mask]
     for e in sorted(set(ep[y].tolist())):
         sel = y & (ep == e)
         episodes[e] = (int(sel.sum()), bool(f[sel].any()))
+        hit = sel & f
+        first = np.nanmin(times[sel]) if np.isfinite(times[sel]).any() else np.nan
+        first_hit = np.nanmin(times[hit]) if hit.any() and np.isfinite(times[hit]).any() else np.nan
+        raised[e] = (int(hit.sum()), None if np.isnan(first_hit) or np.isnan(first)
+                     else float(first_hit - first))
     fp = int((f & ~y).sum())
     tp = int((f & y).sum())
     m = Metrics(n=n, n_pos=n_pos, n_neg=n_neg, n_scored=int((~np.isnan(s)).sum()), auc=roc_auc(y, s),
-                episodes=episodes, flagged=int(f.sum()), fp=fp, tp=tp,
+                episodes=episodes, raised=raised, flagged=int(f.sum()), fp=fp, tp=tp,
                 fp_per_10k=(1e4 * fp / n_neg) if n_neg else None, tpr=(tp / n_pos) if n_pos else None)
     rep = side.repeat
     if rep is not None:

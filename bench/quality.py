@@ -96,7 +96,20 @@ def _rows(title: str, mo: C.Metrics, mp: C.Metrics, windows: bool) -> List[str]:
         missed = m.missed
         txt = "none" if not missed else ", ".join(f"{e} ({m.episodes[e][0]:,} alerts)" for e in missed)
         out.append(f"  missed episodes, {name}: {txt}")
+    out.append(f"  per episode: anomalies raised (ours / peer), time from its first alert to the first raise "
+               f"(ours / peer; target: at most {C.TARGET_RAISED_PER_EPISODE} raised per episode)")
+    for e in sorted(mo.episodes):
+        (no, to), (np_, tp) = mo.raised.get(e, (0, None)), mp.raised.get(e, (0, None))
+        out.append(f"    {e:<38}{mo.episodes[e][0]:>7,} alerts  raised {no:>5,} / {np_:<6,} "
+                   f"first after {_dur(to):>8} / {_dur(tp)}")
     return out
+
+
+def _dur(seconds: Optional[float]) -> str:
+    if seconds is None:
+        return "-"
+    s = int(round(seconds))
+    return f"{s} s" if s < 120 else f"{s // 60} min" if s < 7200 else f"{s / 3600:.1f} h"
 
 
 def report(ds: C.Dataset, ours: C.SideScores, peer: Optional[C.SideScores]) -> List[str]:
@@ -226,7 +239,7 @@ def main(argv=None) -> int:
 
     print("=== summary (whole test sets; peer's unscored alerts = -inf) ===")
     print(f"  {'data set':<11}{'side':<11}{'ROC-AUC':<16}{'episodes':<16}{'FP/10k benign':<20}{'TPR':<8}"
-          f"{'with repeats: FP/10k, TPR':<26}")
+          f"{'raised/episode max':<24}{'first raise (median)':<22}{'with repeats: FP/10k, TPR':<26}")
     for name, side, m in summary:
         n_ep = len(m.episodes)
         print(f"  {name:<11}{side:<11}"
@@ -234,6 +247,8 @@ def main(argv=None) -> int:
               f"{_cell(f'{m.caught}/{n_ep}', m.caught == n_ep if n_ep else None, 16)}"
               f"{_cell(_f(m.fp_per_10k, 1), None if m.fp_per_10k is None else m.fp_per_10k <= C.TARGET_FP_PER_10K, 20)}"
               f"{_f(m.tpr, 3):<8}"
+              f"{_cell(str(m.most_raised), m.most_raised <= C.TARGET_RAISED_PER_EPISODE if m.caught else None, 24)}"
+              f"{_dur(m.median_first_raise):<22}"
               + (f"{_f(m.fp_per_10k_with_repeats, 1)}, {_f(m.tpr_with_repeats, 3)}" if m.tpr_with_repeats is not None else ""))
     print(f"total time {time.perf_counter() - t_start:.0f} s; machine at the end: {C.machine_line()}")
     return 0

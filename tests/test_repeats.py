@@ -1,4 +1,4 @@
-"""Repeats: a burst of one context situation is one anomaly per window, not one per alert."""
+"""Repeats: a burst of one situation is one episode: raised once, then only when it climbs a band."""
 from __future__ import annotations
 
 import datetime as dt
@@ -15,14 +15,21 @@ from mimizuku.integratord.options import Options
 
 # --- the windows ------------------------------------------------------------------------------
 
-def test_a_window_opens_on_an_anomaly_and_later_ones_repeat_it():
+def test_an_episode_opens_on_an_anomaly_and_goes_on_until_a_pause():
     w = RepeatWindows(window=60)
-    assert w.judge("s", 100, "low", "a1") is None          # opens
+    assert w.judge("s", 100, "low", "a1", "T100") is None   # opens
     assert w.judge("s", 130, "low", "a2") == "a1"          # inside: repeats the opener
     assert w.judge("s", 159, "low", "a3") == "a1"
     assert w.judge("other", 131, "low", "b1") is None      # another situation is its own anomaly
-    assert w.judge("s", 160, "low", "a4") is None          # the window is fixed from its opener
-    assert w.judge("s", 170, "low", "a5") == "a4"
+    # no pause of 60 s: the episode goes on however long it lasts (one story, not one a minute)
+    for t in range(160, 4000, 30):
+        assert w.judge("s", t, "low", f"x{t}") == "a1"
+    ep = w.episode("s")
+    assert ep.opener == "a1" and ep.since == "T100" and ep.opened == 100 and ep.last == 3970
+    assert ep.alerts == 3 + len(range(160, 4000, 30)) and ep.duration == 3870
+    assert w.judge("s", 4100, "low", "a4") is None         # a pause longer than 60 s: a new episode
+    assert w.judge("s", 4110, "low", "a5") == "a4"
+    assert w.episode("s").alerts == 2 and w.episode("nothing") is None
 
 
 def test_an_escalating_burst_is_flagged_again_once_per_band():
@@ -88,10 +95,36 @@ def test_a_flood_of_a_new_situation_is_one_anomaly_and_the_rest_repeat_it(model)
     assert list(df["id"]) == [r["id"] for r in flagged]
 
 
-def test_after_the_window_the_flood_is_raised_again_and_other_sources_are_their_own(model):
+def test_a_two_hour_scan_is_one_story_with_updates_only_when_it_climbs(model):
+    """One source for two hours (a burst of 40 every minute): raised once, then once per band it
+    climbs to, each update carrying the story so far; the event shows it too."""
+    from mimizuku.delivery.events import build_payload
+
+    t = F.BASE + dt.timedelta(days=5, hours=10)
+    scan = []
+    for minute in range(120):
+        scan += _flood(t + dt.timedelta(minutes=minute), 40, every=1.0)
+    recs = model.score_records(scan)
+    raised = [r for r in recs if r["anomaly"]]
+    assert 1 <= len(raised) <= 4                               # not 120 (one a minute)
+    assert sum(1 for r in recs if r.get("repeat_of")) > 4000
+    first, updates = raised[0], raised[1:]
+    assert "episode" not in first
+    ranks = {"low": 1, "medium": 2, "high": 3, "critical": 4}
+    assert [ranks[r["severity"]] for r in raised] == sorted({ranks[r["severity"]] for r in raised})
+    for u in updates:
+        ep = u["episode"]
+        assert ep["of"] == first["id"] and ep["since"] == first["timestamp"] and ep["alerts"] > 1
+        assert u["reasons"][0].startswith(f"update of anomaly {first['id']}: {u['severity']} now")
+        assert build_payload(u)["mimizuku"]["episode"] == ep
+    last = recs[-1]
+    assert last["repeat_of"] == first["id"] and "4800 alerts over 119 min" in last["reasons"][0]
+
+
+def test_after_a_long_pause_the_flood_is_raised_again_and_other_sources_are_their_own(model):
     t = F.BASE + dt.timedelta(days=5, hours=10)
     alerts = _flood(t, 10) + _flood(t + dt.timedelta(seconds=2), 10, srcip="198.51.100.7")
-    alerts += _flood(t + dt.timedelta(seconds=90), 10)          # the same source after the window
+    alerts += _flood(t + dt.timedelta(minutes=20), 10)          # the same source after a long pause
     alerts.sort(key=lambda a: a["timestamp"])
     recs = {r["id"]: r for r in model.score_records(alerts)}
     openers = [r for r in recs.values() if r["anomaly"]]
@@ -100,7 +133,7 @@ def test_after_the_window_the_flood_is_raised_again_and_other_sources_are_their_
         by_src.setdefault(r["fields"].get("srcip"), []).append(r["timestamp"])
     assert set(by_src) == {"203.0.113.9", "198.51.100.7"}
     first = sorted(by_src["203.0.113.9"])
-    assert first[0] < F.ts(t + dt.timedelta(seconds=60)) <= first[-1]   # raised again after 60 s
+    assert first[0] < F.ts(t + dt.timedelta(minutes=15)) <= first[-1]   # raised again after the pause
     repeats = [r for r in recs.values() if r.get("repeat_of")]
     assert len(repeats) > len(openers)
     for r in repeats:
@@ -142,7 +175,7 @@ def test_one_command_seen_by_sudo_and_auditd_is_one_anomaly(sudo_model):
     alerts = [F.command(t, ["/usr/bin/sudo", "/usr/sbin/reboot"]), _sudo(t + ms, "/usr/sbin/reboot"),
               F.command(t + 40 * ms, ["/usr/bin/sudo", "/usr/bin/crontab", "-e"]),     # other news
               _sudo(t + 41 * ms, "/usr/bin/crontab -e"),
-              _sudo(t + dt.timedelta(seconds=90), "/usr/sbin/reboot")]                  # after the window
+              _sudo(t + dt.timedelta(minutes=20), "/usr/sbin/reboot")]                  # after a long pause
     recs = sudo_model.score_records(alerts)
     assert [r["detector"] for r in recs] == ["commands"] * 5
     assert all(r["scores"]["commands"] >= r["threshold"] for r in recs)

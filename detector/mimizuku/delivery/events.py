@@ -154,6 +154,11 @@ def build_payload(record: Mapping[str, Any], tag: str = TAG) -> Dict[str, Any]:
         "location": _str_or_none(record.get("location")),
     }
     m["source"] = {k: v for k, v in source.items() if v is not None}
+    ep = record.get("episode")
+    if isinstance(ep, Mapping):  # an update of a burst (mimizuku.engine.repeats): the story so far
+        counts = {k: ep.get(k) for k in ("alerts", "duration_s")
+                  if isinstance(ep.get(k), int) and not isinstance(ep.get(k), bool)}
+        m["episode"] = {**{k: v for k in ("of", "since") if (v := _str_or_none(ep.get(k)))}, **counts}
     for k in KEY_FIELDS:
         v = _str_or_none(fields.get(k))
         if v:

@@ -43,6 +43,15 @@ RECORD_COLUMNS = ["id", "timestamp", "agent_id", "agent_name", "rule_id", "rule_
                   "rule_description", "detector", "score", "severity", "anomaly", "reasons"] + ORIGINAL_COLUMNS
 
 
+def _span(seconds: int) -> str:
+    """A duration as a person reads it (an episode's)."""
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 class Mimizuku:
     """Anomaly detection for Wazuh alerts (file integrity, commands, alert context).
 
@@ -369,15 +378,20 @@ class Mimizuku:
         reasons: List[str] = []
         rid = fields.alert_id(alert) or content_id(alert)
         flagged_by = verdict.repeat_candidate
+        episode = None
         if flagged_by is not None:
             # one anomaly per situation per window (mimizuku.engine.repeats): the rest of a burst, or the
             # same action seen through a second log, repeats it
             fs, fk, fd = got[flagged_by]
             verdict.repeat_of = fd.repeat_of(fk, alert, severity_of(fs, rule.threshold(fd.name, fd.threshold_), True),
                                              rid)
-            if verdict.repeat_of is not None:
-                reasons.append(f"repeats anomaly {verdict.repeat_of} ({fd.name}: {fd.repeat_what} within "
+            ep = fd.repeat_episode(fk)
+            if verdict.repeat_of is not None and ep is not None:
+                reasons.append(f"repeats anomaly {verdict.repeat_of} ({fd.name}: {fd.repeat_what}, "
+                               f"{ep.alerts} alerts over {_span(ep.duration)} without a pause of "
                                f"{fd.repeat_window} s): counted there, not raised again")
+            elif ep is not None and ep.alerts > 1 and verdict.anomaly:
+                episode = {"of": ep.opener, "since": ep.since, "alerts": ep.alerts, "duration_s": ep.duration}
         if verdict.abuse:
             reasons.append(verdict.abuse)
         anomaly = verdict.anomaly
@@ -410,6 +424,11 @@ class Mimizuku:
         }
         if verdict.repeat_of is not None:
             rec["repeat_of"] = verdict.repeat_of
+        if episode is not None:  # an update of an episode that climbed a band: the story so far
+            rec["episode"] = episode
+            reasons.insert(0, f"update of anomaly {episode['of']}: {sev} now; {episode['alerts']} alerts of "
+                              f"{got[flagged_by][2].repeat_what} over {_span(episode['duration_s'])} "
+                              f"since {episode['since']}")
         return rec
 
     def score(self, data, **kw):

@@ -20,7 +20,7 @@ from sklearn.base import BaseEstimator
 from mimizuku.core import fields
 from mimizuku.core.bounded import make_room
 from mimizuku.engine.calibration import TailCalibrator
-from mimizuku.engine.repeats import RepeatWindows
+from mimizuku.engine.repeats import DEFAULT_GAP, Episode, RepeatWindows
 
 Key = Tuple[Hashable, ...]
 
@@ -102,9 +102,10 @@ class Detector(BaseEstimator):
         return frozenset(taken)
 
     # -- repeats (mimizuku.engine.repeats) --------------------------------------------------------------
-    #: seconds a flagged situation's repeats are counted with it (a class default, so models
-    #: pickled before it still load)
-    repeat_window = 60
+    #: the longest pause (seconds) inside one episode of a flagged situation: its alerts are
+    #: counted with its opener until it pauses longer (a class default, so models pickled
+    #: before it still load)
+    repeat_window = DEFAULT_GAP
     #: what a repeat has in common with its anomaly, for its reason
     repeat_what = "the same situation"
 
@@ -113,15 +114,26 @@ class Detector(BaseEstimator):
         return None
 
     def repeat_of(self, key: Key, alert: Dict[str, Any], band: str, alert_id: str) -> Optional[str]:
-        """The id of the anomaly of the same situation this flagged alert repeats within
-        ``repeat_window``, or None: it is an anomaly of its own (and opens or escalates a window)."""
+        """The id of the anomaly whose episode this flagged alert continues (no pause of
+        ``repeat_window`` seconds since the episode's last alert, no higher band), or None: it is
+        raised (it opens an episode, or updates one that climbed a band)."""
         situation = self.repeat_situation(key)
         if situation is None:
             return None
+        return self._repeat_windows().judge(situation, fields.alert_seconds(alert), band, alert_id,
+                                            fields.timestamp(alert) or "")
+
+    def repeat_episode(self, key: Key) -> Optional[Episode]:
+        """The open episode of this key's situation (after ``repeat_of`` judged the alert: the
+        opener, since when, how many alerts), or None."""
+        situation = self.repeat_situation(key)
+        return None if situation is None else self._repeat_windows().episode(situation)
+
+    def _repeat_windows(self) -> RepeatWindows:
         windows = self.__dict__.get("_repeats")
         if windows is None:  # stream state handed over without it, or a model pickled before it
             windows = self._repeats = RepeatWindows(self.repeat_window)
-        return windows.judge(situation, fields.alert_seconds(alert), band, alert_id)
+        return windows
 
     # -- training --------------------------------------------------------------------------------
     def begin_fit(self) -> None:

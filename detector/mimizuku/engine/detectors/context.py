@@ -170,12 +170,8 @@ class ContextDetector(Detector):
         self._wave = FleetWave(self.wave_window)
 
     # a burst's repeats: the same block (rule, groups, level, agent, user, address class, event)
-    # and source within the rate window (mimizuku.engine.repeats)
+    # and source, without a long pause (mimizuku.engine.repeats)
     repeat_what = "the same rule, agent, user and source"
-
-    @property
-    def repeat_window(self) -> int:  # type: ignore[override]
-        return self.rate_window
 
     def repeat_situation(self, key: Key):
         return key[0], key[6] if len(key) > 6 else None
