@@ -181,3 +181,56 @@ def test_a_saved_model_loads_and_good_parameters_fit(tmp_path, fleet):
                  context_contamination=0.01, detectors=("files", "context")).fit(fleet)
     m.save_model(tmp_path / "m")
     assert Mimizuku.load_model(tmp_path / "m").params() == m.params()
+
+
+# --- the alert-level budget ---------------------------------------------------------------------
+
+def test_an_alert_judged_by_k_detectors_holds_each_to_its_share_of_the_budget():
+    """p <= contamination / k: on the calibrated log scale, the fitted threshold plus
+    log(k) / -log(floor); an override is taken as given; switched off, the fitted one stands."""
+    import math
+
+    from mimizuku.engine.flag_rule import SCORE_FLOOR
+
+    rule = FlagRule()
+    assert rule.threshold("files", 0.5, 1) == 0.5
+    assert rule.threshold("files", 0.5, 2) == pytest.approx(math.log(0.001 / 2) / math.log(SCORE_FLOOR))
+    assert rule.threshold("files", 0.99, 3) == 1.0
+    assert FlagRule(thresholds={"*": 0.7}).threshold("files", 0.5, 2) == 0.7
+    assert FlagRule(alert_budget=False).threshold("files", 0.5, 2) == 0.5
+
+
+def test_the_budget_flags_exactly_the_alerts_past_their_share(monkeypatch):
+    """On benign days after the training ones (a generated fleet), an alert that two detectors
+    judge is flagged exactly when one detector's score reaches its raised threshold; without the
+    budget, the alerts between the fitted and the raised threshold are flagged too."""
+    from mimizuku.tools.synth import FleetConfig, generate
+
+    days = list(generate(FleetConfig(days=6, start=dt.date(2026, 11, 2), scale=0.1, attacks=False, seed=3)))
+    for a in days:
+        a.pop("_label", None)
+    train = [a for a in days if a["timestamp"][:10] < "2026-11-06"]
+    test = [a for a in days if a["timestamp"][:10] >= "2026-11-06"]
+    m = Mimizuku(contamination=0.01, n_neighbors=5).fit(train)
+    two = [a for a in test if sum(1 for d in m.detectors_.values() if d.applies(a)) == 2]
+    assert len(two) > 1000
+
+    def flagged():
+        m.start_stream()
+        out = {}
+        for i, s in enumerate(m.judge_batch(two)):
+            if s.verdict is not None:
+                out[i] = (s.verdict.flagged, {n: v[0] - v[2].threshold_ for n, v in s.scored.items()})
+        return out
+
+    with_budget = flagged()
+    lift = FlagRule().threshold("x", 0.0, 2)
+    assert lift > 0.04
+    band = [i for i, (_, margins) in with_budget.items() if 0 <= max(margins.values()) < lift]
+    assert band                                   # some alerts lie between the two thresholds
+    for i, (f, margins) in with_budget.items():
+        assert f == (max(margins.values()) >= lift)
+    monkeypatch.setattr(Mimizuku, "flag_rule", lambda self: FlagRule(alert_budget=False))
+    without = flagged()
+    assert all(without[i][0] for i in band)
+    assert sum(f for f, _ in without.values()) == sum(f for f, _ in with_budget.values()) + len(band)

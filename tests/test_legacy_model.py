@@ -39,15 +39,34 @@ def test_pickles_name_the_old_flat_modules(legacy_model):
     assert b"mimizuku.detectors.files" in raw and b"mimizuku.engine" not in raw
 
 
+#: what the model itself computes for an alert: identical to what the release that wrote it computed.
+#: The rest of a record (the flag, its threshold, severity, reasons, repeats) is today's flag rule
+#: applied to those numbers: since that release a file or command alert is held to its share of
+#: the alert-level budget, and a burst is one episode (issue 15); the fixture's records predate both.
+MODEL_FIELDS = ("id", "timestamp", "agent", "rule", "location", "detector", "score", "score_pct", "scores",
+                "fields", "model_version")
+
+
 def test_a_model_of_the_flat_layout_loads_and_scores_identically(legacy_model):
     model = Mimizuku.load_model(legacy_model)
     got = [json.loads(json.dumps(r, sort_keys=True)) for r in model.score_records(DATA / "test.jsonl.gz")]
     want = _records(DATA / "expected.jsonl.gz")
     assert len(got) == len(want) == 1267
-    assert sum(r["anomaly"] for r in got) == sum(r["anomaly"] for r in want) > 0
+    assert sum(r["anomaly"] for r in got) > 0
     for g, w in zip(got, want):
         assert g["model_version"] == w["model_version"]  # the model's own, read from its manifest
-        assert g == w
+        assert {k: g.get(k) for k in MODEL_FIELDS} == {k: w.get(k) for k in MODEL_FIELDS}
+
+
+def test_the_records_of_the_old_model_follow_todays_flag_rule(legacy_model):
+    """The same model, saved again by this release and loaded back, gives the same records to the
+    letter: the old pickles carry nothing the flag rule or the record builder read differently."""
+    model = Mimizuku.load_model(legacy_model)
+    old = model.score_records(DATA / "test.jsonl.gz")
+    again = legacy_model.parent / "again"
+    model.save_model(str(again))
+    new = Mimizuku.load_model(again).score_records(DATA / "test.jsonl.gz")
+    assert [json.dumps(r, sort_keys=True) for r in old] == [json.dumps(r, sort_keys=True) for r in new]
 
 
 def test_the_old_names_do_not_outlive_the_load(legacy_model):

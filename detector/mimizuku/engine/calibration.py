@@ -18,11 +18,13 @@ import math
 
 import numpy as np
 
+from mimizuku.engine.flag_rule import SCORE_FLOOR
+
 
 class TailCalibrator:
     """Weighted empirical upper-tail calibration (fit on training raw scores)."""
 
-    def __init__(self, contamination: float = 0.001, floor: float = 1e-6):
+    def __init__(self, contamination: float = 0.001, floor: float = SCORE_FLOOR):
         self.contamination = contamination
         self.floor = floor
 

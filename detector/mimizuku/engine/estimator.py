@@ -383,7 +383,7 @@ class Mimizuku:
             # one anomaly per situation per window (mimizuku.engine.repeats): the rest of a burst, or the
             # same action seen through a second log, repeats it
             fs, fk, fd = got[flagged_by]
-            verdict.repeat_of = fd.repeat_of(fk, alert, severity_of(fs, rule.threshold(fd.name, fd.threshold_), True),
+            verdict.repeat_of = fd.repeat_of(fk, alert, severity_of(fs, rule.threshold(fd.name, fd.threshold_, len(got)), True),
                                              rid)
             ep = fd.repeat_episode(fk)
             if verdict.repeat_of is not None and ep is not None:
@@ -402,7 +402,7 @@ class Mimizuku:
                 reasons.extend(prefix + r for r in dd.explain(dk, alert))
         elif verdict.ignored:
             reasons.append(verdict.ignored)
-        threshold = rule.threshold(best_name, d.threshold_)
+        threshold = rule.threshold(best_name, d.threshold_, len(got))
         sev = "critical" if verdict.abuse else severity_of(s, threshold, anomaly)
         rec = {
             "id": rid,

@@ -7,7 +7,11 @@ this rule, so they cannot drift apart. In order:
 
 1. a detector flags an alert when its calibrated score reaches its threshold — the fitted one,
    or an override (``thresholds``: per detector name, or ``"*"`` for all) — and the detector's own
-   ignore list does not cover the alert;
+   ignore list does not cover the alert. ``contamination`` is a budget per *alert*: an alert that
+   k detectors judge (a file or command alert: its own detector and the context detector) is
+   flagged by one of them only when its tail probability is at most ``contamination / k``, so the
+   share of benign alerts flagged stays within the budget however many detectors look (the
+   fitted threshold raised by ``log(k) / -log(SCORE_FLOOR)``; an override is taken as given);
 2. an alert the model's ignore lists cover (``ignore_users``, ``ignore_files``) is flagged by no
    detector: it is scored, never raised;
 3. an abuse file (``abuse_files``) is always flagged, ignored or not, severity ``critical``; its
@@ -35,7 +39,12 @@ from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple
 from mimizuku.core import fields
 from mimizuku.core.records import finite_float
 
-__all__ = ["FlagRule", "Verdict", "IGNORED", "ABUSE", "record_flagged", "count_flagged", "record_score"]
+__all__ = ["FlagRule", "Verdict", "IGNORED", "ABUSE", "SCORE_FLOOR", "record_flagged", "count_flagged",
+           "record_score"]
+
+#: the smallest tail probability a calibrated score tells apart: score = log(p) / log(SCORE_FLOOR)
+#: (``mimizuku.engine.calibration``)
+SCORE_FLOOR = 1e-6
 
 #: how a record's reasons say that an ignore list applied (``FlagRule.ignored``)
 IGNORED = "ignored: "
@@ -94,7 +103,9 @@ class FlagRule:
     """
 
     def __init__(self, ignore_users: Iterable[str] = (), ignore_files: Iterable[str] = (),
-                 abuse_files: Iterable[str] = (), thresholds: Optional[Mapping[str, float]] = None):
+                 abuse_files: Iterable[str] = (), thresholds: Optional[Mapping[str, float]] = None,
+                 alert_budget: bool = True):
+        self.alert_budget = alert_budget
         self.ignore_users = tuple(ignore_users)
         self.ignore_files = tuple(ignore_files)
         self.abuse_files = tuple(abuse_files)
@@ -107,11 +118,17 @@ class FlagRule:
             self._match = path_matches
 
     # -- inputs ----------------------------------------------------------------------------------
-    def threshold(self, detector: Optional[str], fitted: float) -> float:
-        """The threshold a detector's score is held to: an override, else the fitted one."""
-        if not self.thresholds:
-            return fitted
-        return self.thresholds.get(str(detector), self.thresholds.get("*", fitted))
+    def threshold(self, detector: Optional[str], fitted: float, judged_by: int = 1) -> float:
+        """The threshold a detector's score is held to: an override, else the fitted one, raised
+        to the detector's share of the alert's budget when ``judged_by`` detectors judge the alert
+        (step 1: tail probability ``contamination / judged_by``)."""
+        if self.thresholds:
+            o = self.thresholds.get(str(detector), self.thresholds.get("*"))
+            if o is not None:
+                return o
+        if self.alert_budget and judged_by > 1:
+            return min(1.0, fitted + math.log(judged_by) / -math.log(SCORE_FLOOR))
+        return fitted
 
     def override(self, detector: Optional[str]) -> Optional[float]:
         """The override for this detector, or None (the fitted threshold stands)."""
@@ -146,9 +163,10 @@ class FlagRule:
         best margin go to the first)."""
         flagged = []
         best, best_margin = None, None
-        overrides = self.thresholds
+        k = len(scored)
+        plain = not self.thresholds and (k == 1 or not self.alert_budget)  # the hot path: fitted as is
         for name, (s, _k, d) in scored.items():
-            margin = s - (self.threshold(name, d.threshold_) if overrides else d.threshold_)
+            margin = s - (d.threshold_ if plain else self.threshold(name, d.threshold_, k))
             if margin >= 0 and d.ignored(alert) is None:
                 flagged.append(name)
             if best_margin is None or margin > best_margin:
