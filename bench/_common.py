@@ -73,7 +73,10 @@ def ensure_peer_env(create: bool = True) -> str:
         subprocess.run([sys.executable, "-m", "venv", str(BENCH_VENV)], check=True)
         subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-binary", "mimizuku"] + PEER_VENV_PACKAGES,
                        check=True)
-    r = subprocess.run(check, capture_output=True, text=True, cwd="/")
+    # without PYTHONPATH: a run of this bench against a source tree (PYTHONPATH=detector) must not
+    # make the peer's interpreter import this project instead of the peer
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    r = subprocess.run(check, capture_output=True, text=True, cwd="/", env=env)
     if r.returncode != 0:
         raise PeerUnavailable(f"the peer venv {BENCH_VENV} is broken: {r.stderr.strip()[-500:]}\n"
                               f"recreate it: rm -rf {BENCH_VENV} and run again")

@@ -10,6 +10,10 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping
 
+#: the smallest tail probability a calibrated score tells apart: a record's ``score`` is
+#: ``log(p) / log(SCORE_FLOOR)`` (``mimizuku.engine.calibration``), so 1.0 means p <= 1e-6
+SCORE_FLOOR = 1e-6
+
 
 def finite_float(value: Any, default: float = 0.0) -> float:
     """``value`` as a finite float, else ``default``."""

@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from mimizuku.engine.flag_rule import SCORE_FLOOR
+from mimizuku.core.records import SCORE_FLOOR
 
 
 class TailCalibrator:

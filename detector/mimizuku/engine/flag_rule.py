@@ -37,14 +37,10 @@ from dataclasses import dataclass
 from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
 from mimizuku.core import fields
-from mimizuku.core.records import finite_float
+from mimizuku.core.records import SCORE_FLOOR, finite_float
 
 __all__ = ["FlagRule", "Verdict", "IGNORED", "ABUSE", "SCORE_FLOOR", "record_flagged", "count_flagged",
            "record_score"]
-
-#: the smallest tail probability a calibrated score tells apart: score = log(p) / log(SCORE_FLOOR)
-#: (``mimizuku.engine.calibration``)
-SCORE_FLOOR = 1e-6
 
 #: how a record's reasons say that an ignore list applied (``FlagRule.ignored``)
 IGNORED = "ignored: "
