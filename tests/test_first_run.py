@@ -65,6 +65,7 @@ def test_first_run_analyses_the_day_with_a_model_that_never_saw_it(tree, tmp_pat
     assert found and len(found) <= 20 and s["counts"]["day"]["anomalies"] >= len(found)
     assert all(a["timestamp"].startswith(LAST) for a in found)
     assert [a["score_pct"] for a in found] == sorted((a["score_pct"] for a in found), reverse=True)
+    assert not any(a["reason"].startswith("update of anomaly") for a in found)
     # the model installed learned the window without what the hold-out model flagged
     c = s["counts"]
     assert c["excluded_flagged"] > 0 and c["trained_on"] == c["alerts_read"] - c["excluded_flagged"]
@@ -109,3 +110,19 @@ def test_first_run_with_no_day_before_the_analysed_one_learns_it_and_says_so(tre
     code, s = _run(capfd, home, "--day", LAST, "--days", "1")
     assert "holdout" not in s["counts"]
     assert any("learns the day it analyses" in w for w in s.get("warnings", [])), s
+
+
+def test_the_found_list_gives_an_update_its_why_and_what_it_updates():
+    from mimizuku.nightly.job import found_anomalies
+
+    base = {"timestamp": f"{LAST}T10:00:00.000+0000", "agent": {"name": "web-01"}, "detector": "context",
+            "severity": "high", "anomaly": True}
+    recs = [dict(base, id="a1", score=0.7, reasons=["source 203.0.113.9 produced 40 alerts"]),
+            dict(base, id="a2", anomaly=False, repeat_of="a1", score=0.7, reasons=["repeats anomaly a1"]),
+            dict(base, id="a3", score=0.9, episode={"of": "a1", "alerts": 3},
+                 reasons=["update of anomaly a1: high now; 3 alerts", "source 203.0.113.9 produced 90 alerts"])]
+    found = found_anomalies(recs)
+    assert [f["reason"] for f in found] == ["source 203.0.113.9 produced 90 alerts",
+                                            "source 203.0.113.9 produced 40 alerts"]
+    assert found[0]["update_of"] == "a1" and "update_of" not in found[1]
+    assert found[1]["repeats"] == 1

@@ -174,9 +174,11 @@ def _human(summary: Dict[str, Any]) -> str:
     found = m.get("anomalies") or []
     for a in found:
         more = f" (+{a['repeats']} repeats)" if a.get("repeats") else ""
+        if a.get("update_of"):
+            more += f" (update of {printable(a['update_of'], 40)})"
         lines.append(f"    {printable(a.get('timestamp'), 40)[:19]}  {printable(a.get('agent'), 14):<14} "
                      f"{printable(a.get('detector'), 8):<8} {a.get('score_pct', 0):>3}%  "
-                     f"{printable(a.get('severity'), 8):<8} {printable(a.get('reason'), 110)}{more}")
+                     f"{printable(a.get('severity'), 8):<8} {printable(a.get('reason'), 100)}{more}")
     if "day" in c and c["day"].get("anomalies", 0) > len(found):
         lines.append(f"    ... {c['day']['anomalies'] - len(found):,} more in the report")
     sl = c.get("syslog")

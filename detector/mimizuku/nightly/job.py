@@ -318,10 +318,16 @@ def found_anomalies(records: List[Dict[str, Any]], limit: int = FOUND_MAX) -> Li
     for r in raised[:limit]:
         agent = r.get("agent") if isinstance(r.get("agent"), dict) else {}
         reasons = [x for x in (r.get("reasons") or []) if isinstance(x, str)]
-        out.append({"timestamp": str(r.get("timestamp") or "")[:40], "agent": str(agent.get("name") or "")[:64],
-                    "detector": str(r.get("detector") or ""), "score_pct": int(round(100 * float(r.get("score") or 0))),
-                    "severity": str(r.get("severity") or ""), "reason": reasons[0][:300] if reasons else "",
-                    "repeats": repeats.get(str(r.get("id")), 0)})
+        ep = r.get("episode") if isinstance(r.get("episode"), dict) else None
+        if ep is not None and len(reasons) > 1:  # an update: the why, then the story so far
+            reasons = reasons[1:]
+        item = {"timestamp": str(r.get("timestamp") or "")[:40], "agent": str(agent.get("name") or "")[:64],
+                "detector": str(r.get("detector") or ""), "score_pct": int(round(100 * float(r.get("score") or 0))),
+                "severity": str(r.get("severity") or ""), "reason": reasons[0][:300] if reasons else "",
+                "repeats": repeats.get(str(r.get("id")), 0)}
+        if ep is not None:
+            item["update_of"] = str(ep.get("of") or "")[:120]
+        out.append(item)
     return out
 
 
