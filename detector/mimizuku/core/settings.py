@@ -113,7 +113,6 @@ def in_range(low: float, high: float, what: str = "") -> Callable[[Any], Any]:
     return check
 
 
-
 def clamped(convert: Callable[[str], Any], low: Any) -> Callable[[str], Any]:
     """An option ``type``: ``convert`` the text, then raise a value below ``low`` to ``low``.
 
@@ -126,6 +125,7 @@ def clamped(convert: Callable[[str], Any], low: Any) -> Callable[[str], Any]:
 
     clamp.__name__ = getattr(convert, "__name__", "value")
     return clamp
+
 
 class Settings:
     """Base of a command's configuration: subclasses pass ``table=`` and become dataclasses.

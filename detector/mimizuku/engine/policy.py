@@ -20,7 +20,6 @@ from mimizuku.engine.flag_rule import FlagRule
 __all__ = ["SendPolicy", "apply_policy", "SEVERITY_RANK"]
 
 
-
 class SendPolicy:
     """The policy of one set of options, judging one record at a time (``send(record)``), so a
     caller that also needs the records the policy drops (flood control counts repeats into a

@@ -93,6 +93,7 @@ class RepeatWindows:
         # a new episode (or one after a long pause): the newest, so the quietest are dropped first
         put_newest(self._open, situation, Episode(alert_id, timestamp, t, t, rank, 1), self.max_entries)
         return None
+
     def to_json(self, max_keys: int) -> Dict[str, Any]:
         """The open episodes as JSON (``mimizuku.engine.stream_snapshot``), the ``max_keys``
         active last; situations no JSON can hold are left out."""

@@ -190,7 +190,6 @@ def _params(current: Any, cfg: RetrainConfig) -> Dict[str, Any]:
     return p
 
 
-
 def _install(new: Any, store: ModelStore, run: _Run, extra: Dict[str, Any]) -> None:
     from mimizuku.store.model_dir import save_model_dir, verify_model_dir
 
@@ -371,6 +370,7 @@ def _train_and_install(store: ModelStore, run: _Run) -> Tuple[Any, Any]:
              f"model {run.version}" if current is not None and cfg.anomaly_filter
              else f"the hold-out model {holdout.model_version_}" if holdout is not None else "off",
              f"on the Dask cluster at {cfg.dask}" if cfg.dask else "locally")
+
     def keep_verdicts() -> None:  # only after the whole stream was judged: never half a day
         if current is not None:
             try:

@@ -120,7 +120,6 @@ def validate(new: Any, current: Any, cfg: RetrainConfig, *, day_records: Optiona
     return v
 
 
-
 def choose_validation_day(per_day: Counter, batch_day: date) -> Optional[str]:
     """The batch day if it had alerts, else the latest earlier day that did."""
     want = batch_day.isoformat()

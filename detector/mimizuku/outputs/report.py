@@ -64,8 +64,6 @@ def _label(value: Any, cap: int = 32) -> str:
     return s.replace("$", r"\$")  # matplotlib shows "\$" as "$" and never enters mathtext
 
 
-
-
 def _score(r: Mapping[str, Any]) -> Optional[float]:
     try:
         f = float(r.get("score"))

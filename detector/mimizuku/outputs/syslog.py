@@ -162,8 +162,6 @@ def _score_text(x: Any) -> Optional[str]:
     return f"{f:.4f}".rstrip("0").rstrip(".") if math.isfinite(f) else None
 
 
-
-
 def _cluster(record: Mapping[str, Any], cluster: Optional[int]) -> Optional[int]:
     c = cluster if cluster is not None else record.get("cluster")
     try:

@@ -44,7 +44,6 @@ _MONTH_NUM = {m: i + 1 for i, m in enumerate(MONTHS)}
 _DAY_FILE = re.compile(r"^ossec-alerts-(\d{2})(?:-(\d{3}))?\.json(\.gz)?$")
 
 
-
 class FollowError(OSError):
     """The followed file or its bookmark cannot be used."""
 

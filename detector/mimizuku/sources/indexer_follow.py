@@ -48,7 +48,6 @@ DEFAULT_LAG_S = 60.0
 DEFAULT_INTERVAL_S = 5.0
 
 
-
 @dataclass
 class IndexerBookmark:
     """What ``mimizuku status`` shows of the follower's position (the id set is not shown)."""

@@ -183,6 +183,5 @@ class FileIntegrityDetector(WaveJudged, ChannelJudged, LOFDetector):
         return f"{shape} {event}{by}{via}{through} on {agent}"
 
 
-
 #: The name the original library used.
 FsNotify = FileIntegrityDetector

@@ -191,7 +191,6 @@ def rows_for(records: Sequence[Mapping[str, Any]], cluster_labels: Sequence[Opti
     return alert_rows, outlier_rows
 
 
-
 def _iso(x: Any) -> Optional[str]:
     dt = parse_timestamp(x)
     return dt.isoformat() if dt is not None else None

@@ -60,6 +60,7 @@ _BULK_DIALECTS = ("sqlite", "mysql", "mariadb")
 
 # --- errors ------------------------------------------------------------------------------------
 
+
 class SqlOutputError(OutputError):
     """Base of the SQL sink's errors."""
 
@@ -123,7 +124,6 @@ def _mysql_datetime(dt: datetime) -> str:
 def _jsonable(item: Any) -> Any:
     """The item as the spool can store it (odd value types from a producer become strings)."""
     return json.loads(json.dumps(item, default=str))
-
 
 
 # --- the sink ----------------------------------------------------------------------------------
