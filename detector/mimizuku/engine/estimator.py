@@ -383,9 +383,8 @@ class Mimizuku:
             # one anomaly per situation per window (mimizuku.engine.repeats): the rest of a burst, or the
             # same action seen through a second log, repeats it
             fs, fk, fd = got[flagged_by]
-            verdict.repeat_of = fd.repeat_of(fk, alert, severity_of(fs, rule.threshold(fd.name, fd.threshold_, len(got)), True),
-                                             rid)
-            ep = fd.repeat_episode(fk)
+            band = severity_of(fs, rule.threshold(fd.name, fd.threshold_, len(got)), True)
+            verdict.repeat_of, ep = fd.judge_repeat(fk, alert, band, rid)
             if verdict.repeat_of is not None and ep is not None:
                 reasons.append(f"repeats anomaly {verdict.repeat_of} ({fd.name}: {fd.repeat_what}, "
                                f"{ep.alerts} alerts over {_span(ep.duration)} without a pause of "

@@ -118,10 +118,9 @@ class FlagRule:
         """The threshold a detector's score is held to: an override, else the fitted one, raised
         to the detector's share of the alert's budget when ``judged_by`` detectors judge the alert
         (step 1: tail probability ``contamination / judged_by``)."""
-        if self.thresholds:
-            o = self.thresholds.get(str(detector), self.thresholds.get("*"))
-            if o is not None:
-                return o
+        o = self.override(detector) if self.thresholds else None
+        if o is not None:
+            return o
         if self.alert_budget and judged_by > 1:
             return min(1.0, fitted + math.log(judged_by) / -math.log(SCORE_FLOOR))
         return fitted

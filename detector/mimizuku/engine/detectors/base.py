@@ -113,21 +113,18 @@ class Detector(BaseEstimator):
         """What makes two anomalies of this detector the same news, or None: never a repeat."""
         return None
 
-    def repeat_of(self, key: Key, alert: Dict[str, Any], band: str, alert_id: str) -> Optional[str]:
-        """The id of the anomaly whose episode this flagged alert continues (no pause of
-        ``repeat_window`` seconds since the episode's last alert, no higher band), or None: it is
-        raised (it opens an episode, or updates one that climbed a band)."""
+    def judge_repeat(self, key: Key, alert: Dict[str, Any], band: str,
+                     alert_id: str) -> Tuple[Optional[str], Optional[Episode]]:
+        """(the id of the anomaly whose episode this flagged alert continues, or None: it is
+        raised, opening an episode or updating one that climbed a band; the situation's episode
+        as it stands after this alert, or None: this detector never groups it). An episode goes
+        on while no pause of ``repeat_window`` seconds comes between its alerts."""
         situation = self.repeat_situation(key)
         if situation is None:
-            return None
-        return self._repeat_windows().judge(situation, fields.alert_seconds(alert), band, alert_id,
-                                            fields.timestamp(alert) or "")
-
-    def repeat_episode(self, key: Key) -> Optional[Episode]:
-        """The open episode of this key's situation (after ``repeat_of`` judged the alert: the
-        opener, since when, how many alerts), or None."""
-        situation = self.repeat_situation(key)
-        return None if situation is None else self._repeat_windows().episode(situation)
+            return None, None
+        windows = self._repeat_windows()
+        opener = windows.judge(situation, fields.alert_seconds(alert), band, alert_id, fields.timestamp(alert) or "")
+        return opener, windows.episode(situation)
 
     def _repeat_windows(self) -> RepeatWindows:
         windows = self.__dict__.get("_repeats")
