@@ -87,6 +87,7 @@ def test_repeats_of_an_open_burst_count_into_its_summary():
     clock.t += 60
     (s,) = fc.flush()
     assert s["flood"]["count"] == 31 and s["id"] == "1.32"
+    assert s["flood"]["suppressed"] == 1 and s["flood"]["repeats"] == 29   # held back by each rule
     assert s["flood"]["last"] == "2026-11-21T10:00:32.000+0000" and "31 similar context" in s["reasons"][0]
     off = FloodControl(0, clock=clock)
     assert off.count_repeat(repeat(1)) is False and len(off) == 0

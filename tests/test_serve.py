@@ -213,24 +213,29 @@ def test_tampered_new_model_is_refused_and_the_old_one_kept(scratch, caplog):
         col.close()
 
 
+def _scan_of_one_context_situation(n):
+    """An alert only the context detector sees, n times a second apart: with a file or command
+    alert, the detector that reports it switches to context once the burst's rate makes that score
+    the larger one, and with the detector the flood signature."""
+    from mimizuku.core import fields
+
+    base = next(a for a in traffic(200, "x") if not fields.is_fim(a) and not fields.is_command(a))
+    scan = []
+    for i in range(n):
+        a = json.loads(json.dumps(base))
+        a["id"] = f"scan.{i}"
+        a["timestamp"] = "2026-11-21T03:%02d:%02d.000+0000" % (i // 60, i % 60)
+        scan.append(a)
+    return scan
+
+
 def test_flood_of_anomalies_becomes_one_event_and_a_summary(scratch):
     scratch.install_version("v1")
     col = scratch.analysisd()
     cfg = scratch.config(send="anomalies", flood_window=3600)
     cfg.options.thresholds = {"*": 0.0}  # every score counts as an anomaly: a deterministic flood
     d = Daemon(cfg)
-    # an alert only the context detector sees: with a file or command alert, the detector that
-    # reports it switches to context once the burst's rate makes that score the larger one, and
-    # with the detector the flood signature
-    from mimizuku.core import fields
-
-    base = next(a for a in traffic(200, "x") if not fields.is_fim(a) and not fields.is_command(a))
-    scan = []
-    for i in range(400):
-        a = json.loads(json.dumps(base))
-        a["id"] = f"scan.{i}"
-        a["timestamp"] = "2026-11-21T03:%02d:%02d.000+0000" % (i // 60, i % 60)
-        scan.append(a)
+    scan = _scan_of_one_context_situation(400)
     try:
         assert send_all(d.server.cfg.socket, scan) == ["acked"] * 400
         time.sleep(0.3)
@@ -243,6 +248,26 @@ def test_flood_of_anomalies_becomes_one_event_and_a_summary(scratch):
     assert len(col.events) == 2 and summary["flood_count"] == 400
     assert summary["flood"]["first"] == scan[0]["timestamp"] and summary["flood"]["last"] == scan[-1]["timestamp"]
     assert summary["source"]["alert_id"] == "scan.399" and "400 similar" in summary["reason"]
+
+
+def test_with_send_all_the_repeats_also_count_into_the_flood_summary(scratch):
+    """send "all" sends every record, repeats included; the summary still counts the whole burst."""
+    scratch.install_version("v1")
+    col = scratch.analysisd()
+    cfg = scratch.config(send="all", flood_window=3600)
+    cfg.options.thresholds = {"*": 0.0}
+    d = Daemon(cfg)
+    scan = _scan_of_one_context_situation(100)
+    try:
+        assert send_all(d.server.cfg.socket, scan) == ["acked"] * 100
+    finally:
+        d.stop()
+        assert wait_until(lambda: col.events and "flood_count" in col.events[-1].payload["mimizuku"], 10)
+        col.close()
+    summary = col.events[-1].payload["mimizuku"]
+    # every record went out but the raised updates flood control held back, then the summary
+    assert summary["flood_count"] == 100 and summary["flood"]["last"] == scan[-1]["timestamp"]
+    assert len(col.events) == 100 - summary["flood"]["suppressed"] + 1
 
 
 def test_status_running_and_down(scratch, capsys):

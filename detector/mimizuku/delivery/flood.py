@@ -81,9 +81,19 @@ class _Burst:
     opened: float                      # daemon clock when the first anomaly was sent
     first_time: Optional[str]          # alert timestamps, as written
     last_time: Optional[str]
-    count: int = 1                     # anomalies seen in the window, the first one included
-    last: Dict[str, Any] = field(default_factory=dict)   # the latest suppressed record
+    count: int = 1                     # flagged alerts seen in the window, the first one included
+    held: int = 0                      # of those, anomalies flood control held back (not repeats)
+    last: Dict[str, Any] = field(default_factory=dict)   # the latest record counted after the first
     top_score: float = 0.0
+
+    def add(self, record: Dict[str, Any], held: bool) -> None:
+        """One more alert of the burst: an anomaly flood control holds back (``held``), or a
+        repeat the repeats rule already held back."""
+        self.count += 1
+        self.held += held
+        self.last_time = record.get("timestamp") or self.last_time
+        self.last = record
+        self.top_score = max(self.top_score, _score(record))
 
 
 class FloodControl:
@@ -131,10 +141,7 @@ class FloodControl:
                                        last_time=record.get("timestamp"), top_score=_score(record))
             out.append(record)
             return out
-        b.count += 1
-        b.last_time = record.get("timestamp") or b.last_time
-        b.last = record
-        b.top_score = max(b.top_score, _score(record))
+        b.add(record, held=True)
         self.suppressed += 1
         return out
 
@@ -148,10 +155,7 @@ class FloodControl:
         b = self._bursts.get(self.key(record))
         if b is None:
             return False
-        b.count += 1
-        b.last_time = record.get("timestamp") or b.last_time
-        b.last = record
-        b.top_score = max(b.top_score, _score(record))
+        b.add(record, held=False)
         return True
 
     def flush(self, now: Optional[float] = None) -> List[Dict[str, Any]]:
@@ -186,14 +190,16 @@ class FloodControl:
         if b.count <= 1:
             return None
         rec = dict(b.last)
-        more = b.count - 1
-        rec["flood"] = {"count": b.count, "suppressed": more, "first": b.first_time, "last": b.last_time,
-                        "window_s": int(round(self.window)), "top_score_pct": int(round(100 * b.top_score))}
+        repeats = b.count - 1 - b.held
+        rec["flood"] = {"count": b.count, "suppressed": b.held, "repeats": repeats, "first": b.first_time,
+                        "last": b.last_time, "window_s": int(round(self.window)),
+                        "top_score_pct": int(round(100 * b.top_score))}
         agent = rec.get("agent") if isinstance(rec.get("agent"), Mapping) else {}
         name = agent.get("name") or agent.get("id") or "the manager"
+        why = ", ".join(part for part in (f"{b.held} held back by flood control" if b.held else "",
+                                          f"{repeats} repeats of a raised one" if repeats else "") if part)
         lead = (f"{b.count} similar {rec.get('detector')} anomalies on {name} between {b.first_time} and "
-                f"{b.last_time} ({more} not sent one by one: repeats and flood control, "
-                f"{int(round(self.window))} s window)")
+                f"{b.last_time} ({why}; {int(round(self.window))} s window)")
         rec["reasons"] = [lead] + [r for r in (rec.get("reasons") or []) if isinstance(r, str)]
         self.summaries += 1
         return rec

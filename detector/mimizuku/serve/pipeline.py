@@ -300,11 +300,11 @@ class Scorer:
         for rec in records:  # in order: a repeat counts into the burst its anomaly opened
             if rec.get("anomaly"):
                 c.anomalies += 1
+            else:  # whether the policy sends it (send "all") or not
+                self.flood.count_repeat(rec)
             out = policy.send(rec)
             if out is not None:
                 to_send.extend(self.flood.admit(out))
-            elif not rec.get("anomaly"):
-                self.flood.count_repeat(rec)
         return self._send(to_send)
 
     def _send(self, records: List[Dict[str, Any]]) -> bool:
