@@ -9,9 +9,9 @@ Standard library only.
 """
 from __future__ import annotations
 
-from typing import Any, Hashable
+from typing import Any, Hashable, Iterable, List, Sequence
 
-__all__ = ["encode_key", "decode_key"]
+__all__ = ["encode_key", "decode_key", "keyed_rows"]
 
 _SCALARS = (str, int, float, bool, type(None))
 
@@ -23,6 +23,18 @@ def encode_key(key: Hashable) -> Any:
     if isinstance(key, _SCALARS):
         return key
     raise TypeError(f"a key of type {type(key).__name__} cannot be written as JSON")
+
+
+def keyed_rows(rows: Iterable[Sequence[Any]]) -> List[List[Any]]:
+    """Rows ``(key, *values)`` as JSON rows ``[written key, *values]``; a row whose key no JSON
+    can hold is left out (what every stream-state piece writes: its entries, keyed by tuples)."""
+    out = []
+    for key, *values in rows:
+        try:
+            out.append([encode_key(key), *values])
+        except TypeError:
+            continue
+    return out
 
 
 def decode_key(value: Any) -> Hashable:

@@ -25,7 +25,7 @@ import numpy as np
 
 from mimizuku.core import fields
 from mimizuku.core.bounded import make_room
-from mimizuku.core.json_keys import decode_key, encode_key
+from mimizuku.core.json_keys import decode_key, keyed_rows
 
 
 class FleetWave:
@@ -64,13 +64,9 @@ class FleetWave:
     def to_json(self, max_keys: int) -> Dict[str, Any]:
         """The waves as JSON (``mimizuku.engine.stream_snapshot``): the ``max_keys`` signatures
         met last, each with its agents and when; signatures no JSON can hold are left out."""
-        out = []
-        for signature, agents in list(self._seen.items())[-max_keys:]:
-            try:
-                out.append([encode_key(signature), [[a, t] for a, t in agents.items()]])
-            except TypeError:
-                continue
-        return {"window": self.window, "seen": out}
+        return {"window": self.window,
+                "seen": keyed_rows((signature, [[a, t] for a, t in agents.items()])
+                                   for signature, agents in list(self._seen.items())[-max_keys:])}
 
     @classmethod
     def from_json(cls, doc: Dict[str, Any]) -> "FleetWave":

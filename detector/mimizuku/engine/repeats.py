@@ -33,7 +33,7 @@ from __future__ import annotations
 from typing import Any, Dict, Hashable, NamedTuple, Optional
 
 from mimizuku.core.bounded import put_newest
-from mimizuku.core.json_keys import decode_key, encode_key
+from mimizuku.core.json_keys import decode_key, keyed_rows
 from mimizuku.core.severity import SEVERITY_RANK as _RANK
 
 #: the longest pause inside one episode (seconds): a burst that pauses longer starts a new one
@@ -97,13 +97,8 @@ class RepeatWindows:
     def to_json(self, max_keys: int) -> Dict[str, Any]:
         """The open episodes as JSON (``mimizuku.engine.stream_snapshot``), the ``max_keys``
         active last; situations no JSON can hold are left out."""
-        out = []
-        for situation, ep in list(self._open.items())[-max_keys:]:
-            try:
-                out.append([encode_key(situation), *ep])
-            except TypeError:
-                continue
-        return {"window": self.window, "open": out}
+        return {"window": self.window,
+                "open": keyed_rows((situation, *ep) for situation, ep in list(self._open.items())[-max_keys:])}
 
     @classmethod
     def from_json(cls, doc: Dict[str, Any]) -> "RepeatWindows":

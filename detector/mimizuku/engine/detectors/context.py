@@ -33,7 +33,7 @@ from sklearn.cluster import DBSCAN
 from mimizuku.core import fields
 from mimizuku.core.bounded import make_room
 from mimizuku.core.fields import seconds_and_hour
-from mimizuku.core.json_keys import decode_key, encode_key
+from mimizuku.core.json_keys import decode_key, keyed_rows
 from mimizuku.engine.calibration import TailCalibrator
 from mimizuku.engine.detectors.base import Detector, Key
 from mimizuku.engine.fleet import FleetWave, shared_along_waves, wave_reason
@@ -96,13 +96,8 @@ class RateTracker:
             return {"window": self.window, "keys": []}
         live = [(q[-1][0], k) for k, q in self._q.items() if q and q[-1][0] > newest - self.window]
         live.sort(key=lambda x: x[0])
-        keys = []
-        for _, k in live[-max_keys:]:
-            try:
-                keys.append([encode_key(k), [list(b) for b in self._q[k]]])
-            except TypeError:
-                continue
-        return {"window": self.window, "keys": keys}
+        return {"window": self.window,
+                "keys": keyed_rows((k, [list(b) for b in self._q[k]]) for _, k in live[-max_keys:])}
 
     @classmethod
     def from_json(cls, doc: Dict[str, Any]) -> "RateTracker":
