@@ -35,6 +35,7 @@ LIGHT = {
     "mimizuku.serve.status": "`mimizuku status` answers at once",
     "mimizuku.serve.command": "`mimizuku serve --help` answers, and the daemon starts, before a model loads",
     "mimizuku.core.json_keys": "core is standard-library only",
+    "mimizuku.engine.stream_snapshot": "the per-alert call and the scorer read it before the engine loads",
     "mimizuku.core.fields": "core is standard-library only",
     "mimizuku.core.settings": "core is standard-library only",
     "mimizuku.core.spool": "core is standard-library only",

@@ -26,13 +26,10 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from mimizuku.core.atomic import write_atomic
-from mimizuku.core.json_keys import decode_key, encode_key
-from mimizuku.engine.detectors.context import RateTracker
-from mimizuku.engine.fleet import FleetWave
-from mimizuku.engine.repeats import RepeatWindows
+from mimizuku.core.json_keys import decode_key, keyed_rows
 
 __all__ = ["FORMAT", "FILE_NAME", "MAX_BYTES", "MAX_KEYS", "SnapshotError", "export_snapshot",
-           "import_snapshot", "save_snapshot", "load_snapshot"]
+           "import_snapshot", "save_snapshot", "load_snapshot", "restore_snapshot"]
 
 FORMAT = "mimizuku-stream-state/1"
 FILE_NAME = "stream-state.json"
@@ -41,8 +38,16 @@ MAX_BYTES = 16 << 20
 #: entries kept per piece of each detector (the most recent)
 MAX_KEYS = 20_000
 
-#: the classes of the pieces a detector exports (``Detector._STREAM``), by piece name
-PIECES = {"rates": RateTracker, "repeats": RepeatWindows, "wave": FleetWave}
+
+def pieces() -> Dict[str, Any]:
+    """The classes of the pieces a detector exports (``Detector._STREAM``), by piece name.
+    Imported here, not at the top: the per-alert call and the scorer import this module (its
+    file name, its readers) before anything loads the engine's numerics."""
+    from mimizuku.engine.detectors.context import RateTracker
+    from mimizuku.engine.fleet import FleetWave
+    from mimizuku.engine.repeats import RepeatWindows
+
+    return {"rates": RateTracker, "repeats": RepeatWindows, "wave": FleetWave}
 
 
 class SnapshotError(Exception):
@@ -51,14 +56,15 @@ class SnapshotError(Exception):
 
 def export_snapshot(model: Any, *, max_keys: int = MAX_KEYS, now: Optional[float] = None) -> Dict[str, Any]:
     """The stream state ``model`` (a fitted ``Mimizuku``) follows now, as a JSON document."""
+    classes = pieces()
     detectors: Dict[str, Dict[str, Any]] = {}
     for name, det in model.detectors_.items():
-        pieces = {}
+        written = {}
         for piece, (window, obj) in det.export_stream_state().items():
-            if piece in PIECES and isinstance(obj, PIECES[piece]) and window == obj.window:
-                pieces[piece] = obj.to_json(max_keys)
-        if pieces:
-            detectors[name] = pieces
+            if piece in classes and isinstance(obj, classes[piece]) and window == obj.window:
+                written[piece] = obj.to_json(max_keys)
+        if written:
+            detectors[name] = written
     doc = {"format": FORMAT, "model_version": getattr(model, "model_version_", None),
            "written_at": round(time.time() if now is None else now, 3), "detectors": detectors}
     lineage = getattr(model, "lineage_", None)
@@ -70,16 +76,9 @@ def export_snapshot(model: Any, *, max_keys: int = MAX_KEYS, now: Optional[float
 def _lineage_json(state: Dict[str, Any], max_keys: int) -> Dict[str, Any]:
     """The processes the lineage follows: (agent, pid) -> (channel, seen at), and per agent the
     package run in progress; the most recent ``max_keys`` of each."""
-    out: Dict[str, Any] = {}
-    for part in ("procs", "package_runs"):
-        rows = []
-        for key, (channel, seen) in list(state.get(part, {}).items())[-max_keys:]:
-            try:
-                rows.append([encode_key(key), channel, seen])
-            except TypeError:
-                continue
-        out[part] = rows
-    return out
+    return {part: keyed_rows((key, channel, seen)
+                             for key, (channel, seen) in list(state.get(part, {}).items())[-max_keys:])
+            for part in ("procs", "package_runs")}
 
 
 def _lineage_state(doc: Dict[str, Any]) -> Dict[str, Any]:
@@ -101,15 +100,16 @@ def import_snapshot(model: Any, doc: Dict[str, Any]) -> Dict[str, List[str]]:
     nothing is taken then."""
     if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("detectors"), dict):
         raise SnapshotError(f"not a stream-state document ({FORMAT})")
+    classes = pieces()
     staged: Dict[str, Dict[str, Any]] = {}
     lineage = getattr(model, "lineage_", None)
     followed = None
     try:
-        for name, pieces in doc["detectors"].items():
-            if name not in model.detectors_ or not isinstance(pieces, dict):
+        for name, given in doc["detectors"].items():
+            if name not in model.detectors_ or not isinstance(given, dict):
                 continue
-            staged[name] = {piece: (body["window"], PIECES[piece].from_json(body))
-                            for piece, body in pieces.items() if piece in PIECES}
+            staged[name] = {piece: (body["window"], classes[piece].from_json(body))
+                            for piece, body in given.items() if piece in classes}
         if lineage is not None and isinstance(doc.get("lineage"), dict):
             followed = _lineage_state(doc["lineage"])
     except (TypeError, ValueError, KeyError, AttributeError) as e:
@@ -155,3 +155,10 @@ def load_snapshot(path: "os.PathLike[str] | str") -> Optional[Dict[str, Any]]:
         return json.loads(data)
     except ValueError as e:
         raise SnapshotError(f"{p} is not JSON: {e}") from None
+
+
+def restore_snapshot(path: "os.PathLike[str] | str", model: Any) -> Optional[Dict[str, List[str]]]:
+    """Continue in ``model`` the stream written at ``path``: the pieces taken (``import_snapshot``),
+    or None when there is no file. ``SnapshotError`` when the file cannot be used."""
+    doc = load_snapshot(path)
+    return None if doc is None else import_snapshot(model, doc)

@@ -59,6 +59,7 @@ from mimizuku.core.text import printable
 from mimizuku.delivery import events
 from mimizuku.delivery.failure_notice import FailureNotice
 from mimizuku.delivery.queue_socket import QueueSink
+from mimizuku.engine import stream_snapshot
 from mimizuku.engine.policy import apply_policy
 from mimizuku.integratord import client
 from mimizuku.integratord.options import (
@@ -242,34 +243,21 @@ def score_in_process(alerts: List[Dict[str, Any]], options: Options,
     return records
 
 
-def _stream_file(options: Options) -> Path:
-    from mimizuku.engine.stream_snapshot import FILE_NAME
-
-    return options.spool_dir / FILE_NAME
-
-
 def _continue_stream(model: Any, options: Options, log: Optional[Callable[[str, str], None]]) -> None:
     """Go on with the stream the resident scorer (or the previous call) followed: its rate and
     repeat windows and fleet waves (``mimizuku.engine.stream_snapshot``). A file that cannot be
     used is reported and the stream starts empty, as a call without one does."""
-    from mimizuku.engine.stream_snapshot import SnapshotError, import_snapshot, load_snapshot
-
-    path = _stream_file(options)
     try:
-        doc = load_snapshot(path)
-        if doc is not None:
-            import_snapshot(model, doc)
-    except SnapshotError as e:
+        stream_snapshot.restore_snapshot(options.spool_dir / stream_snapshot.FILE_NAME, model)
+    except stream_snapshot.SnapshotError as e:
         if log is not None:
             log("warning", f"stream state not used ({printable(e, 300)}); rate windows start empty")
 
 
 def _keep_stream(model: Any, options: Options, log: Optional[Callable[[str, str], None]]) -> None:
     """Write the stream state back for the next call (atomic; a failure costs only the rates)."""
-    from mimizuku.engine.stream_snapshot import save_snapshot
-
     try:
-        save_snapshot(_stream_file(options), model)
+        stream_snapshot.save_snapshot(options.spool_dir / stream_snapshot.FILE_NAME, model)
     except OSError as e:
         if log is not None:
             log("warning", f"cannot keep the stream state in {options.spool_dir}: {e.strerror or e}")

@@ -24,6 +24,7 @@ from mimizuku.core.text import printable
 from mimizuku.delivery import events
 from mimizuku.delivery.flood import FloodControl
 from mimizuku.delivery.queue_socket import QueueSink
+from mimizuku.engine import stream_snapshot as snapshot
 from mimizuku.engine.policy import SendPolicy
 from mimizuku.integratord import protocol
 from mimizuku.serve.caches import EngineCaches
@@ -72,11 +73,6 @@ class Counters:
     events_lost: int = 0
     batches: int = 0
     bad_requests: int = 0
-
-
-#: the stream state's file in the spool (``mimizuku.engine.stream_snapshot.FILE_NAME``; the engine
-#: is imported only once a model is loaded, so that ``serve --help`` stays light)
-STREAM_FILE = "stream-state.json"
 
 
 # --- the scorer ----------------------------------------------------------------------------------
@@ -197,32 +193,25 @@ class Scorer:
     # -- the stream state on disk (mimizuku.engine.stream_snapshot) ------------------------------
     @property
     def stream_file(self) -> Path:
-        return self.cfg.spool_dir / STREAM_FILE
+        return self.cfg.spool_dir / snapshot.FILE_NAME
 
     def _continue_stream(self, model: Any) -> Optional[bool]:
         """The first model goes on with the stream the last run (or the in-process path) left:
         True when something was taken, None when there was nothing to take."""
         if self.cfg.stream_state_interval <= 0:
             return None
-        from mimizuku.engine import stream_snapshot as snapshot  # the engine is loaded by now
-
         try:
-            doc = snapshot.load_snapshot(self.stream_file)
-            if doc is None:
-                return None
-            taken = snapshot.import_snapshot(model, doc)
+            taken = snapshot.restore_snapshot(self.stream_file, model)
         except snapshot.SnapshotError as e:
             self.server.error(f"stream state not used ({printable(e, 300)}); rate windows start empty")
             return False
-        return any(taken.values())
+        return None if taken is None else any(taken.values())
 
     def save_stream(self) -> None:
         """Write what the model follows now (atomic; a failure is reported, scoring goes on)."""
         if self.model is None:
             return
         self._scored_at_save = self.server.counters.scored
-        from mimizuku.engine import stream_snapshot as snapshot
-
         try:
             snapshot.save_snapshot(self.stream_file, self.model)
         except OSError as e:
