@@ -277,13 +277,6 @@ class RetrainConfig(Settings, table=SETTINGS):
         return self.day or (date.today() - timedelta(days=1))
 
     @property
-    def window_end(self) -> date:
-        """The last day the training window reads: ``--day`` when given (a run for a past day
-        reads what had been archived by then, nothing after it), else today (still being
-        written, judged by the model in use)."""
-        return self.day or date.today()
-
-    @property
     def window(self) -> List[date]:
         """The days the training reads, oldest first: the ``--days`` days before today and today
         (still being written), or with ``--day`` the ``--days`` days that end on it."""

@@ -349,9 +349,10 @@ def _train_and_install(store: ModelStore, run: _Run) -> Tuple[Any, Any]:
             _pause("training")
 
     today = date.today()
-    end = cfg.window_end
+    days = cfg.window
+    end = days[-1]  # --day when given (nothing after it is read), else today
     fresh = {today.isoformat(), end.isoformat(), cfg.batch_day.isoformat()}  # judged by the model in use
-    window = [d.isoformat() for d in cfg.window]
+    window = [d.isoformat() for d in days]
     verdicts = load_verdicts(store, [d for d in window if d not in fresh]) if current is not None else {}
     holdout = None
     if current is None and cfg.holdout and cfg.batch and cfg.anomaly_filter:
@@ -379,7 +380,7 @@ def _train_and_install(store: ModelStore, run: _Run) -> Tuple[Any, Any]:
                 run.warn(f"cannot record the anomaly filter's verdicts in {store.root}: {e}")
 
     try:
-        new = trainer.fit(cfg.source, since=cfg.window[0], until=end, dask=cfg.dask)
+        new = trainer.fit(cfg.source, since=days[0], until=end, dask=cfg.dask)
     except AlertSourceError as e:
         run.fail(EXIT_INPUT, f"cannot read the alerts: {e}")
         return current, None
@@ -445,7 +446,8 @@ def _train_and_install(store: ModelStore, run: _Run) -> Tuple[Any, Any]:
     run.status, run.code, run.error = "ok", EXIT_OK, None
     log.info("model %s installed (previous: %s)", new.model_version_, run.previous or "none")
     if holdout is not None:  # the day is analysed by the model that never saw it
-        run.counts["holdout"] = {"version": holdout.model_version_, "until": (cfg.batch_day - timedelta(days=1)).isoformat(),
+        run.counts["holdout"] = {"version": holdout.model_version_,
+                                 "until": (cfg.batch_day - timedelta(days=1)).isoformat(),
                                  "trained_on": {n: int(d.n_alerts_) for n, d in holdout.detectors_.items()}}
         return holdout, None
     reuse = scored if (scored is not None and vday == cfg.batch_day.isoformat() and not v.dropped) else None
