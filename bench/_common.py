@@ -188,8 +188,7 @@ class Labels:
 
         cached = getattr(self, "_times", None)
         if cached is None or len(cached) != len(self.keys):
-            cached = np.array([parse_timestamp(k[0]) if k[0] else np.nan for k in self.keys], dtype=float)
-            cached[np.equal(cached, None)] = np.nan
+            cached = np.array([parse_timestamp(k[0]) for k in self.keys], dtype=float)  # None -> NaN
             self._times = cached
         return cached
 

@@ -488,8 +488,7 @@ def _fit_holdout(run: _Run, on_partition: Any) -> Any:
 
 
 def _read_counts(stats: Any, filt: AnomalyFilter, cfg: RetrainConfig) -> Dict[str, Any]:
-    days = [d.isoformat() for d in cfg.window]
-    window, end = days[:-1], days[-1]
+    days = [d.isoformat() for d in cfg.window]  # the last one is today, or --day
     return {
         "alerts_read": int(stats.alerts),
         "bad_lines": int(stats.total_bad),
@@ -497,8 +496,8 @@ def _read_counts(stats: Any, filt: AnomalyFilter, cfg: RetrainConfig) -> Dict[st
         "files": int(stats.files),
         "damaged_files": len(stats.damaged_files),
         "unreadable_files": len(stats.unreadable_files),
-        "days_with_alerts": sum(1 for d in window + [end] if filt.per_day.get(d)),
-        "missing_days": [d for d in window if not filt.per_day.get(d)][:31],
+        "days_with_alerts": sum(1 for d in days if filt.per_day.get(d)),
+        "missing_days": [d for d in days[:-1] if not filt.per_day.get(d)][:31],
         "flagged_by_current": int(filt.flagged),
         "days_judged": sum(1 for d, n in filt.judged_per_day.items() if n and d != "-"),
         "days_from_verdicts": len(filt.verdicts),
