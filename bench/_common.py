@@ -32,9 +32,18 @@ PEER_SPEC = "mimizuku==0.2.36"
 PEER_VENV_PACKAGES = [PEER_SPEC, "scikit-learn", "pandas", "orjson", "joblib"]
 LABEL_KEYS = ("_label", "_ait")
 
-# The parameters both sides are run with (the original README's example).
+# The peer's parameters (the original README's example; its own default contamination, 0.05,
+# flags fifty times more), and ours in the quality benchmark: the library's defaults, which is
+# what the targets are about (issue 15: "default settings"). Timing runs both sides at these.
 CONTAMINATION = 0.001
 N_NEIGHBORS = 5
+
+
+def ours_contamination() -> float:
+    """Our library's default ``contamination`` (the alert-level budget)."""
+    from mimizuku.core.records import DEFAULT_CONTAMINATION
+
+    return DEFAULT_CONTAMINATION
 
 #: Date the generated fleet starts on: fixed so that runs are comparable (a Wednesday, so the
 #: two attack days of a 14-day set are a Monday and a Tuesday).
@@ -348,7 +357,7 @@ def score_ours(ds: Dataset, workdir: Path) -> SideScores:
     from mimizuku.engine.correlate import correlate
 
     t0 = time.perf_counter()
-    m = Mimizuku(contamination=CONTAMINATION, n_neighbors=N_NEIGHBORS).fit(str(ds.train_path))
+    m = Mimizuku(contamination=ours_contamination(), n_neighbors=N_NEIGHBORS).fit(str(ds.train_path))
     t1 = time.perf_counter()
     records = list(m.iter_records(str(ds.test_path)))
     score, flag, repeat = _align(records, ds.labels.keys, ds.n_test)

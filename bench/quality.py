@@ -204,8 +204,10 @@ def main(argv=None) -> int:
     header = [
         f"Mimizuku quality benchmark: ours (mimizuku {C.ours_version()}, this checkout) vs peer "
         f"(PyPI mimizuku {peer_version or 'skipped'})",
-        f"both sides: contamination={C.CONTAMINATION}, n_neighbors={C.N_NEIGHBORS}; peer = FsNotify + AuditCommand "
-        f"(its only detectors); ours = files + commands + context",
+        f"ours: library defaults (contamination={C.ours_contamination():g}: the alert-level budget; "
+        f"n_neighbors={C.N_NEIGHBORS}), files + commands + context; peer: contamination={C.CONTAMINATION} "
+        f"(its README's example; its default 0.05 flags 50x more), n_neighbors={C.N_NEIGHBORS}, "
+        f"FsNotify + AuditCommand (its only detectors)",
         f"machine: {C.machine_line()}",
         f"targets: ROC-AUC >= {C.TARGET_AUC}, every attack episode caught, "
         f"<= {C.TARGET_FP_PER_10K:g} FP per 10,000 benign test alerts",

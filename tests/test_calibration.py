@@ -3,7 +3,7 @@ import alert_factory as F
 import numpy as np
 import pytest
 
-from mimizuku.engine.calibration import TailCalibrator, severity
+from mimizuku.engine.calibration import MAX_RELAX, MIN_TAIL_ALERTS, TailCalibrator, severity
 from mimizuku.engine.estimator import Mimizuku
 
 
@@ -58,7 +58,10 @@ def test_model_training_anomaly_rate_near_contamination_per_detector():
         m = Mimizuku(contamination=c).fit(alerts)
         for name, det in m.detectors_.items():
             rate = float((det.calibrate(det.decision_scores_) >= det.threshold_) @ _weights(det)) / det.n_alerts_
-            assert rate <= c * 1.0001, (name, rate)
+            # the share the threshold was drawn at: contamination, or what a small training resolves
+            eff = det.calibrator_.effective_contamination_
+            assert eff == max(c, min(MAX_RELAX * c, MIN_TAIL_ALERTS / det.calibrator_.total_weight_))
+            assert rate <= eff * 1.0001, (name, rate)
         recs = m.score_records(alerts)
         assert all(0.0 <= r["score"] <= 1.0 for r in recs)
         overall = sum(r["anomaly"] for r in recs) / len(recs)
@@ -80,3 +83,27 @@ def _weights(det):
     for r in raw:
         counts[r] = counts.get(r, 0) + 1
     return np.array([per_value[r] / counts[r] for r in raw])
+
+
+def test_a_threshold_rests_on_at_least_min_tail_alerts():
+    """1e-4 of 30,000 alerts is three: the threshold is drawn where MIN_TAIL_ALERTS lie instead;
+    with enough alerts, at contamination. Switched off (min_tail 0), the three decide."""
+    rng = np.random.default_rng(7)
+    small, large = rng.lognormal(size=30_000), rng.lognormal(size=400_000)
+    cal = TailCalibrator(1e-4).fit(small)
+    assert cal.effective_contamination_ == pytest.approx(MIN_TAIL_ALERTS / 30_000)
+    assert (cal.transform(small) >= cal.threshold_).sum() == pytest.approx(MIN_TAIL_ALERTS, abs=1)
+    off = TailCalibrator(1e-4, min_tail=0).fit(small)
+    assert off.effective_contamination_ == 1e-4 and (off.transform(small) >= off.threshold_).sum() <= 3
+    big = TailCalibrator(1e-4).fit(large)
+    assert big.effective_contamination_ == 1e-4
+    tiny = TailCalibrator(1e-4).fit(small[:1000])        # 20 of 1,000 would be 2 %: capped
+    assert tiny.effective_contamination_ == pytest.approx(MAX_RELAX * 1e-4)
+
+
+def test_beyond_the_training_maximum_the_tail_starts_below_one_in_n():
+    """Nothing in training was that unusual: p <= 1 / (N + 1), however often the maximum occurred."""
+    raw = np.concatenate([np.linspace(0, 1, 1000), np.full(500, 2.0)])   # the maximum seen 500 times
+    cal = TailCalibrator(1e-3).fit(raw)
+    assert cal.tail_probability(np.array([2.0]))[0] == pytest.approx(500 / 1500)
+    assert cal.tail_probability(np.array([2.0 + 1e-9]))[0] <= 1 / 1501

@@ -104,14 +104,18 @@ def test_a_rule_missing_on_the_manager_is_listed_and_exit_8(env, tmp_path, capsy
     # the manager runs an older rules file without the "near certain" rule
     older = tmp_path / "older_rules.xml"
     text = RULES.read_text()
-    older.write_text(re.sub(r'\s*<rule id="119007".*?</rule>', "", text, flags=re.S))
+    # (and without the ATT&CK rules under it, which name it in their if_sid)
+    older.write_text(re.sub(r'\s*<rule id="(119007|1191[5-9]\d)".*?</rule>', "", text, flags=re.S))
     with FakeWazuhAPI(FakeState(rules_path=older)) as fake:
         env(fake.url)
         assert run(tmp_path, "--json") == check.EXIT_MISSING
     doc = json.loads(capsys.readouterr().out)
-    assert doc["missing"] == ["119007"] and doc["ok"] is False
+    assert doc["missing"][0] == "119007" and doc["ok"] is False
+    assert all(119150 <= int(m) < 119200 for m in doc["missing"][1:])
     bad = [s for s in doc["samples"] if s["status"] != "ok"]
-    assert [(s["expected"]["id"], s["fired"]["id"]) for s in bad] == [("119007", "119005")]
+    assert [(s["expected"]["id"], s["fired"]["id"]) for s in bad][0] == ("119007", "119005")
+    # the critical samples fired the rule under 119005: the band's, or the technique's under the bands
+    assert all(s["fired"]["id"] == "119005" or 119100 <= int(s["fired"]["id"]) < 119150 for s in bad)
 
 
 def test_rules_not_loaded_at_all(env, tmp_path, capsys):

@@ -77,6 +77,9 @@ def stable_project():
 
 
 def _fit(det, alerts):
+    # a few hundred training commands cannot vouch for the default share (1e-4, which needs ten
+    # thousand): the budget of a small fleet
+    det.set_params(contamination=1e-3)
     return det.fit([a for a in alerts if det.applies(a)])
 
 
@@ -263,8 +266,11 @@ def test_fresh_names_no_longer_set_the_calibrations_tail(scratch_builds_quiet):
     shell = dev_cmd(REVERSE_SHELL, _later())
     plain = _fit(CommandDetector(volatile_min_words=None), scratch_builds_quiet)
     det = _fit(CommandDetector(), scratch_builds_quiet)
-    assert plain.predict([shell]).tolist() == [0]
     assert det.predict([shell]).tolist() == [1]
+    # (the calibrator no longer lets one frequent training maximum cap what lies beyond it, so the
+    # unfolded model flags the shell too; the folded one still ranks it higher)
+    assert det.score_samples([shell])[0] >= plain.score_samples([shell])[0]
+    assert det.threshold_ == plain.threshold_
 
 
 def test_the_fold_leaves_each_hosts_surprise_as_the_names_came(scratch_builds_quiet):

@@ -27,6 +27,8 @@ from mimizuku.store.versions import current_version
 distributed = pytest.importorskip("distributed")
 
 ALERTS = T.fleet(days=8, scale=0.02)
+#: a few hundred alerts a day cannot vouch for the default share (1e-4): the budget of a small fleet
+SMALL_FLEET = 1e-3
 DAYS = T.days_of(ALERTS)
 LAST = DAYS[-1]
 SCORING = [{k: v for k, v in a.items() if k != "_label"} for a in ALERTS[::3]]
@@ -125,7 +127,7 @@ def test_anomaly_filter_and_verdicts_on_dask_equal_local(tree, tmp_path, cluster
     reused by the second: both runs give the same model and the same verdicts as locally."""
     home = _copy(tree, tmp_path / "base")
     clean = [{k: v for k, v in a.items() if k != "_label"} for a in ALERTS if a["timestamp"][:10] < DAYS[-2]]
-    current = Mimizuku().fit(clean)
+    current = Mimizuku(contamination=SMALL_FLEET).fit(clean)
     models = home / "mimizuku" / "models"
     T.install_model(models, current)
     local, dask = _copy(home, tmp_path / "local"), _copy(home, tmp_path / "dask")
@@ -180,7 +182,7 @@ def test_worker_processes_give_the_same_model(tree, tmp_path, process_cluster, c
     """Workers in their own processes: the model and verdicts travel pickled, keys come back
     pickled — the model is still the local one."""
     home = _copy(tree, tmp_path / "base")
-    current = Mimizuku().fit([{k: v for k, v in a.items() if k != "_label"} for a in ALERTS[: len(ALERTS) // 2]])
+    current = Mimizuku(contamination=SMALL_FLEET).fit([{k: v for k, v in a.items() if k != "_label"} for a in ALERTS[: len(ALERTS) // 2]])
     T.install_model(home / "mimizuku" / "models", current)
     local, dask = _copy(home, tmp_path / "local"), _copy(home, tmp_path / "dask")
     code_l, s_l = _retrain(capfd, local)

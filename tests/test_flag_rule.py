@@ -212,6 +212,11 @@ def test_the_budget_flags_exactly_the_alerts_past_their_share(monkeypatch):
     train = [a for a in days if a["timestamp"][:10] < "2026-11-06"]
     test = [a for a in days if a["timestamp"][:10] >= "2026-11-06"]
     m = Mimizuku(contamination=0.01, n_neighbors=5).fit(train)
+    # the budget alone: no ATT&CK lift (which is consulted near the threshold, so it would move
+    # with it and blur the count)
+    import mimizuku.engine.estimator as estimator
+
+    monkeypatch.setattr(estimator, "match_technique", lambda alert: None)
     two = [a for a in test if sum(1 for d in m.detectors_.values() if d.applies(a)) == 2]
     assert len(two) > 1000
 

@@ -17,6 +17,7 @@ pytest.importorskip("wazuhregex", reason="test dependency wazuhregex (pip instal
 from wazuh_emulation import RulesError, Ruleset, parse_queue_message, regex_match  # noqa: E402
 
 from mimizuku.delivery import events
+from mimizuku.engine.techniques import table_rows
 
 RULES = Path(__file__).resolve().parent.parent / "wazuh_rules" / "mimizuku_rules.xml"
 #: Stock rule ids the file must not reuse (a sample spread over the stock ranges).
@@ -99,6 +100,8 @@ FORMS = {
     "mimizuku.score_pct": [str(i) for i in range(0, 101)] + ["990", "1000", "0.990000"],
     "mimizuku.status": ["ok", "kept", "failed", "okay", "not-ok", "running"],
     "mimizuku.job": ["retrain", "cluster", "a b"],
+    # every technique id of the table, and near misses (a prefix, a sub-technique, another case)
+    "mimizuku.mitre.id": sorted({r["id"] for r in table_rows()}) + ["T1059", "T1059.0041", "XT1496", "T1496 "],
 }
 #: What each (rule, field) pattern is meant to accept among FORMS; everything else must not match.
 INTENDED = {
@@ -115,6 +118,8 @@ INTENDED = {
     (119012, "mimizuku.status"): {"kept"},
     (119013, "mimizuku.status"): {"failed"},
     (119014, "mimizuku.status"): {"okay", "not-ok", "running"},
+    # one rule per technique under the bands (119100...) and one under 119007 (119150...)
+    **{(base + i, "mimizuku.mitre.id"): {r["id"]} for base in (119100, 119150) for i, r in enumerate(table_rows())},
 }
 
 
@@ -191,3 +196,28 @@ def test_other_json_events_do_not_match(rules):
         ev = parse_queue_message(b"1:virustotal:" + json.dumps(payload).encode())
         assert rules.match(ev) is None
     assert rules.match(parse_queue_message(b"1:/var/log/syslog:mimizuku anomaly true")) is None
+
+
+# --- ATT&CK techniques (mimizuku.engine.techniques) --------------------------------------------
+
+@pytest.mark.parametrize("sev, pct, level", [("medium", 91, 12), ("critical", 98, 12), ("critical", 100, 13)])
+def test_a_technique_reaches_wazuhs_mitre_views(rules, sev, pct, level):
+    rec = record(sev, pct, detector="commands")
+    rec["mitre"] = {"id": "T1059.004", "technique": "Command and Scripting Interpreter: Unix Shell (reverse shell)",
+                    "tactic": "execution", "table": "2026.12-1"}
+    ev = parse_queue_message(events.event_message(rec))
+    rule = rules.match(ev)
+    assert rule.level == level and "mitre_technique" in rule.groups
+    assert rule.mitre == ["T1059.004"]
+    assert rules.matching_siblings(ev, rule) == []
+    desc = rules.description(rule, ev)
+    assert "T1059.004" in desc and "Unix Shell" in desc and "(null)" not in desc
+
+
+def test_every_technique_of_the_table_has_its_rules(rules):
+    ids = [r["id"] for r in table_rows()]
+    for base, parents in ((119100, {119002, 119003, 119004, 119005, 119006}), (119150, {119007})):
+        for i, tid in enumerate(ids):
+            rule = rules.rules[base + i]
+            assert set(rule.if_sid) == parents
+            assert [(f.name, f.pattern) for f in rule.fields] == [("mimizuku.mitre.id", f"^{tid}$")]

@@ -273,6 +273,7 @@ class Rule:
     location: Optional[FieldCond] = None
     options: List[str] = field(default_factory=list)
     children: List["Rule"] = field(default_factory=list)
+    mitre: List[str] = field(default_factory=list)
 
     @property
     def priority(self) -> int:
@@ -407,8 +408,12 @@ class Ruleset:
                 if value not in RULE_OPTIONS:
                     raise RulesError(f"rule {rid}: unknown option {value!r}")
                 rule.options.append(value)
-            elif tag in ("mitre",):
-                pass
+            elif tag == "mitre":
+                # <mitre><id>T1110</id>...</mitre>: the ids Wazuh copies into rule.mitre.id
+                for sub in child:
+                    if sub.tag != "id" or not (sub.text or "").strip():
+                        raise RulesError(f"rule {rid}: <mitre> holds <id> elements only")
+                    rule.mitre.append(sub.text.strip())
             else:
                 raise RulesError(f"rule {rid}: element <{tag}> is valid for Wazuh but not emulated here")
         if conditions == 0:

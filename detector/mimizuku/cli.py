@@ -20,6 +20,7 @@ import os
 import sys
 from typing import Any, Dict, Optional, Sequence
 
+from mimizuku.core.records import DEFAULT_CONTAMINATION
 from mimizuku.core.text import printable
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_INPUT, EXIT_MODEL, EXIT_DATA = 0, 1, 2, 3, 4, 5
@@ -50,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="alerts.json files, .json.gz archives, a logs/alerts tree or an indexer export")
     _window_args(t)
     t.add_argument("--model-dir", "-m", required=True, help="directory to write the model into")
-    t.add_argument("--contamination", type=float, default=0.001, help="share of training alerts flagged (default 0.001)")
+    t.add_argument("--contamination", type=float, default=DEFAULT_CONTAMINATION,
+                   help=f"share of benign alerts a model may flag (default {DEFAULT_CONTAMINATION:g})")
     t.add_argument("--n-neighbors", type=int, default=5, help="LOF neighbours (default 5)")
     t.add_argument("--context-contamination", type=float, default=None,
                    help="alert budget of the context detector, which scores every alert (default: --contamination)")

@@ -362,6 +362,19 @@ def win_event(a: Dict[str, Any]) -> Optional[str]:
     return f"{prov or ''}:{eid or ''}"
 
 
+def win_command_line(a: Dict[str, Any]) -> Optional[str]:
+    """A Windows event's command line or PowerShell script block (Sysmon 1, Security 4688,
+    PowerShell 4104), or None."""
+    ev = dig(a, "data", "win", "eventdata")
+    if not isinstance(ev, dict):
+        return None
+    for k in ("commandLine", "CommandLine", "scriptBlockText", "ScriptBlockText"):
+        v = _str(ev.get(k))
+        if v:
+            return v
+    return None
+
+
 def key_fields(a: Dict[str, Any]) -> Dict[str, str]:
     """The fields a person wants to see next to an anomaly (only those present)."""
     out: Dict[str, str] = {}

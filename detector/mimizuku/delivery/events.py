@@ -159,6 +159,11 @@ def build_payload(record: Mapping[str, Any], tag: str = TAG) -> Dict[str, Any]:
         counts = {k: ep.get(k) for k in ("alerts", "duration_s")
                   if isinstance(ep.get(k), int) and not isinstance(ep.get(k), bool)}
         m["episode"] = {**{k: v for k in ("of", "since") if (v := _str_or_none(ep.get(k)))}, **counts}
+    mitre = record.get("mitre")
+    if isinstance(mitre, Mapping):  # an ATT&CK technique (mimizuku.engine.techniques): Wazuh's MITRE views
+        got = {k: v for k in ("id", "technique", "tactic") if (v := _str_or_none(mitre.get(k)))}
+        if "id" in got:
+            m["mitre"] = got
     for k in KEY_FIELDS:
         v = _str_or_none(fields.get(k))
         if v:

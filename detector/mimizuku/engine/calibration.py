@@ -9,8 +9,9 @@ least this unusual" — and that probability onto a log scale:
 
 so the same score means the same rarity for every detector. ``contamination`` fixes the
 threshold: an alert is anomalous when p <= contamination, i.e. score >= log(c)/log(floor).
-Beyond the largest training score the tail decays exponentially, so unseen extremes still rank
-(no ties at 1.0 that would blur the ordering).
+Beyond the largest training score the tail starts at ``1 / (training weight + 1)`` (nothing in
+training was that unusual: a conformal p-value) and decays exponentially, so unseen extremes still
+rank (no ties at 1.0 that would blur the ordering).
 """
 from __future__ import annotations
 
@@ -18,15 +19,27 @@ import math
 
 import numpy as np
 
-from mimizuku.core.records import SCORE_FLOOR
+from mimizuku.core.records import DEFAULT_CONTAMINATION, SCORE_FLOOR
+
+#: The fewest training alerts a threshold may rest on. A tail share of ``contamination`` among
+#: ``N`` training alerts is ``contamination × N`` alerts: with 30,000 alerts and 1e-4, three —
+#: noise, and anything a little past them would be "rarer than training". So the threshold is
+#: drawn at the share ``max(contamination, MIN_TAIL_ALERTS / N)``: small or short trainings flag
+#: at what they can resolve (``effective_contamination_``), large ones at ``contamination``.
+#: Never more than ``MAX_RELAX`` times ``contamination``, though: a tiny training would otherwise
+#: flag a tenth of what it saw. Chosen on the tuning sets (docs/detection.md).
+MIN_TAIL_ALERTS = 20
+MAX_RELAX = 10.0
 
 
 class TailCalibrator:
     """Weighted empirical upper-tail calibration (fit on training raw scores)."""
 
-    def __init__(self, contamination: float = 0.001, floor: float = SCORE_FLOOR):
+    def __init__(self, contamination: float = DEFAULT_CONTAMINATION, floor: float = SCORE_FLOOR,
+                 min_tail: float = MIN_TAIL_ALERTS):
         self.contamination = contamination
         self.floor = floor
+        self.min_tail = min_tail
 
     def fit(self, raw, sample_weight=None) -> "TailCalibrator":
         raw = np.asarray(raw, dtype=float)
@@ -47,7 +60,10 @@ class TailCalibrator:
         hi = np.searchsorted(self.tail_, 0.01, side="right")  # first index whose tail share < 1 %
         ref = values[max(0, min(hi, len(values) - 1) - 1)] if len(values) > 1 else 0.0
         self.tail_scale_ = float(max(top - ref, 0.05 * max(abs(top), 1e-3), 1e-6))
-        self.threshold_ = self.score_from_p(self.contamination)
+        # models pickled before min_tail existed: none
+        c = float(self.contamination)
+        self.effective_contamination_ = max(c, min(MAX_RELAX * c, float(self.__dict__.get("min_tail", 0.0)) / total))
+        self.threshold_ = self.score_from_p(self.effective_contamination_)
         return self
 
     def score_from_p(self, p):
@@ -62,7 +78,10 @@ class TailCalibrator:
         p[inside] = self.tail_[idx[inside]]
         over = ~inside
         if over.any():
-            last = self.tail_[-1] * 0.5
+            # nothing in training was this unusual: as a conformal p-value, at most one in
+            # (training weight + 1) — not half the share of the training maximum, which may be
+            # a situation seen hundreds of times and would cap every novelty at its rarity
+            last = min(self.tail_[-1] * 0.5, 1.0 / (self.total_weight_ + 1.0))
             p[over] = last * np.exp(-(raw[over] - self.values_[-1]) / self.tail_scale_)
         return p
 

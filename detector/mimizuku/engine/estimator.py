@@ -1,6 +1,6 @@
 """`Mimizuku`: the estimator users import — the original library's API, three detectors inside.
 
-    model = Mimizuku(contamination=0.001, n_neighbors=5)
+    model = Mimizuku(n_neighbors=5)
     model.fit("./training.json")          # any source mimizuku.sources.reader reads
     model.save_model("./models")
     anomalies = Mimizuku.load_model("./models", ignore_users=["root"]).predict("./test.json")
@@ -22,10 +22,12 @@ import numbers
 import secrets
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Dict, FrozenSet, Iterable, Iterator, List, Optional, Sequence
+from typing import Any, Dict, FrozenSet, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from mimizuku.core import fields
 from mimizuku.core.alert_identity import content_id
+from mimizuku.core.records import DEFAULT_CONTAMINATION
+from mimizuku.core.severity import SEVERITIES, SEVERITY_RANK
 from mimizuku.engine.calibration import severity as severity_of
 from mimizuku.engine.detectors.base import Detector, NotEnoughData
 from mimizuku.engine.detectors.commands import CommandDetector
@@ -33,6 +35,10 @@ from mimizuku.engine.detectors.context import ContextDetector
 from mimizuku.engine.detectors.files import FileIntegrityDetector
 from mimizuku.engine.flag_rule import FlagRule, Verdict
 from mimizuku.engine.lineage import ChannelJudged, ProcessLineage
+from mimizuku.engine.peers import PeerGroups, agent_profiles
+from mimizuku.engine.techniques import SCORE_LIFT, Technique
+from mimizuku.engine.techniques import as_record as technique_record
+from mimizuku.engine.techniques import match as match_technique
 
 log = logging.getLogger("mimizuku")
 
@@ -60,7 +66,7 @@ class Mimizuku:
     (the original API) replaces that choice with the detector objects given.
     """
 
-    def __init__(self, contamination=0.001, n_neighbors=5, abuse_files=(), ignore_files=(),
+    def __init__(self, contamination=DEFAULT_CONTAMINATION, n_neighbors=5, abuse_files=(), ignore_files=(),
                  ignore_users=(), detectors=DETECTORS, eps=0.5, min_samples=5, rate_window=60,
                  context_contamination=None):
         self.contamination = contamination
@@ -200,6 +206,11 @@ class Mimizuku:
                     d.merge_state(state)
         if n == 0:
             raise NotEnoughData(f"no alerts to train on ({stats})")
+        # who does the same work (mimizuku.engine.peers), from what every detector counted:
+        # known before any detector fits, so training scores back off to peers as scoring will
+        peers = PeerGroups().fit(agent_profiles(dets))
+        for d in dets:
+            d.use_peer_groups(peers)
         fitted, problems = [], {}
         steps = dets
         if progress:
@@ -211,12 +222,14 @@ class Mimizuku:
                 steps.set_postfix_str(d.name)
             try:
                 fitted.append(d.end_fit())
+                d.note_resolution()
             except NotEnoughData as e:
                 problems[d.name] = str(e)
                 log.warning("%s", e)
         if not fitted:
             raise NotEnoughData("no detector could be trained: " + "; ".join(problems.values()))
         self.detectors_ = {d.name: d for d in fitted}
+        self.peer_groups_ = peers
         self.change_channels_ = sorted(learning.learnt())
         self.lineage_ = _attach(fitted, ProcessLineage(self.change_channels_))
         self.skipped_detectors_ = problems
@@ -263,6 +276,14 @@ class Mimizuku:
         if lineage is not None:
             lineage.forget_batch()
         return n, first, last
+
+    def peer_groups(self) -> PeerGroups:
+        """The agents' peer groups this model learnt (empty for a model fitted before them)."""
+        got = self.__dict__.get("peer_groups_")
+        if got is None:
+            got = next((d.peer_groups_ for d in self.__dict__.get("detectors_", {}).values()
+                        if d.peer_groups_ is not None), None)
+        return got if got is not None else PeerGroups.from_json([])
 
     # -- the flag rule (mimizuku.engine.flag_rule) --------------------------------------------
     def flag_rule(self) -> FlagRule:
@@ -363,16 +384,45 @@ class Mimizuku:
             for i, k, s in zip(idx, keys, scores):
                 per_alert[i][d.name] = (float(s), k, d)
         out = []
+        cut: Dict[Tuple[str, int], float] = {}   # (detector, judged by) -> the score a lift can flag from
         for alert, got in zip(alerts, per_alert):
             if not got:
                 out.append(ScoredAlert(alert))
                 continue
+            technique = self._technique(alert, got, rule, cut)
             verdict = rule.judge(alert, got)
-            out.append(ScoredAlert(alert, self._record(alert, got, verdict, rule) if records else None,
+            out.append(ScoredAlert(alert, self._record(alert, got, verdict, rule, technique) if records else None,
                                    verdict, got))
         return out
 
-    def _record(self, alert: Dict[str, Any], got: Dict[str, Any], verdict: Verdict, rule: FlagRule) -> Dict[str, Any]:
+    @staticmethod
+    def _technique(alert: Dict[str, Any], got: Dict[str, Any], rule: FlagRule,
+                   cut: Dict[Tuple[str, int], float]) -> Optional[Technique]:
+        """The ATT&CK technique a new situation looks like (mimizuku.engine.techniques), or None.
+
+        Consulted only for detectors whose score, lifted, would reach their threshold and that
+        judge the situation new for its entity; their scores in ``got`` are lifted in place. A
+        routine situation is never annotated, whatever it looks like. ``cut``: memo of the lowest
+        score a lift can flag, per (detector, detectors judging the alert)."""
+        k = len(got)
+        near = []
+        for n, (s, key, d) in got.items():
+            low = cut.get((n, k))
+            if low is None:
+                low = cut[(n, k)] = rule.threshold(n, d.threshold_, k) - SCORE_LIFT
+            if s >= low and d.is_new(key):
+                near.append(n)
+        if not near:
+            return None
+        t = match_technique(alert)
+        if t is not None:
+            for n in near:
+                s, key, d = got[n]
+                got[n] = (min(1.0, s + SCORE_LIFT), key, d)
+        return t
+
+    def _record(self, alert: Dict[str, Any], got: Dict[str, Any], verdict: Verdict, rule: FlagRule,
+                technique: Optional[Technique] = None) -> Dict[str, Any]:
         best_name = verdict.best
         s, k, d = got[best_name]
         reasons: List[str] = []
@@ -403,6 +453,11 @@ class Mimizuku:
             reasons.append(verdict.ignored)
         threshold = rule.threshold(best_name, d.threshold_, len(got))
         sev = "critical" if verdict.abuse else severity_of(s, threshold, anomaly)
+        if technique is not None and anomaly:
+            # a new situation that looks like an attacker's technique: one band up
+            sev = SEVERITIES[min(len(SEVERITIES) - 1, SEVERITY_RANK[sev] + 1)]
+            reasons.insert(0, f"looks like ATT&CK {technique.id} {technique.technique} ({technique.tactic}) "
+                              f"in a situation new for its entity: score +{SCORE_LIFT}, severity one band up")
         rec = {
             "id": rid,
             "timestamp": fields.timestamp(alert),
@@ -421,6 +476,8 @@ class Mimizuku:
             "fields": fields.key_fields(alert),
             "model_version": getattr(self, "model_version_", "unversioned"),
         }
+        if technique is not None:
+            rec["mitre"] = technique_record(technique)
         if verdict.repeat_of is not None:
             rec["repeat_of"] = verdict.repeat_of
         if episode is not None:  # an update of an episode that climbed a band: the story so far
@@ -458,6 +515,8 @@ class Mimizuku:
                 for name, d in self.detectors_.items()
             },
             "skipped_detectors": self.skipped_detectors_,
+            # agents grouped by what they do (mimizuku.engine.peers): status and the report show them
+            "peer_groups": self.peer_groups().to_json(),
             # (agent, channel) pairs whose change channel ran routinely in training (lineage)
             "change_channels": [list(p) for p in getattr(self, "change_channels_", [])],
         }
@@ -497,6 +556,12 @@ class Mimizuku:
             model.change_channels_ = sorted((str(a), str(c)) for a, c in channels)
             model.lineage_ = _attach(model.detectors_.values(), ProcessLineage(model.change_channels_))
         model.skipped_detectors_ = manifest.get("skipped_detectors", {})
+        groups = manifest.get("peer_groups")
+        if isinstance(groups, list):  # models written before peer groups existed have none
+            try:
+                model.peer_groups_ = PeerGroups.from_json(groups)
+            except (KeyError, TypeError, ValueError) as e:
+                log.warning("model %s: peer groups in its manifest are unreadable (%s); none shown", model_dir, e)
         training = manifest.get("training", {})
         model.n_alerts_ = training.get("alerts", 0)
         model.training_window_ = training.get("window", {})

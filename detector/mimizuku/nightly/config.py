@@ -17,6 +17,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+from mimizuku.core.records import DEFAULT_CONTAMINATION
 from mimizuku.core.settings import Setting, Settings
 
 __all__ = ["RetrainConfig", "SETTINGS", "DEFAULT_MIN_ALERTS", "check_dask_address", "dask_setting",
@@ -146,7 +147,7 @@ SETTINGS = (
             "training window ends on it: nothing after it is read", group=WHERE, check=_day),
     Setting("keep", 5, "model versions to keep (default 5)", type=int, group=WHERE, check=_keep),
     # model parameters; None = the current model's, else the library defaults
-    Setting("contamination", None, "share of training alerts flagged (default 0.001)", type=float, group=MODEL),
+    Setting("contamination", None, f"share of benign alerts a model may flag (a first model: {DEFAULT_CONTAMINATION:g})", type=float, group=MODEL),
     Setting("n_neighbors", None, "LOF neighbours (default 5)", type=int, group=MODEL),
     Setting("detectors", None, "comma list of files, commands, context", group=MODEL, check=_detectors),
     Setting("eps", None, "DBSCAN eps of the context detector (default 0.5)", type=float, group=MODEL),
@@ -186,7 +187,7 @@ SETTINGS = (
     Setting("rate_floor", 0.005, "... or this share of the day's alerts, whichever is more (default 0.005)",
             type=float, group=VALIDATION),
     Setting("min_count", 5, "... and never fewer than this many anomalies", flags=()),
-    Setting("max_day_rate", 0.05, "anomaly share of the day allowed for a first model (default 0.05)",
+    Setting("max_day_rate", 0.05, "share of the day's alerts a first model may raise as anomalies (a burst's repeats not counted; default 0.05)",
             type=float, group=VALIDATION),
     Setting("calibration_tolerance", 3.0, "training anomaly share <= this x contamination", flags=()),
     # the run's output, the batch analysis and its outputs

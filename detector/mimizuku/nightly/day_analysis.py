@@ -39,6 +39,8 @@ class DayAnalysis:
     read: Dict[str, Any] = field(default_factory=dict)
     n_clusters: int = 0
     durations_ms: Dict[str, int] = field(default_factory=dict)
+    #: the model's peer groups (``mimizuku.engine.peers``, as JSON rows), for the report
+    peer_groups: List[Dict[str, Any]] = field(default_factory=list)
 
     @property
     def n_alerts(self) -> int:
@@ -101,6 +103,8 @@ def score_day(model: Any, source: Any, day: date, *, clusterer: Optional[Context
     ctx = getattr(model, "detectors_", {}).get("context")
     share = ctx is not None and type(ctx) is type(fd) and getattr(ctx, "rate_window", None) == fd.rate_window
     out = DayAnalysis(day=day.isoformat(), model_version=str(getattr(model, "model_version_", "unversioned")))
+    if hasattr(model, "peer_groups"):
+        out.peer_groups = model.peer_groups().to_json()
     for scored in model.iter_scored(source, since=day, until=day, stats=stats, progress=progress):
         a = scored.alert
         if share:
@@ -224,4 +228,4 @@ def write_day_report(analysis: DayAnalysis, path: Path, run: Optional[Mapping[st
     from mimizuku.outputs.report import write_report
 
     return write_report(path, analysis.records, run=dict(run or {}), coords=analysis.coords(),
-                        title=f"Mimizuku nightly report {analysis.day}")
+                        title=f"Mimizuku nightly report {analysis.day}", peer_groups=analysis.peer_groups)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from mimizuku.core.records import DEFAULT_CONTAMINATION
 from mimizuku.engine.flag_rule import count_flagged
 from mimizuku.nightly.config import RetrainConfig
 
@@ -74,7 +75,10 @@ def validate(new: Any, current: Any, cfg: RetrainConfig, *, day_records: Optiona
     for name, d in new.detectors_.items():
         thr = float(getattr(d, "threshold_", float("nan")))
         share = _training_anomaly_share(d)
-        c = float(getattr(d, "contamination", cfg.params.get("contamination", 0.001)) or 0.0)
+        c = float(getattr(d, "contamination", cfg.params.get("contamination", DEFAULT_CONTAMINATION)) or 0.0)
+        # the share the threshold was drawn at: a training too small for ``contamination`` rests
+        # it on MIN_TAIL_ALERTS alerts instead (mimizuku.engine.calibration)
+        c = max(c, float(getattr(getattr(d, "calibrator_", None), "effective_contamination_", 0.0) or 0.0))
         v.detectors[name] = {"alerts": int(getattr(d, "n_alerts_", 0)), "situations": int(getattr(d, "n_keys_", 0)),
                              "threshold": round(thr, 6) if math.isfinite(thr) else None,
                              "train_anomaly_share": None if share is None else round(share, 6)}
@@ -112,11 +116,15 @@ def validate(new: Any, current: Any, cfg: RetrainConfig, *, day_records: Optiona
                 v.refuse(f"anomaly rate on {day} is {k}/{n} ({k / n:.2%}), the current model's "
                          f"{prev_k}/{prev_n} ({prev_k / prev_n:.2%}); allowed at most {int(allowed)}")
         else:
+            # a first model has nothing to compare with: its *raised* anomalies are bounded (a
+            # burst is one story: a scan's thousand repeats are not a thousand anomalies, and a
+            # day under attack must not make the first model look broken)
+            raised = sum(1 for r in day_records if r.get("anomaly"))
             allowed = max(cfg.max_day_rate * n, cfg.min_count)
-            v.day["allowed"] = int(math.floor(allowed))
-            if k > allowed:
-                v.refuse(f"anomaly rate on {day} is {k}/{n} ({k / n:.2%}), above the bound "
-                         f"{cfg.max_day_rate:.2%} for a first model")
+            v.day.update(allowed=int(math.floor(allowed)), raised=raised)
+            if raised > allowed:
+                v.refuse(f"raised anomalies on {day}: {raised} of {n} alerts ({raised / n:.2%}), above the "
+                         f"bound {cfg.max_day_rate:.2%} for a first model")
     return v
 
 

@@ -319,7 +319,8 @@ def _run_table(run: Optional[Mapping[str, Any]]) -> str:
 def render_report(records: Iterable[Mapping[str, Any]], *, run: Optional[Mapping[str, Any]] = None,
                   clusters: Optional[Mapping[str, Any]] = None,
                   coords: Optional[Mapping[str, Sequence[float]]] = None, top: int = 50,
-                  title: str = "Mimizuku anomaly report") -> str:
+                  title: str = "Mimizuku anomaly report",
+                  peer_groups: Optional[Sequence[Mapping[str, Any]]] = None) -> str:
     """The report as an HTML string (see :func:`write_report`)."""
     recs = [r for r in records if isinstance(r, Mapping)]
     anomalies = [r for r in recs if r.get("anomaly")]
@@ -432,6 +433,7 @@ def render_report(records: Iterable[Mapping[str, Any]], *, run: Optional[Mapping
                   f"<th>top agents</th></tr>{cluster_rows}</table>"]
     else:
         parts.append('<p class="none">No cluster labels were given for this run.</p>')
+    parts.append(_peer_table(peer_groups, agent_total, agent_anom))
     parts += [
         f"<h2>Top anomalies ({len(ranked):,} of {len(anomalies):,})</h2>",
         "<table><tr><th>score</th><th>severity</th><th>detector</th><th>time (UTC)</th><th>agent</th><th>rule</th>"
@@ -442,19 +444,43 @@ def render_report(records: Iterable[Mapping[str, Any]], *, run: Optional[Mapping
     return "\n".join(p for p in parts if p)
 
 
+def _peer_table(groups: Optional[Sequence[Mapping[str, Any]]], alerts: Counter, anomalies: Counter) -> str:
+    """The model's peer groups (``mimizuku.engine.peers``): who counts as whose peer, what they
+    share, and this run's alerts and anomalies per group."""
+    rows = [g for g in (groups or ()) if isinstance(g, Mapping) and isinstance(g.get("members"), list)]
+    if not rows:
+        return ""
+    out = []
+    for g in rows[:100]:
+        members = [str(m) for m in g["members"]]
+        shown = ", ".join(members[:12]) + (f", … ({len(members)} agents)" if len(members) > 12 else "")
+        label = ", ".join(str(t) for t in (g.get("label") or [])[:5]) or "–"
+        out.append(f"<tr><td>{_esc(g.get('id'), 16)}</td><td>{_esc(shown, 600)}</td><td>{_esc(label, 200)}</td>"
+                   f"<td>{sum(alerts.get(m, 0) for m in members):,}</td>"
+                   f"<td>{sum(anomalies.get(m, 0) for m in members):,}</td></tr>")
+    return ("<h2>Peer groups</h2><p class=\"sub\">Agents that do the same work, learnt from training "
+            "(rules, programs, directories); what is routine for an agent's peers counts less when it is "
+            "new on the agent, what none of them ever did counts in full. A group of one has no peers.</p>"
+            "<table><tr><th>group</th><th>agents</th><th>what they share</th><th>alerts</th><th>anomalies</th></tr>"
+            + "".join(out) + "</table>")
+
+
 def write_report(path: Any, records: Iterable[Mapping[str, Any]], *, run: Optional[Mapping[str, Any]] = None,
                  clusters: Optional[Mapping[str, Any]] = None,
                  coords: Optional[Mapping[str, Sequence[float]]] = None, top: int = 50,
-                 title: str = "Mimizuku anomaly report") -> Path:
+                 title: str = "Mimizuku anomaly report",
+                 peer_groups: Optional[Sequence[Mapping[str, Any]]] = None) -> Path:
     """Write ONE self-contained HTML file for a run and return its path.
 
     ``records``: scored records (docs/records.md). ``run``: the run's dict (id, model version,
     counts, durations ...), shown as a table. ``clusters``: alert id -> DBSCAN label (-1 =
     noise); records' own ``cluster`` keys are used otherwise. ``coords``: alert id -> (x, y), a
-    2-D projection to scatter-plot the clusters. The file is written atomically.
+    2-D projection to scatter-plot the clusters. ``peer_groups``: the model's (``Mimizuku.peer_groups().
+    to_json()``), shown as a table. The file is written atomically.
     """
     out = Path(path)
-    text = render_report(records, run=run, clusters=clusters, coords=coords, top=top, title=title)
+    text = render_report(records, run=run, clusters=clusters, coords=coords, top=top, title=title,
+                         peer_groups=peer_groups)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(out, text.encode("utf-8"), mode=0o644)
     return out

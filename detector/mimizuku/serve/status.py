@@ -70,6 +70,7 @@ def from_disk(paths: Dict[str, Path]) -> Dict[str, Any]:
         m = read_manifest(d)
         out["model"] = {"version": m.get("model_version"), "created": m.get("created"), "path": str(d),
                         "dir": str(paths["model_dir"])}
+        out["peer_groups"] = _rows(m.get("peer_groups"))
     except (ModelError, OSError, ValueError) as e:
         out["model"] = {"version": None, "dir": str(paths["model_dir"]), "error": str(e)}
     out["spool"] = {"alerts": _count(paths["spool_dir"] / "alerts"), "events": _count(paths["spool_dir"] / "events")}
@@ -83,6 +84,24 @@ def from_disk(paths: Dict[str, Path]) -> Dict[str, Any]:
     except (OSError, ValueError):
         pass
     return out
+
+
+def _rows(groups: Any) -> List[Dict[str, Any]]:
+    """The manifest's peer groups, only the well-formed rows."""
+    if not isinstance(groups, list):
+        return []
+    return [g for g in groups if isinstance(g, dict) and isinstance(g.get("members"), list)]
+
+
+def _peer_groups(paths: Dict[str, Path]) -> List[Dict[str, Any]]:
+    """The installed model's peer groups (``mimizuku.engine.peers``), read from its manifest."""
+    from mimizuku.serve.reload import resolve_model_dir
+    from mimizuku.store.model_dir import ModelError, read_manifest
+
+    try:
+        return _rows(read_manifest(resolve_model_dir(paths["model_dir"])).get("peer_groups"))
+    except (ModelError, OSError, ValueError):
+        return []
 
 
 def _age(created: Optional[str]) -> str:
@@ -155,6 +174,18 @@ def render(st: Dict[str, Any]) -> List[str]:
     if bm:
         lines.append(f"follow:        {printable(bm.get('path'))} at byte {bm.get('offset')} of "
                      f"{printable(bm.get('archive') or 'inode %s' % bm.get('inode'))}")
+    groups = st.get("peer_groups") or []
+    if groups:
+        peered = [g for g in groups if len(g["members"]) > 1]
+        lines.append(f"peer groups:   {len(groups)} ({len(peered)} with peers; an agent alone backs off to the fleet)")
+        for g in peered[:10]:
+            members = [printable(m) for m in g["members"]]
+            label = ", ".join(printable(t) for t in (g.get("label") or [])[:3])
+            lines.append(f"  {printable(g.get('id'))}: {', '.join(members[:8])}"
+                         f"{f' … ({len(members)} agents)' if len(members) > 8 else ''}"
+                         f"{f' — {label}' if label else ''}")
+        if len(peered) > 10:
+            lines.append(f"  … {len(peered) - 10} more (mimizuku status --json lists them all)")
     errs = st.get("errors") or (st.get("last_status") or {}).get("errors") or []
     for e in errs[-5:]:
         lines.append(f"error:         {_when(e.get('at'))} {printable(e.get('message'))}")
@@ -172,6 +203,7 @@ def collect(a: argparse.Namespace) -> Tuple[Dict[str, Any], int]:
         st = None
     if not isinstance(st, dict):
         return from_disk(paths), EXIT_DOWN
+    st.setdefault("peer_groups", _peer_groups(paths))
     refused = (st.get("last_reload") or {}).get("ok") is False
     return st, EXIT_OK if st.get("ready") and not refused else EXIT_DEGRADED
 

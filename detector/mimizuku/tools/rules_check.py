@@ -232,6 +232,14 @@ def samples() -> List[Sample]:
         ("critical anomaly, score 99 %", _record(0.99, "critical")),
         ("anomaly, unknown severity", _record(0.80, "unknown")),
     ]
+    from mimizuku.engine.techniques import table_rows
+
+    for t in table_rows():  # each ATT&CK technique's two rules (under the bands, under 119007)
+        for name, score, sev in ((f"high anomaly, ATT&CK {t['id']}", 0.90, "high"),
+                                 (f"critical anomaly, score 99 %, ATT&CK {t['id']}", 0.99, "critical")):
+            rec = _record(score, sev)
+            rec["mitre"] = {"id": t["id"], "technique": t["technique"], "tactic": t["tactic"]}
+            records.append((name, rec))
     out: List[Sample] = []
     for name, rec in records:
         _, loc, event = split_message(events.event_message(rec))

@@ -11,6 +11,7 @@ more anomalous; ``score_samples`` gives calibrated scores in [0, 1]; ``threshold
 """
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from typing import Any, Dict, FrozenSet, Hashable, Iterable, List, Optional, Sequence, Tuple
 
@@ -23,6 +24,8 @@ from mimizuku.engine.calibration import TailCalibrator
 from mimizuku.engine.repeats import DEFAULT_GAP, Episode, RepeatWindows
 
 Key = Tuple[Hashable, ...]
+
+log = logging.getLogger(__name__)
 
 
 class NotEnoughData(ValueError):
@@ -55,6 +58,12 @@ class Detector(BaseEstimator):
 
     def explain(self, key: Key, alert: Dict[str, Any]) -> List[str]:  # pragma: no cover
         raise NotImplementedError
+
+    def is_new(self, key: Key) -> bool:
+        """Whether the situation is new for its entity (agent, account): something it never did
+        in training. Only a new situation may be annotated with an ATT&CK technique
+        (``mimizuku.engine.techniques``); False by default: never."""
+        return False
 
     def ignored(self, alert: Dict[str, Any]) -> Optional[str]:
         """Why this alert must never be flagged by this detector (None if it may be)."""
@@ -144,6 +153,25 @@ class Detector(BaseEstimator):
         parameters already computed it from the same stream (``Mimizuku.same_keys_as``)."""
         self._counts[self.key(alert) if key is None else key] += 1
 
+    def training_counts(self) -> "Counter[Key]":
+        """What ``observe`` (and ``merge_state``) counted since ``begin_fit``: situation ->
+        alerts. Read only, between ``begin_fit`` and ``end_fit`` (the peer groups are learnt
+        from it before the detectors fit)."""
+        return self._counts
+
+    def profile_terms(self, key: Key) -> Optional[Tuple[str, List[str]]]:
+        """(agent, terms) a counted situation adds to its agent's profile, for the peer groups
+        (``mimizuku.engine.peers``); None: this situation says nothing about a role."""
+        return None
+
+    #: the agents' peer groups (``mimizuku.engine.peers``), shared by the model's detectors; a
+    #: class default (None: no back-off to peers), so models pickled before it still load
+    peer_groups_ = None
+
+    def use_peer_groups(self, groups) -> None:
+        """Back off to these peer groups (before ``end_fit``: training scores use them too)."""
+        self.peer_groups_ = groups
+
     def partial_state(self) -> Dict[str, Any]:
         """What ``observe`` has counted since ``begin_fit``: picklable, mergeable (never alerts)."""
         return {"counts": self._counts}
@@ -177,12 +205,24 @@ class Detector(BaseEstimator):
         self.start_stream()
         return self
 
+    def note_resolution(self) -> None:
+        """Say when training is too small for ``contamination``: the threshold then rests on
+        ``MIN_TAIL_ALERTS`` training alerts (``mimizuku.engine.calibration``) instead. Called once
+        a fit is complete (``fit``, ``Mimizuku.fit_partitions``)."""
+        eff = getattr(self.calibrator_, "effective_contamination_", self.contamination)
+        if eff > self.contamination:
+            log.warning("%s: %s training alerts resolve a share of %.2g at best, not %g: flagging at %.2g "
+                        "(train on more days for the finer budget)", self.name, f"{self.n_alerts_:,}", eff,
+                        self.contamination, eff)
+
     def fit(self, alerts: Iterable[Dict[str, Any]], y=None) -> "Detector":
         self.begin_fit()
         for a in alerts:
             if self.applies(a) and not self.ignored(a):
                 self.observe(a)
-        return self.end_fit()
+        self.end_fit()
+        self.note_resolution()
+        return self
 
     # -- scoring ---------------------------------------------------------------------------------
     #: entries per memo cache (keys' raw scores, nearest neighbours, reasons); a full cache drops

@@ -34,6 +34,7 @@ from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Tuple
 import numpy as np
 
 from mimizuku.core import fields
+from mimizuku.core.records import DEFAULT_CONTAMINATION
 from mimizuku.engine.detectors.base import Key
 from mimizuku.engine.detectors.lof import LOFDetector
 from mimizuku.engine.features import account_class, command_shape, command_tokens
@@ -56,7 +57,7 @@ class CommandDetector(WaveJudged, ChannelJudged, LOFDetector):
     group_weights = {"command": 1.0, "user": 0.6, "run_as": 0.3, "agent": 0.4,
                      "user_prog": 0.5, "agent_prog": 0.4}
 
-    def __init__(self, n_neighbors=5, contamination=0.001, ignore_users=(), ignore_user_ids=(),
+    def __init__(self, n_neighbors=5, contamination=DEFAULT_CONTAMINATION, ignore_users=(), ignore_user_ids=(),
                  max_samples=20000, n_features=1024, novelty_weight=0.5,
                  volatile_min_words=VOLATILE_MIN_WORDS, volatile_min_fresh=VOLATILE_MIN_FRESH):
         super().__init__(n_neighbors=n_neighbors, contamination=contamination,
@@ -208,6 +209,15 @@ class CommandDetector(WaveJudged, ChannelJudged, LOFDetector):
         if not user or self.channel(key):
             return None
         return (agent, key[4] if len(key) > 4 else ""), user
+
+    situation_noun = "distinct commands"
+
+    def account_of(self, key: Key) -> str:
+        return key[2] or ""
+
+    def profile_terms(self, key: Key):
+        """A command tells its agent's role by its program (``mimizuku.engine.peers``)."""
+        return key[0], [self._prog(key[1])]
 
     def example(self, alert: Dict[str, Any]) -> str:
         return command_shape(fields.command_line(alert) or "", 120)

@@ -34,6 +34,8 @@ from mimizuku.core import fields
 from mimizuku.core.bounded import make_room
 from mimizuku.core.fields import seconds_and_hour
 from mimizuku.core.json_keys import decode_key, keyed_rows
+from mimizuku.core.records import DEFAULT_CONTAMINATION
+from mimizuku.engine.baselines import EntityBaselines
 from mimizuku.engine.calibration import TailCalibrator
 from mimizuku.engine.detectors.base import Detector, Key
 from mimizuku.engine.fleet import FleetWave, shared_along_waves, wave_reason
@@ -137,7 +139,7 @@ class ContextDetector(Detector):
     #: what a new model continues (a hot reload): the rate windows and the waves in progress
     _STREAM = (("rates", "_rates", "rate_window"), ("wave", "_wave", "wave_window"))
 
-    def __init__(self, eps=0.5, min_samples=5, contamination=0.001, rate_window=60,
+    def __init__(self, eps=0.5, min_samples=5, contamination=DEFAULT_CONTAMINATION, rate_window=60,
                  hour_weight=0.35, rate_weight=0.5, ignore_users=(), wave_window=3600):
         self.eps = eps
         self.min_samples = min_samples
@@ -206,6 +208,11 @@ class ContextDetector(Detector):
         # situation (block, hour, rule-rate bin, source-rate bin) + the exact counts for reasons
         return (block, -1 if hour is None else hour, rate_bin(count),
                 rate_bin(src_count) if src_count else -1, count, src_count, src, wave)
+
+    def profile_terms(self, key: Key):
+        """A situation tells its agent's role by its rule (``mimizuku.engine.peers``)."""
+        block = key[0]
+        return block[3], ["rule:" + block[0]]
 
     @staticmethod
     def situation(key: Key) -> Key:
@@ -360,6 +367,9 @@ class ContextDetector(Detector):
         self.block_hours_ = dict(self.block_hours_)
         self.agent_users_ = dict(self.agent_users_)
         self.agent_rules_ = dict(self.agent_rules_)
+        # each agent's (and account's) history of rules: how surprising a new one is there
+        self.baselines_ = EntityBaselines("distinct rules").fit(
+            ((b[3], b[4], b[0], w) for (b, *_), w in zip(keys, weights)), self.peer_groups_)
         raw = np.zeros(len(keys))
         rest = np.flatnonzero(~is_core)
         if rest.size:
@@ -401,6 +411,7 @@ class ContextDetector(Detector):
             keys = list(train)
             w = np.fromiter((train[k] for k in keys), dtype=float, count=len(keys))
             half = ContextDetector(**self.get_params())
+            half.use_peer_groups(self.peer_groups_)
             # weights scaled to the whole training set: density means the same as in the full model
             half._fit_keys(keys, w * (total / w.sum()))
             tk = list(test)
@@ -491,7 +502,54 @@ class ContextDetector(Detector):
         dist, idx = self._nearest_many(sits)
         for s_, d, i in zip(sits, dist, idx):
             self._remember(s_, float(d), int(i))
-        return np.maximum(0.0, dist - self.eps)
+        raw = np.maximum(0.0, dist - self.eps)
+        return raw * np.fromiter((self.peer_factor(s_) for s_ in sits), dtype=float, count=len(sits))
+
+    def novelty_of(self, sit: Key) -> Tuple[str, int]:
+        """What is new about a situation for its agent, and on how many of the agent's peers
+        (``mimizuku.engine.peers``) it was not: ("rule", k) — the rule never fired on the agent
+        in training, on k peers it did; ("hour", k) — never at that hour, on k peers it did;
+        ("", 0) — neither."""
+        (rid, _g, _l, agent, *_), hour = sit[0], sit[1]
+        mask = self.block_hours_.get((agent, rid))
+        if mask is None and rid not in self.agent_rules_.get(agent, ()):
+            what = "rule"
+        elif hour >= 0 and mask and not mask >> hour & 1:
+            what = "hour"
+        else:
+            return "", 0
+        pg = self.peer_groups_
+        peers = pg.peers(agent) if pg is not None else ()
+        if what == "rule":
+            k = sum(1 for p in peers if rid in self.agent_rules_.get(p, ()))
+        else:
+            k = sum(1 for p in peers if self.block_hours_.get((p, rid), 0) >> hour & 1)
+        return what, k
+
+    def is_new(self, key: Key) -> bool:
+        """New for its entity: an agent never seen, a rule it never fired (or not at that
+        hour), or a user never seen on it."""
+        block = key[0]
+        agent, user = block[3], block[4]
+        if agent not in self.agent_rules_ or (user and user not in self.agent_users_.get(agent, ())):
+            return True
+        if "baselines_" not in self.__dict__:
+            return block[0] not in self.agent_rules_[agent]
+        return bool(self.novelty_of(key[:4])[0])
+
+    def peer_factor(self, sit: Key) -> float:
+        """The raw score's share for what is new for its agent but routine for its peers: a rule
+        new to the agent that k of its peers fire, or a known rule at a new hour that k peers
+        fire then, is divided by ``1 + k`` (1 for the rest; models fitted before peer groups: 1).
+
+        The entity's own history (``baselines_``, mimizuku.engine.baselines) names it in the
+        reasons but does not weigh the score here: weighing a new rule by the agent's Good–Turing
+        surprise was measured on the tuning sets (generator seed 0, AIT shaw and fox) and missed
+        su/sudo episodes on busy hosts without removing false positives (docs/detection.md)."""
+        if "baselines_" not in self.__dict__:
+            return 1.0
+        what, k = self.novelty_of(sit)
+        return 1.0 / (1.0 + k) if what else 1.0
 
     # -- reasons -------------------------------------------------------------------------------
     def explain(self, key: Key, alert: Dict[str, Any]) -> List[str]:
@@ -530,6 +588,19 @@ class ContextDetector(Detector):
             reasons.append(f"agent {agent!r} never seen in training")
         elif rid not in self.agent_rules_[agent]:
             reasons.append(f"{rname} never fired on {agent!r} in training")
+            if "baselines_" in self.__dict__:
+                reasons.append(self.baselines_.describe(agent, user, f"rule {rid}"))
+        what, k = self.novelty_of(key[:4]) if "baselines_" in self.__dict__ else ("", 0)
+        if what:
+            pg = self.peer_groups_
+            if pg is None or not pg.peers(agent):
+                reasons.append(f"{agent!r} has no peers (agents doing the same work): judged in full")
+            elif k:
+                reasons.append(f"routine for its peers: {k} of {pg.describe_group(agent)} "
+                               f"{'fired it' if what == 'rule' else 'fired it at that hour'} in training "
+                               f"(score divided by {1 + k})")
+            else:
+                reasons.append(f"never seen among its peers ({pg.describe_group(agent)})")
         else:
             mask = self.block_hours_.get((agent, rid), 0)
             if hour >= 0 and mask and not mask & (1 << hour):

@@ -22,6 +22,7 @@ import fnmatch
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from mimizuku.core import fields
+from mimizuku.core.records import DEFAULT_CONTAMINATION
 from mimizuku.engine.detectors.base import Key
 from mimizuku.engine.detectors.lof import LOFDetector
 from mimizuku.engine.features import account_class, path_shape, path_tokens
@@ -57,7 +58,7 @@ class FileIntegrityDetector(WaveJudged, ChannelJudged, LOFDetector):
     group_weights = {"path": 1.0, "event": 0.5, "user": 0.6, "process": 0.6, "agent": 0.4,
                      "agent_dir": 0.5, "user_dir": 0.5}
 
-    def __init__(self, n_neighbors=5, contamination=0.001, ignore_files=(), ignore_users=(),
+    def __init__(self, n_neighbors=5, contamination=DEFAULT_CONTAMINATION, ignore_files=(), ignore_users=(),
                  max_samples=20000, n_features=1024, novelty_weight=0.5):
         super().__init__(n_neighbors=n_neighbors, contamination=contamination,
                          max_samples=max_samples, n_features=n_features, novelty_weight=novelty_weight)
@@ -108,6 +109,15 @@ class FileIntegrityDetector(WaveJudged, ChannelJudged, LOFDetector):
         if not user or self.channel(key):
             return None
         return (agent, key[5] if len(key) > 5 else ""), user
+
+    situation_noun = "distinct file changes"
+
+    def account_of(self, key: Key) -> str:
+        return key[3] or ""
+
+    def profile_terms(self, key: Key):
+        """A change tells its agent's role by where it happened (``mimizuku.engine.peers``)."""
+        return key[0], self._dirs(key[1])
 
     def example(self, alert: Dict[str, Any]) -> str:
         return path_shape(fields.file_path(alert) or "")[:200]

@@ -36,7 +36,7 @@ Token counts per agent and per user are kept for this and to explain anomalies.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from typing import Any, Dict, Hashable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Dict, FrozenSet, Hashable, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 from scipy import sparse
@@ -44,6 +44,8 @@ from sklearn.feature_extraction import FeatureHasher
 from sklearn.neighbors import LocalOutlierFactor
 
 from mimizuku.core.bounded import make_room
+from mimizuku.core.records import DEFAULT_CONTAMINATION
+from mimizuku.engine.baselines import EntityBaselines
 from mimizuku.engine.detectors.base import Detector, Key
 
 
@@ -116,7 +118,7 @@ class LOFDetector(Detector):
 
     group_weights: Dict[str, float] = {}
 
-    def __init__(self, n_neighbors=5, contamination=0.001, max_samples=20000, n_features=1024,
+    def __init__(self, n_neighbors=5, contamination=DEFAULT_CONTAMINATION, max_samples=20000, n_features=1024,
                  novelty_weight=0.5):
         self.n_neighbors = n_neighbors
         self.contamination = contamination
@@ -340,6 +342,7 @@ class LOFDetector(Detector):
         out = []
         peers = self._peers(key)
         for scope, value, toks in self.scopes(key):
+            value_of_scope = value
             seen = self.token_counts_.get((scope, value))
             total = self.scope_totals_.get((scope, value), 0)
             backoff = peers is not None and scope == self.backoff_scope
@@ -364,8 +367,37 @@ class LOFDetector(Detector):
                 # a user new to this agent, in a role others of the same kind hold here: the
                 # more such peers, the less a newcomer among them says
                 new -= peers[1] / (peers[1] + 1.0)
-            out.append(min(1.0, new / 2) * surprise)
+            value = min(1.0, new / 2)
+            if scope == "agent" and new_toks:
+                # new to this agent, but what its peer agents do routinely: the host catching up
+                # with its role (mimizuku.engine.peers); never seen among them: in full
+                value = min(value, self.agent_backoff(value_of_scope, new_toks, leave_out))
+            out.append(value * surprise)
         return float(np.mean(out)) if out else 0.0
+
+    def agent_backoff(self, agent: str, new_toks: Sequence[str], leave_out: int = 0) -> float:
+        """How new an agent's new tokens are, given what its peer agents did in training.
+
+        Tokens no peer used count as the scope counts them (one: half, two or more: all); those
+        some peer used count as one block (one token: half, two or more: all), divided by
+        ``1 + k``, ``k`` peers having used all of them: ``nginx -s reload`` that the web server's
+        twin runs daily counts half; a reverse shell whose one never-seen word sits among words
+        the peers use still counts in full."""
+        pg = self.peer_groups_
+        used = self.__dict__.get("agent_token_agents_")
+        if pg is None or used is None:
+            return 1.0
+        peers = pg.peers(agent)
+        unknown, known, joint = 0, 0, None
+        for t in new_toks:
+            who = used.get(t, frozenset()) & peers if peers else frozenset()
+            if not who:
+                unknown += 1
+                continue
+            known += 1
+            joint = who if joint is None else joint & who
+        k = len(joint) if joint else 0
+        return min(1.0, unknown / 2 + min(1.0, known / 2) / (1.0 + k))
 
     def _peers(self, key: Key) -> Optional[Tuple[Dict[str, Any], int, str]]:
         """(token -> members who used it, number of other members, member) for the back-off."""
@@ -405,6 +437,13 @@ class LOFDetector(Detector):
             k = len(joint - {member}) if joint else 0
             value = max(value, min(1.0, n_known / 2) * (1.0 - k / (k + 1.0)))
         return value
+
+    #: how reasons name what an entity's history counts
+    situation_noun = "distinct situations"
+
+    def account_of(self, key: Key) -> str:
+        """The account a situation belongs to (its user; "" for none)."""
+        return ""
 
     #: surprise of a scope never seen in training (as for a scope that never saw anything new)
     UNSEEN_SCOPE_SURPRISE = 2.0
@@ -451,6 +490,18 @@ class LOFDetector(Detector):
         self.peer_members_ = {g: frozenset(m) for g, m in peer_members.items()}
         self.peer_users_ = {g: {t: frozenset(m) for t, m in d.items()} for g, d in peer_users.items()}
         self.scope_totals_ = dict(totals)
+        # which agents used each token of the agent scope (the back-off to peer agents); one
+        # frozenset per distinct set of agents
+        token_agents: Dict[str, set] = defaultdict(set)
+        for (scope, value), c in counts.items():
+            if scope == "agent":
+                for t in c:
+                    token_agents[t].add(value)
+        interned: Dict[FrozenSet[str], FrozenSet[str]] = {}
+        self.agent_token_agents_ = {t: interned.setdefault(frozenset(a), frozenset(a)) for t, a in token_agents.items()}
+        # each agent's and account's history of situations (reasons; mimizuku.engine.baselines)
+        self.baselines_ = EntityBaselines(self.situation_noun).fit(
+            ((k[0], self.account_of(k), k[1], w) for k, w in zip(keys, weights)), self.peer_groups_)
         # Good–Turing: the chance that the next token in this scope is a new one
         self.scope_surprise_ = {
             s: float(-np.log10((sum(1 for v in c.values() if v == 1) + 1) / (sum(c.values()) + 1)))
@@ -478,6 +529,14 @@ class LOFDetector(Detector):
         new = frozenset(_pretty(t) for t in toks if t not in seen)
         return (self.name, value, new) if new else None
 
+    def is_new(self, key: Key) -> bool:
+        """New for its entity: a scope (agent, user) never seen, or a token it never saw."""
+        for scope, value, toks in self.scopes(key):
+            seen = self.token_counts_.get((scope, value))
+            if seen is None or any(t not in seen for t in toks):
+                return True
+        return False
+
     def rare_tokens(self, key: Key, rare: int = 2) -> List[str]:
         out = []
         for scope, value, toks in self.scopes(key):
@@ -485,16 +544,39 @@ class LOFDetector(Detector):
             if seen is None:
                 out.append(f"{scope} {value!r} never seen in training")
                 continue
-            never = list(dict.fromkeys(_pretty(t) for t in toks if t not in seen))
+            never_toks = [t for t in dict.fromkeys(toks) if t not in seen]
+            never = list(dict.fromkeys(_pretty(t) for t in never_toks))
             seldom = list(dict.fromkeys(f"{_pretty(t)} ({seen[t]}×)" for t in toks if 0 < seen.get(t, 0) <= rare))
             if never:
                 out.append(f"never seen for {scope} {value!r}: " + ", ".join(never[:8]))
+                if scope == "agent":
+                    out.extend(self._peer_reasons(value, never_toks))
             if seldom:
                 out.append(f"rarely seen for {scope} {value!r}: " + ", ".join(seldom[:5]))
         return out
 
+    def _peer_reasons(self, agent: str, never_toks: Sequence[str]) -> List[str]:
+        """What the agent's peers did of what is new on it (``mimizuku.engine.peers``)."""
+        pg = self.peer_groups_
+        used = self.__dict__.get("agent_token_agents_")
+        if pg is None or used is None:
+            return []
+        peers = pg.peers(agent)
+        if not peers:
+            return [f"{agent!r} has no peers (agents doing the same work): judged in full"]
+        routine = [_pretty(t) for t in never_toks if used.get(t, frozenset()) & peers]
+        unknown = [_pretty(t) for t in never_toks if not used.get(t, frozenset()) & peers]
+        out = []
+        if routine:
+            out.append(f"routine for its peers ({pg.describe_group(agent)}): " + ", ".join(routine[:8]))
+        if unknown:
+            out.append(f"never seen among its peers ({pg.describe_group(agent)}): " + ", ".join(unknown[:8]))
+        return out
+
     def explain(self, key: Key, alert: Dict[str, Any]) -> List[str]:
         reasons = self.rare_tokens(key)
+        if "baselines_" in self.__dict__ and self.repeat_situation(key) is not None:
+            reasons.insert(0, self.baselines_.describe(key[0], self.account_of(key), "this one"))
         near, dist, n = self.nearest(key)
         reasons.append(f"nearest normal example: {self.describe(near)} (seen {n}×, distance {dist:.2f})")
         return reasons
