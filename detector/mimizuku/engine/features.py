@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 _HEX_RE = re.compile(r"[a-f0-9]{7,40}", re.IGNORECASE)
 # random names: 6+ alphanumerics with a digit followed by a letter inside (cc0PJNd1, venv-amch1aed)
@@ -35,8 +35,11 @@ _LONG_RUN_RE = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{20,}(?![A-Za-z0-9])")
 _VOWELS = frozenset("aeiouy")
 # /home/<name>/ (not /home itself); the name is the account's, the layout is everyone's
 _HOME_RE = re.compile(r"(?<![^\s=:'\"(])(/home/)[^/\s'\"]+(?=/|$|[\s'\"])")
-# Debian and RPM package files (name_version_arch.deb, name-version-release.arch.rpm)
-_PKG_FILE_RE = re.compile(r"[^/\s'\"]+_[^/\s'\"_]+_[a-z0-9]+\.deb\b|[^/\s'\"]+-[^/\s'\"-]+-[^/\s'\"-]+\.[a-z0-9_]+\.rpm\b", re.IGNORECASE)
+# Debian and RPM package files (name_version_arch.deb, name-version-release.arch.rpm): folded by
+# ``fold_package_files`` in linear time (a regular expression for them backtracked for a second
+# on one 4 KiB argument of underscores and hyphens: issue 17)
+_WORD_RUN_RE = re.compile(r"[^/\s'\"]+")
+_ARCH_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
 # dpkg maintainer scripts: /var/lib/dpkg/info/<package>[:arch].postinst
 _DPKG_SCRIPT_RE = re.compile(r"(/var/lib/dpkg/info/)[^/\s'\"]+?\.(preinst|postinst|prerm|postrm|config|triggers)\b", re.IGNORECASE)
 _PATH_SPLIT_RE = re.compile(r"[./\-_\\\s]+")
@@ -97,10 +100,76 @@ def strip_shapes(text: str) -> str:
         text = _HOME_RE.sub(r"\1~", text)
     low = text.lower()
     if ".deb" in low or ".rpm" in low:
-        text = _PKG_FILE_RE.sub(lambda m: "*.deb" if m.group(0).lower().endswith(".deb") else "*.rpm", text)
+        text = fold_package_files(text)
     if "/var/lib/dpkg/info/" in low:
         text = _DPKG_SCRIPT_RE.sub(lambda m: m.group(1) + "*." + m.group(2).lower(), text)
     return text
+
+
+def fold_package_files(text: str) -> str:
+    """Package files named after today's packages, reduced to their kind: ``nginx_1.24.0-2_amd64.deb``
+    -> ``*.deb``, ``nginx-1.24.0-1.el9.x86_64.rpm`` -> ``*.rpm``; the rest of the text as it was.
+
+    A word (a run without ``/``, whitespace or quotes) that holds ``<name>_<version>_<arch>.deb``
+    or ``<name>-<version>-<release>.<arch>.rpm`` (each part non-empty; version and release without
+    the separator; the arch letters and digits, ``_`` too for rpm), ending at a word boundary, has
+    that part replaced, and the word's rest is read again. Linear in the text: each word is cut
+    with ``str`` methods, and of its ``.deb``/``.rpm`` endings only the last ``_PKG_TRIES`` are
+    tried (the longest name wins, as with a greedy pattern)."""
+    out: List[str] = []
+    pos = 0
+    for m in _WORD_RUN_RE.finditer(text):
+        out.append(text[pos:m.start()])
+        out.append(_fold_word(m.group(0)))
+        pos = m.end()
+    out.append(text[pos:])
+    return "".join(out)
+
+
+#: ``.deb``/``.rpm`` endings tried per word, from the last: a word of thousands of them is no package
+_PKG_TRIES = 4
+
+
+def _fold_word(word: str) -> str:
+    done: List[str] = []
+    while True:
+        low = word.lower()
+        end = _package_end(word, low)
+        if end is None:
+            done.append(word)
+            return "".join(done)
+        done.append("*" + low[end - 4:end])
+        word = word[end:]
+
+
+def _package_end(word: str, low: str) -> Optional[int]:
+    """Where the longest package file at the start of ``word`` ends (None: there is none)."""
+    for ext, named in ((".deb", _deb_name), (".rpm", _rpm_name)):   # a .deb first, as ever
+        hi = len(low)
+        for _ in range(_PKG_TRIES):
+            i = low.rfind(ext, 0, hi)
+            if i < 0:
+                break
+            hi = i
+            end = i + 4
+            if end < len(word) and (word[end].isalnum() or word[end] == "_"):
+                continue      # no word boundary after the extension
+            if named(low[:i]):
+                return end
+    return None
+
+
+def _deb_name(stem: str) -> bool:
+    parts = stem.rsplit("_", 2)
+    return len(parts) == 3 and all(parts) and all(c in _ARCH_CHARS for c in parts[2])
+
+
+def _rpm_name(stem: str) -> bool:
+    head, dot, arch = stem.rpartition(".")
+    if not dot or not arch or not all(c in _ARCH_CHARS or c == "_" for c in arch):
+        return False
+    parts = head.rsplit("-", 2)
+    return len(parts) == 3 and all(parts)
 
 
 def strip_volatile(text: str) -> str:
