@@ -70,3 +70,28 @@ def test_one_identity_for_an_alert():
     assert alert_key({"id": "1.2", "manager": {"name": "m1"}}) == "1.2@m1"  # ids are unique per manager
     assert alert_key({"id": "1.2"}) == "1.2"
     assert bounded_id("short", 10) == "short" and bounded_id("x" * 11, 10).startswith("sha1:")
+
+
+# --- unchecked conversions never fail a run (issue 17, item 9) ----------------------------------
+
+def test_an_execve_index_of_thousands_of_digits_is_read_not_fatal():
+    import alert_factory as F
+
+    from mimizuku import Mimizuku
+    from mimizuku.core import fields
+
+    a = F.command(F.BASE, ["ls", "-la"])
+    a["data"]["audit"]["execve"]["a" + "9" * 5000] = "tail"
+    a["data"]["audit"]["execve"]["a010"] = "ten"            # leading zeros: numeric order still
+    assert fields.command_argv(a) == ["ls", "-la", "ten", "tail"]
+    m = Mimizuku(contamination=1e-3).fit(F.normal_fleet(days=2))
+    assert len(m.score_records([a])) == 1
+
+
+@pytest.mark.parametrize("ts", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00",
+                                "0001-01-01T00:00:00.000+0100"])
+def test_timestamps_past_the_calendar_in_utc_are_none_not_an_error(ts):
+    from mimizuku.outputs import parse_timestamp
+
+    assert parse_timestamp(ts) is None
+    assert parse_timestamp("2026-11-20T10:15:02.123+0000").year == 2026

@@ -34,6 +34,7 @@ def test_options_set_fields(tmp_path, monkeypatch):
     monkeypatch.setenv("MIMIZUKU_DASK_SCHEDULER", "tcp://sched:8786")
     url = tmp_path / "db"
     url.write_text("mysql://u:pw@h/db\n")
+    url.chmod(0o600)
     c = _cfg("--wazuh-home", str(tmp_path), "--days", "3", "--day", "2026-01-02", "--detectors", "files, commands",
              "--contamination", "0.01", "--learn-flagged", "--min-alerts", "files=3", "--no-batch",
              "--db-url-file", str(url), "--no-retention", "--no-syslog", "--no-report", "--syslog-select", "all")
@@ -72,3 +73,19 @@ def test_every_option_has_help_and_the_groups_are_kept():
     assert groups["validation"] == ["--min-alerts", "--max-rate-ratio", "--rate-floor", "--max-day-rate"]
     for action in p._actions:
         assert action.help, action.option_strings
+
+
+def test_the_db_url_file_is_read_as_a_secret(tmp_path):
+    """issue 17, item 7: a URL file others may read is refused (its content never quoted)."""
+    url = tmp_path / "db"
+    url.write_text("mysql://u:s3cret@h/db\n")
+    url.chmod(0o644)
+    with pytest.raises(ValueError) as e:
+        _cfg("--wazuh-home", str(tmp_path), "--db-url-file", str(url))
+    assert "readable or writable by group or others" in str(e.value) and "s3cret" not in str(e.value)
+    link = tmp_path / "link"
+    link.symlink_to(url)
+    url.chmod(0o600)
+    with pytest.raises(ValueError, match="symlink"):
+        _cfg("--wazuh-home", str(tmp_path), "--db-url-file", str(link))
+    assert _cfg("--wazuh-home", str(tmp_path), "--db-url-file", str(url)).db_url == "mysql://u:s3cret@h/db"

@@ -186,7 +186,10 @@ def command_argv(a: Dict[str, Any]) -> List[str]:
                 continue
             sv = _str(v)
             if sv is not None:
-                items.append((int(k[1:]), sv))
+                # numeric order without int(): an index of 5,000 digits is past Python's limit
+                # for integer conversion (ValueError), and a bad key must not fail a run
+                digits = k[1:].lstrip("0") or "0"
+                items.append(((len(digits), digits), sv))
         items.sort()
         if items:
             return [v for _, v in items]

@@ -245,8 +245,15 @@ class RetrainConfig(Settings, table=SETTINGS):
         if self.spool_dir is None:
             self.spool_dir = self.wazuh_home / "mimizuku" / "spool"
         if self.db_url_file:
-            with open(self.db_url_file, "r", encoding="utf-8") as f:
-                self.db_url = f.read().strip()
+            # a secret like every other (mimizuku.core.private_file): root's (or ours), 0600, no
+            # symlink; the message never quotes the content
+            from mimizuku.core.private_file import read_private_file
+
+            raw = read_private_file(self.db_url_file, what="--db-url-file", limit=8192, error=ValueError)
+            try:
+                self.db_url = raw.decode("utf-8").strip()
+            except UnicodeDecodeError:
+                raise ValueError(f"--db-url-file {self.db_url_file} is not UTF-8 text") from None
         if not self.retention:
             self.retention_days = None
 

@@ -98,10 +98,10 @@ def parse_timestamp(value: Any) -> Optional[datetime]:
             and value[13] == ":" and value[16] == ":":
         try:  # C parser, 10x faster than the regex below; same results for these shapes
             dt = datetime.fromisoformat(value)
-        except ValueError:
-            pass
-        else:
+            # (year 1 with a positive offset, or 9999 with a negative one, is out of range in UTC)
             return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
+        except (ValueError, OverflowError):
+            pass
     m = _TS_RE.match(value)
     if not m:
         return None
