@@ -307,6 +307,28 @@ def test_url_with_credentials_or_wrong_scheme_is_refused(tmp_path):
             W.load_credentials(p, env={})
 
 
+def test_plain_http_is_refused_beyond_the_loopback_unless_allowed(tmp_path, caplog):
+    """issue 17, item 8: the password in clear over http:// only where it never leaves the host,
+    or by explicit choice; a warning either way."""
+    p = write_conf(tmp_path / "api.json", dict(CONF, url="http://manager.example:55000"))
+    with pytest.raises(W.ApiConfigError) as e:
+        W.load_credentials(p, env={})
+    assert "in clear" in str(e.value) and "allow_http" in str(e.value) and PASSWORD not in str(e.value)
+    with pytest.raises(W.ApiConfigError):
+        W.WazuhAPI("http://10.0.0.5:55000", USER, PASSWORD)
+    p = write_conf(tmp_path / "api.json", dict(CONF, url="http://manager.example:55000", allow_http=True))
+    c = W.load_credentials(p, env={})
+    assert c.allow_http and c.url == "http://manager.example:55000"
+    with caplog.at_level(logging.WARNING):
+        W.WazuhAPI.from_credentials(c)
+        W.WazuhAPI("http://127.0.0.1:55000", USER, PASSWORD)
+        W.WazuhAPI("http://[::1]:55000", USER, PASSWORD)
+    assert sum("in clear" in r.getMessage() for r in caplog.records) == 3
+    p = write_conf(tmp_path / "api.json", dict(CONF, allow_http="yes"))
+    with pytest.raises(W.ApiConfigError, match="allow_http must be true or false"):
+        W.load_credentials(p, env={})
+
+
 def test_repr_never_shows_the_password_or_token(fake):
     c = W.ApiCredentials(url=fake.url, user=USER, password=PASSWORD)
     assert PASSWORD not in repr(c) and PASSWORD not in str(c)

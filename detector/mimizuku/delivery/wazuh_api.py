@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import email.utils
+import ipaddress
 import json
 import logging
 import os
@@ -38,7 +39,7 @@ DEFAULT_URL = "https://localhost:55000"
 ENV_URL, ENV_USER, ENV_PASSWORD, ENV_CA = ("MIMIZUKU_API_URL", "MIMIZUKU_API_USER",
                                            "MIMIZUKU_API_PASSWORD", "MIMIZUKU_API_CA")
 #: Keys accepted in the JSON credentials file.
-CONFIG_KEYS = frozenset({"url", "user", "password", "ca_bundle", "verify"})
+CONFIG_KEYS = frozenset({"url", "user", "password", "ca_bundle", "verify", "allow_http"})
 #: Wazuh's default token lifetime (``auth_token_exp_timeout``), used when ``exp`` cannot be read.
 DEFAULT_TOKEN_LIFETIME = 900.0
 AUTH_PATH = "/security/user/authenticate"
@@ -109,6 +110,8 @@ class ApiCredentials:
     ca_bundle: Optional[str] = None
     verify: bool = True
     source: str = "?"
+    #: plain http:// to a host other than the loopback, by explicit choice (``check_url``)
+    allow_http: bool = False
 
     def __repr__(self) -> str:
         return (f"ApiCredentials(url={self.url!r}, user={self.user!r}, password={REDACTED!r}, "
@@ -124,14 +127,34 @@ class ApiCredentials:
         return self.ca_bundle or True
 
 
-def check_url(url: str) -> str:
-    """An ``https://host[:port]`` base URL without credentials, path suffix stripped of '/'."""
+def is_loopback(host: Optional[str]) -> bool:
+    """Whether ``host`` names this machine's loopback (what never leaves the host)."""
+    if not host:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_url(url: str, *, allow_http: bool = False) -> str:
+    """An ``https://host[:port]`` base URL without credentials, path suffix stripped of '/'.
+
+    Plain ``http://`` carries the API password in clear: accepted to the loopback (it never leaves
+    the host; a warning is logged when the client starts), anywhere else only with ``allow_http``
+    (the credentials file's ``"allow_http": true``)."""
     try:
         parts = urlsplit(url)
     except ValueError as e:
         raise ApiConfigError(f"API url {url!r} is not a URL: {e}") from None
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise ApiConfigError(f"API url {url!r} must look like https://manager:55000")
+    if parts.scheme == "http" and not allow_http and not is_loopback(parts.hostname):
+        raise ApiConfigError(f"refusing to send the API password in clear to {parts.hostname} (http://): use "
+                             f"https://{parts.netloc} (the Wazuh API's default), or set \"allow_http\": true "
+                             f"in the credentials file if the network in between is trusted")
     if parts.username or parts.password:
         raise ApiConfigError("API url must not carry a user or password; put them in the credentials file")
     if parts.query or parts.fragment:
@@ -156,8 +179,9 @@ def read_config_file(path: "os.PathLike[str] | str") -> Dict[str, Any]:
     for k in ("url", "user", "password", "ca_bundle"):
         if k in obj and obj[k] is not None and not isinstance(obj[k], str):
             raise ApiConfigError(f"API credentials file {path}: {k} must be a string")
-    if "verify" in obj and not isinstance(obj["verify"], bool):
-        raise ApiConfigError(f"API credentials file {path}: verify must be true or false")
+    for k in ("verify", "allow_http"):
+        if k in obj and not isinstance(obj[k], bool):
+            raise ApiConfigError(f"API credentials file {path}: {k} must be true or false")
     return obj
 
 
@@ -194,9 +218,10 @@ def load_credentials(path: "os.PathLike[str] | str | None" = None, *,
     ca = conf.get("ca_bundle") or None
     if ca is not None and not os.path.isfile(ca):
         raise ApiConfigError(f"CA bundle {ca} (from {where}) does not exist or is not a file")
-    return ApiCredentials(url=check_url(conf.get("url") or DEFAULT_URL), user=str(conf["user"]),
+    allow_http = bool(conf.get("allow_http", False))
+    return ApiCredentials(url=check_url(conf.get("url") or DEFAULT_URL, allow_http=allow_http), user=str(conf["user"]),
                           password=str(conf["password"]), ca_bundle=ca,
-                          verify=bool(conf.get("verify", True)), source=where)
+                          verify=bool(conf.get("verify", True)), source=where, allow_http=allow_http)
 
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -274,10 +299,14 @@ class WazuhAPI:
                  timeout: Timeout = (5.0, 30.0), retries: int = 3, backoff: float = 0.5,
                  backoff_max: float = 30.0, retry_after_max: float = 120.0, renew_margin: float = 60.0,
                  session: Any = None, sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], float] = time.time, user_agent: Optional[str] = None):
+                 clock: Callable[[], float] = time.time, user_agent: Optional[str] = None,
+                 allow_http: bool = False):
         import requests
 
-        self.url = check_url(url)
+        self.url = check_url(url, allow_http=allow_http)
+        if self.url.startswith("http://"):
+            log.warning("the Wazuh API password goes to %s in clear (http://, %s); use https", self.url,
+                        "explicitly allowed" if allow_http else "loopback only")
         self.user = user
         self.__password = password
         self.verify = verify
@@ -312,7 +341,7 @@ class WazuhAPI:
 
     @classmethod
     def from_credentials(cls, creds: ApiCredentials, **kw: Any) -> "WazuhAPI":
-        return cls(creds.url, creds.user, creds.password, verify=creds.tls_verify, **kw)
+        return cls(creds.url, creds.user, creds.password, verify=creds.tls_verify, allow_http=creds.allow_http, **kw)
 
     def __repr__(self) -> str:
         return (f"WazuhAPI(url={self.url!r}, user={self.user!r}, verify={self.verify!r}, "
