@@ -95,3 +95,23 @@ def test_timestamps_past_the_calendar_in_utc_are_none_not_an_error(ts):
 
     assert parse_timestamp(ts) is None
     assert parse_timestamp("2026-11-20T10:15:02.123+0000").year == 2026
+
+
+def test_an_alert_nested_beyond_every_encoder_still_has_an_identity():
+    """issue 17, item 4 (its trigger): an alert 5,000 levels deep without an id raised
+    RecursionError in alert_key, which took the resident scorer down."""
+    import json
+
+    from mimizuku.core.alert_identity import _flat_json, alert_key, canonical_json
+
+    deep: dict = {"rule": {"id": "5501", "level": 3}, "agent": {"name": "web-01"}}
+    cur = deep
+    for _ in range(5000):
+        cur["x"] = {}
+        cur = cur["x"]
+    key = alert_key(deep)
+    assert key.startswith("sha1:") and key == alert_key(deep)
+    # the loop writes what the encoders write, where they can
+    plain = {"b": [1, {"z": None, "a": "x"}, [2, 3]], "a": {"q": 1.5, "p": True}, "c": "é"}
+    assert _flat_json(plain) == json.dumps(plain, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    assert canonical_json(deep)[:2] == b'{"'

@@ -15,13 +15,61 @@ PREFIX = "sha1:"
 
 
 def canonical_json(obj: Any) -> bytes:
-    """The alert as sorted, compact JSON bytes (orjson when installed: the same bytes, faster)."""
+    """The alert as sorted, compact JSON bytes (orjson when installed: the same bytes, faster).
+
+    Never raises: an alert nested deeper than either encoder goes (orjson stops at 255 levels,
+    the json module at the interpreter's recursion limit) is written by a loop instead (issue 17,
+    item 4: such an alert took the scorer down with RecursionError)."""
     try:
         import orjson
 
         return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=str)
     except Exception:  # orjson missing or an exotic value: the slower, more lenient path
-        return json.dumps(obj, sort_keys=True, default=str, ensure_ascii=False).encode("utf-8", "replace")
+        try:
+            return json.dumps(obj, sort_keys=True, default=str, ensure_ascii=False).encode("utf-8", "replace")
+        except (RecursionError, ValueError, TypeError):
+            return _flat_json(obj).encode("utf-8", "replace")
+
+
+def _flat_json(obj: Any) -> str:
+    """Sorted, compact JSON of any depth, by an explicit stack (no recursion)."""
+    out = []
+    stack: list = [obj]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, _Raw):
+            out.append(item.text)
+        elif isinstance(item, Mapping):
+            pairs = sorted(item.items(), key=lambda kv: str(kv[0]))
+            stack.append(_Raw("}"))
+            for i in range(len(pairs) - 1, -1, -1):      # pushed backwards: popped in order
+                k, v = pairs[i]
+                stack.append(v)
+                stack.append(_Raw(json.dumps(str(k), ensure_ascii=False) + ":"))
+                if i:
+                    stack.append(_Raw(","))
+            stack.append(_Raw("{"))
+        elif isinstance(item, (list, tuple)):
+            parts = [_Raw("]")]
+            for i, v in enumerate(reversed(item)):
+                parts.append(v)
+                if i < len(item) - 1:
+                    parts.append(_Raw(","))
+            parts.append(_Raw("["))
+            stack.extend(parts)
+        else:
+            try:
+                out.append(json.dumps(item, default=str, ensure_ascii=False))
+            except (ValueError, TypeError):
+                out.append(json.dumps(str(item), ensure_ascii=False))
+    return "".join(out)
+
+
+class _Raw:
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
 
 
 def content_id(obj: Any) -> str:
