@@ -50,13 +50,12 @@ def _flat_json(obj: Any) -> str:
                     stack.append(_Raw(","))
             stack.append(_Raw("{"))
         elif isinstance(item, (list, tuple)):
-            parts = [_Raw("]")]
-            for i, v in enumerate(reversed(item)):
-                parts.append(v)
-                if i < len(item) - 1:
-                    parts.append(_Raw(","))
-            parts.append(_Raw("["))
-            stack.extend(parts)
+            stack.append(_Raw("]"))
+            for i in range(len(item) - 1, -1, -1):       # pushed backwards: popped in order
+                stack.append(item[i])
+                if i:
+                    stack.append(_Raw(","))
+            stack.append(_Raw("["))
         else:
             try:
                 out.append(json.dumps(item, default=str, ensure_ascii=False))

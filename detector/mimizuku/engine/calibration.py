@@ -60,9 +60,8 @@ class TailCalibrator:
         hi = np.searchsorted(self.tail_, 0.01, side="right")  # first index whose tail share < 1 %
         ref = values[max(0, min(hi, len(values) - 1) - 1)] if len(values) > 1 else 0.0
         self.tail_scale_ = float(max(top - ref, 0.05 * max(abs(top), 1e-3), 1e-6))
-        # models pickled before min_tail existed: none
         c = float(self.contamination)
-        self.effective_contamination_ = max(c, min(MAX_RELAX * c, float(self.__dict__.get("min_tail", 0.0)) / total))
+        self.effective_contamination_ = max(c, min(MAX_RELAX * c, float(self.min_tail) / total))
         self.threshold_ = self.score_from_p(self.effective_contamination_)
         return self
 

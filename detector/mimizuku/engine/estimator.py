@@ -229,7 +229,6 @@ class Mimizuku:
         if not fitted:
             raise NotEnoughData("no detector could be trained: " + "; ".join(problems.values()))
         self.detectors_ = {d.name: d for d in fitted}
-        self.peer_groups_ = peers
         self.change_channels_ = sorted(learning.learnt())
         self.lineage_ = _attach(fitted, ProcessLineage(self.change_channels_))
         self.skipped_detectors_ = problems
@@ -278,11 +277,10 @@ class Mimizuku:
         return n, first, last
 
     def peer_groups(self) -> PeerGroups:
-        """The agents' peer groups this model learnt (empty for a model fitted before them)."""
-        got = self.__dict__.get("peer_groups_")
-        if got is None:
-            got = next((d.peer_groups_ for d in self.__dict__.get("detectors_", {}).values()
-                        if d.peer_groups_ is not None), None)
+        """The agents' peer groups this model learnt, as its detectors share them (empty for a
+        model fitted before them)."""
+        got = next((d.peer_groups_ for d in self.__dict__.get("detectors_", {}).values()
+                    if d.peer_groups_ is not None), None)
         return got if got is not None else PeerGroups.from_json([])
 
     # -- the flag rule (mimizuku.engine.flag_rule) --------------------------------------------
@@ -556,12 +554,6 @@ class Mimizuku:
             model.change_channels_ = sorted((str(a), str(c)) for a, c in channels)
             model.lineage_ = _attach(model.detectors_.values(), ProcessLineage(model.change_channels_))
         model.skipped_detectors_ = manifest.get("skipped_detectors", {})
-        groups = manifest.get("peer_groups")
-        if isinstance(groups, list):  # models written before peer groups existed have none
-            try:
-                model.peer_groups_ = PeerGroups.from_json(groups)
-            except (KeyError, TypeError, ValueError) as e:
-                log.warning("model %s: peer groups in its manifest are unreadable (%s); none shown", model_dir, e)
         training = manifest.get("training", {})
         model.n_alerts_ = training.get("alerts", 0)
         model.training_window_ = training.get("window", {})

@@ -54,11 +54,7 @@ class PeerGroups:
         if not 0.0 < self.min_similarity <= 1.0:
             raise ValueError("min_similarity must be in (0, 1]")
         agents = sorted(a for a, p in profiles.items() if p)
-        vocab: Dict[str, int] = {}
-        for a in agents:
-            for t in profiles[a]:
-                vocab.setdefault(t, len(vocab))
-        terms = sorted(vocab)
+        terms = sorted({t for a in agents for t in profiles[a]})
         vocab = {t: i for i, t in enumerate(terms)}
         X = np.zeros((len(agents), len(terms)))
         for r, a in enumerate(agents):
@@ -87,19 +83,19 @@ class PeerGroups:
             for j, (r, g) in enumerate(zip(rest, best)):
                 assign[r] = g if sim[j, g] >= self.min_similarity else n_lab + j
         # ids by size (largest first), then by first member: stable across identical trainings
-        groups: Dict[int, List[str]] = {}
-        for a, g in zip(agents, assign):
-            groups.setdefault(int(g), []).append(a)
-        ordered = sorted(groups.values(), key=lambda ms: (-len(ms), ms[0]))
+        groups: Dict[int, List[int]] = {}     # label -> rows (agents in sorted order)
+        for r, g in enumerate(assign):
+            groups.setdefault(int(g), []).append(r)
+        ordered = sorted(groups.values(), key=lambda rows: (-len(rows), agents[rows[0]]))
         self.members_: Dict[str, Tuple[str, ...]] = {}
         self.group_of_: Dict[str, str] = {}
         self.labels_: Dict[str, List[str]] = {}
-        for i, ms in enumerate(ordered, 1):
+        for i, rows in enumerate(ordered, 1):
             gid = f"g{i}"
-            self.members_[gid] = tuple(ms)
+            ms = tuple(agents[r] for r in rows)
+            self.members_[gid] = ms
             for a in ms:
                 self.group_of_[a] = gid
-            rows = [agents.index(a) for a in ms]
             weight = X[rows].mean(axis=0) * (1.0 if len(ms) == 1 else (X[rows] > 0).all(axis=0))
             top = np.argsort(-weight, kind="stable")[:LABEL_TERMS]
             self.labels_[gid] = [terms[t] for t in top if weight[t] > 0]

@@ -61,18 +61,15 @@ def _count(d: Path) -> Optional[int]:
 def from_disk(paths: Dict[str, Path]) -> Dict[str, Any]:
     """What can be known without the daemon."""
     from mimizuku.serve.config import BOOKMARK_NAME, STATUS_NAME
-    from mimizuku.serve.reload import resolve_model_dir
-    from mimizuku.store.model_dir import ModelError, read_manifest
 
     out: Dict[str, Any] = {"running": False, "socket": str(paths["socket"])}
-    try:
-        d = resolve_model_dir(paths["model_dir"])
-        m = read_manifest(d)
+    d, m, error = _installed_manifest(paths)
+    if error is None:
         out["model"] = {"version": m.get("model_version"), "created": m.get("created"), "path": str(d),
                         "dir": str(paths["model_dir"])}
         out["peer_groups"] = _rows(m.get("peer_groups"))
-    except (ModelError, OSError, ValueError) as e:
-        out["model"] = {"version": None, "dir": str(paths["model_dir"]), "error": str(e)}
+    else:
+        out["model"] = {"version": None, "dir": str(paths["model_dir"]), "error": error}
     out["spool"] = {"alerts": _count(paths["spool_dir"] / "alerts"), "events": _count(paths["spool_dir"] / "events")}
     try:
         last = json.loads((paths["state_dir"] / STATUS_NAME).read_text(encoding="utf-8"))
@@ -93,15 +90,22 @@ def _rows(groups: Any) -> List[Dict[str, Any]]:
     return [g for g in groups if isinstance(g, dict) and isinstance(g.get("members"), list)]
 
 
-def _peer_groups(paths: Dict[str, Path]) -> List[Dict[str, Any]]:
-    """The installed model's peer groups (``mimizuku.engine.peers``), read from its manifest."""
+def _installed_manifest(paths: Dict[str, Path]) -> Tuple[Optional[Path], Dict[str, Any], Optional[str]]:
+    """(the installed model's directory, its manifest, None), read without loading the model, or
+    (None, {}, why not)."""
     from mimizuku.serve.reload import resolve_model_dir
     from mimizuku.store.model_dir import ModelError, read_manifest
 
     try:
-        return _rows(read_manifest(resolve_model_dir(paths["model_dir"])).get("peer_groups"))
-    except (ModelError, OSError, ValueError):
-        return []
+        d = resolve_model_dir(paths["model_dir"])
+        return d, read_manifest(d), None
+    except (ModelError, OSError, ValueError) as e:
+        return None, {}, str(e)
+
+
+def _peer_groups(paths: Dict[str, Path]) -> List[Dict[str, Any]]:
+    """The installed model's peer groups (``mimizuku.engine.peers``), read from its manifest."""
+    return _rows(_installed_manifest(paths)[1].get("peer_groups"))
 
 
 def _age(created: Optional[str]) -> str:

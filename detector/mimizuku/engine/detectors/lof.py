@@ -342,7 +342,6 @@ class LOFDetector(Detector):
         out = []
         peers = self._peers(key)
         for scope, value, toks in self.scopes(key):
-            value_of_scope = value
             seen = self.token_counts_.get((scope, value))
             total = self.scope_totals_.get((scope, value), 0)
             backoff = peers is not None and scope == self.backoff_scope
@@ -367,15 +366,15 @@ class LOFDetector(Detector):
                 # a user new to this agent, in a role others of the same kind hold here: the
                 # more such peers, the less a newcomer among them says
                 new -= peers[1] / (peers[1] + 1.0)
-            value = min(1.0, new / 2)
+            weight = min(1.0, new / 2)
             if scope == "agent" and new_toks:
                 # new to this agent, but what its peer agents do routinely: the host catching up
                 # with its role (mimizuku.engine.peers); never seen among them: in full
-                value = min(value, self.agent_backoff(value_of_scope, new_toks, leave_out))
-            out.append(value * surprise)
+                weight = min(weight, self.agent_backoff(value, new_toks))
+            out.append(weight * surprise)
         return float(np.mean(out)) if out else 0.0
 
-    def agent_backoff(self, agent: str, new_toks: Sequence[str], leave_out: int = 0) -> float:
+    def agent_backoff(self, agent: str, new_toks: Sequence[str]) -> float:
         """How new an agent's new tokens are, given what its peer agents did in training.
 
         Tokens no peer used count as the scope counts them (one: half, two or more: all); those
@@ -383,14 +382,11 @@ class LOFDetector(Detector):
         ``1 + k``, ``k`` peers having used all of them: ``nginx -s reload`` that the web server's
         twin runs daily counts half; a reverse shell whose one never-seen word sits among words
         the peers use still counts in full."""
-        pg = self.peer_groups_
-        used = self.__dict__.get("agent_token_agents_")
-        if pg is None or used is None:
+        used = self.peer_use(agent, new_toks)
+        if used is None:
             return 1.0
-        peers = pg.peers(agent)
         unknown, known, joint = 0, 0, None
-        for t in new_toks:
-            who = used.get(t, frozenset()) & peers if peers else frozenset()
+        for _t, who in used:
             if not who:
                 unknown += 1
                 continue
@@ -555,17 +551,28 @@ class LOFDetector(Detector):
                 out.append(f"rarely seen for {scope} {value!r}: " + ", ".join(seldom[:5]))
         return out
 
-    def _peer_reasons(self, agent: str, never_toks: Sequence[str]) -> List[str]:
-        """What the agent's peers did of what is new on it (``mimizuku.engine.peers``)."""
+    def peer_use(self, agent: str, toks: Sequence[str]) -> Optional[List[Tuple[str, FrozenSet[str]]]]:
+        """(token, the agent's peers that used it in training) for each of ``toks``, in order
+        (``mimizuku.engine.peers``; empty for none, and for every token of an agent without
+        peers); None: a model without peer groups. The one lookup the back-off and the reasons
+        share."""
         pg = self.peer_groups_
         used = self.__dict__.get("agent_token_agents_")
         if pg is None or used is None:
-            return []
+            return None
         peers = pg.peers(agent)
-        if not peers:
+        return [(t, used.get(t, frozenset()) & peers if peers else frozenset()) for t in toks]
+
+    def _peer_reasons(self, agent: str, never_toks: Sequence[str]) -> List[str]:
+        """What the agent's peers did of what is new on it (``mimizuku.engine.peers``)."""
+        used = self.peer_use(agent, never_toks)
+        if used is None:
+            return []
+        pg = self.peer_groups_
+        if not pg.peers(agent):
             return [f"{agent!r} has no peers (agents doing the same work): judged in full"]
-        routine = [_pretty(t) for t in never_toks if used.get(t, frozenset()) & peers]
-        unknown = [_pretty(t) for t in never_toks if not used.get(t, frozenset()) & peers]
+        routine = [_pretty(t) for t, who in used if who]
+        unknown = [_pretty(t) for t, who in used if not who]
         out = []
         if routine:
             out.append(f"routine for its peers ({pg.describe_group(agent)}): " + ", ".join(routine[:8]))
