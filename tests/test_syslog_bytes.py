@@ -285,3 +285,66 @@ def test_closed_udp_port_is_still_reported(tmp_path):
         with pytest.raises(SyslogUnavailableError) as ei:
             sink.emit([make_record(i) for i in range(3)])
     assert ei.value.counts["spooled"] == 3
+
+
+# --- the settings, the nightly delivery and its summary --------------------------------------
+
+def _retrain_config(*argv):
+    import argparse
+
+    from mimizuku.nightly.cli import add_parser
+    from mimizuku.nightly.config import RetrainConfig
+
+    ap = argparse.ArgumentParser()
+    add_parser(ap.add_subparsers())
+    return RetrainConfig.from_args(ap.parse_args(["retrain", *argv]))
+
+
+def test_retrain_syslog_options():
+    c = _retrain_config()
+    assert (c.syslog_format, c.syslog_max_bytes, c.syslog_udp_rate) == ("rfc5424", 8096, 2000.0)
+    c = _retrain_config("--syslog-format", "cef", "--syslog-max-bytes", "4000", "--syslog-udp-rate", "0")
+    assert (c.syslog_format, c.syslog_max_bytes, c.syslog_udp_rate) == ("cef", 4000, 0.0)
+    with pytest.raises(ValueError, match="--syslog-max-bytes must be a whole number of bytes >= 1024"):
+        _retrain_config("--syslog-max-bytes", "100")
+    with pytest.raises(ValueError, match="--syslog-udp-rate"):
+        _retrain_config("--syslog-udp-rate", "-5")
+    with pytest.raises(SystemExit):
+        _retrain_config("--syslog-format", "json")
+
+
+def test_nightly_delivery_passes_format_cap_and_rate(tmp_path):
+    from mimizuku.nightly.day_analysis import deliver
+
+    srv = UdpServer()
+    recs = [make_record(i, fields={"path": "/" + "中" * 3000}) for i in range(3)]
+    try:
+        out = deliver(recs, {}, sql_url=None, spool_root=tmp_path / "spool", syslog_file=tmp_path / "a.syslog",
+                      syslog_remote=f"udp://127.0.0.1:{srv.port}", syslog_format="cef", syslog_max_bytes=1500,
+                      syslog_udp_rate=0)
+        assert not out.warnings
+        assert out.counts["syslog"]["sent_udp"] == 3 and out.counts["syslog"]["truncated"] == 3
+        assert len(srv.collect(3)) == 3 and all(len(d) <= 1500 for d in srv.datagrams)
+    finally:
+        srv.close()
+    lines = (tmp_path / "a.syslog").read_bytes().splitlines()
+    assert len(lines) == 3
+    for ln in lines:
+        assert len(ln) <= 1500
+        p = parse_5424(ln.decode("utf-8"))
+        header, ext = split_cef(p["msg"])
+        assert ext["cs6Label"] == "truncated" and "filePath" in ext["cs6"].split(",")
+
+
+def test_run_summary_says_udp_datagrams_were_sent_not_delivered():
+    from mimizuku.nightly.cli import _human
+
+    summary = {"mimizuku": {"status": "ok", "version": "v1", "durations_ms": {"total": 1}, "exit_code": 0,
+                            "syslog_file": "/var/ossec/logs/mimizuku/anomaly.syslog",
+                            "counts": {"syslog": {"selected": 2402, "sent_file": 2402, "sent_udp": 2402,
+                                                  "truncated": 3, "resent": 0, "spooled": 0}}}}
+    text = _human(summary)
+    assert "2,402 lines to /var/ossec/logs/mimizuku/anomaly.syslog" in text
+    assert "sent 2,402 datagrams (UDP: delivery not confirmed)" in text
+    assert "3 cut to the byte cap" in text
+    assert "delivered" not in text

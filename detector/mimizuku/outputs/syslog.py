@@ -72,6 +72,7 @@ __all__ = [
     "UdpDestination",
     "TcpDestination",
     "TokenBucket",
+    "sent_text",
     "format_rfc5424",
     "format_cef",
     "escape_controls",
@@ -390,6 +391,24 @@ def parse_remote(spec: str, *, udp_max_bytes: int = DEFAULT_UDP_MAX, timeout: fl
     if u.scheme == "udp":
         return UdpDestination(u.hostname, port, max_bytes=min(udp_max_bytes, max_bytes), rate=udp_rate)
     return TcpDestination(u.hostname, port, timeout=timeout, framing=tcp_framing, message_bytes=max_bytes)
+
+
+def sent_text(counts: Mapping[str, Any], file: Any = None) -> str:
+    """What :meth:`SyslogSink.emit`'s counts say was handed over, for a person: lines written to
+    the file, messages sent over TCP, and datagrams SENT over UDP, which never confirms delivery
+    (a receiver too busy to read drops them silently) - so no summary claims it."""
+    parts = []
+    if file and counts.get("sent_file", counts.get("selected")):
+        parts.append(f"{counts.get('sent_file', counts.get('selected')):,} lines to {file}")
+    if counts.get("sent_tcp"):
+        parts.append(f"sent {counts['sent_tcp']:,} messages over TCP")
+    if counts.get("sent_udp"):
+        parts.append(f"sent {counts['sent_udp']:,} datagrams (UDP: delivery not confirmed)")
+    if counts.get("truncated"):
+        parts.append(f"{counts['truncated']:,} cut to the byte cap")
+    if counts.get("spooled"):
+        parts.append(f"{counts['spooled']:,} kept in the spool")
+    return "; ".join(parts) or f"{counts.get('selected', 0):,} lines to the configured syslog"
 
 
 def _rewrite(path: Path, item: Any) -> None:
