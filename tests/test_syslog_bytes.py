@@ -348,3 +348,14 @@ def test_run_summary_says_udp_datagrams_were_sent_not_delivered():
     assert "sent 2,402 datagrams (UDP: delivery not confirmed)" in text
     assert "3 cut to the byte cap" in text
     assert "delivered" not in text
+
+
+def test_cef_escapes_known_values():
+    """CEF (ArcSight spec): header '|' and '\\' backslash-escaped; extension '=' and '\\' escaped,
+    '|' left as is, line breaks as the two characters \\n / \\r; other controls as #ooo."""
+    rec = make_record(1, detector="files", rule={"id": "550", "description": "a|b\\c=d"},
+                      fields={"path": "/x=1\\y|z\nw\r\nv\rq\x00", "srcip": "203.0.113.5"}, reasons=[])
+    line = format_cef(rec, version="1.0")
+    assert "|files anomaly: a\\|b\\\\c=d|" in line
+    assert " filePath=/x\\=1\\\\y|z\\nw\\nv\\rq#000 " in line
+    assert " src=203.0.113.5" in line
