@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable, List
 
 import pytest
-from test_syslog import SD_ID, hostile_records, make_record, parse_5424
+from test_syslog import SD_ID, closed_port, hostile_records, make_record, parse_5424
 
 from mimizuku.outputs.syslog import SyslogSink, format_rfc5424
 
@@ -54,14 +54,6 @@ class Receiver:
             time.sleep(0.05)
 
 
-def _free_port(kind: int) -> int:
-    s = socket.socket(socket.AF_INET, kind)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def _rsyslogd() -> str:
     return shutil.which("rsyslogd") or next(
         (p for p in ("/usr/sbin/rsyslogd", "/sbin/rsyslogd") if os.access(p, os.X_OK)), "")
@@ -77,8 +69,8 @@ def rsyslog(tmp_path_factory):
                     "rsyslogd is not installed (apt-get install rsyslog)")
     base = tmp_path_factory.mktemp("rsyslog")
     env = dict(os.environ, MIMIZUKU_RSYSLOG_DIR=str(base), MIMIZUKU_RSYSLOG_NO_INSTALL="1",
-               MIMIZUKU_RSYSLOG_UDP_PORT=str(_free_port(socket.SOCK_DGRAM)),
-               MIMIZUKU_RSYSLOG_TCP_PORT=str(_free_port(socket.SOCK_STREAM)))
+               MIMIZUKU_RSYSLOG_UDP_PORT=str(closed_port(socket.SOCK_DGRAM)),
+               MIMIZUKU_RSYSLOG_TCP_PORT=str(closed_port(socket.SOCK_STREAM)))
     started = subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=60)
     try:
         if started.returncode != 0:
