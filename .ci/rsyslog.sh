@@ -62,8 +62,9 @@ install_rsyslog() {
         printf '#!/bin/sh\nexit 101\n' >"$policy"; chmod 755 "$policy"; created_policy=1
     fi
     export DEBIAN_FRONTEND=noninteractive
-    { apt-get -o DPkg::Lock::Timeout=600 update -qq \
-        && apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends rsyslog; } >&2 || rc=$?
+    # the package lists are usually fresh (mariadb.sh updated them): update only when the install fails
+    local install=(apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends rsyslog)
+    { "${install[@]}" || { apt-get -o DPkg::Lock::Timeout=600 update -qq && "${install[@]}"; }; } >&2 || rc=$?
     [ "$created_policy" = 1 ] && rm -f "$policy"
     [ "$rc" = 0 ] || die "apt-get install rsyslog failed (exit $rc)"
 }
