@@ -129,7 +129,7 @@ class TokenBucket:
         self.clock, self.sleep = clock, sleep
         self.tokens = self.burst
         self.last: Optional[float] = None
-        self.slept = 0.0  # total seconds waited (a caller's figure: bench/syslog_udp.py prints the burst's time)
+        self.slept = 0.0  # total seconds the pacing held the sender back
 
     def _refill(self) -> None:
         now = self.clock()
