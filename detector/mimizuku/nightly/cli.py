@@ -183,7 +183,9 @@ def _human(summary: Dict[str, Any]) -> str:
         lines.append(f"    ... {c['day']['anomalies'] - len(found):,} more in the report")
     sl = c.get("syslog")
     if isinstance(sl, dict) and sl.get("selected"):
-        lines.append(f"  syslog: {sl['selected']:,} lines to {m.get('syslog_file') or 'the configured syslog'}")
+        from mimizuku.outputs.syslog import sent_text
+
+        lines.append("  syslog: " + sent_text(sl, m.get("syslog_file")))
     for w in m.get("warnings", []):
         lines.append(f"  warning: {w}")
     if m.get("report"):

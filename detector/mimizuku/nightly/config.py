@@ -19,6 +19,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from mimizuku.core.records import DEFAULT_CONTAMINATION
 from mimizuku.core.settings import Setting, Settings
+from mimizuku.outputs.syslog import DEFAULT_UDP_RATE
+from mimizuku.outputs.syslog_format import DEFAULT_MAX_BYTES, DEFAULT_UDP_MAX, check_max_bytes
 
 __all__ = ["RetrainConfig", "SETTINGS", "DEFAULT_MIN_ALERTS", "check_dask_address", "dask_setting",
            "min_alerts_from", "printable_line"]
@@ -80,6 +82,16 @@ def _detectors(value: Any) -> Optional[tuple]:
 
 def _min_alerts(value: Any) -> Dict[str, int]:
     return dict(value) if isinstance(value, dict) else min_alerts_from(value)
+
+
+def _syslog_max_bytes(value: Any) -> int:
+    return check_max_bytes(value, "--syslog-max-bytes")
+
+
+def _syslog_udp_rate(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+        raise ValueError(f"--syslog-udp-rate must be a number of datagrams per second >= 0, got {value!r}")
+    return value
 
 
 def _dask_timeout(value: Any) -> float:
@@ -206,6 +218,15 @@ SETTINGS = (
     Setting("syslog_file", None, "syslog file (default <wazuh-home>/logs/mimizuku/anomaly.syslog)", group=OUTPUTS,
             check=_path),
     Setting("syslog_remote", None, "also send to udp://host:514 or tcp://host:601", group=OUTPUTS),
+    Setting("syslog_format", "rfc5424", "syslog message format: RFC 5424 with structured data, or CEF in an "
+            "RFC 5424 header", choices=("rfc5424", "cef"), group=OUTPUTS),
+    Setting("syslog_max_bytes", DEFAULT_MAX_BYTES,
+            f"most bytes of one syslog message on every transport, header included (default {DEFAULT_MAX_BYTES}, "
+            f"rsyslog's maxMessageSize; a UDP datagram at most {DEFAULT_UDP_MAX}); a longer record is cut on a "
+            "character and says so", type=int, metavar="BYTES", group=OUTPUTS, check=_syslog_max_bytes),
+    Setting("syslog_udp_rate", DEFAULT_UDP_RATE,
+            f"UDP datagrams per second at most (default {DEFAULT_UDP_RATE:g}; 0: unpaced, a burst may overflow "
+            "the receiver's buffer)", type=float, metavar="N", group=OUTPUTS, check=_syslog_udp_rate),
     Setting("syslog_select", "anomalies", "records sent to syslog (default anomalies; outliers adds DBSCAN noise)",
             choices=("anomalies", "outliers", "all"), group=OUTPUTS),
     Setting("syslog", True, "do not write syslog", negate=True, group=OUTPUTS),

@@ -157,12 +157,14 @@ def sql_spool_dir(spool_root: Path, masked_url: str) -> Path:
 def deliver(records: Sequence[Dict[str, Any]], run: Mapping[str, Any], *, sql_url: Optional[str],
             spool_root: Path, retention_days: Optional[float] = None,
             syslog_file: Optional[Path] = None, syslog_remote: Optional[str] = None,
-            syslog_select: str = "anomalies", syslog: bool = True) -> Delivery:
+            syslog_select: str = "anomalies", syslog: bool = True, syslog_format: str = "rfc5424",
+            syslog_max_bytes: Optional[int] = None, syslog_udp_rate: Optional[float] = None) -> Delivery:
     """Write the day's records (with their clusters) to SQL and syslog.
 
     A sink that is down keeps what it could not write in its spool and writes it first next
     time (its own business); here its error becomes a warning line, so a database outage never
-    turns a good retrain into a failed one.
+    turns a good retrain into a failed one. ``syslog_max_bytes``/``syslog_udp_rate``: None
+    keeps the sink's defaults (8,096 bytes, 2,000 datagrams per second).
     """
     out = Delivery()
     if sql_url is not None:
@@ -189,8 +191,13 @@ def deliver(records: Sequence[Dict[str, Any]], run: Mapping[str, Any], *, sql_ur
 
             if syslog_file is not None:
                 Path(syslog_file).parent.mkdir(parents=True, exist_ok=True, mode=0o750)
-            with SyslogSink(syslog_file, remote=syslog_remote, select=syslog_select,
-                            spool_dir=Path(spool_root) / "syslog") as sink:
+            limits: Dict[str, Any] = {}
+            if syslog_max_bytes is not None:
+                limits["max_message_bytes"] = syslog_max_bytes
+            if syslog_udp_rate is not None:
+                limits["udp_rate"] = syslog_udp_rate
+            with SyslogSink(syslog_file, remote=syslog_remote, select=syslog_select, format=syslog_format,
+                            spool_dir=Path(spool_root) / "syslog", **limits) as sink:
                 out.counts["syslog"] = sink.emit(records)
         except Exception as e:
             counts = getattr(e, "counts", None)

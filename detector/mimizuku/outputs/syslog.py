@@ -1,43 +1,62 @@
 """Scored records as syslog: RFC 5424 lines (or CEF) to a rotated local file and/or a remote server.
 
-One record is always exactly one line: every control character, newline and Unicode line
-separator in any field (paths and command lines are attacker-controlled) is escaped the way
-rsyslog does (``\\n`` -> ``#012``, one ``#ooo`` per UTF-8 byte), so alert content can never start a
-forged log line. Structured-data values get RFC 5424's ``\\"``, ``\\\\`` and ``\\]`` escapes; CEF gets
-its own header and extension escapes.
+The messages themselves (escaping, RFC 5424 and CEF, the cut to a byte cap) are
+``outputs.syslog_format``'s; its public names are re-exported here. Every destination caps the
+whole message in BYTES (``max_message_bytes``, 8,096 by default: rsyslog's own limit), because a
+receiver that cuts a longer one may make a new record of the rest (rsyslog's imtcp does): the
+sink formats each record to fit (well-formed, the cut named in the record) and each destination
+cuts any longer line on a character boundary as a last line of defence (a line spooled under a
+larger cap).
 
 Destinations: a local file (``anomaly.syslog``) rotated by size and/or day with ``backup_count``
 old files kept (``anomaly.syslog.1`` is the newest), safe across restarts because the day of a file
-is read from its modification time; a remote server over UDP (one datagram per message, size
-capped) or TCP (RFC 6587 octet counting). What a destination cannot take now is kept in its own
-durable spool and re-sent first, in order, by the next ``emit`` or ``flush_spool`` (at least once).
-Standard library only.
+is read from its modification time; a remote server over UDP (one datagram per message, at most
+``udp_max_bytes``, paced by a token bucket so a burst does not overflow the receiver's socket
+buffer) or TCP (RFC 6587 octet counting, which rsyslog's imtcp detects by default; or one line
+each). What a destination cannot take now is kept in its own durable spool and re-sent first, in
+order, by the next ``emit`` or ``flush_spool`` (at least once). UDP cannot confirm delivery: the
+counts say "sent", never "delivered". Standard library only.
 """
 from __future__ import annotations
 
-import ipaddress
 import json
-import math
 import os
 import re
 import select
 import socket
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 from urllib.parse import urlsplit
 
 from mimizuku._version import __version__
 from mimizuku.core.atomic import write_atomic
-from mimizuku.core.fields import dig as _get
 from mimizuku.core.spool import Spool, SpoolError
 from mimizuku.outputs import (
     OutputError,
     OutputUnavailableError,
-    clean_text,
     default_spool_dir,
-    parse_timestamp,
+)
+from mimizuku.outputs.syslog_format import (
+    CEF_SEVERITY,
+    DEFAULT_FIELD_CAP,
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MSG_CAP,
+    DEFAULT_UDP_MAX,
+    FACILITIES,
+    MIN_MAX_BYTES,
+    SD_ID,
+    SEVERITY_CODES,
+    Message,
+    build_cef_syslog,
+    build_rfc5424,
+    check_max_bytes,
+    escape_controls,
+    format_cef,
+    format_rfc5424,
+    record_cluster,
+    sd_escape,
+    utf8_cut,
 )
 
 try:
@@ -52,6 +71,8 @@ __all__ = [
     "FileDestination",
     "UdpDestination",
     "TcpDestination",
+    "TokenBucket",
+    "sent_text",
     "format_rfc5424",
     "format_cef",
     "escape_controls",
@@ -59,28 +80,16 @@ __all__ = [
     "SD_ID",
     "FACILITIES",
     "SEVERITY_CODES",
+    "CEF_SEVERITY",
+    "DEFAULT_MAX_BYTES",
+    "DEFAULT_UDP_MAX",
+    "DEFAULT_UDP_RATE",
+    "MIN_MAX_BYTES",
 ]
 
-#: Structured-data id: "name@<private enterprise number>" (32473 is the documentation PEN).
-SD_ID = "mimizuku@32473"
-APP_NAME = "mimizuku"
-NILVALUE = "-"
-
-FACILITIES = {
-    "kern": 0, "user": 1, "mail": 2, "daemon": 3, "auth": 4, "syslog": 5, "lpr": 6, "news": 7,
-    "uucp": 8, "cron": 9, "authpriv": 10, "ftp": 11, "ntp": 12, "security": 13, "console": 14,
-    "solaris-cron": 15, "local0": 16, "local1": 17, "local2": 18, "local3": 19, "local4": 20,
-    "local5": 21, "local6": 22, "local7": 23,
-}
-#: Record severity -> syslog severity (RFC 5424 table 2).
-SEVERITY_CODES = {"critical": 2, "high": 3, "medium": 4, "low": 5, "none": 6}
-#: Record severity -> CEF severity 0-10.
-CEF_SEVERITY = {"critical": 10, "high": 8, "medium": 5, "low": 3, "none": 0}
-
-DEFAULT_FIELD_CAP = 1024  # characters kept of one attacker-controlled value
-DEFAULT_MSG_CAP = 4096
-DEFAULT_UDP_MAX = 2048  # RFC 5426: receivers SHOULD take 2048 octets
-
+#: UDP datagrams per second by default: a 2,402-record burst takes ~1.2 s instead of flooding
+#: the receiver's socket buffer (an unpaced burst lost 30-35 % at rsyslog's imudp)
+DEFAULT_UDP_RATE = 2000.0
 
 class SyslogOutputError(OutputError):
     """Base of the syslog sink's errors."""
@@ -88,192 +97,6 @@ class SyslogOutputError(OutputError):
 
 class SyslogUnavailableError(SyslogOutputError, OutputUnavailableError):
     """A destination (file, server) could not take the messages; they are in its spool."""
-
-
-# --- escaping --------------------------------------------------------------------------------
-
-# C0 controls, DEL, C1 controls (NEL U+0085 among them), Unicode line/paragraph separators, and
-# the invisible direction marks/overrides (they make a displayed line lie about its content).
-_CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ufeff]")
-
-
-def _octal_bytes(m: "re.Match[str]") -> str:
-    return "".join(f"#{b:03o}" for b in m.group(0).encode("utf-8"))
-
-
-def escape_controls(value: Any) -> str:
-    """Text with every control/line-breaking character as rsyslog's ``#ooo`` (per UTF-8 byte):
-    ``"a\\nb"`` -> ``"a#012b"``. Lone surrogates become U+FFFD. Never contains a newline."""
-    s = clean_text(value) or ""
-    if s.isascii() and s.isprintable():
-        return s
-    return _CONTROL_RE.sub(_octal_bytes, s)
-
-
-def _cap(s: str, limit: int) -> str:
-    if len(s) <= limit:
-        return s
-    marker = f"…[+{len(s)}]"
-    keep = max(0, limit - len(marker))
-    return s[:keep] + f"…[+{len(s) - keep}]"
-
-
-def sd_escape(value: Any, limit: int = DEFAULT_FIELD_CAP) -> str:
-    """An SD-PARAM value: controls escaped, then ``\\``, ``"`` and ``]`` backslash-escaped."""
-    s = _cap(escape_controls(value), limit)
-    return s.replace("\\", "\\\\").replace('"', '\\"').replace("]", "\\]")
-
-
-def _printusascii(value: Any, limit: int) -> str:
-    """A header field (HOSTNAME, APP-NAME, PROCID, MSGID): PRINTUSASCII only, bounded, or ``-``."""
-    s = "".join(c if 33 <= ord(c) <= 126 else "_" for c in str(value or ""))[:limit]
-    return s or NILVALUE
-
-
-def _cef_header(value: Any, limit: int = 512) -> str:
-    s = _cap(escape_controls(value), limit)
-    return s.replace("\\", "\\\\").replace("|", "\\|")
-
-
-def _cef_value(value: Any, limit: int = DEFAULT_FIELD_CAP) -> str:
-    """An extension value: cut first (a cut never strands a backslash), then ``\\`` and ``=``
-    escaped, CR/LF as the literal ``\\r``/``\\n`` CEF defines, other controls as ``#ooo``."""
-    s = _cap(clean_text(value) or "", limit)
-    s = s.replace("\\", "\\\\").replace("=", "\\=").replace("\r\n", "\\n").replace("\n", "\\n").replace("\r", "\\r")
-    return escape_controls(s)
-
-
-# --- formatting ------------------------------------------------------------------------------
-
-def _rfc3339(dt: datetime) -> str:
-    dt = dt.astimezone(timezone.utc)
-    base = dt.strftime("%Y-%m-%dT%H:%M:%S")
-    if dt.microsecond:
-        frac = f"{dt.microsecond:06d}"
-        base += "." + (frac[:3] if frac.endswith("000") else frac)
-    return base + "Z"
-
-
-def _score_text(x: Any) -> Optional[str]:
-    try:
-        f = float(x)
-    except (TypeError, ValueError):
-        return None
-    return f"{f:.4f}".rstrip("0").rstrip(".") if math.isfinite(f) else None
-
-
-def _cluster(record: Mapping[str, Any], cluster: Optional[int]) -> Optional[int]:
-    c = cluster if cluster is not None else record.get("cluster")
-    try:
-        return None if c is None or isinstance(c, bool) else int(c)
-    except (TypeError, ValueError):
-        return None
-
-
-def _pri(facility: int, severity: Any) -> int:
-    return facility * 8 + SEVERITY_CODES.get(str(severity), 6)
-
-
-def _event_time(record: Mapping[str, Any], now: float) -> datetime:
-    return parse_timestamp(record.get("timestamp")) or datetime.fromtimestamp(now, tz=timezone.utc)
-
-
-def _sd_params(record: Mapping[str, Any], cluster: Optional[int], field_cap: int) -> List[Tuple[str, Any]]:
-    fields = record.get("fields") if isinstance(record.get("fields"), Mapping) else {}
-    params: List[Tuple[str, Any]] = [
-        ("id", record.get("id")),
-        ("score", _score_text(record.get("score"))),
-        ("detector", record.get("detector")),
-        ("agent", _get(record, "agent", "name")),
-        ("agent_id", _get(record, "agent", "id")),
-        ("rule", _get(record, "rule", "id")),
-        ("level", _get(record, "rule", "level")),
-        ("cluster", cluster),
-        ("severity", record.get("severity")),
-        ("anomaly", None if record.get("anomaly") is None else ("true" if record.get("anomaly") else "false")),
-        ("model", record.get("model_version")),
-    ]
-    for k in ("path", "command", "user", "srcip"):
-        params.append((k, fields.get(k)))
-    return [(k, v) for k, v in params if v is not None and v != ""]
-
-
-def _summary(record: Mapping[str, Any], cap: int) -> str:
-    fields = record.get("fields") if isinstance(record.get("fields"), Mapping) else {}
-    what = fields.get("path") or fields.get("command") or fields.get("srcip") or ""
-    reasons = record.get("reasons") if isinstance(record.get("reasons"), list) else []
-    head = (f"{record.get('severity') or 'none'} {record.get('detector') or '?'} "
-            f"{'anomaly' if record.get('anomaly') else 'score'} {_score_text(record.get('score')) or '?'} "
-            f"on {_get(record, 'agent', 'name') or '?'} rule {_get(record, 'rule', 'id') or '?'}")
-    if what:
-        head += f" {what}"
-    if reasons:
-        head += ": " + "; ".join(str(r) for r in reasons)
-    return _cap(escape_controls(head), cap)
-
-
-def format_rfc5424(record: Mapping[str, Any], *, cluster: Optional[int] = None, hostname: str = "-",
-                   facility: int = FACILITIES["local0"], procid: Any = None, now: Optional[float] = None,
-                   field_cap: int = DEFAULT_FIELD_CAP, msg_cap: int = DEFAULT_MSG_CAP, bom: bool = False) -> str:
-    """One RFC 5424 line (no trailing newline):
-    ``<PRI>1 TIMESTAMP HOSTNAME mimizuku PROCID MSGID [mimizuku@32473 score="0.93" ...] MSG``."""
-    now = time.time() if now is None else now
-    c = _cluster(record, cluster)
-    sd = "[" + SD_ID + "".join(f' {k}="{sd_escape(v, field_cap)}"' for k, v in _sd_params(record, c, field_cap)) + "]"
-    msgid = "anomaly" if record.get("anomaly") else "score"
-    header = (f"<{_pri(facility, record.get('severity'))}>1 {_rfc3339(_event_time(record, now))} "
-              f"{_printusascii(hostname, 255)} {APP_NAME} {_printusascii(procid if procid is not None else os.getpid(), 128)} "
-              f"{_printusascii(msgid, 32)}")
-    msg = _summary(record, msg_cap)
-    return f"{header} {sd} {chr(0xFEFF) if bom else ''}{msg}"
-
-
-def format_cef(record: Mapping[str, Any], *, cluster: Optional[int] = None, version: str = __version__,
-               field_cap: int = DEFAULT_FIELD_CAP, now: Optional[float] = None) -> str:
-    """``CEF:0|Mimizuku|Mimizuku|<version>|<detector>|<name>|<severity 0-10>|<extension>``."""
-    now = time.time() if now is None else now
-    fields = record.get("fields") if isinstance(record.get("fields"), Mapping) else {}
-    detector = record.get("detector") or "unknown"
-    desc = _get(record, "rule", "description")
-    name = f"{detector} anomaly" if record.get("anomaly") else f"{detector} score"
-    if desc:
-        name += f": {desc}"
-    sev = CEF_SEVERITY.get(str(record.get("severity")), 0)
-    c = _cluster(record, cluster)
-    ext: List[Tuple[str, Any]] = [
-        ("rt", int(_event_time(record, now).timestamp() * 1000)),
-        ("externalId", record.get("id")),
-        ("cat", detector),
-        ("cfp1", _score_text(record.get("score"))), ("cfp1Label", "score"),
-        ("cn1", c), ("cn1Label", "cluster" if c is not None else None),
-        ("cs1", _get(record, "rule", "id")), ("cs1Label", "rule"),
-        ("cs2", _get(record, "agent", "name")), ("cs2Label", "agent"),
-        ("cs3", fields.get("command")), ("cs3Label", "command" if fields.get("command") else None),
-        ("cs4", record.get("model_version")), ("cs4Label", "model" if record.get("model_version") else None),
-        ("filePath", fields.get("path")),
-        ("suser", fields.get("user")),
-    ]
-    srcip = fields.get("srcip")
-    if srcip:
-        try:
-            ipaddress.ip_address(str(srcip))
-            ext.append(("src", srcip))
-        except ValueError:
-            ext += [("cs5", srcip), ("cs5Label", "srcip")]
-    reasons = record.get("reasons") if isinstance(record.get("reasons"), list) else []
-    if reasons:
-        ext.append(("msg", "; ".join(str(r) for r in reasons)))
-    body = " ".join(f"{k}={_cef_value(v, field_cap)}" for k, v in ext if v is not None and v != "")
-    header = "|".join(["CEF:0", "Mimizuku", "Mimizuku", _cef_header(version, 63), _cef_header(detector, 63),
-                       _cef_header(name, 512), str(sev)])
-    return f"{header}|{body}"
-
-
-def _utf8_cut(s: str, max_bytes: int) -> str:
-    b = s.encode("utf-8")
-    if len(b) <= max_bytes:
-        return s
-    return b[:max_bytes].decode("utf-8", "ignore")  # never half a character
 
 
 # --- destinations ----------------------------------------------------------------------------
@@ -284,6 +107,47 @@ class _PartialSend(Exception):
     def __init__(self, sent: int, error: BaseException):
         super().__init__(str(error))
         self.sent, self.error = sent, error
+
+
+def _message_bytes(line: str, cap: int) -> bytes:
+    """The line as UTF-8, cut on a character boundary to ``cap`` bytes: the last line of defence
+    (the sink already formats each record to fit; a line spooled under a larger cap may not)."""
+    b = line.encode("utf-8")
+    return b if len(b) <= cap else utf8_cut(line, cap).encode("utf-8")
+
+
+class TokenBucket:
+    """At most ``rate`` events per second on average and ``burst`` at once: :meth:`take` before
+    each event sleeps just long enough. A UDP burst faster than the receiver drains its socket
+    buffer is dropped by the receiver's kernel without a word to the sender; pacing is the one
+    remedy a sender has. ``rate`` 0 or less: unpaced. ``clock``/``sleep`` are injectable (tests)."""
+
+    def __init__(self, rate: float, burst: Optional[float] = None, *,
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
+        self.rate = float(rate)
+        self.burst = float(burst) if burst else max(1.0, self.rate / 50)  # 20 ms worth at once
+        self.clock, self.sleep = clock, sleep
+        self.tokens = self.burst
+        self.last: Optional[float] = None
+        self.slept = 0.0  # total seconds the pacing held the sender back
+
+    def _refill(self) -> None:
+        now = self.clock()
+        if self.last is not None:
+            self.tokens = min(self.burst, self.tokens + max(0.0, now - self.last) * self.rate)
+        self.last = now
+
+    def take(self) -> None:
+        if self.rate <= 0:
+            return
+        self._refill()
+        if self.tokens < 1.0:
+            delay = (1.0 - self.tokens) / self.rate
+            self.sleep(delay)
+            self.slept += delay
+            self._refill()
+            self.tokens = max(self.tokens, 1.0)  # the wait paid for this one, whatever the clock says
+        self.tokens -= 1.0
 
 
 class FileDestination:
@@ -298,8 +162,9 @@ class FileDestination:
 
     def __init__(self, path: os.PathLike | str, *, max_bytes: int = 50 * 1024 * 1024, backup_count: int = 7,
                  daily: bool = True, utc: bool = False, clock: Callable[[], float] = time.time,
-                 mode: int = 0o640, fsync: bool = False):
+                 mode: int = 0o640, fsync: bool = False, message_bytes: int = DEFAULT_MAX_BYTES):
         self.path = Path(path)
+        self.message_bytes = int(message_bytes)  # one line's cap, newline not counted
         self.max_bytes = int(max_bytes) if max_bytes else 0
         self.backup_count = max(0, int(backup_count))
         self.daily = daily
@@ -365,7 +230,7 @@ class FileDestination:
             if fcntl is not None:
                 fcntl.flock(lock_fd, fcntl.LOCK_EX)
             now = self.clock()
-            data = [(ln + "\n").encode("utf-8") for ln in lines]
+            data = [_message_bytes(ln, self.message_bytes) + b"\n" for ln in lines]
             i = 0
             while i < len(data):
                 try:
@@ -404,14 +269,19 @@ class FileDestination:
 
 
 class UdpDestination:
-    """One datagram per message to ``host:port``. Best effort by nature: a server that is down is
+    """One datagram per message to ``host:port``, at most ``max_bytes`` bytes, at most ``rate``
+    per second (:class:`TokenBucket`; 0: unpaced). Best effort by nature: a server that is down is
     noticed when its host answers "port unreachable" (at once on loopback); datagrams lost on the
-    way are not. Use TCP where loss matters."""
+    way or dropped by a receiver too busy to read them are not. Use TCP where loss matters."""
 
     kind = "udp"
 
-    def __init__(self, host: str, port: int, *, max_bytes: int = DEFAULT_UDP_MAX):
+    def __init__(self, host: str, port: int, *, max_bytes: int = DEFAULT_UDP_MAX, rate: float = DEFAULT_UDP_RATE,
+                 burst: Optional[float] = None, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep):
         self.host, self.port, self.max_bytes = host, int(port), int(max_bytes)
+        self.message_bytes = self.max_bytes
+        self.pacer = TokenBucket(rate, burst, clock=clock, sleep=sleep)
         self.name = f"udp:{host}:{port}"
         self._sock: Optional[socket.socket] = None
 
@@ -428,7 +298,8 @@ class UdpDestination:
         try:
             s = self._connect()
             for ln in lines:
-                s.send(_utf8_cut(ln, self.max_bytes).encode("utf-8"))
+                self.pacer.take()
+                s.send(_message_bytes(ln, self.max_bytes))
                 err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
                 if err:
                     raise OSError(err, os.strerror(err))
@@ -445,7 +316,10 @@ class UdpDestination:
 
 class TcpDestination:
     """Messages over one TCP connection, RFC 6587 octet-counting framing (``LEN SP MSG``), or
-    ``framing="lf"`` (one line each; safe because a message never contains a newline).
+    ``framing="lf"`` (one line each; safe because a message never contains a newline). rsyslog's
+    imtcp takes both on the same port by default (a frame starting with a digit is octet-counted).
+    Each message is at most ``message_bytes`` bytes, framing not counted: imtcp makes a NEW record
+    of whatever follows its maxMessageSize in either framing.
 
     Delivery is "handed to the kernel": a server dying with data in flight can lose that data
     (plain syslog over TCP has no acknowledgements). A connection the server closed is noticed
@@ -453,10 +327,12 @@ class TcpDestination:
 
     kind = "tcp"
 
-    def __init__(self, host: str, port: int, *, timeout: float = 5.0, framing: str = "octet-counting"):
+    def __init__(self, host: str, port: int, *, timeout: float = 5.0, framing: str = "octet-counting",
+                 message_bytes: int = DEFAULT_MAX_BYTES):
         if framing not in ("octet-counting", "lf"):
             raise ValueError("framing must be 'octet-counting' or 'lf'")
         self.host, self.port, self.timeout, self.framing = host, int(port), float(timeout), framing
+        self.message_bytes = int(message_bytes)
         self.name = f"tcp:{host}:{port}"
         self._sock: Optional[socket.socket] = None
 
@@ -477,8 +353,10 @@ class TcpDestination:
         return self._sock
 
     def _frame(self, line: str) -> bytes:
-        b = line.encode("utf-8")
-        return (str(len(b)).encode() + b" " + b) if self.framing == "octet-counting" else b + b"\n"
+        b = _message_bytes(line, self.message_bytes)
+        if self.framing == "octet-counting":
+            return str(len(b)).encode() + b" " + b
+        return b.replace(b"\n", b"#012") + b"\n"  # a newline would end the frame: never one inside
 
     def send(self, lines: Sequence[str]) -> None:
         if not lines:
@@ -499,7 +377,8 @@ class TcpDestination:
 
 
 def parse_remote(spec: str, *, udp_max_bytes: int = DEFAULT_UDP_MAX, timeout: float = 5.0,
-                 tcp_framing: str = "octet-counting"):
+                 tcp_framing: str = "octet-counting", max_bytes: int = DEFAULT_MAX_BYTES,
+                 udp_rate: float = DEFAULT_UDP_RATE):
     """``udp://host:514``, ``tcp://host:601``, ``host:port`` (UDP) or ``[::1]:514`` -> a destination."""
     s = spec if "://" in spec else "udp://" + spec
     u = urlsplit(s)
@@ -510,8 +389,26 @@ def parse_remote(spec: str, *, udp_max_bytes: int = DEFAULT_UDP_MAX, timeout: fl
     except ValueError:
         raise ValueError(f"invalid port in syslog server {spec!r}") from None
     if u.scheme == "udp":
-        return UdpDestination(u.hostname, port, max_bytes=udp_max_bytes)
-    return TcpDestination(u.hostname, port, timeout=timeout, framing=tcp_framing)
+        return UdpDestination(u.hostname, port, max_bytes=min(udp_max_bytes, max_bytes), rate=udp_rate)
+    return TcpDestination(u.hostname, port, timeout=timeout, framing=tcp_framing, message_bytes=max_bytes)
+
+
+def sent_text(counts: Mapping[str, Any], file: Any = None) -> str:
+    """What :meth:`SyslogSink.emit`'s counts say was handed over, for a person: lines written to
+    the file, messages sent over TCP, and datagrams SENT over UDP, which never confirms delivery
+    (a receiver too busy to read drops them silently) - so no summary claims it."""
+    parts = []
+    if file and counts.get("sent_file", counts.get("selected")):
+        parts.append(f"{counts.get('sent_file', counts.get('selected')):,} lines to {file}")
+    if counts.get("sent_tcp"):
+        parts.append(f"sent {counts['sent_tcp']:,} messages over TCP")
+    if counts.get("sent_udp"):
+        parts.append(f"sent {counts['sent_udp']:,} datagrams (UDP: delivery not confirmed)")
+    if counts.get("truncated"):
+        parts.append(f"{counts['truncated']:,} cut to the byte cap")
+    if counts.get("spooled"):
+        parts.append(f"{counts['spooled']:,} kept in the spool")
+    return "; ".join(parts) or f"{counts.get('selected', 0):,} lines to the configured syslog"
 
 
 def _rewrite(path: Path, item: Any) -> None:
@@ -531,6 +428,9 @@ class SyslogSink:
     ``tcp://host:port`` or ``None``. ``format``: ``"rfc5424"`` or ``"cef"`` (CEF text as the MSG of
     an RFC 5424 header, the usual way to ship CEF over syslog). ``select``: which records become
     messages - ``"anomalies"`` (default), ``"outliers"`` (anomalies and DBSCAN noise) or ``"all"``.
+    ``max_message_bytes``: every destination's cap of one whole message in bytes (default 8,096,
+    rsyslog's); a UDP datagram is also at most ``udp_max_bytes``. ``udp_rate``: datagrams per
+    second (0: unpaced). ``max_bytes`` is the local file's rotation size.
     """
 
     def __init__(self, path: Optional[os.PathLike | str] = "anomaly.syslog", *, remote: Optional[str] = None,
@@ -539,7 +439,8 @@ class SyslogSink:
                  daily: bool = True, utc: bool = False, udp_max_bytes: int = DEFAULT_UDP_MAX,
                  tcp_framing: str = "octet-counting", timeout: float = 5.0,
                  spool_dir: Optional[os.PathLike | str] = None, clock: Callable[[], float] = time.time,
-                 field_cap: int = DEFAULT_FIELD_CAP, bom: bool = False, version: str = __version__):
+                 field_cap: int = DEFAULT_FIELD_CAP, bom: bool = False, version: str = __version__,
+                 max_message_bytes: int = DEFAULT_MAX_BYTES, udp_rate: float = DEFAULT_UDP_RATE):
         if format not in ("rfc5424", "cef"):
             raise ValueError("format must be 'rfc5424' or 'cef'")
         if select not in ("anomalies", "outliers", "all"):
@@ -550,16 +451,22 @@ class SyslogSink:
             facility = FACILITIES[facility]
         if not 0 <= int(facility) <= 23:
             raise ValueError("syslog facility must be 0..23")
+        self.max_message_bytes = check_max_bytes(max_message_bytes, "max_message_bytes")
+        check_max_bytes(udp_max_bytes, "udp_max_bytes")
+        if isinstance(udp_rate, bool) or not isinstance(udp_rate, (int, float)) or not udp_rate >= 0:
+            raise ValueError(f"udp_rate must be a number of datagrams per second >= 0, got {udp_rate!r}")
         self.format, self.select, self.facility = format, select, int(facility)
         self.hostname = hostname or socket.gethostname()
         self.clock, self.field_cap, self.bom, self.version = clock, field_cap, bom, version
         self.destinations: List[Any] = []
         if path is not None:
             self.destinations.append(FileDestination(path, max_bytes=max_bytes, backup_count=backup_count,
-                                                     daily=daily, utc=utc, clock=clock))
+                                                     daily=daily, utc=utc, clock=clock,
+                                                     message_bytes=self.max_message_bytes))
         if remote:
             self.destinations.append(parse_remote(remote, udp_max_bytes=udp_max_bytes, timeout=timeout,
-                                                  tcp_framing=tcp_framing))
+                                                  tcp_framing=tcp_framing, max_bytes=self.max_message_bytes,
+                                                  udp_rate=udp_rate))
         if not self.destinations:
             raise ValueError("SyslogSink needs a file path, a remote server, or both")
         base = Path(spool_dir) if spool_dir is not None else None
@@ -574,31 +481,27 @@ class SyslogSink:
             return True
         if record.get("anomaly"):
             return True
-        return self.select == "outliers" and _cluster(record, cluster) == -1
+        return self.select == "outliers" and record_cluster(record, cluster) == -1
 
-    def format_record(self, record: Mapping[str, Any], cluster: Optional[int] = None,
-                      *, field_cap: Optional[int] = None, msg_cap: int = DEFAULT_MSG_CAP) -> str:
+    def build(self, record: Mapping[str, Any], cluster: Optional[int] = None, *,
+              max_bytes: Optional[int] = None, field_cap: Optional[int] = None,
+              msg_cap: int = DEFAULT_MSG_CAP) -> Message:
+        """The record as one message of at most ``max_bytes`` (default ``max_message_bytes``)
+        bytes, with the names of the parts cut to fit."""
         cap = field_cap or self.field_cap
+        limit = self.max_message_bytes if max_bytes is None else max_bytes
         now = self.clock()
         if self.format == "cef":
-            cef = format_cef(record, cluster=cluster, version=self.version, field_cap=cap, now=now)
-            msgid = "anomaly" if record.get("anomaly") else "score"
-            return (f"<{_pri(self.facility, record.get('severity'))}>1 {_rfc3339(_event_time(record, now))} "
-                    f"{_printusascii(self.hostname, 255)} {APP_NAME} {_printusascii(os.getpid(), 128)} {msgid} "
-                    f"{NILVALUE} {cef}")
-        return format_rfc5424(record, cluster=cluster, hostname=self.hostname, facility=self.facility,
-                              now=now, field_cap=cap, msg_cap=msg_cap, bom=self.bom)
+            return build_cef_syslog(record, cluster=cluster, hostname=self.hostname, facility=self.facility,
+                                    version=self.version, field_cap=cap, now=now, max_bytes=limit)
+        return build_rfc5424(record, cluster=cluster, hostname=self.hostname, facility=self.facility,
+                             now=now, field_cap=cap, msg_cap=msg_cap, bom=self.bom, max_bytes=limit)
 
-    def _fit(self, record: Mapping[str, Any], cluster: Optional[int], line: str, max_bytes: int) -> str:
-        """A line of at most ``max_bytes`` UTF-8 bytes that is still well-formed: shorter field
-        values first, then a shorter MSG; the last resort cut never splits a character."""
-        if len(line.encode("utf-8")) <= max_bytes:
-            return line
-        for cap, msg_cap in ((256, 512), (64, 128), (16, 32)):
-            line = self.format_record(record, cluster, field_cap=min(cap, self.field_cap), msg_cap=msg_cap)
-            if len(line.encode("utf-8")) <= max_bytes:
-                return line
-        return _utf8_cut(line, max_bytes)
+    def format_record(self, record: Mapping[str, Any], cluster: Optional[int] = None,
+                      *, field_cap: Optional[int] = None, msg_cap: int = DEFAULT_MSG_CAP,
+                      max_bytes: Optional[int] = None) -> str:
+        """The text of :meth:`build`."""
+        return self.build(record, cluster, max_bytes=max_bytes, field_cap=field_cap, msg_cap=msg_cap).text
 
     # -- delivery ------------------------------------------------------------------------------
     def _spool_lines(self, dest: Any, lines: Sequence[str]) -> int:
@@ -632,11 +535,14 @@ class SyslogSink:
     def emit(self, records: Iterable[Mapping[str, Any]], clusters: Optional[Mapping[str, Any]] = None) -> Dict[str, int]:
         """Send the selected records to every destination (spooled ones first).
 
-        Returns counts (``selected``, ``skipped``, ``resent``, ``spooled`` lines). If a
-        destination failed, its lines are spooled and :class:`SyslogUnavailableError` is raised
-        after all destinations were tried (its ``counts`` holds the same dict).
+        Returns counts: ``selected``, ``skipped``, ``resent``, ``spooled`` lines, ``truncated``
+        (records cut to fit a destination's byte cap) and ``sent_<kind>`` per destination kind
+        (``sent_file``, ``sent_tcp``, ``sent_udp``: messages handed over, resent ones included;
+        for UDP that is "sent", never "delivered"). If a destination failed, its lines are
+        spooled and :class:`SyslogUnavailableError` is raised after all destinations were tried
+        (its ``counts`` holds the same dict).
         """
-        counts = {"selected": 0, "skipped": 0, "resent": 0, "spooled": 0}
+        counts = {"selected": 0, "skipped": 0, "resent": 0, "spooled": 0, "truncated": 0}
         chosen: List[Tuple[Mapping[str, Any], Optional[int]]] = []
         for rec in records:
             if not isinstance(rec, Mapping):
@@ -644,26 +550,36 @@ class SyslogSink:
                 continue
             c = None
             if clusters is not None and rec.get("id") is not None:
-                c = _cluster({"cluster": clusters.get(str(rec.get("id")))}, None)
+                c = record_cluster({"cluster": clusters.get(str(rec.get("id")))}, None)
             if self._wanted(rec, c):
                 chosen.append((rec, c))
             else:
                 counts["skipped"] += 1
         counts["selected"] = len(chosen)
-        lines = [self.format_record(r, c) for r, c in chosen]
+        by_cap: Dict[int, List[Message]] = {}  # formatted once per byte cap (UDP's may be lower)
+        for dest in self.destinations:
+            if dest.message_bytes not in by_cap:
+                by_cap[dest.message_bytes] = [self.build(r, c, max_bytes=dest.message_bytes) for r, c in chosen]
+        cut = [False] * len(chosen)
+        for messages in by_cap.values():
+            cut = [a or bool(m.truncated) for a, m in zip(cut, messages)]
+        counts["truncated"] = sum(cut)
         failures: List[str] = []
         spooled_items = 0
         for dest in self.destinations:
-            out = lines
-            if isinstance(dest, UdpDestination):
-                out = [self._fit(r, c, ln, dest.max_bytes) for (r, c), ln in zip(chosen, lines)]
+            out = [m.text for m in by_cap[dest.message_bytes]]
+            sent_key = f"sent_{dest.kind}"
+            counts.setdefault(sent_key, 0)
             try:
                 resent, err = self._drain(dest)
                 counts["resent"] += resent
+                counts[sent_key] += resent
                 if err is not None:
                     raise _PartialSend(0, err)
                 dest.send(out)
+                counts[sent_key] += len(out)
             except _PartialSend as e:
+                counts[sent_key] += e.sent
                 rest = out[e.sent:]
                 try:
                     spooled_items += self._spool_lines(dest, rest)
