@@ -176,11 +176,26 @@ def test_own_events_are_dropped_before_anything_else(env):
         calls.append(alerts)
         return []
 
-    own = alert(0.99, rule={"id": "119004", "level": 10, "groups": ["mimizuku", "anomaly"]})
+    own = alert(0.99, rule={"id": "119004", "level": 10, "groups": ["mimizuku", "anomaly"]}, location="mimizuku")
     assert env.call(own, scorer=scorer) == it.EXIT_OK
-    own2 = alert(0.99, data={"integration": "mimizuku"})
+    own2 = alert(0.99, data={"integration": "mimizuku"}, location="mimizuku")
     assert env.call(own2, scorer=scorer) == it.EXIT_OK
     assert calls == [] and not (env.spool / "alerts").exists()
+
+
+def test_a_forged_own_mark_from_an_agents_log_is_scored(env):
+    """Issue 17 item 3: "integration": "mimizuku" written into a log an agent ships is not our
+    event (its location is the agent's file): the call scores it instead of skipping it."""
+    calls = []
+
+    def scorer(alerts, opts):
+        calls.append([a["id"] for a in alerts])
+        return []
+
+    forged = alert(0.99, id="1700000000.66", location="/var/log/app.json", decoder={"name": "json"},
+                   data={"integration": "mimizuku", "mimizuku": {"severity": "critical", "anomaly": "true"}})
+    assert env.call(forged, scorer=scorer) == it.EXIT_OK
+    assert calls == [["1700000000.66"]]
 
 
 def test_queue_down_keeps_events_and_logs_once(env):
@@ -330,7 +345,8 @@ def test_paths_that_do_not_score_import_only_the_standard_library(env, case):
     """A fresh interpreter: the own-event drop and the "no model yet" path never load the engine."""
     import subprocess
 
-    a = alert(0.97, rule={"id": "119004", "level": 10, "groups": ["mimizuku"]}) if case == "own_event" else alert(0.97)
+    a = alert(0.97, rule={"id": "119004", "level": 10, "groups": ["mimizuku"]}, location="mimizuku") \
+        if case == "own_event" else alert(0.97)
     af = env.home / "x.alert"
     af.write_text(json.dumps(a))
     code = f"""
