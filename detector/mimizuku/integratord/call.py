@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from mimizuku.core.fields import is_alert, is_own_event
-from mimizuku.core.spool import Spool, SpoolError
+from mimizuku.core.spool import Spool, SpoolError, owner_alive
 from mimizuku.core.text import printable
 from mimizuku.delivery import events
 from mimizuku.delivery.failure_notice import FailureNotice
@@ -367,7 +367,10 @@ class _Call:
             FailureNotice(opts.spool_dir, "alert-spool", log).failing(
                 "spool", f"{e}; alerts are scored without a safety copy and lost if that fails")
 
-        with QueueSink(opts.queue, opts.spool_dir / "events", log=log) as sink:
+        # A live resident scorer owns the event spool and sends it itself: flushing it here too
+        # costs a send timeout per call while analysisd hangs, for nothing (issue 17 item 12).
+        scorer_owns = owner_alive(opts.spool_dir)
+        with QueueSink(opts.queue, opts.spool_dir / "events", log=log, drain_spool=not scorer_owns) as sink:
             sink.flush(self.deadline.soft_at)
             if not spooled:
                 status, code = self._score_and_send([alert], opts, sink)
