@@ -300,8 +300,9 @@ def test_engine_failure_on_one_alert_sets_it_aside(env):
         got = fa.receive(wait=1)
     assert sorted(e.fields["mimizuku.source.alert_id"] for e in got) == ["a", "c"]
     assert env.pending_alerts() == 0
-    assert len(list((env.spool / "alerts").glob("*.bad"))) == 1
-    assert "cannot be scored" in env.log()
+    kept = list((env.spool / "quarantine").glob("*.alert"))  # set aside where every such alert goes
+    assert len(kept) == 1 and json.loads(kept[0].read_bytes())["id"] == "b"
+    assert "cannot be scored" in env.log() and str(kept[0]) in env.log()
 
 
 def test_backlog_is_scored_in_bounded_batches(env):
