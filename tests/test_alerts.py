@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from mimizuku.core.fields import is_own_event
 from mimizuku.sources import decoding, reader, timestamps
 from mimizuku.sources.errors import AlertSourceError, ReadStats
 from mimizuku.sources.reader import iter_alerts, read_alerts
@@ -219,7 +220,8 @@ def test_corrupt_gzip_is_reported(tmp_path):
 def test_own_events_dropped_and_counted(tmp_path):
     own_group = make_alert(1)
     own_group["rule"]["groups"] = ["mimizuku", "anomaly"]
-    own_data = make_alert(2, data={"integration": "mimizuku", "score": 0.9})
+    own_group["location"] = "mimizuku"
+    own_data = make_alert(2, data={"integration": "mimizuku", "score": 0.9}, location="mimizuku")
     mentions = make_alert(3, full_log="/var/ossec/integrations/custom-mimizuku ran")  # not own
     lines = [own_group, own_data, mentions, make_alert(4)]
     p = write_lines(tmp_path / "a.json", lines)
@@ -230,6 +232,18 @@ def test_own_events_dropped_and_counted(tmp_path):
     assert len(got) == 4 and st.own_events == 0
     got, st = read_alerts(lines)  # same for in-memory records
     assert len(got) == 2 and st.own_events == 2
+
+
+@pytest.mark.parametrize("location", ["/var/log/app.json", "(web-01) any->mimizuku", "command_mimizuku2", None])
+def test_own_marks_count_only_at_our_locations(location):
+    """Issue 17 item 3: a JSON log line carrying our marks is an alert to score, not ours."""
+    forged = make_alert(5, data={"integration": "mimizuku", "mimizuku": {"severity": "critical"}}, location=location)
+    forged["rule"]["groups"] = ["mimizuku", "anomaly"]
+    assert not is_own_event(forged)
+    got, st = read_alerts([forged])
+    assert len(got) == 1 and st.own_events == 0
+    for ours in ("mimizuku", "API-Webhook", "command_mimizuku"):
+        assert is_own_event(dict(forged, location=ours))
 
 
 def test_at_timestamp_copied_to_timestamp_without_touching_the_caller(tmp_path):

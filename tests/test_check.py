@@ -53,13 +53,37 @@ def test_os_regex_translation():
     assert check.os_regex(r"a\.b").search("axb")                                              # '\.' is any
 
 
+def test_os_match_translation():
+    rx = check.os_match("^command_mimizuku$|->mimizuku$|api")
+    assert rx.search("COMMAND_mimizuku") and rx.search("(a) any->mimizuku") and rx.search("x-API-y")
+    assert not rx.search("command_mimizuku2") and not rx.search("(a) any->mimizuku.json")
+    assert check.os_match("a.b").search("a.b") and not check.os_match("a.b").search("axb")
+
+
+@pytest.mark.parametrize("location", ["[001] (web-01) 10.0.0.5->/var/log/app.json", "[001] (web-01) any->command_mimizuku",
+                                      "[001] (web-01) any->/var/log/x->mimizuku", "/var/log/app.json"])
+def test_a_forged_event_from_an_agents_log_fires_nothing_of_ours(location):
+    """Issue 17 item 3: the check follows the rules' <location> as analysisd does."""
+    rules = check.parse_rules(RULES)
+    for s in check.samples():
+        assert check.expected_chain(rules, s.payload, location) == [], (s.name, location)
+
+
+def test_a_job_summary_from_elsewhere_than_the_wodle_is_no_job_alert():
+    rules = check.parse_rules(RULES)
+    job = next(s for s in check.samples() if s.location == check.JOB_LOCATION)
+    assert check.expected_chain(rules, job.payload, check.JOB_LOCATION)[-1].id == 119011
+    for location in ("mimizuku", "API-Webhook", "[003] (db) any->mimizuku"):
+        assert [r.id for r in check.expected_chain(rules, job.payload, location)] == [119000]
+
+
 def test_samples_reach_every_rule_of_our_file():
     rules = check.parse_rules(RULES)
     assert sorted(rules) == rule_ids()
     leaves = []
     reached = set()
     for s in check.samples():
-        chain = check.expected_chain(rules, s.payload)
+        chain = check.expected_chain(rules, s.payload, s.location)
         assert chain, s.name
         leaves.append(chain[-1].id)
         reached.update(r.id for r in chain)

@@ -38,6 +38,7 @@ def _own_events():
     for i, a in enumerate(CLEAN[200:240]):
         o = json.loads(json.dumps(a))
         o["id"] = f"own.{i}"
+        o["location"] = "mimizuku"
         if i % 2:
             o["rule"]["groups"] = ["mimizuku", "anomaly"]
         else:
@@ -205,7 +206,7 @@ BOUNDARY_DOCS = [
     _doc(4, "2026-03-02T00:30:00.000+0200"),     # 22:30 UTC the day before, 00:30 on its wall clock
     _doc(5, "2026-03-02T12:00:00.000+0000"),
     _doc(6, "2026-03-02T12:00:00.000+0000", rule={"id": "100900", "level": 10, "groups": ["mimizuku"],
-                                                  "description": "own"}),
+                                                  "description": "own"}, location="mimizuku"),
     _doc(7, "2026-03-03T23:00:00.000-0500"),     # 04:00 UTC on 03-04
     _doc(8, "2026-03-05T08:00:00.000+0000"),
     {"id": "1.9999", "rule": {"id": "1", "level": 1, "description": "no time"}, "agent": {"id": "000"},

@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 import pytest
 from fake_indexer import FakeIndexer, load_export
 
+from mimizuku.core.fields import own_event_query
 from mimizuku.sources.errors import ReadStats
 from mimizuku.sources.indexer import (
     IndexerAuthError,
@@ -36,6 +37,7 @@ def fleet():
     for i, a in enumerate(al[100:130]):
         o = json.loads(json.dumps(a))
         o["id"] = f"own.{i}"
+        o["location"] = "mimizuku"
         if i % 2:
             o["rule"]["groups"] = ["mimizuku", "anomaly"]
         else:
@@ -157,8 +159,7 @@ def test_day_window_uses_each_alerts_wall_clock_like_the_archives(fake, fleet, t
 def test_own_events_are_excluded_by_the_query_and_again_by_the_reader(fake, fleet):
     al, own = fleet
     body_q = _src(fake).build_query()
-    assert {"term": {"rule.groups": "mimizuku"}} in body_q["bool"]["must_not"]
-    assert {"term": {"data.integration": "mimizuku"}} in body_q["bool"]["must_not"]
+    assert own_event_query() in body_q["bool"]["must_not"]  # both marks, at our locations only
     raw = list(_src(fake, exclude_own=False))
     assert len(raw) == len(al) + len(own)  # the server no longer filters ...
     st = ReadStats()

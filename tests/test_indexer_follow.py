@@ -143,8 +143,8 @@ def test_first_start_without_bookmark_begins_now(fake, tmp_path):
 
 def test_the_plugins_own_events_never_come_back(fake, tmp_path):
     clock = Clock(T0 + 100)
-    fake.add([alert(1, T0), alert(2, T0 + 1, rule={"level": 10, "id": "100200", "groups": ["mimizuku"]}),
-              alert(3, T0 + 2, data={"integration": "mimizuku"}), alert(4, T0 + 3)])
+    fake.add([alert(1, T0), alert(2, T0 + 1, rule={"level": 10, "id": "100200", "groups": ["mimizuku"]}, location="mimizuku"),
+              alert(3, T0 + 2, data={"integration": "mimizuku"}, location="API-Webhook"), alert(4, T0 + 3)])
     f = follower(fake, tmp_path / "bm", clock, from_start=True)
     assert drain(f) == [1, 4]
 

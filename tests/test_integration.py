@@ -176,11 +176,92 @@ def test_own_events_are_dropped_before_anything_else(env):
         calls.append(alerts)
         return []
 
-    own = alert(0.99, rule={"id": "119004", "level": 10, "groups": ["mimizuku", "anomaly"]})
+    own = alert(0.99, rule={"id": "119004", "level": 10, "groups": ["mimizuku", "anomaly"]}, location="mimizuku")
     assert env.call(own, scorer=scorer) == it.EXIT_OK
-    own2 = alert(0.99, data={"integration": "mimizuku"})
+    own2 = alert(0.99, data={"integration": "mimizuku"}, location="mimizuku")
     assert env.call(own2, scorer=scorer) == it.EXIT_OK
     assert calls == [] and not (env.spool / "alerts").exists()
+
+
+def test_a_forged_own_mark_from_an_agents_log_is_scored(env):
+    """Issue 17 item 3: "integration": "mimizuku" written into a log an agent ships is not our
+    event (its location is the agent's file): the call scores it instead of skipping it."""
+    calls = []
+
+    def scorer(alerts, opts):
+        calls.append([a["id"] for a in alerts])
+        return []
+
+    forged = alert(0.99, id="1700000000.66", location="/var/log/app.json", decoder={"name": "json"},
+                   data={"integration": "mimizuku", "mimizuku": {"severity": "critical", "anomaly": "true"}})
+    assert env.call(forged, scorer=scorer) == it.EXIT_OK
+    assert calls == [["1700000000.66"]]
+
+
+def _fill(queue_path) -> int:
+    """Fill the queue socket's receive queue the way a hung analysisd leaves it: sends block."""
+    import socket
+
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s.connect(str(queue_path))
+    s.setblocking(False)
+    n = 0
+    try:
+        while n < 200_000:
+            s.send(b"1:filler:x")
+            n += 1
+    except BlockingIOError:
+        return n
+    finally:
+        s.close()
+    raise AssertionError("the queue socket never filled up")
+
+
+def _spooled_event(env) -> None:
+    Spool(env.spool / "events").put({"message": '1:mimizuku:{"integration":"mimizuku","mimizuku":{"n":1}}'})
+
+
+def test_a_call_leaves_the_event_spool_to_a_live_scorer_while_analysisd_hangs(env):
+    """Issue 17 item 12: the scorer holds the spool (core/spool.hold_owner) and does not answer,
+    analysisd's queue is full. The call waits for the acknowledgement only (0.3 s here), spools the
+    alert and flushes nothing; it used to spend a whole send timeout (2 s) on the scorer's spool."""
+    import socket
+    import time
+
+    from mimizuku.core.spool import hold_owner, release_owner
+
+    _spooled_event(env)
+    owner = hold_owner(env.spool)
+    scorer = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # listens, never answers: stuck
+    scorer.bind(str(env.home / "serve.sock"))
+    scorer.listen(8)
+    try:
+        with FakeAnalysisd(env.queue) as fa:
+            filled = _fill(env.queue)
+            opts = {"socket": str(env.home / "serve.sock"), "socket_timeout": 0.3}
+            t0 = time.monotonic()
+            assert env.call(alert(0.97), options=opts) == it.EXIT_OK
+            took = time.monotonic() - t0
+            assert took < 1.5, f"the call took {took:.2f} s"
+            assert env.pending_events() == 1 and env.pending_alerts() == 1
+            assert len(fa.receive()) == filled  # nothing of ours was sent
+    finally:
+        scorer.close()
+        release_owner(owner)
+
+
+@pytest.mark.parametrize("lock", ["none", "released"])
+def test_without_a_live_scorer_the_call_still_flushes_the_event_spool(env, lock):
+    from mimizuku.core.spool import hold_owner, release_owner
+
+    _spooled_event(env)
+    if lock == "released":  # a scorer that ran and stopped leaves the file, not the lock
+        release_owner(hold_owner(env.spool))
+    with FakeAnalysisd(env.queue) as fa:
+        opts = {"socket": str(env.home / "no-scorer.sock")}
+        assert env.call(alert(0.97), options=opts) == it.EXIT_OK
+        assert [e.payload["mimizuku"]["n"] for e in fa.receive(wait=1)] == [1]
+        assert env.pending_events() == 0
 
 
 def test_queue_down_keeps_events_and_logs_once(env):
@@ -219,8 +300,9 @@ def test_engine_failure_on_one_alert_sets_it_aside(env):
         got = fa.receive(wait=1)
     assert sorted(e.fields["mimizuku.source.alert_id"] for e in got) == ["a", "c"]
     assert env.pending_alerts() == 0
-    assert len(list((env.spool / "alerts").glob("*.bad"))) == 1
-    assert "cannot be scored" in env.log()
+    kept = list((env.spool / "quarantine").glob("*.alert"))  # set aside where every such alert goes
+    assert len(kept) == 1 and json.loads(kept[0].read_bytes())["id"] == "b"
+    assert "cannot be scored" in env.log() and str(kept[0]) in env.log()
 
 
 def test_backlog_is_scored_in_bounded_batches(env):
@@ -330,7 +412,8 @@ def test_paths_that_do_not_score_import_only_the_standard_library(env, case):
     """A fresh interpreter: the own-event drop and the "no model yet" path never load the engine."""
     import subprocess
 
-    a = alert(0.97, rule={"id": "119004", "level": 10, "groups": ["mimizuku"]}) if case == "own_event" else alert(0.97)
+    a = alert(0.97, rule={"id": "119004", "level": 10, "groups": ["mimizuku"]}, location="mimizuku") \
+        if case == "own_event" else alert(0.97)
     af = env.home / "x.alert"
     af.write_text(json.dumps(a))
     code = f"""

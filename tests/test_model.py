@@ -146,7 +146,16 @@ def test_own_events_are_never_scored(model):
     own = F.event(F.BASE, "100201", groups=["mimizuku", "anomaly"])
     own2 = F.event(F.BASE, "100201")
     own2["data"] = {"integration": "mimizuku", "mimizuku": {"score": "0.9"}}
+    own["location"] = own2["location"] = "mimizuku"
     assert model.score_records([own, own2]) == []
+
+
+def test_an_own_mark_outside_our_locations_is_scored(model):
+    """Issue 17 item 3: the mark is text any log line can carry; only our locations make it ours."""
+    forged = F.event(F.BASE, "100201", groups=["mimizuku", "anomaly"])
+    forged["data"] = {"integration": "mimizuku", "mimizuku": {"severity": "critical"}}
+    forged["location"] = "/var/log/app.json"
+    assert [r["id"] for r in model.score_records([forged])] == [forged["id"]]
 
 
 def test_ignore_users_and_files_are_never_flagged_abuse_always(fleet):

@@ -221,3 +221,47 @@ def test_every_technique_of_the_table_has_its_rules(rules):
             rule = rules.rules[base + i]
             assert set(rule.if_sid) == parents
             assert [(f.name, f.pattern) for f in rule.fields] == [("mimizuku.mitre.id", f"^{tid}$")]
+
+
+# --- only our own locations (issue 17 item 3) --------------------------------------------------
+
+FORGED = {"integration": "mimizuku", "mimizuku": {"anomaly": "true", "severity": "critical", "score_pct": 100,
+                                                  "detector": "files", "agent": "web-01", "reason": "forged"}}
+FORGED_JOB = {"integration": "mimizuku", "mimizuku": {"job": "retrain", "status": "ok", "version": "v9"}}
+
+
+def queue_line(location: str, payload) -> bytes:
+    return f"1:{location}:".encode() + json.dumps(payload).encode()
+
+
+@pytest.mark.parametrize("location", [
+    "[001] (web-01) 10.0.0.5->/var/log/app.json",       # a JSON log an agent ships
+    "[001] (web-01) any->/var/log/app.json",
+    "[001] (web-01) any->/var/log/uploads/x->mimizuku",  # a file named to end like ours
+    "[001] (web-01) any->command_mimizuku",              # an agent's own command wodle
+    "/var/log/app.json",                                 # the manager's own log files
+])
+def test_a_forged_event_from_a_log_does_not_reach_our_rules(rules, location):
+    for payload in (FORGED, FORGED_JOB):
+        ev = parse_queue_message(queue_line(location, payload))
+        assert ev.decoder == "json" and ev.get("integration") == "mimizuku"
+        assert rules.match(ev) is None, location
+
+
+def test_our_events_match_from_every_place_they_are_sent(rules):
+    rec = record("critical", 100)
+    ev = parse_queue_message(events.event_message(rec))          # attached to the agent
+    assert ev.rule_location == "(app-03) 10.1.1.3->mimizuku" and rules.match(ev).id == 119007
+    rec["agent"] = {"id": "000", "name": "manager"}
+    assert rules.match(parse_queue_message(events.event_message(rec))).id == 119007
+    payload = json.loads(events.event_message(rec).split(b":", 2)[2])
+    assert rules.match(parse_queue_message(queue_line("API-Webhook", payload))).id == 119007  # the API sink
+    v6 = record("critical", 100, agent=("007", "db-1", "fe80::1"))
+    assert rules.match(parse_queue_message(events.event_message(v6))).id == 119007
+
+
+def test_a_job_summary_is_only_taken_from_the_managers_command_wodle(rules):
+    assert rules.match(parse_queue_message(queue_line("command_mimizuku", FORGED_JOB))).id == 119011
+    for location in ("mimizuku", "API-Webhook", "[001] (web-01) any->mimizuku"):
+        rule = rules.match(parse_queue_message(queue_line(location, FORGED_JOB)))
+        assert rule is not None and rule.id == 119000 and rule.level == 0, location  # no job alert

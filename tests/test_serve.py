@@ -98,7 +98,7 @@ def test_bad_requests_get_errors_and_do_not_stop_the_daemon(scratch):
         s.sendall(b"garbage\n[1,2]\n{\"op\": \"score\"}\n{\"id\": {\"x\": 1}, \"op\": \"score\"}\n"
                   b"{\"id\": \"u\", \"op\": \"explode\"}\n{\"id\": \"n\", \"op\": \"score\", \"alert\": {\"no\": \"rule\"}}\n"
                   b"\xff\xfe\x00\n{\"id\": \"own\", \"op\": \"score\", \"alert\": {\"rule\": {\"id\": \"119004\", "
-                  b"\"groups\": [\"mimizuku\"]}}}\n")
+                  b"\"groups\": [\"mimizuku\"]}, \"location\": \"mimizuku\"}}\n")
         ans = read_answers(s, 8)
         assert [a["ok"] for a in ans] == [False] * 6 + [False, True]
         assert [a.get("code") for a in ans[:6]] == ["bad_request"] * 5 + ["bad_alert"]

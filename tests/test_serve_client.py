@@ -52,7 +52,7 @@ def test_daemon_up_each_call_acknowledged(env):
         bad = itd.send('{"not": "an alert"}')
         assert bad.returncode == 3
         own = itd.send({"rule": {"id": "119004", "level": 10, "groups": ["mimizuku", "anomaly"]},
-                        "id": "own.1", "data": {"integration": "mimizuku"}})
+                        "id": "own.1", "data": {"integration": "mimizuku"}, "location": "mimizuku"})
         assert own.returncode == 0 and len(env.col.events) == 8
     finally:
         d.stop()

@@ -45,6 +45,7 @@ class QueueEvent:
     queue: str
     location: str                 # as in the resulting alert (the tag for agent events)
     full_location: str            # unescaped location string as received
+    rule_location: str            # what <location> is matched against: "[<id>] " removed
     agent_id: str
     agent_name: Optional[str]
     agent_ip: Optional[str]
@@ -147,18 +148,20 @@ def parse_queue_message(data: bytes) -> QueueEvent:
     full_location = unescape(rest[:colon])
     log = rest[colon + 1:]
     agent_id, name, ip, loc = "000", None, None, full_location
+    rule_location = full_location
     if full_location.startswith("["):
         close = full_location.find("]")
         if close < 0:
             raise ValueError("agent location without ']'")
         agent_id = full_location[1:close]
         after = full_location[close + 2:] if len(full_location) > close + 1 else ""
+        rule_location = after  # OS_CleanMSG: lf->location = what follows "] "
         m = re.match(r"\((.*?)\) (.*?)->(.*)$", after, re.S)
         if not m:
             raise ValueError(f"agent location not '(name) ip->tag': {after!r}")
         name, ip, loc = m.group(1), m.group(2), m.group(3)
-    ev = QueueEvent(raw=data, queue=queue, location=loc, full_location=full_location, agent_id=agent_id,
-                    agent_name=name, agent_ip=ip, log=log)
+    ev = QueueEvent(raw=data, queue=queue, location=loc, full_location=full_location,
+                    rule_location=rule_location, agent_id=agent_id, agent_name=name, agent_ip=ip, log=log)
     if re.match(r'\{\s*"', log):
         try:
             payload = json.loads(log)
@@ -390,7 +393,8 @@ class Ruleset:
             elif tag in ("field", "location"):
                 attrs = dict(child.attrib)
                 name = attrs.pop("name", None)
-                kind = attrs.pop("type", "osregex")
+                # rules.c: <field> defaults to OS_Regex, <location> to OS_Match
+                kind = attrs.pop("type", "osregex" if tag == "field" else "osmatch")
                 negate = attrs.pop("negate", "no")
                 if tag == "field" and not name:
                     raise RulesError(f"rule {rid}: <field> without name")
@@ -428,7 +432,9 @@ class Ruleset:
         if rule.decoded_as is not None and ev.decoder != rule.decoded_as:
             return False
         if rule.location is not None:
-            if rule.location.negate == regex_match(rule.location.pattern, rule.location.type, ev.location):
+            # rules.c matches lf->location: "(<agent>) <ip>-><tag>" for an agent's event, the
+            # plain string for the manager's own (cleanevent.c), not the alert's "location"
+            if rule.location.negate == regex_match(rule.location.pattern, rule.location.type, ev.rule_location):
                 return False
         for cond in rule.fields:
             value = ev.get(cond.name)

@@ -13,6 +13,12 @@ from typing import Any, Dict, List, Optional, Tuple
 
 #: The rule group and ``data.integration`` value that mark the plugin's own events.
 OWN_NAME = "mimizuku"
+#: The alert ``location`` of every event the plugin injects, and only of those (issue 17 item 3):
+#: the queue socket's ``1:mimizuku:`` (also ``[<id>] (<agent>) <ip>->mimizuku``: the alert keeps
+#: what follows ``->``), the manager API's ``POST /events`` (``API-Webhook``, set by the manager)
+#: and the nightly job's command wodle (``command_<tag>``). A JSON line an agent ships has its
+#: file's path there, so writing ``"integration": "mimizuku"`` into a log does not make it ours.
+OWN_LOCATIONS = frozenset({OWN_NAME, "API-Webhook", "command_" + OWN_NAME})
 
 FIM_RULES = frozenset({"550", "553", "554"})
 COMMAND_RULES = frozenset({"80792"})
@@ -54,11 +60,23 @@ def is_alert(a: Any) -> bool:
 
 
 def is_own_event(a: Dict[str, Any]) -> bool:
-    """True for events the plugin itself injected (feedback loop guard)."""
+    """True for events the plugin itself injected (feedback loop guard): marked as ours (rule
+    group or ``data.integration``) AND at one of :data:`OWN_LOCATIONS`. The mark alone is text
+    anyone can log; such an alert is scored like any other instead of being skipped unseen."""
+    if location(a) not in OWN_LOCATIONS:
+        return False
     groups = _get(a, "rule", "groups")
     if isinstance(groups, list) and OWN_NAME in groups:
         return True
     return _get(a, "data", "integration") == OWN_NAME
+
+
+def own_event_query() -> Dict[str, Any]:
+    """:func:`is_own_event` as an indexer (OpenSearch) query clause, for a ``must_not``: the
+    server leaves out what the reader would drop, and nothing more."""
+    marked = {"bool": {"should": [{"term": {"rule.groups": OWN_NAME}}, {"term": {"data.integration": OWN_NAME}}],
+                       "minimum_should_match": 1}}
+    return {"bool": {"filter": [{"terms": {"location": sorted(OWN_LOCATIONS)}}, marked]}}
 
 
 def alert_id(a: Dict[str, Any]) -> Optional[str]:

@@ -7,6 +7,7 @@ times). Standard library only: the integration client uses it.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import secrets
@@ -17,6 +18,8 @@ from typing import Any, Callable, Iterator, Optional, Tuple
 from mimizuku.core.atomic import write_all
 
 _SUFFIX = ".json"
+#: held (``flock``, exclusive) in the spool root by the resident scorer for as long as it runs
+OWNER_LOCK = "owner.lock"
 _MISSING = object()
 #: what ``Spool.load`` returns for an item that is gone or unreadable
 MISSING = _MISSING
@@ -130,3 +133,53 @@ class Spool:
             self.ack(p)
             n += 1
         return n, None
+
+
+# --- who owns a spool ------------------------------------------------------------------------------
+# The resident scorer drains ``<spool>/alerts`` and ``<spool>/events`` itself. An integratord call
+# that flushed the event spool too would only compete with it, and while analysisd hangs each of
+# its sends waits out its timeout: integratord, one call at a time, would crawl. So the scorer
+# holds an exclusive flock on ``<spool>/owner.lock`` while it runs (the kernel drops it when the
+# process ends, however it ends) and a call probes it without waiting.
+
+def hold_owner(spool_root: "os.PathLike[str] | str") -> Optional[int]:
+    """Take ownership of ``spool_root``: the descriptor holding the lock (keep it open while
+    running; :func:`release_owner` or the end of the process lets go), or None when another live
+    process holds it. Raises ``SpoolError`` when the lock file cannot be made."""
+    root = Path(spool_root)
+    try:
+        root.mkdir(parents=True, exist_ok=True, mode=0o750)
+        # 0644: empty, and the call (user wazuh) must be able to open it to probe a root scorer's lock
+        fd = os.open(root / OWNER_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    except OSError as e:
+        raise SpoolError(f"cannot create {root / OWNER_LOCK}: {e.strerror or e}") from e
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def release_owner(fd: Optional[int]) -> None:
+    if fd is not None:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def owner_alive(spool_root: "os.PathLike[str] | str") -> bool:
+    """True while a live process (the resident scorer) holds ``spool_root``'s owner lock. Never
+    waits and never creates anything: no lock file, or one nobody holds, is False."""
+    try:
+        fd = os.open(Path(spool_root) / OWNER_LOCK, os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # also lets go of the shared lock just taken
+    return False

@@ -54,8 +54,12 @@ class QueueSink:
 
     def __init__(self, socket_path: "os.PathLike[str] | str", spool_dir: "os.PathLike[str] | str", *,
                  log: Optional[LogFn] = None, send_timeout: float = DEFAULT_SEND_TIMEOUT,
-                 max_items: int = 1_000_000):
+                 max_items: int = 1_000_000, drain_spool: bool = True):
+        """``drain_spool=False``: the spool belongs to another sender (the resident scorer, which
+        drains it): :meth:`flush` sends nothing, and :meth:`send` keeps a new event behind the
+        waiting ones instead of sending those first."""
         self.socket_path = str(socket_path)
+        self.drain_spool = drain_spool
         self.spool = Spool(spool_dir, max_items=max_items)
         self.log = log if log is not None else no_log
         self.send_timeout = send_timeout
@@ -138,6 +142,8 @@ class QueueSink:
         ``*.toobig`` (kept for inspection) so they cannot block the ones behind them.
         """
         n = 0
+        if not self.drain_spool:
+            return 0
         try:
             if not self.spool.paths():
                 return 0

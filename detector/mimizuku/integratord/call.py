@@ -28,14 +28,20 @@ Exit codes (integratord logs any non-zero one as "Exit status was: N" in ossec.l
 ==  ======================================================================================
 0   done, or nothing to do, or the work was kept for later (timeout, no model trained yet,
     queue down: everything is in the spool)
-1   unexpected internal error (the alert is in the spool if step 3 was reached)
+1   unexpected internal error outside the handling of one alert (the alert is in the spool)
 2   bad arguments or an unreadable/invalid options file (the alert is kept in the spool)
 3   the alert file is missing, unreadable or not a Wazuh alert (a copy is kept in
     ``<spool>/rejected`` when there was anything to keep)
 4   the model cannot be used (tampered, unsafe permissions, incompatible); alerts are kept
 5   the alert could neither be scored nor kept (spool not writable or full): data was lost
 6   the engine cannot be imported (broken virtualenv); alerts are kept
+7   handling this alert failed unexpectedly: it was set aside, byte for byte, in
+    ``<spool>/quarantine`` (:mod:`mimizuku.core.quarantine`) and one line says where and why
 ==  ======================================================================================
+
+Any unexpected exception while one alert is handled is contained that way (issue 17 item 4): the
+call's own alert before it is spooled, and in the spool drain each item the spool cannot decode
+or the engine cannot score (also when it is not this call's), so no alert can stop the next calls.
 
 Standard library only at import time.
 """
@@ -53,8 +59,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
+from mimizuku.core import quarantine
 from mimizuku.core.fields import is_alert, is_own_event
-from mimizuku.core.spool import Spool, SpoolError
+from mimizuku.core.spool import MISSING, Spool, SpoolError, owner_alive
 from mimizuku.core.text import printable
 from mimizuku.delivery import events
 from mimizuku.delivery.failure_notice import FailureNotice
@@ -80,9 +87,16 @@ EXIT_BAD_ALERT = 3
 EXIT_MODEL = 4
 EXIT_LOST = 5
 EXIT_ENGINE = 6
+EXIT_QUARANTINED = 7
+
+#: where alerts whose handling failed are set aside (under the spool directory)
+QUARANTINE_DIR = "quarantine"
 
 #: integratord skips alert lines over 64 KiB; anything far larger is not an alert from it.
 MAX_ALERT_BYTES = 8 * 1024 * 1024
+
+
+_SKIP = object()
 
 
 class DeadlineExceeded(BaseException):
@@ -315,6 +329,38 @@ class _Call:
         self.log = log
         self.deadline = deadline
         self.in_process = in_process
+        self.spool_dir = Options.defaults(home).spool_dir  # the options' once they are read
+        self.own_spooled: Optional[Path] = None  # this call's alert in the spool, once it is there
+        self.own_set_aside = False
+
+    def set_aside(self, payload: bytes, what: str, reason: str) -> Optional[Path]:
+        """Keep ``payload`` in the quarantine with one log line saying where and why; None (also
+        said in one line) when even that is impossible."""
+        try:
+            path = quarantine.set_aside(self.spool_dir / QUARANTINE_DIR, payload, reason)
+        except quarantine.QuarantineFull as e:
+            self.log("error", f"{what} could not be handled ({reason}) nor set aside: {e}")
+            return None
+        self.log("error", f"{what} could not be handled ({reason}); set aside as {path}")
+        return path
+
+    def contain(self, exc: BaseException) -> int:
+        """The last resort: an unexpected exception ended the call. The alert is set aside unless
+        it is already safe in the spool (then the failure was not this alert's)."""
+        reason = f"{type(exc).__name__}: {printable(exc, 300)}"
+        if self.own_spooled is not None and self.own_spooled.exists():
+            self.log("error", f"internal error: {reason}; the alert is kept in {self.own_spooled.parent}")
+            return EXIT_INTERNAL
+        try:
+            with open(self.inv.alert_file, "rb") as f:
+                raw = f.read(MAX_ALERT_BYTES + 1)
+        except OSError as e:
+            self.log("error", f"internal error: {reason}; alert file {self.inv.alert_file} lost: "
+                              f"{e.strerror or e}")
+            return EXIT_LOST
+        if self.set_aside(raw, f"alert file {self.inv.alert_file}", reason) is None:
+            return EXIT_LOST
+        return EXIT_QUARANTINED
 
     def keep_rejected(self, spool_dir: Path, reason: str, text: str) -> None:
         try:
@@ -352,6 +398,7 @@ class _Call:
             return EXIT_USAGE
         FailureNotice(defaults.spool_dir, "options", log).recovered("options of the mimizuku integration are valid again")
         log.path = opts.log_file
+        self.spool_dir = opts.spool_dir
         if opts.socket is not None:
             outcome = self.resident(opts, text)
             if outcome == client.ACKED:
@@ -360,14 +407,17 @@ class _Call:
         alerts = Spool(opts.spool_dir / "alerts", max_items=opts.max_spool)
         spooled = True
         try:
-            alerts.put(alert)
+            self.own_spooled = alerts.put(alert)
             FailureNotice(opts.spool_dir, "alert-spool", log).recovered(f"alert spool {alerts.directory} writable again")
         except SpoolError as e:
             spooled = False
             FailureNotice(opts.spool_dir, "alert-spool", log).failing(
                 "spool", f"{e}; alerts are scored without a safety copy and lost if that fails")
 
-        with QueueSink(opts.queue, opts.spool_dir / "events", log=log) as sink:
+        # A live resident scorer owns the event spool and sends it itself: flushing it here too
+        # costs a send timeout per call while analysisd hangs, for nothing (issue 17 item 12).
+        scorer_owns = owner_alive(opts.spool_dir)
+        with QueueSink(opts.queue, opts.spool_dir / "events", log=log, drain_spool=not scorer_owns) as sink:
             sink.flush(self.deadline.soft_at)
             if not spooled:
                 status, code = self._score_and_send([alert], opts, sink)
@@ -382,7 +432,8 @@ class _Call:
                 if not mine:
                     log.debug("another process is draining the alert spool; alert left there")
                     return EXIT_OK
-                return self._drain(alerts, opts, sink)
+                code = self._drain(alerts, opts, sink)
+                return EXIT_QUARANTINED if code == EXIT_OK and self.own_set_aside else code
 
     def resident(self, opts: Options, text: str) -> str:
         """Hand the alert to the resident scorer (unless the fast path already tried): outcome."""
@@ -412,8 +463,10 @@ class _Call:
         last_cost = 0.0
         while True:
             items = []
-            for p, obj in alerts.items():
-                items.append((p, obj))
+            for p in alerts.paths():
+                obj = self._load(p)
+                if obj is not _SKIP:
+                    items.append((p, obj))
                 if len(items) >= opts.max_batch:
                     break
             if not items:
@@ -422,7 +475,11 @@ class _Call:
             if batches and (self.deadline.passed() or self.deadline.remaining() < 1.5 * last_cost):
                 return EXIT_OK
             t0 = time.monotonic()
-            status, code = self._score_and_send([obj for _, obj in items], opts, sink)
+            try:
+                status, code = self._score_and_send([obj for _, obj in items], opts, sink)
+            except Exception as e:  # not the engine's (that is "split" already): find the alert
+                self.log("error", f"handling {len(items)} alert(s) failed: {type(e).__name__}: {printable(e, 300)}")
+                status, code = "split", EXIT_INTERNAL
             if status == "split":
                 status, code = self._one_by_one(items, opts, sink)
             if status == "done":
@@ -435,17 +492,55 @@ class _Call:
             self.log.debug(f"scored {len(items)} alert(s) in {last_cost:.2f}s; {sink.sent} event(s) sent, "
                            f"{sink.spooled} kept for later")
 
+    def _load(self, path: Path) -> Any:
+        """One spooled alert, or ``_SKIP``: gone (another consumer), unreadable (moved aside as
+        ``*.bad`` by the spool), or one the decoder cannot take (a RecursionError on a deep
+        alert): that one is quarantined, else it would stop every later drain."""
+        try:
+            obj = Spool.load(path)
+        except Exception as e:
+            self._quarantine_item(path, f"cannot be decoded: {type(e).__name__}: {printable(e, 200)}")
+            return _SKIP
+        return _SKIP if obj is MISSING else obj
+
+    def _quarantine_item(self, path: Path, reason: str) -> None:
+        """Move a spooled alert into the quarantine (left as ``*.bad`` when even that fails)."""
+        mine = self.own_spooled is not None and path == self.own_spooled
+        raw = b""
+        # this call's alert as integratord wrote it (its file is still there), else the spooled copy
+        for source in ([self.inv.alert_file] if mine else []) + [str(path)]:
+            try:
+                with open(source, "rb") as f:
+                    raw = f.read(MAX_ALERT_BYTES + 1)
+                break
+            except OSError as e:
+                if source == str(path):
+                    if isinstance(e, FileNotFoundError):
+                        return  # another consumer took it
+                    reason = f"{reason}; unreadable: {e.strerror or e}"
+        what = "this call's alert" if mine else f"spooled alert {path.name}"
+        if raw and self.set_aside(raw, what, reason) is not None:
+            Spool.ack(path)
+        else:
+            try:
+                os.rename(path, path.with_suffix(".bad"))
+            except OSError:
+                pass
+            self.log("error", f"{what} kept aside as {path.with_suffix('.bad')}")
+        self.own_set_aside = self.own_set_aside or mine
+
     def _one_by_one(self, items, opts: Options, sink: QueueSink) -> Tuple[str, int]:
-        """The engine failed on a batch: score alone each alert, set aside those it cannot take."""
+        """Handling a batch failed: handle alone each alert, set aside those that fail alone."""
         for p, obj in items:
-            status, code = self._score_and_send([obj], opts, sink)
-            if status == "split":
-                self.log("error", f"alert {obj.get('id') if isinstance(obj, dict) else '?'} cannot be scored; "
-                                  f"kept aside as {p.with_suffix('.bad')}")
-                try:
-                    os.rename(p, p.with_suffix(".bad"))
-                except OSError:
-                    pass
+            try:
+                status, code = self._score_and_send([obj], opts, sink)
+            except Exception as e:
+                status, code = "failed", EXIT_INTERNAL
+                reason = f"{type(e).__name__}: {printable(e, 200)}"
+            else:
+                reason = "it cannot be scored: the engine fails on it alone"
+            if status in ("split", "failed"):
+                self._quarantine_item(p, reason)
             elif status == "done":
                 Spool.ack(p)
             else:
@@ -530,14 +625,19 @@ def run(argv: Sequence[str], *, home: Optional[Path] = None, in_process: Optiona
     deadline = Deadline(inv.timeout, start)
     if arm_watchdog:
         deadline.arm()
+    this = _Call(inv, home, log, deadline, in_process, resident)
     try:
-        return _Call(inv, home, log, deadline, in_process, resident).run()
+        return this.run()
     except DeadlineExceeded:
         log("warning", "timeout reached; pending alerts stay in the spool")
         return EXIT_OK
-    except Exception as e:  # last resort: say what happened, in one line
-        log("error", f"internal error: {type(e).__name__}: {e}")
-        return EXIT_INTERNAL
+    except Exception as e:  # last resort: the alert is set aside, said in one line
+        try:
+            return this.contain(e)
+        except Exception as again:  # pragma: no cover - the log itself failing, say so once
+            log("error", f"internal error: {type(e).__name__}; and setting the alert aside failed: "
+                         f"{type(again).__name__}")
+            return EXIT_INTERNAL
     finally:
         deadline.disarm()
 

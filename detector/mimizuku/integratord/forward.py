@@ -106,8 +106,8 @@ def forward(argv):
         if sock is None:
             return None
         raw = _read_capped(alert_file, MAX_ALERT_BYTES)
-    except (OSError, ValueError, UnicodeError):
-        return None  # the full path reports it properly
+    except Exception:  # noqa: BLE001 - e.g. RecursionError on a deep options file
+        return None  # the full path reports it properly (and sets the alert aside if it must)
     if raw is None:
         return None
     raw = raw.strip()

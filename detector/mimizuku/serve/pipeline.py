@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Deque, Dict, List, Optional, Tuple
 
 from mimizuku.core.alert_identity import alert_key
-from mimizuku.core.spool import Spool, SpoolError
+from mimizuku.core.spool import OWNER_LOCK, Spool, SpoolError, hold_owner, release_owner
 from mimizuku.core.text import printable
 from mimizuku.delivery import events
 from mimizuku.delivery.flood import FloodControl
@@ -99,6 +99,8 @@ class Scorer:
         self.handled = HandledIds(cfg.state_dir / JOURNAL_NAME, cfg.dedupe_window)
         self.rejected = Spool(cfg.spool_dir / "rejected", max_items=10_000)
         self.sink = make_event_sink(cfg, server.logfn)
+        # while this runs, integratord calls leave the spool to it (core/spool.py: owner_alive)
+        self.spool_owner = hold_spool_owner(cfg.spool_dir, server)
         self.carried_state: Optional[bool] = None
         self.hold = threading.Event()   # tests: set to make the scorer stall (a slow daemon)
         self.fingerprint: Any = None
@@ -226,6 +228,8 @@ class Scorer:
         finally:
             self.sink.close()
             self.handled.close()
+            release_owner(self.spool_owner)
+            self.spool_owner = None
 
     # -- one batch ------------------------------------------------------------------------------
     def process(self, batch: List[WorkItem]) -> None:
@@ -315,6 +319,19 @@ class Scorer:
                 self.server.error(f"event for alert {printable(rec.get('id'), 80)} can neither be sent nor kept: {e}")
                 ok = False
         return ok
+
+
+def hold_spool_owner(spool_dir: Any, server: Any) -> Optional[int]:
+    """The spool's owner lock (:func:`mimizuku.core.spool.hold_owner`), or None, said, when it
+    cannot be had: the scorer still works, calls then flush the event spool as without it."""
+    try:
+        fd = hold_owner(spool_dir)
+    except SpoolError as e:
+        server.error(f"{e}; integratord calls will flush the event spool themselves")
+        return None
+    if fd is None:
+        server.error(f"another process holds {spool_dir}/{OWNER_LOCK}: is a second scorer using this spool?")
+    return fd
 
 
 def make_event_sink(cfg: ServeConfig, logfn: Any) -> Any:

@@ -20,7 +20,8 @@ How it reads (see ``docs/indexer.md``):
   behind the cursor during the read is not in this read).
 * The query is ``bool``: ``filter`` = the time window (``range`` on ``timestamp`` in epoch
   milliseconds) and the user's query (JSON query DSL), ``must_not`` = the plugin's own events
-  (``rule.groups: mimizuku``, ``data.integration: mimizuku``); the reader drops own events again.
+  (``rule.groups: mimizuku`` or ``data.integration: mimizuku``, at one of the locations only the
+  plugin's events have: ``core.fields.own_event_query``); the reader drops own events again.
 * HTTP: one ``requests.Session``; connection errors, read timeouts, 429 and 5xx are retried with
   exponential backoff (urllib3 ``Retry``), a 429/503 ``Retry-After`` is honoured up to
   ``max_retry_after`` seconds. TLS is verified by default (``ca_bundle`` for a private CA).
@@ -53,7 +54,7 @@ from datetime import datetime, timezone
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from mimizuku.core.fields import OWN_NAME
+from mimizuku.core.fields import own_event_query
 from mimizuku.sources.errors import AlertSourceError
 
 __all__ = [
@@ -419,7 +420,7 @@ class IndexerSource:
             filters.append(extra)
         b: Dict[str, Any] = {"filter": filters}
         if cfg.exclude_own:
-            b["must_not"] = [{"term": {"rule.groups": OWN_NAME}}, {"term": {"data.integration": OWN_NAME}}]
+            b["must_not"] = [own_event_query()]
         return {"bool": b}
 
     # -- point in time ------------------------------------------------------------------------------

@@ -56,6 +56,7 @@ class RuleDef:
     if_sid: List[int] = field(default_factory=list)
     decoded_as: Optional[str] = None
     fields: List[Tuple[str, "re.Pattern[str]", bool]] = field(default_factory=list)
+    location: Optional[Tuple["re.Pattern[str]", bool]] = None
     evaluable: bool = True          # False: uses conditions this module does not emulate
     children: List["RuleDef"] = field(default_factory=list)
 
@@ -88,6 +89,43 @@ def os_regex(pattern: str) -> "re.Pattern[str]":
     return re.compile("".join(out))
 
 
+def os_match(pattern: str) -> "re.Pattern[str]":
+    """Translate an OS_Match pattern (``<location>``'s default type) to ``re``: alternatives split
+    at ``|``, each a literal text, anchored by a leading ``^`` and/or a trailing ``$``; case
+    never matters (os_match_compile.c). A leading ``!`` (negation) raises ValueError."""
+    if pattern.startswith("!"):
+        raise ValueError("negated OS_Match pattern")
+    alternatives = []
+    for part in pattern.split("|"):
+        head, body, tail = "", part, ""
+        if body.startswith("^"):
+            head, body = "^", body[1:]
+        if body.endswith("$"):
+            tail, body = "$", body[:-1]
+        alternatives.append(f"{head}{re.escape(body)}{tail}")
+    return re.compile("|".join(alternatives), re.IGNORECASE)
+
+
+def _condition(kind: str, value: str) -> "re.Pattern[str]":
+    """A rule condition's pattern as ``re``; ValueError for a type this module does not emulate."""
+    if kind == "osregex":
+        return os_regex(value)
+    if kind == "osmatch":
+        return os_match(value)
+    if kind == "pcre2":
+        return re.compile(value)  # the PCRE2 our file uses ((?:), classes, anchors) is also re's
+    raise ValueError(kind)
+
+
+def rule_location(location: str) -> str:
+    """What analysisd matches ``<location>`` against for a message sent with ``location``: an
+    agent's ``[<id>] (<name>) <ip>-><tag>`` loses its ``[<id>] `` (cleanevent.c ``OS_CleanMSG``)."""
+    if location.startswith("["):
+        close = location.find("]")
+        return location[close + 2:] if close >= 0 else location
+    return location
+
+
 def parse_rules(path: "os.PathLike[str] | str") -> Dict[int, RuleDef]:
     """The rules of one Wazuh rules file, by id, children linked (file order kept)."""
     try:
@@ -115,16 +153,19 @@ def parse_rules(path: "os.PathLike[str] | str") -> Dict[int, RuleDef]:
                 rule.if_sid = [int(x) for x in re.split(r"[\s,]+", value) if x.isdigit()]
             elif tag == "decoded_as":
                 rule.decoded_as = value
-            elif tag == "field":
-                kind = child.attrib.get("type", "osregex")
+            elif tag in ("field", "location"):
+                # rules.c: <field> is OS_Regex unless told, <location> OS_Match
+                kind = child.attrib.get("type", "osregex" if tag == "field" else "osmatch")
                 try:
-                    if kind != "osregex":
-                        raise ValueError(kind)
-                    rx = os_regex(value)
+                    rx = _condition(kind, value)
                 except (ValueError, re.error):
                     rule.evaluable = False
                     continue
-                rule.fields.append((child.attrib.get("name", ""), rx, child.attrib.get("negate") == "yes"))
+                negate = child.attrib.get("negate") == "yes"
+                if tag == "location":
+                    rule.location = (rx, negate)
+                else:
+                    rule.fields.append((child.attrib.get("name", ""), rx, negate))
             elif tag in ("description", "options", "group", "mitre"):
                 pass
             else:
@@ -165,9 +206,13 @@ def flatten(payload: Dict[str, Any]) -> Dict[str, str]:
     return out
 
 
-def _matches(rule: RuleDef, decoded: Dict[str, str]) -> bool:
+def _matches(rule: RuleDef, decoded: Dict[str, str], location: str) -> bool:
     if rule.decoded_as is not None and rule.decoded_as != "json":
         return False
+    if rule.location is not None:
+        rx, negate = rule.location
+        if bool(rx.search(rule_location(location))) == negate:
+            return False
     for name, rx, negate in rule.fields:
         value = decoded.get(name)
         if value is None:
@@ -182,8 +227,9 @@ def _ordered(rules: Sequence[RuleDef]) -> List[RuleDef]:
     return sorted(rules, key=lambda r: (-(99 if r.level == 0 else r.level), r.index))
 
 
-def expected_chain(rules: Dict[int, RuleDef], payload: Dict[str, Any]) -> Optional[List[RuleDef]]:
-    """Root-to-leaf rules a JSON event should pass through; the last one fires. None: not knowable."""
+def expected_chain(rules: Dict[int, RuleDef], payload: Dict[str, Any], location: str) -> Optional[List[RuleDef]]:
+    """Root-to-leaf rules a JSON event sent with ``location`` should pass through; the last one
+    fires. None: not knowable."""
     decoded = flatten(payload)
     level = _ordered([r for r in rules.values() if not r.if_sid])
     chain: List[RuleDef] = []
@@ -191,7 +237,7 @@ def expected_chain(rules: Dict[int, RuleDef], payload: Dict[str, Any]) -> Option
         for rule in level:
             if not rule.evaluable:
                 return None
-            if _matches(rule, decoded):
+            if _matches(rule, decoded, location):
                 chain.append(rule)
                 level = _ordered(rule.children)
                 break
@@ -283,7 +329,7 @@ def run_check(api: Any, rules: Dict[int, RuleDef], sample_list: Optional[List[Sa
     token: Optional[str] = None
     try:
         for s in sample_list:
-            chain = expected_chain(rules, s.payload)
+            chain = expected_chain(rules, s.payload, s.location)
             expected = chain[-1] if chain else None
             if chain:
                 reached.update(r.id for r in chain)
