@@ -20,6 +20,13 @@ filled) with plain values, exactly the attributes the class's ``__getstate__`` g
 Anything else - an unknown tag, a class not in the map, an attribute name that is not a plain
 identifier, a reference to nothing - is a ``PlainStateError`` naming it.
 
+Why not skops (scikit-learn's secure persistence): no scikit-learn object is stored at all (the
+detectors keep the fitted LocalOutlierFactor's arrays, not the estimator; DBSCAN is not kept), so
+what skops adds - reducers for scikit-learn's internals - would not be used, while our own classes
+would still have to be trusted one by one, as here. A JSON tree and an ``.npz`` need no new
+dependency, are readable with ``json`` and ``numpy`` alone, and load in about the time the
+pickles did (``bench/model_load.py``).
+
 Standard library and numpy only (numpy imported when used).
 """
 from __future__ import annotations
