@@ -173,6 +173,17 @@ def test_the_codec_refuses_what_it_cannot_write_as_plain_data():
     assert load_state(doc, arrays, {}) == {("a", 1): [1.5, float("inf")], "s": frozenset({"x"})}
 
 
+def test_shared_values_come_back_where_they_were():
+    """Tuples, frozensets and instances met twice are written once and referred to after: every
+    reference must come back to the object it named (keys and values of a mapping included)."""
+    a, b, c = ("a", ("x",)), ("b",), frozenset({("x",), "y"})
+    value = {a: b, b: a, ("k",): c, ("l",): [c, b, a], "nested": {a: {b: c}}}
+    doc, arrays = dump_state(value, {})
+    back = load_state(doc, arrays, {})
+    assert back == value
+    assert back[("l",)][0] is back[("k",)] and back[("l",)][2] is back[b]
+
+
 def test_a_signed_publication_of_a_crafted_model_runs_nothing_on_a_node(tmp_path, model):
     """The audit's case: the key holder (or the trainer's attacker) publishes a crafted model,
     signed; a node syncs it (every file matches the signed manifest) and refuses to load it."""

@@ -153,7 +153,8 @@ class _Decoder:
             for pair in body:
                 if type(pair) is not list or len(pair) != 2:
                     raise self.bad("a mapping entry is not a [key, value] pair")
-                out[self.dec(pair[0])] = self.dec(pair[1])
+                key = self.dec(pair[0])   # before the value, as written: references count in order
+                out[key] = self.dec(pair[1])
             return out
         if tag in ("T", "FS") and type(body) is list:
             at = len(self.table)
