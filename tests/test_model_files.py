@@ -12,14 +12,18 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import pickle
 
 import alert_factory as F
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pickled_model import pickle_model
 
 from mimizuku import Mimizuku
+from mimizuku.engine.detectors.files import FileIntegrityDetector
 from mimizuku.store import publication as ms
 from mimizuku.store.model_dir import (
     FORMAT_VERSION,
@@ -184,6 +188,38 @@ def test_shared_values_come_back_where_they_were():
     assert back[("l",)][0] is back[("k",)] and back[("l",)][2] is back[b]
 
 
+_hashable = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=5)
+                         | st.floats(allow_nan=False),
+                         lambda inner: st.tuples(inner, inner) | st.frozensets(inner, max_size=3), max_leaves=8)
+_values = st.recursive(_hashable | st.floats(),
+                       lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_hashable, inner, max_size=3)
+                       | st.dictionaries(st.text(max_size=4), inner, max_size=3) | st.sets(_hashable, max_size=3),
+                       max_leaves=20)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_values)
+def test_any_plain_value_round_trips(value):
+    doc, arrays = dump_state(value, {})
+    back = load_state(doc, arrays, {})
+    assert _identical(back, value)
+
+
+def _identical(a, b) -> bool:
+    """Equal, with types (a tuple is no list), NaN and the sign of 0.0 counting, orders of
+    mappings too (sets have none)."""
+    if type(a) is not type(b):
+        return False
+    if type(a) is float:
+        return (a != a and b != b) or (a == b and math.copysign(1, a) == math.copysign(1, b))
+    if type(a) in (list, tuple):
+        return len(a) == len(b) and all(_identical(x, y) for x, y in zip(a, b))
+    if type(a) is dict:
+        return len(a) == len(b) and all(_identical(k, m) and _identical(v, w)
+                                        for (k, v), (m, w) in zip(a.items(), b.items()))
+    return a == b
+
+
 def test_a_signed_publication_of_a_crafted_model_runs_nothing_on_a_node(tmp_path, model):
     """The audit's case: the key holder (or the trainer's attacker) publishes a crafted model,
     signed; a node syncs it (every file matches the signed manifest) and refuses to load it."""
@@ -220,6 +256,44 @@ def test_the_signed_manifest_covers_the_new_files(tmp_path, model):
         path.write_bytes(good)
     ms.sync_once(ms.DirectorySource(tmp_path / "pub"), node.root, key)
     assert Mimizuku.load_model(resolve_model_dir(node.root)).model_version_ == v
+
+
+def test_a_round_trip_on_the_generated_fleet_gives_identical_records(tmp_path):
+    """The generator's fleet (mimizuku.tools.synth) at a budget that flags bursts and repeats:
+    where a mapping's shared keys once came back wrong (see the test above)."""
+    import retrain_trees as T
+
+    alerts = T.fleet(days=8, scale=0.02)
+    days = T.days_of(alerts)
+    current = Mimizuku(contamination=0.003).fit([a for a in alerts if a["timestamp"][:10] < days[-2]])
+    current.save_model(tmp_path / "m")
+    back = Mimizuku.load_model(tmp_path / "m")
+    want = _records(current, alerts)
+    assert _records(back, alerts) == want
+    assert sum(json.loads(r)["anomaly"] for r in want) > 20
+
+
+class OwnDetector(FileIntegrityDetector):
+    """A detector class of a user's own (``add_rule``)."""
+
+
+def test_a_detector_class_of_ones_own_needs_trust_class(tmp_path, monkeypatch):
+    from mimizuku.engine import model_state
+
+    monkeypatch.setattr(model_state, "_ADDED", {})
+    own = Mimizuku().add_rule(OwnDetector(contamination=0.001)).fit(F.normal_fleet(days=4))
+    with pytest.raises(ValueError, match="'files' cannot be saved: .*OwnDetector is not plain data and not a trusted class"):
+        own.save_model(tmp_path / "m")
+    assert not (tmp_path / "m").exists()
+    model_state.trust_class(OwnDetector)
+    own.save_model(tmp_path / "m")
+    back = Mimizuku.load_model(tmp_path / "m")
+    assert type(back.detectors_["files"]) is OwnDetector
+    monkeypatch.setattr(model_state, "_ADDED", {})   # another process, which does not trust it
+    with pytest.raises(ModelIntegrityError, match="class 'OwnDetector' is not among the trusted classes"):
+        Mimizuku.load_model(tmp_path / "m")
+    with pytest.raises(ValueError, match="another class named FsNotify is trusted already"):
+        model_state.trust_class(type("FsNotify", (FileIntegrityDetector,), {}))
 
 
 # --------------------------------------------------------------------------- the pickled format 1

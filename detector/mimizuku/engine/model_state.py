@@ -28,7 +28,7 @@ import importlib
 import numbers
 from typing import Any, Dict, List, Mapping, Tuple
 
-__all__ = ["TRUSTED_CLASSES", "ManifestMismatch", "trusted_classes", "check_manifest"]
+__all__ = ["TRUSTED_CLASSES", "ManifestMismatch", "trust_class", "trusted_classes", "check_manifest"]
 
 #: name written in model files -> (module, attribute): every class a model file may hold
 TRUSTED_CLASSES: Dict[str, Tuple[str, str]] = {
@@ -43,18 +43,37 @@ TRUSTED_CLASSES: Dict[str, Tuple[str, str]] = {
 }
 
 
+#: classes a program added with ``trust_class`` (its own detectors): name -> class
+_ADDED: Dict[str, type] = {}
+
+
+def trust_class(cls: type) -> type:
+    """Let model files hold instances of ``cls`` (a detector class of your own, given to
+    ``Mimizuku.add_rule``), by its class name, in this process: call it before saving and before
+    loading such a model, as skops' ``trusted=[...]``. Its state must be plain data too. Returns
+    ``cls`` (usable as a class decorator)."""
+    name = cls.__name__
+    known = TRUSTED_CLASSES.get(name)
+    if (known is not None and known != (cls.__module__, cls.__qualname__)) or _ADDED.get(name, cls) is not cls:
+        raise ValueError(f"another class named {name} is trusted already: rename {cls.__qualname__}")
+    _ADDED[name] = cls
+    return cls
+
+
 class ManifestMismatch(ValueError):
     """The manifest says something the model files do not (the message names it)."""
 
 
 def trusted_classes() -> Dict[str, type]:
-    """``TRUSTED_CLASSES`` resolved: name -> class (the modules imported on first use)."""
+    """``TRUSTED_CLASSES`` resolved (the modules imported on first use), and the classes
+    ``trust_class`` added: name -> class."""
     out = {}
     for name, (module, attr) in TRUSTED_CLASSES.items():
         cls = getattr(importlib.import_module(module), attr)
         if cls.__name__ != name:  # an alias (FsNotify = FileIntegrityDetector) would be ambiguous
             raise TypeError(f"trusted class {name} resolves to {cls.__qualname__}")
         out[name] = cls
+    out.update((n, c) for n, c in _ADDED.items() if n not in out)
     return out
 
 
