@@ -30,7 +30,7 @@ filesystem (fsync'd), then swaps it in:
   parent directory are serialised with ``flock`` on the parent, so this clean-up never touches
   another save in progress.
 
-Loading (``load_model_dir``) checks everything *before* unpickling anything:
+Loading (``load_model_dir``) checks everything *before* decoding anything:
 
 * Trusted owners: root always; plus the effective uid when it is not root (a user may load their
   own model, root never loads one a non-root user wrote), or instead ``trusted_owner_uids``.
@@ -114,8 +114,7 @@ _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 # "x.joblib.gz" too) and is not in the manifest is refused: it was not written by us, and a
 # future loader globbing the directory must never pick it up.
 _PICKLE_SUFFIXES = frozenset({"joblib", "pkl", "pickle", "pck", "sav"})
-#: and the files of format 2 (a stray one could shadow nothing today, but the manifest and the
-#: files must agree both ways)
+#: ... and so is any unlisted file of format 2's kinds: the manifest and the files agree both ways
 _MODEL_SUFFIXES = _PICKLE_SUFFIXES | {"json", "npz", "npy"}
 _RESERVED_KEYS = ("format_version", "created", "libraries", "files")
 _LIBRARIES = ("scikit-learn", "numpy", "scipy", "pandas", "joblib")
