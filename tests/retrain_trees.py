@@ -64,13 +64,11 @@ def days_of(alerts: Sequence[Dict[str, Any]]) -> List[str]:
 
 def install_model(model_root: Path, model) -> str:
     """Save a fitted ``Mimizuku`` as a version and make it current (what a retrain would do)."""
-    from mimizuku.store.model_dir import save_model_dir
     from mimizuku.store.versions import ModelStore
 
     store = ModelStore(model_root)
     store.ensure()
-    save_model_dir(store.version_dir(model.model_version_), dict(model.detectors_), model.manifest(),
-                   group=store.group())
+    model.save_model(store.version_dir(model.model_version_), group=store.group())
     store.install(model.model_version_)
     return model.model_version_
 

@@ -100,7 +100,7 @@ def test_tampered_model_exits_with_model_error(trained, tmp_path, capsys):
 
     d, test = trained
     shutil.copytree(d / "model", tmp_path / "m")
-    f = tmp_path / "m" / "commands.joblib"
+    f = tmp_path / "m" / "commands.npz"
     f.write_bytes(f.read_bytes()[:-10] + b"0123456789")
     assert main(["score", "-m", str(tmp_path / "m"), "-i", test]) == EXIT_MODEL
     assert "checksum" in capsys.readouterr().err.lower()

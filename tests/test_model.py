@@ -198,7 +198,7 @@ def test_save_load_round_trip_gives_identical_scores(tmp_path, model):
 
 def test_tampered_model_is_refused(tmp_path, model):
     model.save_model(tmp_path / "m")
-    f = tmp_path / "m" / "context.joblib"
+    f = tmp_path / "m" / "context.npz"
     data = bytearray(f.read_bytes())
     data[len(data) // 2] ^= 0xFF
     f.write_bytes(bytes(data))
@@ -208,7 +208,7 @@ def test_tampered_model_is_refused(tmp_path, model):
 
 def test_model_writable_by_others_is_refused(tmp_path, model):
     model.save_model(tmp_path / "m")
-    os.chmod(tmp_path / "m" / "files.joblib", 0o666)
+    os.chmod(tmp_path / "m" / "files.npz", 0o666)
     with pytest.raises(ModelSecurityError):
         Mimizuku.load_model(tmp_path / "m")
 

@@ -10,11 +10,13 @@ from pathlib import Path
 import joblib
 import numpy as np
 import pytest
+from pickled_model import write_pickled_model
 
 from mimizuku.store import model_dir as persistence
 from mimizuku.store.model_dir import (
     FORMAT_VERSION,
     ModelError,
+    ModelFormatWarning,
     ModelIntegrityError,
     ModelNotFoundError,
     ModelSecurityError,
@@ -77,18 +79,27 @@ def _flip_byte(path, offset=-1):
 # ---------------------------------------------------------------------------- round trip
 
 
-def test_round_trip_lof_and_dict(tmp_path, lof):
+def test_round_trip_of_plain_data_and_arrays(tmp_path):
     directory = tmp_path / "m"
     meta = {"training_window": ["2024-01-01", "2024-01-31"], "counts": {"fim": 40},
             "thresholds": {"fim": 1.25}}
-    written = save_model_dir(directory, {"fim": lof, "info": {"k": [1, 2]}}, meta)
+    key = ("web-01", ("w:etc", "dir:/etc"), "modified")
+    fim = {"ref_keys_": [key, key], "counts": {key: 3, ("x",): 1}, "agents": frozenset({"a", "b"}),
+           "users": {"root"}, "X": np.arange(12, dtype=np.float32).reshape(3, 4), "k": np.int64(5),
+           "scale": np.float64(0.25), "nan": float("nan"), "big": 2 ** 70}
+    written = save_model_dir(directory, {"fim": fim, "info": {"k": [1, 2]}}, meta)
 
     objects, manifest = load_model_dir(directory)
     assert manifest == written
     assert set(objects) == {"fim", "info"}
     assert objects["info"] == {"k": [1, 2]}
-    probe = np.array([[0.0, 0.0, 0.0], [8.0, 8.0, 8.0]])
-    np.testing.assert_allclose(objects["fim"].decision_function(probe), lof.decision_function(probe))
+    got = objects["fim"]
+    assert got["ref_keys_"] == [key, key] and got["ref_keys_"][0] is got["ref_keys_"][1]  # shared once
+    assert got["counts"] == {key: 3, ("x",): 1} and got["agents"] == frozenset({"a", "b"})
+    assert got["users"] == {"root"} and got["big"] == 2 ** 70 and got["nan"] != got["nan"]
+    assert got["X"].dtype == np.float32
+    np.testing.assert_array_equal(got["X"], fim["X"])
+    assert type(got["k"]) is np.int64 and got["k"] == 5 and type(got["scale"]) is np.float64
 
     assert manifest["format_version"] == FORMAT_VERSION
     assert manifest["thresholds"] == {"fim": 1.25}
@@ -98,13 +109,22 @@ def test_round_trip_lof_and_dict(tmp_path, lof):
     assert manifest["libraries"]["scikit-learn"] == sklearn.__version__
     assert set(manifest["libraries"]) >= {"mimizuku", "scikit-learn", "numpy", "scipy", "pandas",
                                           "joblib", "python"}
-    for fname in ("fim.joblib", "info.joblib"):
+    assert sorted(manifest["files"]) == ["fim.json", "fim.npz", "info.json", "info.npz"]
+    for fname in manifest["files"]:
         import hashlib
 
         data = (directory / fname).read_bytes()
         assert manifest["files"][fname] == {"sha256": hashlib.sha256(data).hexdigest(),
                                             "bytes": len(data)}
     assert manifest["created"].endswith("+00:00")
+
+
+def test_a_fitted_scikit_learn_object_is_refused_before_writing(tmp_path, lof):
+    """Only plain data and the caller's trusted classes are written: a LocalOutlierFactor is
+    neither, and nothing is left behind."""
+    with pytest.raises(ValueError, match="'fim' cannot be saved: .*LocalOutlierFactor is not plain data"):
+        save_model_dir(tmp_path / "m", {"fim": lof, "info": {"k": [1, 2]}})
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_modes_and_manifest_on_disk(model):
@@ -128,7 +148,7 @@ def test_group_option_sets_group(tmp_path):
     directory = tmp_path / "g"
     save_model_dir(directory, {"a": 1}, group=gid)
     assert directory.stat().st_gid == gid
-    assert (directory / "a.joblib").stat().st_gid == gid
+    assert (directory / "a.json").stat().st_gid == gid and (directory / "a.npz").stat().st_gid == gid
 
 
 @pytest.mark.parametrize("bad", ["Fim", "../x", "", "a.b", "a-b", "x/y"])
@@ -168,12 +188,14 @@ def test_empty_objects_rejected(tmp_path):
 
 
 def test_unpickling_side_effect_happens_for_untampered_model(tmp_path):
-    """Control for the tamper tests: loading this model really does run the marker code."""
+    """Control for the tamper tests: loading this (pickled, format 1) model really does run the
+    marker code."""
     marker = tmp_path / "marker"
-    save_model_dir(tmp_path / "m", {"a": Booby(marker), "b": {"x": 1}})
+    write_pickled_model(tmp_path / "m", {"a": Booby(marker), "b": {"x": 1}})
     verify_model_dir(tmp_path / "m")
     assert not marker.exists()  # verify never unpickles
-    objects, _ = load_model_dir(tmp_path / "m")
+    with pytest.warns(ModelFormatWarning, match="pickled format 1.*mimizuku 1.1 no longer loads it"):
+        objects, _ = load_model_dir(tmp_path / "m")
     assert objects["a"] == "booby"
     assert marker.exists()
 
@@ -182,7 +204,7 @@ def test_unpickling_side_effect_happens_for_untampered_model(tmp_path):
 def test_flipped_byte_refused_before_any_unpickling(tmp_path, tampered):
     marker = tmp_path / "marker"
     directory = tmp_path / "m"
-    save_model_dir(directory, {"a": Booby(marker), "b": {"x": list(range(50))}})
+    write_pickled_model(directory, {"a": Booby(marker), "b": {"x": list(range(50))}})
     _flip_byte(directory / tampered, offset=len((directory / tampered).read_bytes()) // 2)
     with pytest.raises(ModelIntegrityError, match=f"checksum mismatch for .*{tampered}"):
         load_model_dir(directory)
@@ -190,7 +212,7 @@ def test_flipped_byte_refused_before_any_unpickling(tmp_path, tampered):
 
 
 def test_truncated_file_refused(model):
-    path = model / "fim.joblib"
+    path = model / "fim.npz"
     path.write_bytes(path.read_bytes()[:-3])
     with pytest.raises(ModelIntegrityError, match="bytes, the manifest says"):
         load_model_dir(model)
@@ -212,12 +234,13 @@ def test_missing_manifest(model):
 
 
 def test_listed_file_missing(model):
-    (model / "context.joblib").unlink()
-    with pytest.raises(ModelIntegrityError, match="context.joblib is listed in the manifest but missing"):
+    (model / "context.npz").unlink()
+    with pytest.raises(ModelIntegrityError, match="context.npz is listed in the manifest but missing"):
         load_model_dir(model)
 
 
-@pytest.mark.parametrize("extra", ["evil.joblib", "evil.pkl", "Evil.PICKLE", "x.joblib.gz", "m.sav"])
+@pytest.mark.parametrize("extra", ["evil.joblib", "evil.pkl", "Evil.PICKLE", "x.joblib.gz", "m.sav", "evil.npz",
+                                   "evil.json", "evil.npy"])
 def test_unlisted_pickle_refused(model, extra):
     joblib.dump({"evil": True}, model / extra)
     os.chmod(model / extra, 0o640)
@@ -245,8 +268,10 @@ def test_malformed_manifest_json(model):
     (lambda m: m.update(files={"../../etc/evil.joblib": {"sha256": "0" * 64, "bytes": 1}}),
      "not of the form"),
     (lambda m: m.update(files=[]), "'files' must be an object"),
-    (lambda m: m["files"]["fim.joblib"].update(sha256="xyz"), "sha256"),
-    (lambda m: m["files"]["fim.joblib"].update(bytes=-1), "size"),
+    (lambda m: m["files"]["fim.npz"].update(sha256="xyz"), "sha256"),
+    (lambda m: m["files"]["fim.json"].update(bytes=-1), "size"),
+    (lambda m: m["files"].update({"evil.joblib": m["files"]["fim.json"]}), "not of the form <name>.json or"),
+    (lambda m: m["files"].pop("fim.npz"), "object 'fim' lacks fim.npz"),
     (lambda m: m.pop("format_version"), "format_version"),
     (lambda m: m.update(format_version="1"), "format_version"),
     (lambda m: m.update(libraries=None), "libraries"),
@@ -294,7 +319,7 @@ def test_errors_share_base_class():
 # ---------------------------------------------------------------------------- permissions
 
 
-@pytest.mark.parametrize("target", ["fim.joblib", "manifest.json", "."])
+@pytest.mark.parametrize("target", ["fim.npz", "fim.json", "manifest.json", "."])
 @pytest.mark.parametrize("bits", [stat.S_IWGRP, stat.S_IWOTH])
 def test_group_or_other_writable_refused(model, target, bits):
     path = model / target
@@ -328,7 +353,7 @@ def test_read_manifest_does_not_check_permissions(model):
 
 
 @needs_root
-@pytest.mark.parametrize("target", ["fim.joblib", "manifest.json", "."])
+@pytest.mark.parametrize("target", ["fim.npz", "fim.json", "manifest.json", "."])
 def test_owned_by_other_user_refused_for_root(model, target):
     os.chown(model / target, NOBODY, -1)
     with pytest.raises(ModelSecurityError, match=f"owned by uid {NOBODY}"):
@@ -360,11 +385,11 @@ def test_trusted_uids_policy(monkeypatch):
 
 
 def test_symlink_swapped_in_for_model_file_refused(model, tmp_path):
-    elsewhere = tmp_path / "elsewhere.joblib"
-    elsewhere.write_bytes((model / "fim.joblib").read_bytes())  # same bytes, same checksum
+    elsewhere = tmp_path / "elsewhere.npz"
+    elsewhere.write_bytes((model / "fim.npz").read_bytes())  # same bytes, same checksum
     os.chmod(elsewhere, 0o640)
-    (model / "fim.joblib").unlink()
-    (model / "fim.joblib").symlink_to(elsewhere)
+    (model / "fim.npz").unlink()
+    (model / "fim.npz").symlink_to(elsewhere)
     with pytest.raises(ModelSecurityError, match="symbolic link"):
         load_model_dir(model)
 
@@ -435,19 +460,19 @@ def test_reader_sees_complete_new_model_right_after_swap(model, monkeypatch):
 
 
 def test_crash_mid_save_keeps_old_model(model, monkeypatch):
-    real_dump = joblib.dump
+    real_create = persistence._create_file
     calls = []
 
-    def failing_dump(obj, *args, **kwargs):
-        calls.append(obj)
-        if len(calls) == 2:
+    def failing_create(path, gid):
+        calls.append(path.name)
+        if len(calls) == 3:   # the second object's first file
             raise OSError("disk full (simulated)")
-        return real_dump(obj, *args, **kwargs)
+        return real_create(path, gid)
 
-    monkeypatch.setattr(joblib, "dump", failing_dump)
+    monkeypatch.setattr(persistence, "_create_file", failing_create)
     with pytest.raises(OSError, match="simulated"):
         save_model_dir(model, {"fim": {"a": 99}, "context": np.zeros(3)})
-    assert len(calls) == 2
+    assert calls == ["fim.json", "fim.npz", "context.json"]
     objects, manifest = load_model_dir(model)
     assert objects["fim"] == {"a": 1, "b": [1, 2, 3]}
     assert manifest["counts"] == {"fim": 40}

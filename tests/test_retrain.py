@@ -256,7 +256,7 @@ def test_rollback_goes_back_and_verifies(home, capfd):
     assert main(["rollback", "20990101T000000Z-000000", "--model-dir", str(models)]) == 4
     assert main(["rollback", "../../etc", "--model-dir", str(models)]) == 4
     # a tampered version is never switched to
-    victim = models / "versions" / first / "context.joblib"
+    victim = models / "versions" / first / "context.npz"
     data = bytearray(victim.read_bytes())
     data[len(data) // 2] ^= 0xFF
     victim.write_bytes(bytes(data))

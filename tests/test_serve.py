@@ -182,7 +182,7 @@ def test_tampered_new_model_is_refused_and_the_old_one_kept(scratch, caplog):
     d = Daemon(scratch.config(watch_interval=0.1))
     try:
         bad = scratch.install_version("v2", current=False)
-        victim = next(bad.glob("*.joblib"))
+        victim = next(bad.glob("*.npz"))
         data = bytearray(victim.read_bytes())
         data[len(data) // 2] ^= 0xFF
         victim.write_bytes(bytes(data))

@@ -108,7 +108,7 @@ def test_rollback_verifies_the_target(tmp_path):
     s = ModelStore(tmp_path / "models")
     _make(s, V[0])
     _make(s, V[1])
-    f = s.versions_dir / V[0] / "payload.joblib"
+    f = s.versions_dir / V[0] / "payload.json"
     data = bytearray(f.read_bytes())
     data[-3] ^= 0x55
     f.write_bytes(bytes(data))
@@ -195,7 +195,7 @@ def test_adopts_a_plain_model_directory(tmp_path):
     assert resolve_model_dir(root) == root  # read as it is until adopted
     assert s.adopt_plain_model() == V[5]
     assert current_version(root) == V[5]
-    assert not (root / "manifest.json").exists() and not (root / "payload.joblib").exists()
+    assert not (root / "manifest.json").exists() and not (root / "payload.json").exists()
     objects, _ = load_model_dir(resolve_model_dir(root))
     assert objects["payload"] == {"version": "plain"}
     assert s.adopt_plain_model() is None

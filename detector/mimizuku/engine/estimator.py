@@ -564,24 +564,38 @@ class Mimizuku:
             "change_channels": [list(p) for p in getattr(self, "change_channels_", [])],
         }
 
-    def save_model(self, model_dir) -> Dict[str, Any]:
-        """Write the fitted detectors and a checksummed manifest into ``model_dir`` (atomically)."""
+    def save_model(self, model_dir, *, group=None, extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+        """Write the fitted detectors and a checksummed manifest into ``model_dir`` (atomically).
+
+        The files are plain data (``mimizuku.store.plain_state``: loading them runs no code);
+        ``group``: the files' group (``save_model_dir``); ``extra``: more manifest keys."""
+        from mimizuku.engine.model_state import trusted_classes
         from mimizuku.store.model_dir import save_model_dir
 
-        return save_model_dir(model_dir, dict(self.detectors_), self.manifest())
+        manifest = self.manifest()
+        manifest.update(extra or {})
+        return save_model_dir(model_dir, dict(self.detectors_), manifest, group=group,
+                              trusted_classes=trusted_classes())
 
     @classmethod
     def load_model(cls, model_dir, ignore_files=None, abuse_files=None, ignore_users=None,
                    check_versions=True) -> "Mimizuku":
-        """Load a model directory after verifying checksums, ownership and permissions.
+        """Load a model directory after verifying checksums, ownership and permissions, and that
+        its manifest agrees with its files (``ModelIntegrityError`` naming what differs).
 
         The ignore/abuse lists given here replace the ones saved with the model.
         """
-        from mimizuku.store.model_dir import load_model_dir
+        from mimizuku.engine.model_state import ManifestMismatch, check_manifest, trusted_classes
+        from mimizuku.store.model_dir import ModelIntegrityError, load_model_dir
         from mimizuku.store.versions import resolve_model_dir
 
         # a model root kept by the nightly job holds versions/<v>/ and a `current` pointer
-        objects, manifest = load_model_dir(resolve_model_dir(model_dir), check_versions=check_versions)
+        path = resolve_model_dir(model_dir)
+        objects, manifest = load_model_dir(path, check_versions=check_versions, trusted_classes=trusted_classes())
+        try:
+            check_manifest(manifest, objects, str(path))
+        except ManifestMismatch as e:
+            raise ModelIntegrityError(str(e)) from None
         p = dict(manifest.get("params", {}))
         for name, value in (("ignore_files", ignore_files), ("abuse_files", abuse_files), ("ignore_users", ignore_users)):
             if value is not None:

@@ -191,13 +191,11 @@ def _params(current: Any, cfg: RetrainConfig) -> Dict[str, Any]:
 
 
 def _install(new: Any, store: ModelStore, run: _Run, extra: Dict[str, Any]) -> None:
-    from mimizuku.store.model_dir import save_model_dir, verify_model_dir
+    from mimizuku.store.model_dir import verify_model_dir
 
     t0 = time.monotonic()
     version = new.model_version_
-    manifest = new.manifest()
-    manifest["retrain"] = extra
-    save_model_dir(store.version_dir(version), dict(new.detectors_), manifest, group=store.group())
+    new.save_model(store.version_dir(version), group=store.group(), extra={"retrain": extra})
     _pause("install")
     previous = store.install(version)
     # a reload that fails keeps the old model: every check the scorer's load runs (path, owners,

@@ -1,13 +1,19 @@
 """Saving and loading fitted model directories without trusting what is on disk.
 
-Model files are pickles: unpickling one runs whatever code it names. So a model directory is only
-loaded when nobody but a trusted user could have written it, and only after every byte has been
-checked against a manifest of SHA-256 checksums.
+Model files are plain data (format 2, ``mimizuku.store.plain_state``): a JSON tree and a numpy
+``.npz`` per fitted object, loaded without calling anything the files name; the only classes built
+are those the caller lists as trusted. Models of format 1 are pickles (``joblib``), which run
+whatever code they name when loaded: they still load, behind the same checks, with a
+``ModelFormatWarning``, until mimizuku 1.1 (``PICKLE_FORMAT_DROPPED_IN``). Either way a model
+directory is only loaded when nobody but a trusted user could have written it, and only after
+every byte has been checked against a manifest of SHA-256 checksums.
 
 Layout of a model directory::
 
     <dir>/manifest.json        format version, library versions, file checksums, caller's metadata
-    <dir>/<name>.joblib        one fitted object per name (joblib.dump)
+    <dir>/<name>.json          format 2: one fitted object per name, its state as a JSON tree ...
+    <dir>/<name>.npz           ... and its arrays (numpy.savez, read with allow_pickle=False)
+    <dir>/<name>.joblib        format 1 (read only): one pickled object per name (joblib.dump)
 
 Writing (``save_model_dir``) builds the whole directory in a temporary sibling on the same
 filesystem (fsync'd), then swaps it in:
@@ -24,7 +30,7 @@ filesystem (fsync'd), then swaps it in:
   parent directory are serialised with ``flock`` on the parent, so this clean-up never touches
   another save in progress.
 
-Loading (``load_model_dir``) checks everything *before* unpickling anything:
+Loading (``load_model_dir``) checks everything *before* decoding anything:
 
 * Trusted owners: root always; plus the effective uid when it is not root (a user may load their
   own model, root never loads one a non-root user wrote), or instead ``trusted_owner_uids``.
@@ -38,14 +44,15 @@ Loading (``load_model_dir``) checks everything *before* unpickling anything:
   uid and not writable by group or others (no sticky-bit exception). Symlinks *inside* the model
   directory are refused outright, whatever they point to: ``save_model_dir`` never writes any.
 * The manifest parses, has the expected shape and a supported ``format_version``; file names in
-  it are plain ``<name>.joblib`` (no paths). The scikit-learn version it records matches the
+  it are plain ``<name>.json`` and ``<name>.npz`` (format 2, both for every name) or
+  ``<name>.joblib`` (format 1), no paths. The scikit-learn version it records matches the
   installed one (unless ``check_versions=False``).
-* Every listed file exists, has the recorded size and SHA-256; no unlisted pickle-like file
-  (``*.joblib``, ``*.pkl``, ``*.pickle``...) lies in the directory. Each file is read once: the
-  bytes that were hashed are the bytes that get unpickled.
+* Every listed file exists, has the recorded size and SHA-256; no unlisted model-like file
+  (``*.json``, ``*.npz``, ``*.joblib``, ``*.pkl``, ``*.pickle``...) lies in the directory. Each
+  file is read once: the bytes that were hashed are the bytes that get decoded.
 
 POSIX only (uses ``O_NOFOLLOW``, ``dir_fd`` and ``flock``). Standard library only at import time;
-joblib is imported when a model is actually written or read.
+numpy (and joblib, for format 1) is imported when a model is actually written or read.
 """
 from __future__ import annotations
 
@@ -61,11 +68,13 @@ import shutil
 import stat
 import sys
 import tempfile
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
 from mimizuku.core.atomic import fsync_dir
+from mimizuku.store.plain_state import PlainStateError, dump_state, load_state
 
 __all__ = [
     "FORMAT_VERSION",
@@ -75,6 +84,9 @@ __all__ = [
     "ModelIntegrityError",
     "ModelSecurityError",
     "ModelVersionError",
+    "ModelFormatWarning",
+    "PICKLE_FORMAT_VERSION",
+    "PICKLE_FORMAT_DROPPED_IN",
     "save_model_dir",
     "load_model_dir",
     "read_manifest",
@@ -83,17 +95,27 @@ __all__ = [
     "rename_exchange",
 ]
 
-FORMAT_VERSION = 1
+#: the format written: plain data (a JSON tree and an .npz per object)
+FORMAT_VERSION = 2
+#: the pickled format of earlier releases: read (with a ModelFormatWarning), never written
+PICKLE_FORMAT_VERSION = 1
+#: the release that no longer reads format 1
+PICKLE_FORMAT_DROPPED_IN = "1.1"
 MANIFEST_NAME = "manifest.json"
-MODEL_SUFFIX = ".joblib"
+PICKLE_SUFFIX = ".joblib"
+#: the files of one object, by format
+_OBJECT_SUFFIXES = {FORMAT_VERSION: (".json", ".npz"), PICKLE_FORMAT_VERSION: (PICKLE_SUFFIX,)}
 
 _NAME_RE = re.compile(r"[a-z0-9_]+")
-_FILE_RE = re.compile(r"[a-z0-9_]+\.joblib")
+_FILE_RES = {FORMAT_VERSION: re.compile(r"[a-z0-9_]+\.(?:json|npz)"),
+             PICKLE_FORMAT_VERSION: re.compile(r"[a-z0-9_]+\.joblib")}
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 # Anything that looks like a pickle (any of these among its dot-separated suffixes, so
 # "x.joblib.gz" too) and is not in the manifest is refused: it was not written by us, and a
 # future loader globbing the directory must never pick it up.
 _PICKLE_SUFFIXES = frozenset({"joblib", "pkl", "pickle", "pck", "sav"})
+#: ... and so is any unlisted file of format 2's kinds: the manifest and the files agree both ways
+_MODEL_SUFFIXES = _PICKLE_SUFFIXES | {"json", "npz", "npy"}
 _RESERVED_KEYS = ("format_version", "created", "libraries", "files")
 _LIBRARIES = ("scikit-learn", "numpy", "scipy", "pandas", "joblib")
 _MAX_MANIFEST_BYTES = 16 * 1024 * 1024
@@ -122,6 +144,12 @@ class ModelSecurityError(ModelError):
 
 class ModelVersionError(ModelError):
     """Written by another model format or scikit-learn version than the one installed."""
+
+
+class ModelFormatWarning(FutureWarning):
+    """A model of the pickled format 1 was loaded: retrain (or re-save) it before that format
+    stops loading (``PICKLE_FORMAT_DROPPED_IN``). A FutureWarning: shown by default, as an
+    operator must act on it."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -163,10 +191,10 @@ def _validate_manifest(manifest: Any, where: str) -> Dict[str, Any]:
     version = manifest.get("format_version")
     if isinstance(version, bool) or not isinstance(version, int):
         raise bad(f"format_version is missing or not an integer ({version!r})")
-    if version != FORMAT_VERSION:
+    if version not in _OBJECT_SUFFIXES:
         raise ModelVersionError(
-            f"model {where} has format_version {version}, this mimizuku reads format "
-            f"{FORMAT_VERSION}; upgrade mimizuku or {_RETRAIN}"
+            f"model {where} has format_version {version}, this mimizuku reads formats "
+            f"{PICKLE_FORMAT_VERSION} and {FORMAT_VERSION}; upgrade mimizuku or {_RETRAIN}"
         )
     if not isinstance(manifest.get("created"), str):
         raise bad("'created' is missing or not a string")
@@ -178,9 +206,11 @@ def _validate_manifest(manifest: Any, where: str) -> Dict[str, Any]:
     files = manifest.get("files")
     if not isinstance(files, dict):
         raise bad("'files' must be an object")
+    file_re = _FILE_RES[version]
     for fname, entry in files.items():
-        if not isinstance(fname, str) or not _FILE_RE.fullmatch(fname):
-            raise bad(f"file name {fname!r} is not of the form <name>.joblib")
+        if not isinstance(fname, str) or not file_re.fullmatch(fname):
+            form = "<name>.json or <name>.npz" if version == FORMAT_VERSION else "<name>.joblib"
+            raise bad(f"file name {fname!r} is not of the form {form}")
         if not isinstance(entry, dict):
             raise bad(f"entry for {fname} is not an object")
         digest = entry.get("sha256")
@@ -189,7 +219,21 @@ def _validate_manifest(manifest: Any, where: str) -> Dict[str, Any]:
             raise bad(f"sha256 of {fname} is not 64 lowercase hex digits")
         if isinstance(size, bool) or not isinstance(size, int) or size < 0:
             raise bad(f"size of {fname} is not a non-negative integer")
+    names = object_files(manifest)
+    for name, fnames in names.items():
+        if len(fnames) != len(_OBJECT_SUFFIXES[version]):
+            missing = [name + s for s in _OBJECT_SUFFIXES[version] if name + s not in fnames]
+            raise bad(f"object {name!r} lacks {', '.join(missing)} in 'files'")
     return manifest
+
+
+def object_files(manifest: Dict[str, Any]) -> Dict[str, List[str]]:
+    """Object name -> its files listed in a (shape-checked) manifest, in the order listed. Public:
+    what the manifest says the directory holds, which a loader checks against what it expects."""
+    out: Dict[str, List[str]] = {}
+    for fname in manifest["files"]:
+        out.setdefault(fname.rsplit(".", 1)[0], []).append(fname)
+    return out
 
 
 def _parse_manifest(data: bytes, where: str) -> Dict[str, Any]:
@@ -244,8 +288,8 @@ def _writable_problem(st: os.stat_result, *, sticky_ok: bool) -> Optional[str]:
 
 def _refuse(path: str, problem: str, fix: str) -> ModelSecurityError:
     return ModelSecurityError(
-        f"refusing to load model: {path} {problem}; model files are pickles and could run "
-        f"code as this process. Fix: {fix}, or {_RETRAIN}"
+        f"refusing to load model: {path} {problem}; an untrusted writer could change what this "
+        f"process scores (or, in a pickled model, run code as it). Fix: {fix}, or {_RETRAIN}"
     )
 
 
@@ -371,14 +415,15 @@ def _read_fd(fd: int, limit: int, what: str) -> bytes:
         chunks.append(chunk)
 
 
-def _looks_like_pickle(name: str) -> bool:
-    return any(part in _PICKLE_SUFFIXES for part in name.lower().split(".")[1:])
+def _looks_like_model_file(name: str) -> bool:
+    return any(part in _MODEL_SUFFIXES for part in name.lower().split(".")[1:])
 
 
 def _verify(directory, *, names: Optional[List[str]], check_versions: bool,
             trusted_owner_uids: Optional[Iterable[int]], keep: bool
-            ) -> Tuple[Dict[str, Any], Dict[str, bytes]]:
-    """All checks; returns the manifest and (if `keep`) the verified bytes of the wanted files."""
+            ) -> Tuple[Dict[str, Any], Dict[str, Dict[str, bytes]]]:
+    """All checks; returns the manifest and (if `keep`) the verified bytes of the wanted objects'
+    files: name -> {file suffix: bytes}."""
     trusted = trusted_uids(trusted_owner_uids)
     dir_fd, dir_path = _open_trusted_dir(directory, trusted)
     try:
@@ -391,25 +436,26 @@ def _verify(directory, *, names: Optional[List[str]], check_versions: bool,
         if check_versions:
             _check_versions(manifest, dir_path)
         files: Dict[str, Dict[str, Any]] = manifest["files"]
+        by_name = object_files(manifest)
 
-        wanted = list(names) if names is not None else [f[: -len(MODEL_SUFFIX)] for f in files]
+        wanted = list(names) if names is not None else list(by_name)
         for name in wanted:
-            if name + MODEL_SUFFIX not in files:
-                have = ", ".join(sorted(f[: -len(MODEL_SUFFIX)] for f in files)) or "none"
+            if name not in by_name:
+                have = ", ".join(sorted(by_name)) or "none"
                 raise ModelNotFoundError(
                     f"model {dir_path} has no detector {name!r} (it has: {have}); {_RETRAIN}"
                 )
 
         extra = sorted(e for e in os.listdir(dir_fd)
-                       if e not in files and e != MANIFEST_NAME and _looks_like_pickle(e))
+                       if e not in files and e != MANIFEST_NAME and _looks_like_model_file(e))
         if extra:
             raise ModelIntegrityError(
-                f"model {dir_path} holds pickle files not listed in its manifest: "
+                f"model {dir_path} holds model files not listed in its manifest: "
                 f"{', '.join(extra)}; remove them or {_RETRAIN}"
             )
 
-        verified: Dict[str, bytes] = {}
-        keep_files = {n + MODEL_SUFFIX for n in wanted} if keep else set()
+        verified: Dict[str, Dict[str, bytes]] = {}
+        keep_files = {f for n in wanted for f in by_name[n]} if keep else set()
         for fname, entry in files.items():
             path = f"{dir_path.rstrip('/')}/{fname}"
             fd, st = _open_member(dir_fd, dir_path, fname, trusted, ModelIntegrityError)
@@ -429,7 +475,8 @@ def _verify(directory, *, names: Optional[List[str]], check_versions: bool,
                     f"{entry['sha256']}): the model was altered or corrupted; {_RETRAIN}"
                 )
             if fname in keep_files:
-                verified[fname[: -len(MODEL_SUFFIX)]] = data
+                name, suffix = fname.rsplit(".", 1)
+                verified.setdefault(name, {})["." + suffix] = data
         return manifest, verified
     finally:
         os.close(dir_fd)
@@ -474,24 +521,50 @@ def verify_model_dir(directory: "os.PathLike[str] | str", *, names: Optional[Lis
 
 
 def load_model_dir(directory: "os.PathLike[str] | str", *, names: Optional[List[str]] = None,
-                   check_versions: bool = True, trusted_owner_uids: Optional[Set[int]] = None
+                   check_versions: bool = True, trusted_owner_uids: Optional[Set[int]] = None,
+                   trusted_classes: Optional[Dict[str, type]] = None
                    ) -> Tuple[Dict[str, Any], Dict[str, Any]]:
-    """Verify the whole directory, then unpickle the objects named (all by default).
+    """Verify the whole directory, then decode the objects named (all by default).
 
     Returns ``(objects, manifest)``. ``trusted_owner_uids``: owners to trust besides root
-    (default: the effective uid when not root). Raises a ``ModelError`` subclass.
+    (default: the effective uid when not root). ``trusted_classes``: name -> class of the
+    instances the files may hold (format 2; default none: plain data only). A model of the
+    pickled format 1 is unpickled after the same checks, with a ``ModelFormatWarning``. Raises a
+    ``ModelError`` subclass.
     """
     manifest, verified = _verify(directory, names=names, check_versions=check_versions,
                                  trusted_owner_uids=trusted_owner_uids, keep=True)
+    where = os.path.abspath(os.fspath(directory))
+    if manifest["format_version"] == PICKLE_FORMAT_VERSION:
+        return _unpickle(verified, where), manifest
+    objects: Dict[str, Any] = {}
+    for name, data in verified.items():
+        try:
+            objects[name] = load_state(data[".json"], data[".npz"], trusted_classes or {})
+        except PlainStateError as e:
+            raise ModelIntegrityError(
+                f"refusing to load {where}/{name}.json: {e}; model files hold plain data only "
+                f"(nothing in them is run); {_RETRAIN}"
+            ) from None
+    return objects, manifest
+
+
+def _unpickle(verified: Dict[str, Dict[str, bytes]], where: str) -> Dict[str, Any]:
+    """Format 1: pickles, loaded (after every check) until ``PICKLE_FORMAT_DROPPED_IN``."""
     import joblib
 
     from mimizuku.store.legacy_names import legacy_module_names
 
+    warnings.warn(
+        f"model {where} is in the pickled format {PICKLE_FORMAT_VERSION}, which can run code when "
+        f"loaded; mimizuku {PICKLE_FORMAT_DROPPED_IN} no longer loads it: retrain with "
+        f"`mimizuku train` (or load and save_model it again) to write format {FORMAT_VERSION}",
+        ModelFormatWarning, stacklevel=3)
     objects: Dict[str, Any] = {}
     with legacy_module_names():  # models saved before the package was split by role
         for name, data in verified.items():
-            objects[name] = joblib.load(io.BytesIO(data))
-    return objects, manifest
+            objects[name] = joblib.load(io.BytesIO(data[PICKLE_SUFFIX]))
+    return objects
 
 
 # --------------------------------------------------------------------------------------------
@@ -594,24 +667,31 @@ def _is_replaceable(target: Path) -> bool:
 
 def save_model_dir(directory: "os.PathLike[str] | str", objects: Dict[str, Any],
                    manifest: Optional[Dict[str, Any]] = None, *,
-                   group: "int | str | None" = None) -> Dict[str, Any]:
+                   group: "int | str | None" = None,
+                   trusted_classes: Optional[Dict[str, type]] = None) -> Dict[str, Any]:
     """Write ``objects`` (name -> fitted object) and a checksum manifest, atomically.
 
     ``manifest`` holds the caller's metadata (training window, counts, thresholds...), merged at
     the top level; it may not override the keys this module owns. ``group`` (gid or name), if
     given, becomes the group of the directory and files (e.g. so a scorer running as ``wazuh``
-    can read a model root trained). Returns the manifest written (as JSON types, the same as
+    can read a model root trained). ``trusted_classes``: name -> class of the instances the
+    objects may hold besides plain data (``mimizuku.store.plain_state``); anything else is a
+    ``ValueError`` before a byte is written. Returns the manifest written (as JSON types, the same as
     ``load_model_dir`` returns). Replacing an existing directory is refused unless it is empty or
     a model directory (holds ``manifest.json``). If ``directory`` is a symlink, its target is
     replaced; missing parents are created with mode 0755.
     """
-    import joblib
-
     if not objects:
         raise ValueError("save_model_dir: no objects to save")
     for name in objects:
         if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
             raise ValueError(f"save_model_dir: object name {name!r} must match [a-z0-9_]+")
+    encoded: Dict[str, Tuple[bytes, bytes]] = {}
+    for name, obj in objects.items():  # fail before writing anything
+        try:
+            encoded[name] = dump_state(obj, trusted_classes or {})
+        except PlainStateError as e:
+            raise ValueError(f"save_model_dir: object {name!r} cannot be saved: {e}") from None
     extra_meta = dict(manifest or {})
     clash = sorted(k for k in extra_meta if k in _RESERVED_KEYS)
     if clash:
@@ -648,15 +728,16 @@ def save_model_dir(directory: "os.PathLike[str] | str", objects: Dict[str, Any],
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=parent))  # mode 0700
         try:
             files: Dict[str, Dict[str, Any]] = {}
-            for name, obj in objects.items():
-                fname = name + MODEL_SUFFIX
-                fd = _create_file(tmp / fname, gid)
-                with os.fdopen(fd, "wb") as f:
-                    joblib.dump(obj, f)
-                    f.flush()
-                    os.fsync(f.fileno())
-                digest, size = _sha256_of(tmp / fname)
-                files[fname] = {"sha256": digest, "bytes": size}
+            for name, parts in encoded.items():
+                for suffix, payload in zip(_OBJECT_SUFFIXES[FORMAT_VERSION], parts):
+                    fname = name + suffix
+                    fd = _create_file(tmp / fname, gid)
+                    with os.fdopen(fd, "wb") as f:
+                        f.write(payload)
+                        f.flush()
+                        os.fsync(f.fileno())
+                    digest, size = _sha256_of(tmp / fname)
+                    files[fname] = {"sha256": digest, "bytes": size}
 
             written: Dict[str, Any] = {
                 "format_version": FORMAT_VERSION,

@@ -21,10 +21,12 @@ check after ``activate_at`` (which is later than any node needs to fetch), no tw
 about the current version for longer than one interval. A rollback on the trainer followed by a
 publish sends every node back the same way (without a download when the version is still there).
 
-Pickles only ever come from a publication the key signed, are verified file by file before they
-are renamed into the store, and are then loaded by the usual checks of ``persistence`` (owner,
-permissions, manifest): a writable share or a hostile web server cannot make a node unpickle
-anything it did not sign.
+Model files (every file the manifest lists: the plain-data ``.json`` and ``.npz`` of format 2, or
+the pickles of format 1) only ever come from a publication the key signed, are verified file by
+file before they are renamed into the store, and are then loaded by the usual checks of
+``model_dir`` (owner, permissions, manifest): a writable share or a hostile web server cannot make
+a node load anything it did not sign, and what the key signs is plain data that loads without
+running code (``mimizuku.store.plain_state``).
 """
 from __future__ import annotations
 
