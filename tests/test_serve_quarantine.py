@@ -158,3 +158,38 @@ def test_when_the_quarantine_is_full_the_alert_stays_with_its_source(scratch, fa
     finally:
         d.stop()
         col.close()
+
+
+def test_the_deep_alert_of_the_audit_does_not_take_the_scorer_down(scratch):
+    """The audit's case, without any injected fault: an alert nested 990 deep without a string
+    ``id``, among ordinary ones. Whatever the engine makes of it, it is settled (scored or
+    quarantined) and the others are scored."""
+    scratch.install_version("v1")
+    col = scratch.analysisd()
+    d = Daemon(scratch.config())
+    try:
+        deep = '{"d":' * 990 + '{"leaf":1}' + "}" * 990          # too deep for json.dumps here
+        odd = ('{"id":2,"op":"score","alert":{"rule":{"id":"550","level":7},'
+               '"agent":{"id":"003","name":"web-01"},"data":' + deep + "}}")
+        alerts = traffic(4, "deep")
+        reqs = [json.dumps({"id": i, "op": "score", "alert": a}) for i, a in zip((0, 1, 3, 4), alerts)]
+        reqs.insert(2, odd)
+        line = "".join(r + "\n" for r in reqs).encode()
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(30)
+        s.connect(str(d.server.cfg.socket))
+        s.sendall(line)
+        buf = b""
+        while buf.count(b"\n") < len(reqs):
+            chunk = s.recv(65536)
+            assert chunk, "the scorer closed the connection"
+            buf += chunk
+        s.close()
+        answers = {a["id"]: a for a in (json.loads(x) for x in buf.split(b"\n") if x)}
+        assert all(answers[i]["ok"] and answers[i]["status"] == "scored" for i in (0, 1, 3, 4))
+        assert answers[2]["ok"] and answers[2]["status"] in (protocol.SCORED, protocol.QUARANTINED)
+        assert d.thread.is_alive()
+        assert client.call(d.server.cfg.socket, {"op": "ping"})["status"] == "pong"
+    finally:
+        d.stop()
+        col.close()
