@@ -98,8 +98,10 @@ def test_an_alert_that_fails_is_quarantined_and_the_batch_and_the_scorer_go_on(s
         assert "featurising failed" in reasons and "RecursionError" in reasons
         st = d.server.status()
         assert st["counters"]["quarantined"] == 2 and d.thread.is_alive()
-        # still serving, and the set-aside alerts are settled: a client retry is not re-scored
+        # still serving, and the set-aside alerts are settled: a client's retry is a duplicate
         assert client.call(d.server.cfg.socket, {"op": "ping"})["status"] == "pong"
+        again = _exchange(d.server.cfg.socket, [{"id": "again", "op": "score", "alert": alerts[10]}])
+        assert again["again"]["status"] == protocol.DUPLICATE and d.server.counters.quarantined == 2
         more = traffic(3, "after")
         assert [client.deliver(str(d.server.cfg.socket), json.dumps(a).encode(), 10)[0] for a in more] == ["acked"] * 3
         assert d.server.counters.scored == 31

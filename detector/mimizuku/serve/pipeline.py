@@ -257,8 +257,10 @@ class Scorer:
                 it.status, it.error = protocol.NOT_READY, "no model loaded"
             self.server.complete(batch)
             return
-        scored = self._score(fresh) if fresh else []
-        ok = self._deliver(scored)
+        ok = self._deliver(self._score(fresh) if fresh else [])
+        # set aside: remembered like a scored alert, so a client's retry is a duplicate, not a
+        # second quarantine (and a second log line)
+        self.handled.add([it.hash for it in fresh if it.status == protocol.QUARANTINED])
         scored = [it for it in fresh if it.status == "queued"]
         if ok:
             self.handled.add([it.hash for it in scored])
