@@ -195,3 +195,22 @@ def test_the_deep_alert_of_the_audit_does_not_take_the_scorer_down(scratch):
     finally:
         d.stop()
         col.close()
+
+
+def test_a_truncated_spool_file_is_set_aside_as_bad_and_logged(scratch, caplog):
+    """What a short write on a full disk used to leave (issue 17 item 11): the scorer renames it
+    ``*.bad`` and says so, where it used to rename it without a word."""
+    scratch.install_version("v1")
+    sp = Spool(scratch.spool / "alerts")
+    p = sp.put(traffic(1, "t")[0])
+    p.write_bytes(p.read_bytes()[:40])
+    col = scratch.analysisd()
+    with caplog.at_level("INFO", logger="mimizuku"):
+        d = Daemon(scratch.config())
+        try:
+            assert wait_until(lambda: scratch.spooled_alerts() == 0, 30)
+        finally:
+            d.stop()
+            col.close()
+    bad = p.with_suffix(".bad")
+    assert bad.exists() and str(bad) in caplog.text and "unreadable" in caplog.text
