@@ -202,3 +202,15 @@ def test_the_call_reports_a_spool_it_cannot_write_and_what_became_of_the_alert(t
     assert "alert 3 scored, but its event can neither be sent nor kept" in log
     assert "alert 3 scored, but neither it (alert spool) nor its event (event spool) could be kept" in log
     assert "alert 3 lost" not in log
+
+
+def test_an_item_json_cannot_hold_is_refused_with_a_spool_error(tmp_path):
+    deep = {"leaf": 1}
+    for _ in range(5000):
+        deep = {"d": deep}
+    sp = Spool(tmp_path / "s")
+    for item in (deep, {"x": object()}, {"x": {1, 2}}):
+        with pytest.raises(spool_mod.UnstorableItem) as e:
+            sp.put(item)
+        assert isinstance(e.value, SpoolError)
+    assert not sp.paths() and sp.usage() == (0, 0)

@@ -55,6 +55,10 @@ class SpoolFull(SpoolError):
     """The spool reached its bound (items or bytes): the item was not taken."""
 
 
+class UnstorableItem(SpoolError):
+    """The item cannot be written as JSON (nested past the encoder, a value JSON cannot hold)."""
+
+
 class _Usage:
     """The counter file ``<spool>/.usage``: "<items> <bytes>", fixed width, under ``flock``."""
 
@@ -151,10 +155,15 @@ class Spool:
 
         Whole or not at all: every byte is written and the file's size checked before it gets
         its name, else the temporary file is removed and :class:`SpoolError` raised (a disk
-        that fills up mid-write leaves no truncated item). :class:`SpoolFull` at the bounds."""
+        that fills up mid-write leaves no truncated item). :class:`SpoolFull` at the bounds,
+        :class:`UnstorableItem` for an item JSON cannot hold: both are ``SpoolError`` s."""
         global _seq
         self._ensure()
-        data = json.dumps(item, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        try:
+            data = json.dumps(item, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        except (ValueError, TypeError, RecursionError) as e:
+            raise UnstorableItem(f"cannot keep this item in spool {self.directory}: {type(e).__name__}: "
+                                 f"{str(e)[:200]}") from None
         self._reserve(len(data))
         _seq = (_seq + 1) % 1_000_000
         name = f"{time.time_ns():020d}-{os.getpid():07d}-{_seq:06d}-{secrets.token_hex(3)}{_SUFFIX}"
