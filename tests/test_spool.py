@@ -38,7 +38,8 @@ def test_put_does_not_list_the_directory_whatever_its_size(tmp_path, monkeypatch
         sp.put({"i": i})
     elapsed = time.monotonic() - t0
     assert len(listings) <= 1, f"{len(listings)} listings of the spool for 2,000 puts"
-    assert elapsed < 30, f"2,000 puts took {elapsed:.1f} s"
+    # each put still fsyncs (about 3 ms here, 7 s in all): the bound only catches the pathological
+    assert elapsed < 60, f"2,000 puts took {elapsed:.1f} s"
     monkeypatch.undo()
     assert sp.usage()[0] == 22_000 == len(sp)
 
