@@ -9,6 +9,7 @@ same guarantees (and a short ``write(2)`` is never mistaken for a whole one).
 """
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 from contextlib import contextmanager
@@ -28,10 +29,14 @@ def fsync_dir(path: PathLike) -> None:
 
 
 def write_all(fd: int, data: bytes) -> None:
-    """``write(2)`` until every byte is written (a single call may write fewer)."""
+    """``write(2)`` until every byte is written (a single call may write fewer); a call that
+    writes nothing (a full disk that does not say so) raises ``OSError(ENOSPC)`` rather than
+    looping forever."""
     view = memoryview(data)
     while view:
         n = os.write(fd, view)
+        if n <= 0:
+            raise OSError(errno.ENOSPC, "no byte written")
         view = view[n:]
 
 

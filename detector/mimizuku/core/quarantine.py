@@ -25,7 +25,10 @@ from typing import Union
 from mimizuku.core.atomic import write_atomic
 from mimizuku.core.text import printable
 
-__all__ = ["MAX_ITEMS", "MAX_BYTES", "QuarantineFull", "set_aside"]
+__all__ = ["DIR_NAME", "MAX_ITEMS", "MAX_BYTES", "QuarantineFull", "set_aside"]
+
+#: the quarantine's directory under the spool directory (the call's and the scorer's alike)
+DIR_NAME = "quarantine"
 
 #: at most this many alerts are kept aside
 MAX_ITEMS = 1000

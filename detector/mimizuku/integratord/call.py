@@ -89,9 +89,6 @@ EXIT_LOST = 5
 EXIT_ENGINE = 6
 EXIT_QUARANTINED = 7
 
-#: where alerts whose handling failed are set aside (under the spool directory)
-QUARANTINE_DIR = "quarantine"
-
 #: integratord skips alert lines over 64 KiB; anything far larger is not an alert from it.
 MAX_ALERT_BYTES = 8 * 1024 * 1024
 
@@ -337,7 +334,7 @@ class _Call:
         """Keep ``payload`` in the quarantine with one log line saying where and why; None (also
         said in one line) when even that is impossible."""
         try:
-            path = quarantine.set_aside(self.spool_dir / QUARANTINE_DIR, payload, reason)
+            path = quarantine.set_aside(self.spool_dir / quarantine.DIR_NAME, payload, reason)
         except quarantine.QuarantineFull as e:
             self.log("error", f"{what} could not be handled ({reason}) nor set aside: {e}")
             return None
@@ -391,7 +388,8 @@ class _Call:
                 str(e), f"bad <options> in the mimizuku <integration> block: {e}; alerts are kept in "
                 f"{defaults.spool_dir / 'alerts'} until it is fixed")
             try:
-                Spool(defaults.spool_dir / "alerts", max_items=defaults.max_spool).put(alert)
+                Spool(defaults.spool_dir / "alerts", max_items=defaults.max_spool,
+                      max_bytes=defaults.max_spool_bytes).put(alert)
             except SpoolError as se:
                 log("error", f"alert {alert.get('id')} lost: {se}")
                 return EXIT_LOST
@@ -404,7 +402,8 @@ class _Call:
             if outcome == client.ACKED:
                 return EXIT_OK
 
-        alerts = Spool(opts.spool_dir / "alerts", max_items=opts.max_spool)
+        alerts = Spool(opts.spool_dir / "alerts", max_items=opts.max_spool, max_bytes=opts.max_spool_bytes,
+                       log=log)
         spooled = True
         try:
             self.own_spooled = alerts.put(alert)
@@ -421,6 +420,10 @@ class _Call:
             sink.flush(self.deadline.soft_at)
             if not spooled:
                 status, code = self._score_and_send([alert], opts, sink)
+                if status == "unsent":
+                    log("error", f"alert {alert.get('id')} scored, but neither it (alert spool) nor its event "
+                                 "(event spool) could be kept: the event is lost")
+                    return EXIT_LOST
                 if status != "done":
                     log("error", f"alert {alert.get('id')} lost: it could neither be kept nor scored")
                     return EXIT_LOST
@@ -486,6 +489,9 @@ class _Call:
                 for p, _ in items:
                     alerts.ack(p)
             else:
+                if status == "unsent":
+                    self.log("warning", f"{len(items)} alert(s) stay in {alerts.directory} and are scored again "
+                                        "at the next call")
                 return code
             last_cost = time.monotonic() - t0
             batches += 1
@@ -549,7 +555,8 @@ class _Call:
 
     def _score_and_send(self, batch: List[Any], opts: Options, sink: QueueSink) -> Tuple[str, int]:
         """("done", 0) when scored and sent (or kept by the sink); ("kept", code) when the alerts
-        must stay in the spool; ("split", 1) when the engine raised on this batch."""
+        must stay in the spool; ("unsent", 5) when they were scored but an event could neither be
+        sent nor kept (they stay in the spool too); ("split", 1) when the engine raised on this batch."""
         log = self.log
         batch = [a for a in batch if is_alert(a) and not is_own_event(a)]
         if not batch:
@@ -596,8 +603,8 @@ class _Call:
             try:
                 sink.send(msg, self.deadline.start + self.deadline.hard_after - 0.1)
             except SpoolError as e:
-                log("error", f"event for alert {rec.get('id')} lost: it can neither be sent nor kept ({e})")
-                return "kept", EXIT_LOST
+                log("error", f"alert {rec.get('id')} scored, but its event can neither be sent nor kept ({e})")
+                return "unsent", EXIT_LOST
         return "done", EXIT_OK
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from mimizuku.core.severity import SEVERITY_RANK
+from mimizuku.core.spool import DEFAULT_MAX_BYTES
 
 NAME = "mimizuku"
 #: integratord's default when it passes none (and Wazuh < 4.8, which passes none).
@@ -36,6 +37,7 @@ OPTION_KEYS = {
     "min_severity": "lowest severity reported as an anomaly event (default low)",
     "max_batch": "most alerts scored per call (default 200)",
     "max_spool": "most alerts kept waiting (default 100000)",
+    "max_spool_bytes": "most bytes of alerts kept waiting (default 536870912: 512 MiB)",
     "ignore_users": "users whose alerts are never anomalies (passed to the engine)",
 }
 
@@ -111,6 +113,7 @@ class Options:
     min_severity: str = "low"
     max_batch: int = 200
     max_spool: int = 100_000
+    max_spool_bytes: int = DEFAULT_MAX_BYTES
     ignore_users: Tuple[str, ...] = ()
     socket_timeout: Optional[float] = None
     fallback: str = "spool"
@@ -174,7 +177,7 @@ def load_options(path: str, home: Path) -> Options:
         if data["min_severity"] not in SEVERITY_RANK or data["min_severity"] == "none":
             raise OptionsError('option "min_severity" must be one of low, medium, high, critical')
         opts.min_severity = data["min_severity"]
-    for key in ("max_batch", "max_spool"):
+    for key in ("max_batch", "max_spool", "max_spool_bytes"):
         if key in data:
             v = data[key]
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:

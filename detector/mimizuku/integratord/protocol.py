@@ -38,9 +38,10 @@ MAX_ID_CHARS = 128
 OPS = ("score", "status", "ping", "reload")
 
 #: ``status`` of a positive answer to ``score``: the alert is settled (scored, already handled,
-#: or kept in ``spool/rejected`` because the engine failed on it). ``skipped``: the plugin's own event.
-SCORED, DUPLICATE, KEPT, SKIPPED = "scored", "duplicate", "kept", "skipped"
-SETTLED = (SCORED, DUPLICATE, KEPT)
+#: or set aside in ``spool/quarantine`` because identifying, featurising or scoring it failed:
+#: ``quarantined``; ``kept``, the same from scorers before it). ``skipped``: the plugin's own event.
+SCORED, DUPLICATE, KEPT, SKIPPED, QUARANTINED = "scored", "duplicate", "kept", "skipped", "quarantined"
+SETTLED = (SCORED, DUPLICATE, KEPT, QUARANTINED)
 
 #: ``code`` of a negative answer.
 BAD_REQUEST = "bad_request"

@@ -74,6 +74,17 @@ SETTINGS = (
     Setting("stream_state_interval", 30.0, "seconds between two writes of the stream state (rate and repeat "
             "windows, fleet waves) to <spool>/stream-state.json, read back by the in-process path and at "
             "start; also written at stop (0: never)", type=clamped(float, 0.0)),
+    Setting("max_connections", 512, "most client connections at once; a new client past it takes the place of "
+            "the connection idle the longest (refused only when none is idle)", type=clamped(int, 1)),
+    Setting("idle_timeout", 300.0, "seconds a client connection may stay idle (nothing asked, nothing owed to it) "
+            "before it is closed (0: never)", type=clamped(float, 0.0), metavar="SECONDS"),
+    Setting("reply_cap", 1 << 20, "bytes of answers a client may leave unread: past it, its requests are not read "
+            "until it reads (at least one answer line)", type=clamped(int, 1 << 16), metavar="BYTES"),
+    Setting("reply_stall_timeout", 30.0, "seconds a client may stay past --reply-cap before its connection is "
+            "closed", type=clamped(float, 0.1), metavar="SECONDS"),
+    Setting("reload_interval", 10.0, "seconds between two reloads asked for (SIGHUP, the reload request); "
+            "requests in between are answered 'throttled' and coalesced into the next one",
+            type=clamped(float, 0.0), metavar="SECONDS"),
     Setting("socket_group", "wazuh", "group that may use the socket when run as root (empty: root only)",
             check=lambda group: group or None),
     Setting("log_file", None, "log here instead of standard error"),

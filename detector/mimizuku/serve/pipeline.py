@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Deque, Dict, List, Optional, Tuple
 
-from mimizuku.core.alert_identity import alert_key
+from mimizuku.core import quarantine
+from mimizuku.core.alert_identity import alert_key, canonical_json
 from mimizuku.core.spool import OWNER_LOCK, Spool, SpoolError, hold_owner, release_owner
 from mimizuku.core.text import printable
 from mimizuku.delivery import events
@@ -44,14 +45,23 @@ GC_YOUNG_LIMIT = 200_000
 # --- work items ---------------------------------------------------------------------------------
 
 class WorkItem:
-    """One alert on its way through the pipeline, with where to report its completion."""
+    """One alert on its way through the pipeline, with where to report its completion.
 
-    __slots__ = ("alert", "key", "hash", "source", "token", "status", "error", "received")
+    Making one never raises: an alert that cannot be identified (``alert_key`` failed) gets a
+    ``fault`` instead of a key, and the scorer sets it aside (:meth:`Scorer.set_aside`) rather
+    than letting the exception out of the server's loop (issue 17 item 4)."""
+
+    __slots__ = ("alert", "key", "hash", "source", "token", "status", "error", "received", "fault")
 
     def __init__(self, alert: Dict[str, Any], source: str, token: Any):
         self.alert = alert
-        self.key = alert_key(alert)
-        self.hash = HandledIds.digest(self.key)
+        self.fault: Optional[str] = None
+        try:
+            self.key = alert_key(alert)
+            self.hash = HandledIds.digest(self.key)
+        except Exception as e:
+            self.key, self.hash = "?", None
+            self.fault = f"cannot identify the alert: {type(e).__name__}: {printable(e, 300)}"
         self.source = source           # "socket", "follow" or "spool"
         self.token = token             # (connection, request id) / follow slot / spool path
         self.status = "queued"
@@ -67,10 +77,11 @@ class Counters:
     skipped_own: int = 0
     rejected: int = 0
     engine_failed: int = 0
+    quarantined: int = 0
     anomalies: int = 0
     events_sent: int = 0
     events_spooled: int = 0
-    events_lost: int = 0
+    events_not_kept: int = 0     # events neither sent nor kept: their alerts were not acknowledged
     batches: int = 0
     bad_requests: int = 0
 
@@ -97,7 +108,7 @@ class Scorer:
         self.flood = FloodControl(cfg.flood_window)
         self.caches = EngineCaches(cfg.cache_entries)
         self.handled = HandledIds(cfg.state_dir / JOURNAL_NAME, cfg.dedupe_window)
-        self.rejected = Spool(cfg.spool_dir / "rejected", max_items=10_000)
+        self.quarantine = cfg.spool_dir / quarantine.DIR_NAME
         self.sink = make_event_sink(cfg, server.logfn)
         # while this runs, integratord calls leave the spool to it (core/spool.py: owner_alive)
         self.spool_owner = hold_spool_owner(cfg.spool_dir, server)
@@ -237,7 +248,9 @@ class Scorer:
         fresh: List[WorkItem] = []
         seen = set()
         for it in batch:
-            if it.hash in self.handled or it.hash in seen:
+            if it.fault is not None:
+                self.set_aside(it, it.fault)
+            elif it.hash in self.handled or it.hash in seen:
                 it.status = protocol.DUPLICATE
                 c.duplicates += 1
             else:
@@ -248,8 +261,10 @@ class Scorer:
                 it.status, it.error = protocol.NOT_READY, "no model loaded"
             self.server.complete(batch)
             return
-        records = self._score(fresh) if fresh else []
-        ok = self._deliver(records)
+        ok = self._deliver(self._score(fresh) if fresh else [])
+        # set aside: remembered like a scored alert, so a client's retry is a duplicate, not a
+        # second quarantine (and a second log line)
+        self.handled.add([it.hash for it in fresh if it.status == protocol.QUARANTINED])
         scored = [it for it in fresh if it.status == "queued"]
         if ok:
             self.handled.add([it.hash for it in scored])
@@ -265,40 +280,73 @@ class Scorer:
                 Spool.ack(it.token)
         self.server.complete(batch)
 
-    def _score(self, items: List[WorkItem]) -> List[Dict[str, Any]]:
+    def _score(self, items: List[WorkItem]) -> List[Tuple[WorkItem, Dict[str, Any]]]:
+        """Each item with its record (items no detector applies to have none). When the engine
+        raises on the batch, each alert is scored alone to find the culprit, which is set aside."""
         alerts = [it.alert for it in items]
         try:
-            return list(self.model.iter_records(alerts, new_stream=False, batch_size=max(1, len(alerts))))
+            scored = list(self.model.iter_scored(alerts, new_stream=False, batch_size=max(1, len(alerts))))
+            if len(scored) != len(items):   # the server queues alerts only: one answer each
+                raise RuntimeError(f"{len(scored)} results for {len(items)} alerts")
         except Exception as e:
             if len(items) == 1:
-                it = items[0]
-                it.status = protocol.KEPT
                 self.server.counters.engine_failed += 1
-                self.server.error(f"engine failed on alert {printable(it.key, 80)}: {type(e).__name__}: {e}; "
-                                  f"kept in {self.rejected.directory}")
-                try:
-                    self.rejected.put({"reason": f"engine failed: {type(e).__name__}: {e}", "alert": it.alert})
-                except SpoolError:
-                    it.status, it.error = "failed", "engine failed and the alert cannot be kept"
+                self.set_aside(items[0], f"engine failed: {type(e).__name__}: {printable(e, 300)}")
                 return []
-        out: List[Dict[str, Any]] = []
+        else:
+            return [(it, s.record) for it, s in zip(items, scored) if s.record is not None]
+        out: List[Tuple[WorkItem, Dict[str, Any]]] = []
         for it in items:  # split: score alone each alert, set aside those the engine cannot take
             out.extend(self._score([it]))
         return out
 
-    def _deliver(self, records: List[Dict[str, Any]]) -> bool:
+    def _deliver(self, scored: List[Tuple[WorkItem, Dict[str, Any]]]) -> bool:
         c = self.server.counters
         to_send: List[Dict[str, Any]] = []
         policy = SendPolicy(self.cfg.options)
-        for rec in records:  # in order: a repeat counts into the burst its anomaly opened
-            if rec.get("anomaly"):
-                c.anomalies += 1
-            else:  # whether the policy sends it (send "all") or not
-                self.flood.count_repeat(rec)
-            out = policy.send(rec)
-            if out is not None:
-                to_send.extend(self.flood.admit(out))
+        for it, rec in scored:  # in order: a repeat counts into the burst its anomaly opened
+            try:
+                if rec.get("anomaly"):
+                    c.anomalies += 1
+                else:  # whether the policy sends it (send "all") or not
+                    self.flood.count_repeat(rec)
+                out = policy.send(rec)
+                if out is not None:
+                    to_send.extend(self.flood.admit(out))
+            except Exception as e:   # this alert's record: set it aside, the batch goes on
+                self.set_aside(it, f"policy or flood control failed: {type(e).__name__}: {printable(e, 300)}")
         return self._send(to_send)
+
+    def set_aside(self, it: WorkItem, why: str) -> None:
+        """Handling this one alert raised: keep it in the quarantine directory, say so once, count
+        it, and settle it (``quarantined``: the client stops resending it, the spool file goes,
+        the bookmark moves on) -- only once the copy is on disk. When the quarantine cannot take
+        it (full, not writable) the alert fails instead and stays where it came from: the client
+        keeps it in its spool, a spool file is renamed ``*.bad`` beside the others (logged)."""
+        payload = None
+        if it.source == "spool":
+            try:
+                payload = Path(it.token).read_bytes()   # the file as it was kept
+            except OSError:
+                payload = None
+        if payload is None:
+            payload = canonical_json(it.alert)
+        where = {"socket": "client", "spool": "alert spool", "follow": "followed source"}.get(it.source, it.source)
+        try:
+            path = quarantine.set_aside(self.quarantine, payload, why)
+        except quarantine.QuarantineFull as e:
+            it.status, it.error = "failed", f"{why}; not set aside: {e}"
+            if it.source == "spool":
+                bad = Spool.set_aside_bad(Path(it.token), self.server.logfn, f"{why}; quarantine refused it: {e}")
+                self.server.error(f"alert {printable(it.key, 80)} from the alert spool could not be handled "
+                                  f"({why}) nor quarantined ({e}); left as {bad}")
+            else:
+                self.server.error(f"alert {printable(it.key, 80)} from the {where} could not be handled ({why}) "
+                                  f"nor quarantined ({e}); it stays with its source, which is told it failed")
+            return
+        it.status = protocol.QUARANTINED
+        self.server.counters.quarantined += 1
+        self.server.error(f"alert {printable(it.key, 80)} from the {where} set aside as {path}: {why}")
 
     def _send(self, records: List[Dict[str, Any]]) -> bool:
         c = self.server.counters
@@ -306,8 +354,9 @@ class Scorer:
         for rec in records:
             try:
                 msg = event_message(rec)
-            except (events.EventTooLarge, ValueError, TypeError) as e:
-                self.server.error(f"cannot build the event for alert {printable(rec.get('id'), 80)}: {e}")
+            except Exception as e:   # this record's event only; the alert was scored
+                self.server.error(f"alert {printable(rec.get('id'), 80)} scored, but its event cannot be built "
+                                  f"({type(e).__name__}: {printable(e, 300)}); no event sent for it")
                 continue
             try:
                 if self.sink.send(msg):
@@ -315,8 +364,10 @@ class Scorer:
                 else:
                     c.events_spooled += 1
             except SpoolError as e:
-                c.events_lost += 1
-                self.server.error(f"event for alert {printable(rec.get('id'), 80)} can neither be sent nor kept: {e}")
+                c.events_not_kept += 1
+                self.server.error(f"alert {printable(rec.get('id'), 80)} scored, but its event can neither be sent "
+                                  f"nor kept ({e}); the alert is not acknowledged: it stays with its client, in the "
+                                  "alert spool or in the followed file, and is scored again")
                 ok = False
         return ok
 

@@ -59,6 +59,7 @@ from mimizuku.core.text import printable
 from mimizuku.delivery.failure_notice import FailureNotice
 from mimizuku.integratord import protocol
 from mimizuku.serve.config import BOOKMARK_NAME, INDEXER_BOOKMARK_NAME, STATUS_NAME, ServeConfig
+from mimizuku.serve.connections import Connection, longest_idle
 from mimizuku.serve.pipeline import Counters, Scorer, WorkItem
 from mimizuku.serve.reload import ModelReload
 from mimizuku.sources.follow import AlertFollower, FollowError
@@ -67,8 +68,6 @@ log = logging.getLogger("mimizuku.serve")
 
 #: exit codes of ``mimizuku serve`` (serve/command.py returns them)
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_SOCKET = 0, 1, 2, 3
-
-MAX_CONNECTIONS = 512
 
 
 def _loads_factory():
@@ -84,22 +83,6 @@ _loads = _loads_factory()
 
 
 # --- connections -------------------------------------------------------------------------------
-
-class Connection:
-    """One client of the socket: its buffers and where it stands (read, answered, closed)."""
-
-    __slots__ = ("sock", "rbuf", "wbuf", "pending", "eof", "closing", "closed", "reading")
-
-    def __init__(self, sock: socket.socket):
-        self.sock = sock
-        self.rbuf = bytearray()
-        self.wbuf = bytearray()
-        self.pending = 0
-        self.eof = False
-        self.closing = False     # close once wbuf is flushed
-        self.closed = False
-        self.reading = True
-
 
 class _FollowSlot:
     __slots__ = ("mark", "done")
@@ -137,7 +120,7 @@ class Server(ModelReload):
         self._follow_slots: Deque[_FollowSlot] = collections.deque()
         self._follow_inflight = 0
         self._follow_paused_until = 0.0
-        self._next = {"watch": 0.0, "spool": 0.0, "follow": 0.0, "bookmark": 0.0, "status": 0.0}
+        self._next = {"watch": 0.0, "spool": 0.0, "follow": 0.0, "bookmark": 0.0, "status": 0.0, "conns": 0.0}
         cfg.state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
         self.scorer = Scorer(self)
         self.ready_event = threading.Event()   # tests: the socket is listening
@@ -313,6 +296,9 @@ class Server(ModelReload):
         if now >= n["status"]:
             n["status"] = now + 5.0
             self._write_status()
+        if now >= n["conns"]:
+            n["conns"] = now + 0.25
+            self.tend_connections(now)
 
     def _drain_wake(self) -> None:
         try:
@@ -337,12 +323,18 @@ class Server(ModelReload):
     def adopt(self, sock: socket.socket) -> "Connection":
         """Serve a connected client socket: what the listener does with each connection it
         accepts (public so a connection can also be handed over ready-made, as the tests of
-        backpressure do). Past ``MAX_CONNECTIONS`` the client is told it is overloaded."""
+        backpressure do). Past ``max_connections`` the connection idle the longest is closed to
+        make room; only when none is idle is the new client told it is overloaded."""
         sock.setblocking(False)
-        conn = Connection(sock)
+        conn = Connection(sock, time.monotonic())
         self._accepted += 1
+        if len(self._conns) >= self.cfg.max_connections:
+            old = longest_idle(self._conns.values())
+            if old is not None:
+                log.info("%d connections: closing the one idle the longest for a new client", len(self._conns))
+                self._close(old)
         self._conns[id(conn)] = conn
-        if len(self._conns) > MAX_CONNECTIONS:
+        if len(self._conns) > self.cfg.max_connections:
             conn.wbuf += protocol.answer(None, False, code=protocol.OVERLOADED, error="too many connections")
             conn.closing = True
             conn.reading = False
@@ -359,6 +351,7 @@ class Server(ModelReload):
         except OSError:
             self._close(conn)
             return
+        conn.last_active = time.monotonic()
         if not data:
             conn.eof = True
             if conn.rbuf:
@@ -368,7 +361,11 @@ class Server(ModelReload):
             self._maybe_close(conn)
             return
         conn.rbuf += data
-        while not conn.closing:
+        self._parse(conn)
+
+    def _parse(self, conn: Connection) -> None:
+        """Answer the complete request lines read, while the client takes its answers."""
+        while not conn.closing and not conn.closed and conn.over_cap_since is None:
             nl = conn.rbuf.find(b"\n")
             if nl < 0:
                 if len(conn.rbuf) > protocol.MAX_LINE:
@@ -382,7 +379,13 @@ class Server(ModelReload):
             line = bytes(conn.rbuf[:nl])
             del conn.rbuf[: nl + 1]
             if line.strip():
-                self._on_request(conn, line)
+                try:
+                    self._on_request(conn, line)
+                except Exception as e:  # one request only: answer it, keep serving the others
+                    self.counters.bad_requests += 1
+                    self.error(f"request not handled: {type(e).__name__}: {printable(e, 300)}")
+                    self._respond(conn, protocol.answer(None, False, code=protocol.INTERNAL,
+                                                        error=f"request not handled ({type(e).__name__})"))
         self._maybe_close(conn)
 
     def _on_request(self, conn: Connection, line: bytes) -> None:
@@ -410,8 +413,7 @@ class Server(ModelReload):
         elif op == "ping":
             self._respond(conn, protocol.answer(rid, True, status="pong"))
         elif op == "reload":
-            self.request_reload()
-            self._respond(conn, protocol.answer(rid, True, status="reload requested"))
+            self._respond(conn, protocol.answer(rid, True, status=self.request_reload()))
         else:
             self.counters.bad_requests += 1
             self._respond(conn, protocol.answer(rid, False, code=protocol.BAD_REQUEST,
@@ -444,6 +446,7 @@ class Server(ModelReload):
         self._flush(conn)
 
     def _flush(self, conn: Connection) -> None:
+        sent = False
         while conn.wbuf:
             try:
                 n = conn.sock.send(conn.wbuf)
@@ -453,8 +456,42 @@ class Server(ModelReload):
                 self._close(conn)
                 return
             del conn.wbuf[:n]
+            sent = True
+        if sent:
+            conn.last_active = time.monotonic()
+        self._check_cap(conn)
         self._update_interest(conn)
         self._maybe_close(conn)
+
+    def _check_cap(self, conn: Connection) -> None:
+        """Past ``reply_cap`` unsent bytes, stop reading the client's requests; back under it,
+        answer what was read meanwhile and read again (issue 17 item 5)."""
+        if len(conn.wbuf) > self.cfg.reply_cap:
+            if conn.over_cap_since is None:
+                conn.over_cap_since = time.monotonic()
+                conn.reading = False
+        elif conn.over_cap_since is not None:
+            conn.over_cap_since = None
+            conn.reading = self._may_read(conn)
+            self._parse(conn)
+
+    def _may_read(self, conn: Connection) -> bool:
+        return not (conn.eof or conn.closing or conn.closed or conn.over_cap_since is not None
+                    or self._stopping or len(self.scorer.q) >= self.cfg.high_water)
+
+    def tend_connections(self, now: float) -> None:
+        """The loop's connection timer (public: tests drive it): close the connections idle for
+        longer than ``idle_timeout`` and those whose unread answers stayed past the cap for
+        longer than ``reply_stall_timeout``."""
+        cfg = self.cfg
+        for conn in list(self._conns.values()):
+            if conn.stalled(now, cfg.reply_stall_timeout):
+                self.error(f"a client left {len(conn.wbuf)} bytes of answers unread for more than "
+                           f"{cfg.reply_stall_timeout:g} s: connection closed")
+                self._close(conn)
+            elif conn.idle_for(now, cfg.idle_timeout):
+                log.debug("closing a connection idle for more than %g s", cfg.idle_timeout)
+                self._close(conn)
 
     def _set_reading(self, conn: Connection, on: bool) -> None:
         if conn.reading != on:
@@ -506,7 +543,7 @@ class Server(ModelReload):
         self._bp_state = state
         for conn in list(self._conns.values()):
             if not conn.eof and not conn.closing and not conn.closed:
-                self._set_reading(conn, not full and not self._stopping)
+                self._set_reading(conn, self._may_read(conn))
 
     # -- completions ------------------------------------------------------------------------------
     def _process_completions(self) -> None:
@@ -567,10 +604,13 @@ class Server(ModelReload):
                     f"resident scorer at {self.cfg.socket} answers again")
             return
         for p in paths[: self.cfg.spool_batch]:
-            alert = Spool.load(p, _loads)
+            alert = Spool.load(p, _loads, log=self.logfn)
             if alert is SPOOL_MISSING:
                 continue
-            if not is_alert(alert) or is_own_event(alert):
+            if not is_alert(alert):
+                Spool.set_aside_bad(p, self.logfn, "is not a Wazuh alert (no rule object)")
+                continue
+            if is_own_event(alert):
                 Spool.ack(p)
                 continue
             self.counters.received += 1
@@ -681,6 +721,8 @@ class Server(ModelReload):
             "flood": {"window_s": self.cfg.flood_window, "open": len(self.scorer.flood),
                       "suppressed": self.scorer.flood.suppressed, "summaries": self.scorer.flood.summaries},
             "queue_depth": len(self.scorer.q), "spool": sp, "connections": len(self._conns),
+            "unsent_answer_bytes": sum(len(c.wbuf) for c in list(self._conns.values())),
+            "quarantine": str(self.scorer.quarantine),
             "dedupe_window": {"size": len(self.scorer.handled), "max": self.cfg.dedupe_window},
             "engine_caches": {"max_entries": self.scorer.caches.entries, "cleared": self.scorer.caches.cleared,
                               "gc_collections": self.scorer.collections},

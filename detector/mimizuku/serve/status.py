@@ -163,10 +163,10 @@ def render(st: Dict[str, Any]) -> List[str]:
         prefix = "alerts:      " if st.get("running") else "last run:    "
         lines.append(f"{prefix} {c.get('received', 0)} received, {c.get('scored', 0)} scored, "
                      f"{c.get('duplicates', 0)} duplicates dropped, {c.get('skipped_own', 0)} own events skipped, "
-                     f"{c.get('engine_failed', 0)} set aside")
+                     f"{c.get('quarantined', c.get('engine_failed', 0))} quarantined")
         fl = st.get("flood") or {}
         lines.append(f"anomalies:     {c.get('anomalies', 0)}; events {c.get('events_sent', 0)} sent, "
-                     f"{c.get('events_spooled', 0)} kept for analysisd, {c.get('events_lost', 0)} lost"
+                     f"{c.get('events_spooled', 0)} kept for analysisd, {c.get('events_not_kept', c.get('events_lost', 0))} not kept (alerts scored again)"
                      + (f"; flood control suppressed {fl.get('suppressed', 0)} in {fl.get('summaries', 0)} summaries"
                         if fl else ""))
     sp = st.get("spool") or {}
