@@ -13,6 +13,7 @@ import pytest
 from mimizuku import Mimizuku
 from mimizuku.engine.detectors.commands import CommandDetector
 from mimizuku.engine.detectors.files import FileIntegrityDetector
+from mimizuku.engine.flag_rule import record_flagged
 from mimizuku.engine.lineage import ProcessLineage, change_channel
 
 H = dt.timedelta(hours=1)
@@ -191,10 +192,11 @@ def test_a_playbooks_changes_are_not_anomalies_the_same_from_a_shell_are(model):
     by_hand = _onboarding(t + H, "db-01", "003", 60_000, through_ansible=False)
     recs = {r["id"]: r for r in model.score_records(playbook + by_hand)}
     changes = [a for a in playbook if "syscheck" in a or "useradd" in json.dumps(a)]
-    assert len(changes) == 6 and not any(recs[a["id"]]["anomaly"] for a in changes)
-    # by hand: the useradd is an anomaly, and every file change scores above the playbook's
+    assert len(changes) == 6 and not any(record_flagged(recs[a["id"]]) for a in changes)
+    # by hand: the useradd is flagged (raised, or told within the story the shell before it
+    # opened: mimizuku.engine.stories), and every file change scores above the playbook's
     same = [a for a in by_hand if "syscheck" in a or "useradd" in json.dumps(a)]
-    assert recs[same[0]["id"]]["anomaly"] and "useradd" in " ".join(recs[same[0]["id"]]["reasons"])
+    assert record_flagged(recs[same[0]["id"]]) and "useradd" in " ".join(recs[same[0]["id"]]["reasons"])
     for mine, theirs in zip(changes[1:], same[1:]):
         assert recs[theirs["id"]]["score"] > recs[mine["id"]]["score"] + 0.2
 

@@ -214,3 +214,34 @@ def test_a_truncated_spool_file_is_set_aside_as_bad_and_logged(scratch, caplog):
             col.close()
     bad = p.with_suffix(".bad")
     assert bad.exists() and str(bad) in caplog.text and "unreadable" in caplog.text
+
+
+def test_a_spooled_alert_the_decoder_fails_on_is_quarantined(scratch, monkeypatch):
+    """Whole JSON that the decoder cannot take (nested past its depth: RecursionError, not a
+    ValueError) is quarantined by the spool drain, byte for byte, and the loop goes on."""
+    from mimizuku.serve import server as server_mod
+
+    scratch.install_version("v1")
+    sp = Spool(scratch.spool / "alerts")
+    alerts = traffic(3, "d")
+    paths = [sp.put(a) for a in alerts]
+    poison = paths[1].read_bytes()
+    real = server_mod._loads
+
+    def loads(data):
+        if data == poison:
+            raise RecursionError("maximum recursion depth exceeded while decoding a JSON object")
+        return real(data)
+
+    monkeypatch.setattr(server_mod, "_loads", loads)
+    col = scratch.analysisd()
+    d = Daemon(scratch.config())
+    try:
+        assert wait_until(lambda: scratch.spooled_alerts() == 0, 30)
+        assert d.thread.is_alive()
+        assert sorted(col.wait_for(2, 20)) == ["d.0", "d.2"]
+        assert [p.read_bytes() for p in _quarantined(scratch)] == [poison]
+        assert d.server.counters.quarantined == 1
+    finally:
+        assert d.stop() == 0
+        col.close()

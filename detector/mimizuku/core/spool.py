@@ -248,13 +248,16 @@ class Spool:
     def load(path: Path, loads: Callable[[bytes], Any] = lambda b: json.loads(b.decode("utf-8")),
              log: Optional[LogFn] = None) -> Any:
         """One item's content; ``MISSING`` if another consumer took it or it was unreadable
-        (then it is moved aside as ``*.bad``, and logged, so it cannot block the spool)."""
+        (then it is moved aside as ``*.bad``, and logged, so it cannot block the spool). Anything
+        else ``loads`` raises (a RecursionError on JSON nested deeper than the parser goes: the
+        item is whole, the decoder is what fails) goes to the caller, which quarantines the alert
+        (``mimizuku.core.quarantine``)."""
         try:
             with open(path, "rb") as f:
                 return loads(f.read())
         except FileNotFoundError:
             return _MISSING
-        except Exception as e:   # unreadable, not JSON, or too deep for the parser
+        except (OSError, ValueError) as e:   # unreadable, truncated, not JSON
             Spool.set_aside_bad(path, log, f"unreadable ({type(e).__name__}: {str(e)[:200]})")
             return _MISSING
 

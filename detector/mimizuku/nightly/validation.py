@@ -118,8 +118,10 @@ def validate(new: Any, current: Any, cfg: RetrainConfig, *, day_records: Optiona
         else:
             # a first model has nothing to compare with: its *raised* anomalies are bounded (a
             # burst is one story: a scan's thousand repeats are not a thousand anomalies, and a
-            # day under attack must not make the first model look broken)
-            raised = sum(1 for r in day_records if r.get("anomaly"))
+            # day under attack must not make the first model look broken). An anomaly folded into
+            # its account's story (mimizuku.engine.stories) is a situation of its own, so it counts:
+            # a broken model must not pass because its flood was told as a few stories
+            raised = sum(1 for r in day_records if r.get("anomaly") or r.get("story"))
             allowed = max(cfg.max_day_rate * n, cfg.min_count)
             v.day.update(allowed=int(math.floor(allowed)), raised=raised)
             if raised > allowed:

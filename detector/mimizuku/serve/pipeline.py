@@ -348,6 +348,20 @@ class Scorer:
         self.server.counters.quarantined += 1
         self.server.error(f"alert {printable(it.key, 80)} from the {where} set aside as {path}: {why}")
 
+    def set_aside_spooled(self, path: Path, why: str) -> None:
+        """A spooled alert no decoder takes (too deep): into the quarantine (``*.bad`` if it
+        refuses), logged and counted, so it never blocks the spool nor stops the loop."""
+        try:
+            kept = quarantine.set_aside(self.quarantine, path.read_bytes(), why)
+        except FileNotFoundError:
+            return
+        except OSError as e:   # QuarantineFull included
+            Spool.set_aside_bad(path, self.server.logfn, f"{why}; quarantine refused it: {e}")
+            return
+        Spool.ack(path)
+        self.server.counters.quarantined += 1
+        self.server.error(f"spooled alert {path.name} set aside as {kept}: {why}")
+
     def _send(self, records: List[Dict[str, Any]]) -> bool:
         c = self.server.counters
         ok = True

@@ -604,7 +604,11 @@ class Server(ModelReload):
                     f"resident scorer at {self.cfg.socket} answers again")
             return
         for p in paths[: self.cfg.spool_batch]:
-            alert = Spool.load(p, _loads, log=self.logfn)
+            try:
+                alert = Spool.load(p, _loads, log=self.logfn)
+            except Exception as e:   # whole, but the decoder fails on it (too deep): set it aside
+                self.scorer.set_aside_spooled(p, f"cannot be decoded: {type(e).__name__}: {printable(e, 200)}")
+                continue
             if alert is SPOOL_MISSING:
                 continue
             if not is_alert(alert):
