@@ -19,6 +19,7 @@ import datetime as _dt
 import gc
 import logging
 import numbers
+import os
 import secrets
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from mimizuku.engine.detectors.base import Detector, NotEnoughData
 from mimizuku.engine.detectors.commands import CommandDetector
 from mimizuku.engine.detectors.context import ContextDetector
 from mimizuku.engine.detectors.files import FileIntegrityDetector
+from mimizuku.engine.feedback import FeedbackSet
 from mimizuku.engine.flag_rule import FlagRule, Verdict
 from mimizuku.engine.lineage import ChannelJudged, ProcessLineage
 from mimizuku.engine.peers import PeerGroups, agent_profiles
@@ -289,7 +291,26 @@ class Mimizuku:
         files detector's own abuse list, the original ``FsNotify`` API) and the fitted thresholds."""
         files = self.__dict__.get("detectors_", {}).get("files")
         abuse = list(self.abuse_files) + list(getattr(files, "abuse_files", ()) or ())
-        return FlagRule(ignore_users=self.ignore_users, ignore_files=self.ignore_files, abuse_files=abuse)
+        fb = self.__dict__.get("feedback_set")
+        return FlagRule(ignore_users=self.ignore_users, ignore_files=self.ignore_files, abuse_files=abuse,
+                        feedback=fb.at() if fb is not None else None)
+
+    # -- analysts' verdicts (mimizuku.engine.feedback) -------------------------------------------
+    def set_feedback(self, feedback: Any) -> "Mimizuku":
+        """Judge with these analysts' verdicts from the next batch on: a ``FeedbackSet``, a path
+        to a verdict store (``mimizuku feedback``), or None (none). Verdicts are not part of the
+        model: they are never saved with it and survive retrains and rollbacks."""
+        if feedback is not None and not isinstance(feedback, FeedbackSet):
+            from mimizuku.store.feedback import FeedbackStore
+
+            feedback = FeedbackSet.from_json(FeedbackStore(feedback).load(), str(feedback))
+        self.feedback_set = feedback
+        return self
+
+    @property
+    def feedback(self) -> Optional[FeedbackSet]:
+        """The analysts' verdicts this model judges with (None: none)."""
+        return self.__dict__.get("feedback_set")
 
     # -- scoring ----------------------------------------------------------------------------
     def _check_fitted(self) -> None:
@@ -441,6 +462,8 @@ class Mimizuku:
                 episode = {"of": ep.opener, "since": ep.since, "alerts": ep.alerts, "duration_s": ep.duration}
         if verdict.abuse:
             reasons.append(verdict.abuse)
+        if verdict.suppressed_by is not None:
+            reasons.append(rule.feedback.reason(verdict.suppressed_by))
         anomaly = verdict.anomaly
         if anomaly:
             for name in ([best_name] + [n for n in verdict.detectors if n != best_name]):
@@ -451,6 +474,10 @@ class Mimizuku:
             reasons.append(verdict.ignored)
         threshold = rule.threshold(best_name, d.threshold_, len(got))
         sev = "critical" if verdict.abuse else severity_of(s, threshold, anomaly)
+        if verdict.confirmed_by is not None:
+            # the situation of an incident an analyst confirmed: at least high, whatever its score
+            sev = SEVERITIES[max(SEVERITY_RANK[sev], SEVERITY_RANK["high"])] if anomaly else sev
+            reasons.insert(0, rule.feedback.reason(verdict.confirmed_by))
         if technique is not None and anomaly:
             # a new situation that looks like an attacker's technique: one band up
             sev = SEVERITIES[min(len(SEVERITIES) - 1, SEVERITY_RANK[sev] + 1)]
@@ -469,7 +496,7 @@ class Mimizuku:
             "threshold": round(float(threshold), 6),
             "anomaly": anomaly,
             "severity": sev,
-            "reasons": reasons if anomaly or verdict.ignored or verdict.repeat_of else [],
+            "reasons": reasons if anomaly or verdict.ignored or verdict.repeat_of or verdict.suppressed_by else [],
             "scores": {n: round(v[0], 6) for n, v in got.items()},
             "fields": fields.key_fields(alert),
             "model_version": getattr(self, "model_version_", "unversioned"),
@@ -478,6 +505,10 @@ class Mimizuku:
             rec["mitre"] = technique_record(technique)
         if verdict.repeat_of is not None:
             rec["repeat_of"] = verdict.repeat_of
+        if verdict.suppressed_by is not None:
+            rec["suppressed_by"] = verdict.suppressed_by
+        if verdict.confirmed_by is not None:
+            rec["confirmed_by"] = verdict.confirmed_by
         if episode is not None:  # an update of an episode that climbed a band: the story so far
             rec["episode"] = episode
             reasons.insert(0, f"update of anomaly {episode['of']}: {sev} now; {episode['alerts']} alerts of "
@@ -527,10 +558,13 @@ class Mimizuku:
 
     @classmethod
     def load_model(cls, model_dir, ignore_files=None, abuse_files=None, ignore_users=None,
-                   check_versions=True) -> "Mimizuku":
+                   check_versions=True, feedback="installed") -> "Mimizuku":
         """Load a model directory after verifying checksums, ownership and permissions.
 
-        The ignore/abuse lists given here replace the ones saved with the model.
+        The ignore/abuse lists given here replace the ones saved with the model. ``feedback``:
+        the analysts' verdicts to judge with (``set_feedback``); ``"installed"`` (the default):
+        the verdict store that belongs to ``model_dir`` (``mimizuku.store.feedback.default_path``)
+        when it exists; None: none.
         """
         from mimizuku.store.model_dir import load_model_dir
         from mimizuku.store.versions import resolve_model_dir
@@ -560,7 +594,12 @@ class Mimizuku:
         model.read_stats_ = training.get("read", {})
         model.model_version_ = manifest.get("model_version", "unversioned")
         model.manifest_ = manifest
-        return model
+        if isinstance(feedback, str) and feedback == "installed":
+            from mimizuku.store.feedback import default_path
+
+            path = default_path(model_dir)
+            feedback = path if os.path.lexists(path) else None
+        return model.set_feedback(feedback)
 
 
 class ScoredAlert:
