@@ -27,7 +27,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--model-dir", "-m", required=True, help="model directory or model root")
     p.add_argument("--input", "-i", nargs="+", required=True, metavar="PATH", help="where the alert is")
     p.add_argument("--alert-id", required=True, help="the alert's id (its record's id)")
-    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument("--format", choices=("text", "json"), default="text",
+                   help="text for a person (default), json for a tool")
     p.set_defaults(func=cmd_explain)
 
 

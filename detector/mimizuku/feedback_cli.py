@@ -26,6 +26,7 @@ from mimizuku.core.text import printable
 from mimizuku.engine.feedback import (
     DEFAULT_EXPIRY,
     DEFAULT_SCOPE,
+    MAX_TEXT,
     SCOPES,
     VERDICTS,
     FeedbackEntry,
@@ -85,7 +86,9 @@ def add_parsers(sub: Any) -> None:
     a.add_argument("--input", "-i", nargs="+", required=True, metavar="PATH",
                    help="where the alert is: alerts.json, an archive, a logs/alerts tree or an indexer URL")
     a.add_argument("--alert-id", required=True, help="the alert's id (its record's id)")
-    a.add_argument("--verdict", required=True, choices=VERDICTS)
+    a.add_argument("--verdict", required=True, choices=VERDICTS,
+                   help="false-positive: stop flagging this situation (still scored and recorded, learnt "
+                        "at the next retrain); confirmed: an incident, always flagged, never learnt")
     a.add_argument("--scope", choices=SCOPES, default=DEFAULT_SCOPE,
                    help=f"how far the verdict reaches (default {DEFAULT_SCOPE})")
     a.add_argument("--expires", help="30d, 12h, 45m, 2w, an ISO time or never (default: "
@@ -155,6 +158,10 @@ def entry_for(model: Any, scored: Any, verdict: str, *, scope: str = DEFAULT_SCO
         raise FeedbackFormatError(f"scope must be one of {', '.join(SCOPES)}")
     if scored.verdict is None:
         raise FeedbackFormatError("no detector of the model scores this alert: it has no situation to judge")
+    for what, text, limit in (("note", note, MAX_TEXT), ("by", by, 255)):
+        if not isinstance(text, str) or len(text) > limit or (what == "by" and not text):
+            raise FeedbackFormatError(f"{what} must be a{' non-empty' if what == 'by' else ''} string of at "
+                                      f"most {limit} characters")
     t = time.time() if now is None else now
     names = scored.verdict.detectors or (scored.verdict.best,)
     sits = situations_of(scored.scored, names, model.peer_groups())
@@ -365,9 +372,6 @@ def _import_line(obj: Any, model: Any, by: str, now: float) -> FeedbackEntry:
     vid = obj.get("id")
     if vid is not None:
         check_id(vid)
-    for k, limit in (("note", 1000), ("by", 255)):
-        if len(obj.get(k) or "") > limit:
-            raise FeedbackFormatError(f"{k} is longer than {limit} characters")
     scored = model.judge_batch([alert])[0]
     return entry_for(model, scored, obj["verdict"], scope=obj.get("scope") or DEFAULT_SCOPE,
                      expires=obj.get("expires"), note=obj.get("note") or "", by=obj.get("by") or by,

@@ -27,6 +27,7 @@ from typing import Any, Dict, FrozenSet, Iterable, Iterator, List, Optional, Seq
 
 from mimizuku.core import fields
 from mimizuku.core.alert_identity import content_id
+from mimizuku.core.bounded import make_room
 from mimizuku.core.records import DEFAULT_CONTAMINATION
 from mimizuku.core.severity import SEVERITIES, SEVERITY_RANK
 from mimizuku.engine.calibration import severity as severity_of
@@ -323,6 +324,7 @@ class Mimizuku:
         self._check_fitted()
         for d in self.detectors_.values():
             d.start_stream()
+        self.__dict__.pop("_suppressed_by_opener", None)
         lineage = self.__dict__.get("lineage_")
         if lineage is not None:
             lineage.start_stream()
@@ -334,6 +336,7 @@ class Mimizuku:
         self._check_fitted()
         mine = copy.copy(self)
         mine.detectors_ = {n: copy.copy(d) for n, d in self.detectors_.items()}  # __getstate__ drops caches
+        mine.__dict__.pop("_suppressed_by_opener", None)   # per stream
         lineage = self.__dict__.get("lineage_")
         if lineage is not None:  # a copy keeps what was learnt and starts its own stream
             mine.lineage_ = _attach(mine.detectors_.values(), copy.copy(lineage))
@@ -414,6 +417,23 @@ class Mimizuku:
                                    verdict, got))
         return out
 
+    #: suppressed anomalies remembered per stream, whose repeats are suppressed too
+    _SUPPRESSED_OPENERS = 100_000
+
+    def _follow_suppressed(self, verdict: Verdict, rid: str, rule: FlagRule) -> None:
+        """A burst is one story: when its opener was suppressed by a false-positive verdict, the
+        rest of it (its repeats, whose own situation the verdict may not name: another temporary
+        file of the same editor session) is suppressed by the same verdict."""
+        openers = self.__dict__.setdefault("_suppressed_by_opener", {})
+        if verdict.suppressed_by is not None:
+            if verdict.repeat_of is None:
+                make_room(openers, self._SUPPRESSED_OPENERS)
+                openers[rid] = verdict.suppressed_by
+        elif verdict.confirmed_by is None and verdict.abuse is None:
+            vid = openers.get(verdict.repeat_of)
+            if vid is not None and rule.feedback is not None and vid in rule.feedback.by_id:
+                verdict.suppressed_by = vid
+
     @staticmethod
     def _technique(alert: Dict[str, Any], got: Dict[str, Any], rule: FlagRule,
                    cut: Dict[Tuple[str, int], float]) -> Optional[Technique]:
@@ -454,6 +474,8 @@ class Mimizuku:
             fs, fk, fd = got[flagged_by]
             band = severity_of(fs, rule.threshold(fd.name, fd.threshold_, len(got)), True)
             verdict.repeat_of, ep = fd.judge_repeat(fk, alert, band, rid)
+            if verdict.suppressed_by is not None or verdict.repeat_of is not None:
+                self._follow_suppressed(verdict, rid, rule)
             if verdict.repeat_of is not None and ep is not None:
                 reasons.append(f"repeats anomaly {verdict.repeat_of} ({fd.name}: {fd.repeat_what}, "
                                f"{ep.alerts} alerts over {_span(ep.duration)} without a pause of "

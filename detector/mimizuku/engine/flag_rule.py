@@ -18,7 +18,8 @@ this rule, so they cannot drift apart. In order:
    record speaks through the files detector when that detector scored it;
 4. an analyst's verdict (``mimizuku.engine.feedback``) on the alert's situation: a false
    positive whose scope covers every detector that flagged it unflags it (``suppressed_by``:
-   still scored and recorded, not flagged, so the next model learns it as normal); a confirmed
+   still scored and recorded, not flagged, so the next model learns it as normal; an alert that
+   repeats a suppressed one, step 5, is suppressed by the same verdict); a confirmed
    incident flags it whatever its score (``confirmed_by``), ignored or not, and is never
    suppressed. An abuse file is never suppressed;
 5. a flagged alert that exactly one detector flagged, and that is not an abuse file, may repeat
@@ -87,8 +88,8 @@ class Verdict:
     def repeat_candidate(self) -> Optional[str]:
         """The detector whose repeat windows judge whether this alert repeats an anomaly (step 4),
         or None: it cannot be a repeat."""
-        if len(self.detectors) == 1 and self.ignored is None and self.abuse is None and self.suppressed_by is None:
-            return self.detectors[0]
+        if len(self.detectors) == 1 and self.ignored is None and self.abuse is None:
+            return self.detectors[0]   # a suppressed one too: the rest of its burst repeats it
         return None
 
     @property
@@ -187,7 +188,9 @@ class FlagRule:
             best = "files"
         suppressed = confirmed = None
         if self.feedback is not None:
-            suppressed, confirmed = self.feedback.match(scored, flagged)
+            # not flagged here: the detector its record speaks for, which a lowered threshold
+            # override (the policy, judge_record) would flag
+            suppressed, confirmed = self.feedback.match(scored, flagged or ((best,) if best else ()))
             if abuse is not None:
                 suppressed = None
         return Verdict(tuple(flagged), best, self.ignored(alert), abuse, None, suppressed, confirmed)
