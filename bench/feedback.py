@@ -101,10 +101,12 @@ def main(argv=None) -> int:
     print(f"   attack episodes caught {len(caught_before)} -> {len(caught_after)} "
           f"({'none lost: ok' if not lost else 'LOST: ' + ', '.join(sorted(map(str, lost)))})")
 
-    # 3. one caught attack alert confirmed; retrain on a window that includes it
+    # 3. one caught attack alert confirmed (and one the model missed); retrain on a window that includes them
     attack = next(s for s in scored if s.record is not None and s.record["anomaly"] and labels[s.record["id"]][0])
-    conf = entry_for(base, attack, "confirmed", by="bench", note="incident")
-    store.update(lambda rows: rows.append(conf.to_json()))
+    missed = next((s for s in scored if s.record is not None and not s.record["anomaly"]
+                   and not s.record.get("repeat_of") and labels[s.record["id"]][0]), None)
+    confs = [entry_for(base, x, "confirmed", by="bench", note="incident") for x in (attack, missed) if x is not None]
+    store.update(lambda rows: rows.extend(c.to_json() for c in confs))
     current = Mimizuku.load_model(work / "models")
     window = train + test
 
@@ -113,18 +115,26 @@ def main(argv=None) -> int:
         new = Mimizuku().fit(list(filt(copy.deepcopy(window))))
         return new, filt
 
+    def what(x):
+        f = x.record["fields"]
+        return f"{x.record['detector']}: {(f.get('command') or f.get('path') or x.record['rule']['id'] or '')[:60]}"
+
     new, filt = retrain(current)
     new.set_feedback(current.feedback)
-    rec = next(r for r in new.score_records(test) if r["id"] == attack.record["id"])
-    print(f"3. attack alert {attack.record['id']} ({attack.record['detector']}: "
-          f"{(attack.record['fields'].get('command') or attack.record['fields'].get('path') or '')[:60]}) "
-          f"confirmed as {conf.id}; retrained on {len(window):,} alerts, the filter kept {filt.seen - filt.excluded:,} "
-          f"(excluded {filt.excluded:,}, {filt.excluded_by_detector.get('confirmed', 0)} of them by the confirmed verdict)")
-    print(f"   after the retrain: flagged {rec['anomaly']} ({'ok' if rec['anomaly'] else 'FAIL'}), "
-          f"confirmed_by {rec.get('confirmed_by')}, severity {rec['severity']}")
     plain, _ = retrain(copy.copy(base).set_feedback(None))
-    rec0 = next(r for r in plain.score_records(test) if r["id"] == attack.record["id"])
-    print(f"   the same retrain without verdicts: flagged {rec0['anomaly']}")
+    after_with = {r["id"]: r for r in new.score_records(test)}
+    after_without = {r["id"]: r for r in plain.score_records(test)}
+    print(f"3. retrained on {len(window):,} alerts (training days + the test window) with the anomaly filter of the "
+          f"model in use and the verdicts: kept {filt.seen - filt.excluded:,}, excluded {filt.excluded:,} "
+          f"({filt.excluded_by_detector.get('confirmed', 0)} by a confirmed verdict)")
+    for x, c, how in ((attack, confs[0], "caught"), (missed, confs[-1], "missed by the model in use")):
+        if x is None:
+            print("   (no attack alert the model missed in this window)")
+            continue
+        r, r0 = after_with[x.record["id"]], after_without[x.record["id"]]
+        print(f"   attack alert {x.record['id']} ({how}; {what(x)}) confirmed as {c.id}: after the retrain "
+              f"flagged {r['anomaly']} ({'ok' if r['anomaly'] else 'FAIL'}), severity {r['severity']}; "
+              f"the same retrain without verdicts, scored without them: flagged {r0['anomaly']}")
     unmarked = copy.copy(new).set_feedback(None).score_records(test)
     back = [r for r in _fps(unmarked, labels) if r["id"] in fp_ids]
     print(f"   the marked false positives with the retrained model and no verdicts at all: "

@@ -472,3 +472,43 @@ def test_import_parsing_never_raises_and_takes_a_line_whole(model):
 
     del hypothesis
     check()
+
+
+# --- the report, the nightly job's judged days ------------------------------------------------------
+
+def test_the_report_gives_each_anomaly_its_exact_feedback_command(model, tmp_path):
+    import html
+    import shlex
+
+    from mimizuku.outputs.report import render_report
+
+    recs = fresh(model).score_records([shell(), F.command(T, ["/usr/bin/git", "pull", "origin", "main"])])
+    page = render_report(recs, feedback={"model_dir": "/var/ossec/mimizuku/models", "input": "/var/ossec"})
+    aid = recs[0]["id"]
+    want = ("mimizuku feedback add --model-dir /var/ossec/mimizuku/models --input /var/ossec --since 2026-11-07 "
+            f"--until 2026-11-07 --alert-id {aid} --verdict false-positive --scope agent-account")
+    assert html.escape(want) in page and html.escape(want.replace("false-positive", "confirmed")) in page
+    assert page.count("give a verdict") == 1                       # anomalies only
+    assert shlex.split(want)[3:] == ["--model-dir", "/var/ossec/mimizuku/models", "--input", "/var/ossec",
+                                     "--since", "2026-11-07", "--until", "2026-11-07", "--alert-id", aid,
+                                     "--verdict", "false-positive", "--scope", "agent-account"]
+
+
+def test_a_day_judged_with_other_verdicts_is_judged_again(model, tmp_path):
+    from datetime import date
+
+    from mimizuku.nightly.judged_days import load_verdicts, save_verdicts
+    from mimizuku.store.versions import ModelStore
+
+    store = ModelStore(tmp_path)
+    filt = AnomalyFilter(None)
+    filt.judged_per_day["2026-11-07"] = 3
+    filt.judged_flagged["2026-11-07"] = ["a"]
+    e = verdict_on(fresh(model), shell(), verdict=CONFIRMED)
+    digest = FeedbackSet([e]).digest()
+    assert digest and FeedbackSet([]).digest() == ""
+    save_verdicts(store, filt, "v1", date(2026, 11, 9), 7, digest)
+    assert load_verdicts(store, ["2026-11-07"], digest) == {"2026-11-07": {"a"}}
+    assert load_verdicts(store, ["2026-11-07"], "") == {}                     # verdicts changed: judge again
+    e.revoked_at = time.time()
+    assert FeedbackSet([e]).digest() == ""                                    # a revocation changes it too

@@ -10,34 +10,29 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 import time
 from typing import Any, Dict, List, Optional
 
 from mimizuku.core.text import printable
 from mimizuku.engine.feedback import Situation
+from mimizuku.outputs.report import feedback_command
 
-__all__ = ["add_parser", "explain_scored", "feedback_command"]
+__all__ = ["add_parser", "explain_scored"]
 
 
 def add_parser(sub: Any) -> None:
+    from mimizuku.feedback_cli import window_args
+
     p = sub.add_parser("explain", help="explain one alert's score: detectors, entity history, nearest normal "
                                        "examples, reasons, verdicts")
     p.add_argument("--model-dir", "-m", required=True, help="model directory or model root")
     p.add_argument("--input", "-i", nargs="+", required=True, metavar="PATH", help="where the alert is")
     p.add_argument("--alert-id", required=True, help="the alert's id (its record's id)")
+    window_args(p)
     p.add_argument("--format", choices=("text", "json"), default="text",
                    help="text for a person (default), json for a tool")
     p.set_defaults(func=cmd_explain)
-
-
-def feedback_command(model_dir: str, input_path: str, alert_id: str, verdict: str = "false-positive",
-                     scope: str = "agent-account") -> str:
-    """The exact ``mimizuku feedback add`` command for an alert, quoted for a shell."""
-    return " ".join(shlex.quote(x) for x in (
-        "mimizuku", "feedback", "add", "--model-dir", model_dir, "--input", input_path, "--alert-id", alert_id,
-        "--verdict", verdict, "--scope", scope))
 
 
 def _history(d: Any, agent: str, account: str) -> Optional[Dict[str, Any]]:
@@ -142,7 +137,7 @@ def cmd_explain(a: argparse.Namespace) -> int:
 
     try:
         model = Mimizuku.load_model(a.model_dir)
-        scored = find_alert(model, a.input, a.alert_id)
+        scored = find_alert(model, a.input, a.alert_id, a.since, a.until)
     except ModelError as e:
         print(f"mimizuku explain: error: cannot load model from {a.model_dir}: {printable(e, 1000)}", file=sys.stderr)
         return 4

@@ -40,7 +40,7 @@ from mimizuku.engine.feedback import (
     situations_of,
 )
 
-__all__ = ["add_parsers", "entry_for", "find_alert", "parse_import", "FeedbackCommandError", "MAX_LINE"]
+__all__ = ["add_parsers", "entry_for", "find_alert", "window_args", "parse_import", "FeedbackCommandError", "MAX_LINE"]
 
 EXIT_OK, EXIT_USAGE, EXIT_INPUT, EXIT_MODEL = 0, 2, 3, 4
 #: the longest import line read (an alert with its full log fits easily)
@@ -70,6 +70,12 @@ def _audit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-syslog", action="store_true", help="do not write the change to syslog")
 
 
+def window_args(p: argparse.ArgumentParser) -> None:
+    """Where in ``--input`` the alert is: its day or time span (the stream is scored from there)."""
+    p.add_argument("--since", help="first day or time to read (YYYY-MM-DD[THH:MM:SS])")
+    p.add_argument("--until", help="last day (inclusive) or time (exclusive) to read")
+
+
 def _by_default() -> str:
     """Who is deciding: the user behind sudo, else the user running the command."""
     return os.environ.get("SUDO_USER") or getpass.getuser()
@@ -86,6 +92,7 @@ def add_parsers(sub: Any) -> None:
     a.add_argument("--input", "-i", nargs="+", required=True, metavar="PATH",
                    help="where the alert is: alerts.json, an archive, a logs/alerts tree or an indexer URL")
     a.add_argument("--alert-id", required=True, help="the alert's id (its record's id)")
+    window_args(a)
     a.add_argument("--verdict", required=True, choices=VERDICTS,
                    help="false-positive: stop flagging this situation (still scored and recorded, learnt "
                         "at the next retrain); confirmed: an incident, always flagged, never learnt")
@@ -173,12 +180,14 @@ def entry_for(model: Any, scored: Any, verdict: str, *, scope: str = DEFAULT_SCO
                          note, rid, source)
 
 
-def find_alert(model: Any, inputs: List[str], alert_id: str) -> Any:
+def find_alert(model: Any, inputs: List[str], alert_id: str, since: Optional[str] = None,
+               until: Optional[str] = None) -> Any:
+    """The alert ``alert_id`` of ``inputs`` as the model scores it in its stream (``ScoredAlert``)."""
     from mimizuku.core import fields
     from mimizuku.sources.reader import AlertSourceError
 
     try:
-        for s in model.iter_scored(inputs):
+        for s in model.iter_scored(inputs, since=since, until=until):
             if fields.alert_id(s.alert) == alert_id or (s.record is not None and s.record["id"] == alert_id):
                 return s
     except AlertSourceError as e:
@@ -224,7 +233,7 @@ def _add(a: argparse.Namespace) -> int:
 
     store = _store(a)
     model = _load_model(a.model_dir)
-    scored = find_alert(model, a.input, a.alert_id)
+    scored = find_alert(model, a.input, a.alert_id, a.since, a.until)
     entry = entry_for(model, scored, a.verdict, scope=a.scope, expires=a.expires, note=a.note,
                       by=a.by or _by_default())
     if a.verdict == "false-positive" and not scored.flagged:

@@ -291,7 +291,8 @@ def _batch(model: Any, day: date, store: ModelStore, run: _Run, scored: Any = No
             Path(cfg.report_dir).mkdir(parents=True, exist_ok=True, mode=0o750)
             rep = dict(run.summary()["mimizuku"])
             rep.pop("report", None)
-            run.report = str(batch.write_day_report(analysis, path, rep))
+            run.report = str(batch.write_day_report(analysis, path, rep, {"model_dir": cfg.model_dir,
+                                                                          "input": cfg.source}))
             batch.prune_reports(Path(cfg.report_dir), cfg.keep_reports)
         except Exception as e:
             run.warn(f"report: {type(e).__name__}: {e}")
