@@ -283,6 +283,40 @@ def test_a_note_too_long_is_refused_before_anything_is_stored(installed, capsys)
     assert "note" in capsys.readouterr().err and not default_path(model_dir).exists()
 
 
+@pytest.mark.parametrize("which", [0, 2, 3])
+def test_add_with_the_alert_id_alone_reads_the_scored_record_from_sql(model, tmp_path, capsys, which):
+    """The nightly job's SQL store holds the scored record: the alert is rebuilt from it and gives
+    the verdict the same situation as the alert itself (a command, a file, a login)."""
+    from mimizuku.outputs.sql.sink import SqlSink
+
+    m = fresh(model)
+    m.save_model(tmp_path / "models")
+    alerts = [shell(), shell(agent="web-02", agent_id="002"),
+              F.fim(T, "/root/.ssh/authorized_keys", user="www-data", process="bash"),
+              F.event(T, "5715", agent="db-01", agent_id="003", srcip="203.0.113.9", user="mallory",
+                      groups=["syslog", "sshd", "authentication_success"])]
+    recs = m.score_records(alerts)
+    assert recs[which]["anomaly"]
+    url = f"sqlite:///{tmp_path / 'models' / 'mimizuku.db'}"
+    with SqlSink(url, spool_dir=tmp_path / "spool") as sink:
+        sink.write_run({"run_id": "r1", "model_version": "m", "status": "ok"}, recs)
+    assert main(["feedback", "add", "-m", str(tmp_path / "models"), "--alert-id", alerts[which]["id"],
+                 "--verdict", "false-positive", "--scope", "agent"] + QUIET) == 0
+    vid = capsys.readouterr().out.strip()
+    (row,) = FeedbackStore(default_path(tmp_path / "models")).load()
+    from_input = verdict_on(m, alerts[which], scope="agent")
+    assert row["id"] == vid and row["situations"][0] == from_input.to_json()["situations"][0]
+    again = Mimizuku.load_model(tmp_path / "models").score_records(alerts)
+    assert again[which]["suppressed_by"] == vid and not again[which]["anomaly"]
+    # the feedback row went to the same database (the default: <model-root>/mimizuku.db)
+    import sqlalchemy as sa
+
+    with sa.create_engine(url).connect() as c:
+        assert c.execute(sa.text("select feedback_id from feedback")).scalars().all() == [vid]
+    assert main(["feedback", "add", "-m", str(tmp_path / "models"), "--alert-id", "absent",
+                 "--verdict", "confirmed"] + QUIET) == 3
+
+
 def test_add_of_an_unknown_alert_exits_3_and_stores_nothing(installed, capsys):
     tmp, model_dir, test, _ = installed
     assert main(["feedback", "add", "-m", model_dir, "-i", test, "--alert-id", "nope",

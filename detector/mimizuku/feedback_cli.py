@@ -89,8 +89,9 @@ def add_parsers(sub: Any) -> None:
 
     a = fs.add_parser("add", help="give a verdict on one alert: stored for its situation, scope and time")
     _store_args(a, True)
-    a.add_argument("--input", "-i", nargs="+", required=True, metavar="PATH",
-                   help="where the alert is: alerts.json, an archive, a logs/alerts tree or an indexer URL")
+    a.add_argument("--input", "-i", nargs="+", metavar="PATH",
+                   help="where the alert is: alerts.json, an archive, a logs/alerts tree or an indexer URL "
+                        "(without it: the alert's scored record in the SQL store, --db-url)")
     a.add_argument("--alert-id", required=True, help="the alert's id (its record's id)")
     window_args(a)
     a.add_argument("--verdict", required=True, choices=VERDICTS,
@@ -156,9 +157,10 @@ def _load_model(model_dir: str):
 
 def entry_for(model: Any, scored: Any, verdict: str, *, scope: str = DEFAULT_SCOPE, expires: Optional[str] = None,
               note: str = "", by: str, now: Optional[float] = None, source: str = "cli",
-              vid: Optional[str] = None) -> FeedbackEntry:
+              vid: Optional[str] = None, detectors: Optional[Tuple[str, ...]] = None) -> FeedbackEntry:
     """The verdict on one scored alert (``Mimizuku.iter_scored``'s ``ScoredAlert``): about the
-    situations of the detectors that flagged it, else of the one its record speaks for."""
+    situations of ``detectors``, by default those that flagged it, else the one its record
+    speaks for."""
     if verdict not in VERDICTS:
         raise FeedbackFormatError(f"verdict must be one of {', '.join(VERDICTS)}")
     if scope not in SCOPES:
@@ -170,7 +172,7 @@ def entry_for(model: Any, scored: Any, verdict: str, *, scope: str = DEFAULT_SCO
             raise FeedbackFormatError(f"{what} must be a{' non-empty' if what == 'by' else ''} string of at "
                                       f"most {limit} characters")
     t = time.time() if now is None else now
-    names = scored.verdict.detectors or (scored.verdict.best,)
+    names = detectors or scored.verdict.detectors or (scored.verdict.best,)
     sits = situations_of(scored.scored, names, model.peer_groups())
     if not sits:
         raise FeedbackFormatError("the detectors that judge this alert cannot take a verdict")
@@ -193,6 +195,70 @@ def find_alert(model: Any, inputs: List[str], alert_id: str, since: Optional[str
     except AlertSourceError as e:
         raise FeedbackCommandError(str(e), EXIT_INPUT)
     raise FeedbackCommandError(f"no alert with id {alert_id!r} in {' '.join(inputs)}", EXIT_INPUT)
+
+
+def alert_of_row(row: Dict[str, Any]) -> Dict[str, Any]:
+    """The alert as far as its SQL record (``alerts`` row, ``mimizuku.outputs.sql``) tells it:
+    agent, rule, and the fields the detectors key on (path and the event its rule names, command
+    line, user, source address), in the shape the readers give them."""
+    from mimizuku.core.fields import COMMAND_RULES, SUDO_RULES
+
+    rid, user, cmd = row.get("rule_id"), row.get("user"), row.get("command")
+    alert: Dict[str, Any] = {
+        "id": row.get("alert_id"),
+        "timestamp": row["timestamp"].strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "+0000" if row.get("timestamp") else None,
+        "agent": {"id": row.get("agent_id"), "name": row.get("agent_name"), "ip": row.get("agent_ip")},
+        "rule": {"id": rid, "level": row.get("rule_level"), "description": row.get("rule_description")},
+        "location": row.get("location"),
+    }
+    data: Dict[str, Any] = {}
+    if row.get("path"):
+        alert["syscheck"] = {"path": row["path"], "audit": {"effective_user": {"name": user}} if user else {}}
+    elif cmd and rid in SUDO_RULES:
+        data.update(command=cmd, srcuser=user)
+    elif cmd and rid in COMMAND_RULES:
+        data["audit"] = {"execve": {"a0": cmd}}
+        if user:
+            alert["full_log"] = f'type=EXECVE UID="{user}"'
+    elif user:
+        data["srcuser"] = user
+    if row.get("srcip"):
+        data["srcip"] = row["srcip"]
+    if data:
+        alert["data"] = data
+    return {k: v for k, v in alert.items() if v is not None}
+
+
+def _from_sql(a: argparse.Namespace, model: Any) -> Tuple[Any, Tuple[str, ...]]:
+    """The alert ``--alert-id`` rebuilt from its SQL record and judged by the model, and the
+    detectors the verdict is about: the one its record spoke for, with those that flag the
+    rebuilt alert."""
+    from mimizuku.feedback_audit import Audit
+    from mimizuku.outputs.sql.sink import SqlOutputError, SqlSink
+
+    url = Audit(db_url=a.db_url, model_dir=a.model_dir, syslog=False).db_url
+    if not url:
+        raise FeedbackCommandError("give --input (where the alert is), or --db-url when the SQL store holds its "
+                                   "scored record", EXIT_USAGE)
+    try:
+        sink = SqlSink(url)
+        try:
+            row = sink.find_alert(a.alert_id)
+        finally:
+            sink.close()
+    except SqlOutputError as e:
+        raise FeedbackCommandError(f"cannot read the SQL store: {e}", EXIT_INPUT)
+    if row is None:
+        raise FeedbackCommandError(f"no scored record of alert {a.alert_id!r} in the SQL store: give --input",
+                                   EXIT_INPUT)
+    if row.get("truncated"):
+        raise FeedbackCommandError(f"the SQL record of alert {a.alert_id!r} was cut to its column sizes: its "
+                                   f"situation cannot be rebuilt from it; give --input", EXIT_INPUT)
+    scored = model.judge_batch([alert_of_row(row)])[0]
+    if scored.verdict is None or row.get("detector") not in scored.scored:
+        raise FeedbackCommandError(f"the SQL record of alert {a.alert_id!r} does not rebuild into an alert its "
+                                   f"detector {row.get('detector')!r} scores: give --input", EXIT_INPUT)
+    return scored, tuple(dict.fromkeys((row["detector"],) + scored.verdict.detectors))
 
 
 def _append(store: Any, entries: List[FeedbackEntry]) -> List[FeedbackEntry]:
@@ -233,10 +299,14 @@ def _add(a: argparse.Namespace) -> int:
 
     store = _store(a)
     model = _load_model(a.model_dir)
-    scored = find_alert(model, a.input, a.alert_id, a.since, a.until)
+    detectors = None
+    if a.input:
+        scored = find_alert(model, a.input, a.alert_id, a.since, a.until)
+    else:
+        scored, detectors = _from_sql(a, model)
     entry = entry_for(model, scored, a.verdict, scope=a.scope, expires=a.expires, note=a.note,
-                      by=a.by or _by_default())
-    if a.verdict == "false-positive" and not scored.flagged:
+                      by=a.by or _by_default(), detectors=detectors)
+    if a.verdict == "false-positive" and not scored.flagged and detectors is None:
         print(f"mimizuku feedback: note: the model in use does not flag alert {printable(a.alert_id, 200)}",
               file=sys.stderr)
     _append(store, [entry])

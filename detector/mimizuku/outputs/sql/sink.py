@@ -601,6 +601,17 @@ class SqlSink:
         return counts
 
     # -- retention -----------------------------------------------------------------------------
+    def find_alert(self, alert_id: str) -> Optional[Dict[str, Any]]:
+        """The ``alerts`` row of one scored alert (column -> value), or None when it is not there.
+        Raises :class:`SqlUnavailableError` when the database cannot be reached."""
+        try:
+            self._ensure_schema()
+            with self.engine.connect() as conn:
+                row = conn.execute(sa.select(alerts).where(alerts.c.alert_id == alert_id)).mappings().first()
+        except sa_exc.SQLAlchemyError as e:
+            raise self._unavailable(e, 0) from e
+        return dict(row) if row is not None else None
+
     def write_feedback(self, changes: Sequence[Mapping[str, Any]]) -> int:
         """Write changes of analysts' verdicts to the ``feedback`` table (``feedback_row``); a
         change already written (same ``change_id``) is skipped. Returns the rows written; raises
