@@ -100,6 +100,30 @@ def test_a_false_positive_hides_exactly_its_scope(model, scope):
             assert "suppressed_by" not in rec
 
 
+def test_the_in_process_path_of_the_integration_applies_the_installed_verdicts(model, tmp_path):
+    """The integration's in-process path (the scorer down) loads the model with the verdict store
+    beside it: the alert is suppressed there too, and a new call sees a verdict added meanwhile."""
+    from mimizuku.integratord import call
+    from mimizuku.integratord.options import Options
+
+    opts = Options.defaults(tmp_path / "ossec")
+    m = fresh(model)
+    m.save_model(str(opts.model_dir))
+    opts.spool_dir.mkdir(parents=True)
+    call.forget_engine()
+    try:
+        assert call.score_in_process([shell()], opts)[0]["anomaly"]
+        e = verdict_on(m, shell())
+        store = FeedbackStore(default_path(opts.model_dir))
+        assert store.path == tmp_path / "ossec" / "mimizuku" / "feedback" / "feedback.json"
+        store.update(lambda rows: rows.append(e.to_json()))
+        call.forget_engine()                                        # the next integratord call: a new process
+        rec = call.score_in_process([shell(minutes=1)], opts)[0]
+        assert not rec["anomaly"] and rec["suppressed_by"] == e.id
+    finally:
+        call.forget_engine()
+
+
 def test_a_false_positive_does_not_hide_another_situation_of_the_same_entity(model):
     m = fresh(model)
     m.set_feedback(FeedbackSet([verdict_on(m, shell(), scope="agent")]))

@@ -292,10 +292,19 @@ class FeedbackSet:
         return next((e for e in self.entries if e.id == vid), None)
 
     def at(self, now: Optional[float] = None) -> Optional["ActiveFeedback"]:
-        """The verdicts that apply at ``now`` (default: the clock), or None when none does."""
+        """The verdicts that apply at ``now`` (default: the clock), or None when none does.
+
+        The scorer asks once per batch: the matcher is kept until the next expiry (or an earlier
+        ``now``) changes what applies, so thousands of verdicts are indexed once, not per batch."""
         t = time.time() if now is None else now
+        memo = self.__dict__.get("_memo")
+        if memo is not None and memo[0] <= t < memo[1]:
+            return memo[2]
         active = [e for e in self.entries if e.active(t)]
-        return ActiveFeedback(active) if active else None
+        until = min((e.expires_at for e in active if e.expires_at is not None), default=float("inf"))
+        matcher = ActiveFeedback(active) if active else None
+        self._memo = (t, until, matcher)
+        return matcher
 
     def __len__(self) -> int:
         return len(self.entries)
