@@ -457,10 +457,10 @@ def test_sql_gets_one_row_per_change_and_a_retry_adds_none(model, tmp_path):
     Audit(db_url=url, home=tmp_path / "none", syslog=False).tell(changes)
     Audit(db_url=url, home=tmp_path / "none", syslog=False).tell(changes[:1])       # a retry
     with sa.create_engine(url).connect() as c:
-        rows = c.execute(sa.text("select feedback_id, action, agent_name, account, detector, truncated "
+        rows = c.execute(sa.text("select feedback_id, action, author, agent_name, account, detector, truncated "
                                  "from feedback order by id")).all()
-    assert [tuple(r) for r in rows] == [(e.id, "add", "web-01", "www-data", "commands", 1),
-                                        (e.id, "revoke", "web-01", "www-data", "commands", 1)]
+    assert [tuple(r) for r in rows] == [(e.id, "add", "alice", "web-01", "www-data", "commands", 1),
+                                        (e.id, "revoke", "alice", "web-01", "www-data", "commands", 1)]
 
 
 def test_the_syslog_line_cannot_be_forged():

@@ -54,7 +54,8 @@ def _nearest(d: Any, key: Any) -> Optional[Dict[str, Any]]:
     return {"situation": d.describe(near), "distance": round(float(dist), 6), "seen_in_training": seen}
 
 
-def explain_scored(model: Any, scored: Any, *, model_dir: str = "MODEL_DIR", input_path: str = "INPUT") -> Dict[str, Any]:
+def explain_scored(model: Any, scored: Any, *, model_dir: str = "MODEL_DIR",
+                   input_path: str = "INPUT") -> Dict[str, Any]:
     """Everything ``mimizuku explain`` shows for one ``ScoredAlert``, as plain data."""
     rule = model.flag_rule()
     rec = scored.record or {}

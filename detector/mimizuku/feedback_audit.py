@@ -27,7 +27,8 @@ def change_of(action: str, entry_json: Mapping[str, Any], changed_at: Optional[s
     out = dict(entry_json)
     out["action"] = action
     out["change_id"] = f"{entry_json.get('id')}:{action}"
-    out["changed_at"] = changed_at or (entry_json.get("revoked_at") if action == "revoke" else entry_json.get("created_at"))
+    at = entry_json.get("revoked_at") if action == "revoke" else entry_json.get("created_at")
+    out["changed_at"] = changed_at or at
     return out
 
 

@@ -32,13 +32,14 @@ import json
 import re
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 __all__ = ["VERDICTS", "FALSE_POSITIVE", "CONFIRMED", "SCOPES", "DEFAULT_SCOPE", "DEFAULT_EXPIRY",
            "FeedbackFormatError", "Situation", "FeedbackEntry", "FeedbackSet", "ActiveFeedback",
-           "situations_of", "parse_expiry", "new_id", "check_id", "entry_json_line", "iso", "SUPPRESSED", "CONFIRMED_REASON"]
+           "situations_of", "parse_expiry", "new_id", "check_id", "entry_json_line", "iso", "SUPPRESSED",
+           "CONFIRMED_REASON", "MAX_TEXT"]
 
 FALSE_POSITIVE = "false-positive"
 CONFIRMED = "confirmed"
@@ -211,7 +212,6 @@ class FeedbackEntry:
     source: str = "cli"
     revoked_at: Optional[float] = None
     revoked_by: Optional[str] = None
-    extra: Dict[str, Any] = field(default_factory=dict)
 
     def active(self, now: float) -> bool:
         """Applies at ``now``: not revoked, not expired."""
@@ -233,12 +233,10 @@ class FeedbackEntry:
         return f"{SUPPRESSED}false positive {self.id} (scope {self.scope}, by {self.by}, {until})"
 
     def to_json(self) -> Dict[str, Any]:
-        out = {"id": self.id, "verdict": self.verdict, "scope": self.scope,
+        return {"id": self.id, "verdict": self.verdict, "scope": self.scope,
                "situations": [s.to_json() for s in self.situations], "created_at": iso(self.created_at),
                "by": self.by, "expires_at": iso(self.expires_at), "note": self.note, "alert_id": self.alert_id,
                "source": self.source, "revoked_at": iso(self.revoked_at), "revoked_by": self.revoked_by}
-        out.update({k: v for k, v in self.extra.items() if k not in out})
-        return out
 
     @classmethod
     def from_json(cls, obj: Any) -> "FeedbackEntry":

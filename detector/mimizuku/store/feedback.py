@@ -31,7 +31,8 @@ from typing import Any, Callable, Iterator, List, Optional, Tuple, TypeVar
 from mimizuku.core.atomic import write_atomic
 from mimizuku.store.model_dir import ModelError
 
-__all__ = ["FEEDBACK_DIR", "FEEDBACK_NAME", "FORMAT", "FeedbackStoreError", "FeedbackStore", "default_path", "model_root"]
+__all__ = ["FEEDBACK_DIR", "FEEDBACK_NAME", "FORMAT", "FeedbackStoreError", "FeedbackStore", "default_path",
+           "model_root"]
 
 FEEDBACK_DIR = "feedback"
 FEEDBACK_NAME = "feedback.json"

@@ -244,7 +244,7 @@ def feedback_row(change: Mapping[str, Any], written: datetime) -> Dict[str, Any]
     out: Dict[str, Any] = {}
     for col, value, limit in (("change_id", change.get("change_id"), ID_LEN), ("feedback_id", change.get("id"), ID_LEN),
                               ("action", change.get("action"), STATUS_LEN), ("verdict", change.get("verdict"), STATUS_LEN),
-                              ("scope", change.get("scope"), STATUS_LEN), ("by", change.get("by"), USER_LEN),
+                              ("scope", change.get("scope"), STATUS_LEN), ("author", change.get("by"), USER_LEN),
                               ("note", change.get("note"), NOTE_LEN), ("alert_id", change.get("alert_id"), ID_LEN),
                               ("agent_name", first.get("agent"), AGENT_NAME_LEN), ("account", first.get("account"), USER_LEN),
                               ("detector", first.get("detector"), DETECTOR_LEN),

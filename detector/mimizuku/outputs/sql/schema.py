@@ -145,7 +145,7 @@ feedback = sa.Table(
     sa.Column("action", sa.String(STATUS_LEN), nullable=False),  # add, import, revoke
     sa.Column("verdict", sa.String(STATUS_LEN)),
     sa.Column("scope", sa.String(STATUS_LEN)),
-    sa.Column("by", sa.String(USER_LEN)),
+    sa.Column("author", sa.String(USER_LEN)),   # the verdict's "by"
     sa.Column("note", sa.String(NOTE_LEN)),
     sa.Column("alert_id", sa.String(ID_LEN)),
     sa.Column("agent_name", sa.String(AGENT_NAME_LEN)),
