@@ -380,7 +380,9 @@ def test_explain_shows_detectors_history_neighbours_verdicts_and_the_command(ins
     x = json.loads(capsys.readouterr().out)
     cmd = next(d for d in x["detectors"] if d["detector"] == "commands")
     assert cmd["flagged"] and cmd["raw_score"] > 0 and cmd["score"] >= cmd["threshold"]
-    assert cmd["history"]["alerts"] > 0 and cmd["nearest_normal"]["seen_in_training"] > 0
+    near = cmd["nearest_normal"]
+    assert cmd["history"]["alerts"] > 0 and len(near) == 3 and all(n["seen_in_training"] > 0 for n in near)
+    assert [n["distance"] for n in near] == sorted(n["distance"] for n in near)
     assert any("never seen" in r for r in cmd["reasons"]) and x["verdicts"] == []
     assert "--alert-id " + alerts[0]["id"] in x["feedback_commands"]["false-positive"]
     main(["feedback", "add", "-m", model_dir, "-i", test, "--alert-id", alerts[0]["id"],

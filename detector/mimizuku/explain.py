@@ -3,7 +3,7 @@
 For one alert, scored as the scorer scores it (``Mimizuku.iter_scored``: the same stream, the
 same flag rule, the installed verdicts): each detector's raw and calibrated score against its
 threshold, the history of the entity the score was judged against (``engine.baselines``), the
-nearest normal situation the LOF detectors know, the reasons, the analysts' verdicts that apply
+three nearest normal situations the LOF detectors know, the reasons, the analysts' verdicts that apply
 (or would, were they not expired or revoked), and the ``mimizuku feedback add`` commands for it.
 """
 from __future__ import annotations
@@ -44,14 +44,20 @@ def _history(d: Any, agent: str, account: str) -> Optional[Dict[str, Any]]:
             "seen_once": h.singletons, "chance_of_something_new": round(h.unseen_mass, 6)}
 
 
-def _nearest(d: Any, key: Any) -> Optional[Dict[str, Any]]:
-    if not hasattr(d, "nearest") or not hasattr(d, "describe"):
-        return None
+#: nearest normal situations shown per detector
+NEAREST = 3
+
+
+def _nearest(d: Any, key: Any) -> List[Dict[str, Any]]:
+    """The training situations nearest to this one (the LOF detectors' references), nearest first."""
+    if not hasattr(d, "neighbours") or not hasattr(d, "describe"):
+        return []
     try:
-        near, dist, seen = d.nearest(key)
-    except Exception:  # a detector fitted without neighbours: nothing to show
-        return None
-    return {"situation": d.describe(near), "distance": round(float(dist), 6), "seen_in_training": seen}
+        dist, ind = d.neighbours([key], min(NEAREST, len(d.ref_keys_)))
+    except Exception:  # a detector fitted without references: nothing to show
+        return []
+    return [{"situation": d.describe(d.ref_keys_[int(i)]), "distance": round(float(x), 6),
+             "seen_in_training": int(d.ref_weights_[int(i)])} for x, i in zip(dist[0], ind[0])]
 
 
 def explain_scored(model: Any, scored: Any, *, model_dir: str = "MODEL_DIR",
@@ -113,8 +119,7 @@ def _text(x: Dict[str, Any]) -> List[str]:
             out.append(f"  judged against {h['level']} {p(h['entity'], 120)}: {h['distinct']:,} distinct in "
                        f"{h['alerts']:,} alerts ({h['seen_once']:,} seen once; chance of something new "
                        f"{h['chance_of_something_new']:.4f})")
-        n = d["nearest_normal"]
-        if n:
+        for n in d["nearest_normal"]:
             out.append(f"  nearest normal: {p(n['situation'], 300)} (distance {n['distance']:.4f}, seen "
                        f"{n['seen_in_training']:,} times in training)")
         for r in d["reasons"]:
