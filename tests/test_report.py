@@ -162,12 +162,13 @@ def test_report_structure_counts_and_images(tmp_path):
     assert "nightly-2024-01-15" in text and f"Top anomalies (10 of {n_anom})" in text
 
     # the top-anomalies table: highest score first, hostile text shown as text
-    top = [r for r in page.rows if len(r) == 9 and r[0] != "score"]
+    top = [r for r in page.rows if len(r) == 10 and r[0] != "score"]   # the last cell: the verdict commands
     assert len(top) == 10
     scores = [float(r[0]) for r in top]
     assert scores == sorted(scores, reverse=True) and scores[0] == pytest.approx(0.999)
     assert top[0][4] == ATTR_AGENT and top[0][7] == f"path: {SCRIPT_PATH}"
     assert "reason with <b>markup</b> & ampersand" in top[0][8] and "line\\x0abreak" in top[0][8]
+    assert "mimizuku feedback add --model-dir MODEL_DIR" in top[0][9] and "--verdict confirmed" in top[0][9]
 
     # the cluster table: noise first, sizes add up
     ctab = [r for r in page.rows if len(r) == 5 and r[0] != "cluster"]

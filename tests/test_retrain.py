@@ -411,3 +411,39 @@ def test_retrain_publishes_for_the_cluster_and_a_node_syncs(home, tmp_path):
     r = model_sync.sync_once(model_sync.DirectorySource(pub), node, model_sync.load_key(key))
     assert r.action == "switched" and current_version(node) == s["version"]
     assert Mimizuku.load_model(node).model_version_ == s["version"]
+
+
+def test_the_nightly_job_keeps_a_confirmed_situation_out_of_training_for_good(home, tmp_path, capfd):
+    """An analyst confirms an alert the model in use does not flag (routine for its agent and
+    account): tonight's retrain drops every alert of that situation, on the days already judged
+    too (their judged-day files name other verdicts), and learns everything else as before
+    (issue 16)."""
+    from mimizuku.engine.feedback import situations_of
+    from mimizuku.feedback_cli import entry_for
+    from mimizuku.store.feedback import FeedbackStore, default_path
+
+    models = home / "mimizuku" / "models"
+    code, s = _run(capfd, "--wazuh-home", str(home), "--day", LAST, "--no-batch")   # a night with a model
+    assert code == 0 and s["counts"]["days_judged"] > 0
+    assert list((models / "verdicts").glob("*.json"))            # the days it judged are recorded
+    control = tmp_path / "control"
+    shutil.copytree(home, control, symlinks=True)
+    before = Mimizuku.load_model(models, feedback=None)
+    window = [a for a in _strip(ALERTS) if a["timestamp"][:10] <= LAST]
+    scored = list(before.iter_scored(window))
+    pick = next(x for x in scored if x.record is not None and not x.flagged and x.verdict.best == "commands")
+    e = entry_for(before, pick, "confirmed", by="analyst")
+    covered = sum(1 for x in scored if x.record is not None and not x.flagged
+                  and any(e.covers(sit) for sit in situations_of(x.scored, x.scored)))
+    assert covered > 1                                             # a routine situation: many alerts
+    FeedbackStore(default_path(models)).update(lambda rows: rows.append(e.to_json()))
+    code, s = _run(capfd, "--wazuh-home", str(home), "--day", LAST, "--no-batch")
+    assert code == 0 and s["status"] == "ok"
+    code, c = _run(capfd, "--wazuh-home", str(control), "--day", LAST, "--no-batch")
+    assert code == 0 and c["counts"]["days_from_verdicts"] > 0      # without verdicts: judged days reused
+    assert s["counts"]["days_from_verdicts"] == 0                  # with one: judged again
+    assert s["counts"]["excluded_flagged"] - c["counts"]["excluded_flagged"] == covered
+    assert c["counts"]["trained"]["commands"] - s["counts"]["trained"]["commands"] == covered
+    # and with the verdict, the scorer flags the situation whatever its score
+    rec = Mimizuku.load_model(models).score_records([pick.alert])[0]
+    assert rec["anomaly"] and rec["confirmed_by"] == e.id

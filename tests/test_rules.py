@@ -100,6 +100,7 @@ FORMS = {
     "mimizuku.score_pct": [str(i) for i in range(0, 101)] + ["990", "1000", "0.990000"],
     "mimizuku.status": ["ok", "kept", "failed", "okay", "not-ok", "running"],
     "mimizuku.job": ["retrain", "cluster", "a b"],
+    "mimizuku.feedback.action": ["add", "import", "revoke", "unknown", "added", "re-add"],
     # every technique id of the table, and near misses (a prefix, a sub-technique, another case)
     "mimizuku.mitre.id": sorted({r["id"] for r in table_rows()}) + ["T1059", "T1059.0041", "XT1496", "T1496 "],
 }
@@ -118,6 +119,7 @@ INTENDED = {
     (119012, "mimizuku.status"): {"kept"},
     (119013, "mimizuku.status"): {"failed"},
     (119014, "mimizuku.status"): {"okay", "not-ok", "running"},
+    (119020, "mimizuku.feedback.action"): {"add", "import", "revoke"},
     # one rule per technique under the bands (119100...) and one under 119007 (119150...)
     **{(base + i, "mimizuku.mitre.id"): {r["id"]} for base in (119100, 119150) for i, r in enumerate(table_rows())},
 }
@@ -196,6 +198,25 @@ def test_other_json_events_do_not_match(rules):
         ev = parse_queue_message(b"1:virustotal:" + json.dumps(payload).encode())
         assert rules.match(ev) is None
     assert rules.match(parse_queue_message(b"1:/var/log/syslog:mimizuku anomaly true")) is None
+
+
+# --- analysts' verdicts (mimizuku feedback): the audit event -----------------------------------
+
+@pytest.mark.parametrize("action", ["add", "import", "revoke"])
+def test_a_verdict_change_becomes_a_low_level_audit_alert(rules, action):
+    change = {"action": action, "id": "fb-0123456789ab", "verdict": "false-positive", "scope": "agent-account",
+              "by": "alice", "note": "pentest\n1:forged:line", "alert_id": "1794060120.2200",
+              "situations": [{"detector": "commands", "content": '["command", ["prog:bash"]]', "agent": "web-01",
+                              "account": "www-data"}]}
+    ev = parse_queue_message(events.feedback_message(change))
+    assert ev.location == "mimizuku"
+    rule = rules.match(ev)
+    assert (rule.id, rule.level) == (119020, 3)
+    assert "mimizuku_feedback" in rule.groups and "anomaly" not in rule.groups
+    assert rules.matching_siblings(ev, rule) == []
+    desc = rules.description(rule, ev)
+    assert "alice" in desc and action in desc and "fb-0123456789ab" in desc and "web-01" in desc
+    assert "(null)" not in desc
 
 
 # --- ATT&CK techniques (mimizuku.engine.techniques) --------------------------------------------

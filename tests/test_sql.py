@@ -30,6 +30,7 @@ from mimizuku.outputs.sql import (  # noqa: E402
     outliers,
     runs,
 )
+from mimizuku.outputs.sql.schema import feedback as feedback_table  # noqa: E402
 
 MYSQL_URL = os.environ.get("MIMIZUKU_TEST_MYSQL_URL")
 T0 = datetime(2024, 1, 15, 10, 0, 0, tzinfo=timezone.utc)
@@ -86,7 +87,7 @@ def _drop_all(url: str) -> None:
     eng = sa.create_engine(url)
     try:
         with eng.begin() as conn:
-            for t in (outliers, alerts, runs, sqlout.schema_info):
+            for t in (feedback_table, outliers, alerts, runs, sqlout.schema_info):
                 t.drop(conn, checkfirst=True)
     finally:
         eng.dispose()
@@ -569,3 +570,25 @@ def test_default_mysql_driver_is_resolved(monkeypatch):
     monkeypatch.setattr(sink, "mysql_driver", lambda: "pymysql")
     assert sink.prepare_url("mariadb://u:p@h/db").drivername == "mariadb+pymysql"
     assert sink.prepare_url("mysql+mysqldb://u:p@h/db").drivername == "mysql+mysqldb"
+
+
+# --- analysts' verdicts (mimizuku feedback): the audit table and the look-up of one record -------
+
+def test_feedback_changes_are_written_once_and_a_record_is_found_by_its_id(db, tmp_path):
+    recs = make_day(20)
+    change = {"change_id": "fb-0123456789ab:add", "id": "fb-0123456789ab", "action": "add",
+              "verdict": "false-positive", "scope": "agent-account", "by": "alice", "note": "n\u00e9 \U0001F600 " * 300,
+              "alert_id": recs[3]["id"], "created_at": "2026-12-07T10:00:00Z", "expires_at": "2027-01-06T10:00:00Z",
+              "changed_at": "2026-12-07T10:00:00Z",
+              "situations": [{"detector": "commands", "content": "[]", "agent": "web-01", "account": "www-data"}]}
+    with SqlSink(db, spool_dir=tmp_path / "spool") as sink:
+        sink.write_run({"run_id": "r", "model_version": "m", "status": "ok"}, recs)
+        assert sink.write_feedback([change]) == 1
+        assert sink.write_feedback([change]) == 0                    # a retry adds nothing
+        assert sink.find_alert(recs[3]["id"])["alert_id"] == recs[3]["id"]
+        assert sink.find_alert("absent") is None
+        with sink.engine.connect() as c:
+            t = feedback_table.c
+            row = c.execute(sa.select(t.feedback_id, t.author, t.note, t.truncated, t.expires)).one()
+    assert row[0] == "fb-0123456789ab" and row[1] == "alice" and row[3]            # the note was cut to its column
+    assert row[2].startswith("n\u00e9 \U0001F600") and row[4] == datetime(2027, 1, 6, 10, 0)

@@ -98,6 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     from mimizuku.tools import rules_check as check
 
     check.add_parser(sub)
+    from mimizuku import explain, feedback_cli
+
+    feedback_cli.add_parsers(sub)
+    explain.add_parser(sub)
 
     d = sub.add_parser("demo", help="generate sample data, train on it and score its last days")
     d.add_argument("--out", default="./demo", help="working directory (default ./demo)")

@@ -266,3 +266,30 @@ def encode_message(loc: str, payload: Dict[str, Any], max_bytes: int = MAX_MESSA
 def event_message(record: Mapping[str, Any], *, tag: str = TAG, max_bytes: int = MAX_MESSAGE_BYTES) -> bytes:
     """The complete datagram for one scored record."""
     return encode_message(location(record.get("agent"), tag), build_payload(record, tag), max_bytes)
+
+
+#: what an analyst did to a verdict (``mimizuku feedback``): the audit event's ``action``
+FEEDBACK_ACTIONS = ("add", "import", "revoke")
+#: the verdict's fields an audit event carries (``FeedbackEntry.to_json``), and its situation's
+_FEEDBACK_FIELDS = ("id", "verdict", "scope", "by", "note", "alert_id", "expires_at", "source")
+_SITUATION_FIELDS = ("agent", "account", "detector", "content")
+
+
+def feedback_message(change: Mapping[str, Any], *, tag: str = TAG, max_bytes: int = MAX_MESSAGE_BYTES) -> bytes:
+    """The audit event of one change of an analyst's verdict (a rule of ``mimizuku_rules.xml``
+    makes it a low-level alert): ``change`` holds ``action`` and the verdict as
+    ``FeedbackEntry.to_json`` writes it. Location ``mimizuku`` (the manager). Text from an
+    imported line is the other tool's: it travels as JSON strings, cut like an anomaly's."""
+    action = change.get("action")
+    f: Dict[str, Any] = {"action": action if action in FEEDBACK_ACTIONS else "unknown"}
+    for k in _FEEDBACK_FIELDS:
+        v = _str_or_none(change.get(k))
+        if v:
+            f[k] = v
+    sits = change.get("situations")
+    first = sits[0] if isinstance(sits, list) and sits and isinstance(sits[0], Mapping) else {}
+    for k in _SITUATION_FIELDS:
+        v = _str_or_none(first.get(k))
+        if v:
+            f["situation" if k == "content" else k] = v
+    return encode_message(tag, {"integration": tag, tag: {"feedback": f}}, max_bytes)

@@ -19,6 +19,7 @@ import datetime as _dt
 import gc
 import logging
 import numbers
+import os
 import secrets
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from typing import Any, Dict, FrozenSet, Iterable, Iterator, List, Optional, Seq
 
 from mimizuku.core import fields
 from mimizuku.core.alert_identity import content_id
+from mimizuku.core.bounded import make_room
 from mimizuku.core.records import DEFAULT_CONTAMINATION
 from mimizuku.core.severity import SEVERITIES, SEVERITY_RANK
 from mimizuku.engine.calibration import severity as severity_of
@@ -33,6 +35,7 @@ from mimizuku.engine.detectors.base import Detector, NotEnoughData
 from mimizuku.engine.detectors.commands import CommandDetector
 from mimizuku.engine.detectors.context import ContextDetector
 from mimizuku.engine.detectors.files import FileIntegrityDetector
+from mimizuku.engine.feedback import FeedbackSet
 from mimizuku.engine.flag_rule import FlagRule, Verdict
 from mimizuku.engine.lineage import ChannelJudged, ProcessLineage
 from mimizuku.engine.peers import PeerGroups, agent_profiles
@@ -309,7 +312,26 @@ class Mimizuku:
         files detector's own abuse list, the original ``FsNotify`` API) and the fitted thresholds."""
         files = self.__dict__.get("detectors_", {}).get("files")
         abuse = list(self.abuse_files) + list(getattr(files, "abuse_files", ()) or ())
-        return FlagRule(ignore_users=self.ignore_users, ignore_files=self.ignore_files, abuse_files=abuse)
+        fb = self.__dict__.get("feedback_set")
+        return FlagRule(ignore_users=self.ignore_users, ignore_files=self.ignore_files, abuse_files=abuse,
+                        feedback=fb.at() if fb is not None else None)
+
+    # -- analysts' verdicts (mimizuku.engine.feedback) -------------------------------------------
+    def set_feedback(self, feedback: Any) -> "Mimizuku":
+        """Judge with these analysts' verdicts from the next batch on: a ``FeedbackSet``, a path
+        to a verdict store (``mimizuku feedback``), or None (none). Verdicts are not part of the
+        model: they are never saved with it and survive retrains and rollbacks."""
+        if feedback is not None and not isinstance(feedback, FeedbackSet):
+            from mimizuku.store.feedback import FeedbackStore
+
+            feedback = FeedbackSet.from_json(FeedbackStore(feedback).load(), str(feedback))
+        self.feedback_set = feedback
+        return self
+
+    @property
+    def feedback(self) -> Optional[FeedbackSet]:
+        """The analysts' verdicts this model judges with (None: none)."""
+        return self.__dict__.get("feedback_set")
 
     # -- scoring ----------------------------------------------------------------------------
     def _check_fitted(self) -> None:
@@ -323,6 +345,7 @@ class Mimizuku:
         for d in self.detectors_.values():
             d.start_stream()
         self.__dict__.pop("_stories", None)
+        self.__dict__.pop("_suppressed_by_opener", None)
         lineage = self.__dict__.get("lineage_")
         if lineage is not None:
             lineage.start_stream()
@@ -335,6 +358,7 @@ class Mimizuku:
         mine = copy.copy(self)
         mine.detectors_ = {n: copy.copy(d) for n, d in self.detectors_.items()}  # __getstate__ drops caches
         mine.__dict__.pop("_stories", None)
+        mine.__dict__.pop("_suppressed_by_opener", None)   # per stream
         lineage = self.__dict__.get("lineage_")
         if lineage is not None:  # a copy keeps what was learnt and starts its own stream
             mine.lineage_ = _attach(mine.detectors_.values(), copy.copy(lineage))
@@ -415,6 +439,23 @@ class Mimizuku:
                                    verdict, got))
         return out
 
+    #: suppressed anomalies remembered per stream, whose repeats are suppressed too
+    _SUPPRESSED_OPENERS = 100_000
+
+    def _follow_suppressed(self, verdict: Verdict, rid: str, rule: FlagRule) -> None:
+        """A burst is one story: when its opener was suppressed by a false-positive verdict, the
+        rest of it (its repeats, whose own situation the verdict may not name: another temporary
+        file of the same editor session) is suppressed by the same verdict."""
+        openers = self.__dict__.setdefault("_suppressed_by_opener", {})
+        if verdict.suppressed_by is not None:
+            if verdict.repeat_of is None:
+                make_room(openers, self._SUPPRESSED_OPENERS)
+                openers[rid] = verdict.suppressed_by
+        elif verdict.confirmed_by is None and verdict.abuse is None:
+            vid = openers.get(verdict.repeat_of)
+            if vid is not None and rule.feedback is not None and vid in rule.feedback.by_id:
+                verdict.suppressed_by = vid
+
     @staticmethod
     def _technique(alert: Dict[str, Any], got: Dict[str, Any], rule: FlagRule,
                    cut: Dict[Tuple[str, int], float]) -> Optional[Technique]:
@@ -455,6 +496,8 @@ class Mimizuku:
             fs, fk, fd = got[flagged_by]
             band = severity_of(fs, rule.threshold(fd.name, fd.threshold_, len(got)), True)
             verdict.repeat_of, ep = fd.judge_repeat(fk, alert, band, rid)
+            if verdict.suppressed_by is not None or verdict.repeat_of is not None:
+                self._follow_suppressed(verdict, rid, rule)
             if verdict.repeat_of is not None and ep is not None:
                 reasons.append(f"repeats anomaly {verdict.repeat_of} ({fd.name}: {fd.repeat_what}, "
                                f"{ep.alerts} alerts over {_span(ep.duration)} without a pause of "
@@ -463,6 +506,8 @@ class Mimizuku:
                 episode = {"of": ep.opener, "since": ep.since, "alerts": ep.alerts, "duration_s": ep.duration}
         if verdict.abuse:
             reasons.append(verdict.abuse)
+        if verdict.suppressed_by is not None:
+            reasons.append(rule.feedback.reason(verdict.suppressed_by))
         anomaly = verdict.anomaly
         if anomaly:
             for name in ([best_name] + [n for n in verdict.detectors if n != best_name]):
@@ -473,14 +518,19 @@ class Mimizuku:
             reasons.append(verdict.ignored)
         threshold = rule.threshold(best_name, d.threshold_, len(got))
         sev = "critical" if verdict.abuse else severity_of(s, threshold, anomaly)
+        if verdict.confirmed_by is not None:
+            # the situation of an incident an analyst confirmed: at least high, whatever its score
+            sev = SEVERITIES[max(SEVERITY_RANK[sev], SEVERITY_RANK["high"])] if anomaly else sev
+            reasons.insert(0, rule.feedback.reason(verdict.confirmed_by))
         if technique is not None and anomaly:
             # a new situation that looks like an attacker's technique: one band up
             sev = SEVERITIES[min(len(SEVERITIES) - 1, SEVERITY_RANK[sev] + 1)]
             reasons.insert(0, f"looks like ATT&CK {technique.id} {technique.technique} ({technique.tactic}) "
                               f"in a situation new for its entity: score +{SCORE_LIFT}, severity one band up")
         story = None
-        if anomaly and not verdict.abuse:
-            # one agent and account, one story: raised again only with news for it
+        if anomaly and not verdict.abuse and verdict.confirmed_by is None:
+            # one agent and account, one story: raised again only with news for it (an abuse
+            # file and an analyst's confirmed incident are always raised)
             skey = story_key(alert)
             story = self.stories.judge(skey, fields.alert_seconds(alert), sev, (best_name, fields.rule_id(alert)),
                                        rid, fields.timestamp(alert) or "", technique.id if technique else None)
@@ -511,7 +561,7 @@ class Mimizuku:
             "threshold": round(float(threshold), 6),
             "anomaly": anomaly,
             "severity": sev,
-            "reasons": reasons if anomaly or verdict.ignored or verdict.repeat_of else [],
+            "reasons": reasons if anomaly or verdict.ignored or verdict.repeat_of or verdict.suppressed_by else [],
             "scores": {n: round(v[0], 6) for n, v in got.items()},
             "fields": fields.key_fields(alert),
             "model_version": getattr(self, "model_version_", "unversioned"),
@@ -523,6 +573,10 @@ class Mimizuku:
         if story is not None:
             rec["story"] = {"of": story.opener, "since": story.since, "anomalies": story.anomalies,
                             "duration_s": story.duration}
+        if verdict.suppressed_by is not None:
+            rec["suppressed_by"] = verdict.suppressed_by
+        if verdict.confirmed_by is not None:
+            rec["confirmed_by"] = verdict.confirmed_by
         if episode is not None:  # an update of an episode that climbed a band: the story so far
             rec["episode"] = episode
             reasons.insert(0, f"update of anomaly {episode['of']}: {sev} now; {episode['alerts']} alerts of "
@@ -579,11 +633,14 @@ class Mimizuku:
 
     @classmethod
     def load_model(cls, model_dir, ignore_files=None, abuse_files=None, ignore_users=None,
-                   check_versions=True) -> "Mimizuku":
+                   check_versions=True, feedback="installed") -> "Mimizuku":
         """Load a model directory after verifying checksums, ownership and permissions, and that
         its manifest agrees with its files (``ModelIntegrityError`` naming what differs).
 
-        The ignore/abuse lists given here replace the ones saved with the model.
+        The ignore/abuse lists given here replace the ones saved with the model. ``feedback``:
+        the analysts' verdicts to judge with (``set_feedback``); ``"installed"`` (the default):
+        the verdict store that belongs to ``model_dir`` (``mimizuku.store.feedback.default_path``)
+        when it exists; None: none.
         """
         from mimizuku.engine.model_state import ManifestMismatch, check_manifest, trusted_classes
         from mimizuku.store.model_dir import ModelIntegrityError, load_model_dir
@@ -619,7 +676,12 @@ class Mimizuku:
         model.read_stats_ = training.get("read", {})
         model.model_version_ = manifest.get("model_version", "unversioned")
         model.manifest_ = manifest
-        return model
+        if isinstance(feedback, str) and feedback == "installed":
+            from mimizuku.store.feedback import default_path
+
+            path = default_path(model_dir)
+            feedback = path if os.path.lexists(path) else None
+        return model.set_feedback(feedback)
 
 
 class ScoredAlert:

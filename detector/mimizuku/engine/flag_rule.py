@@ -16,16 +16,23 @@ this rule, so they cannot drift apart. In order:
    detector: it is scored, never raised;
 3. an abuse file (``abuse_files``) is always flagged, ignored or not, severity ``critical``; its
    record speaks through the files detector when that detector scored it;
-4. a flagged alert that exactly one detector flagged, and that is not an abuse file, may repeat
+4. an analyst's verdict (``mimizuku.engine.feedback``) on the alert's situation: a false
+   positive whose scope covers every detector that flagged it unflags it (``suppressed_by``:
+   still scored and recorded, not flagged, so the next model learns it as normal; an alert that
+   repeats a suppressed one, step 5, is suppressed by the same verdict); a confirmed
+   incident flags it whatever its score (``confirmed_by``), ignored or not, and is never
+   suppressed. An abuse file is never suppressed;
+5. a flagged alert that exactly one detector flagged, and that is not an abuse file, may repeat
    an anomaly of the same situation (``mimizuku.engine.repeats``; the detector's repeat windows
    judge): it is then not raised again (``repeat_of``), but it stays *flagged* — training must
    not learn it and validation counts it, as the anomaly it repeats.
 
-``Verdict.flagged`` is steps 1-3 (what the anomaly filter excludes); ``Verdict.anomaly`` adds
-step 4 (the record's ``anomaly``). A record says which ignore list or abuse entry applied in its
+``Verdict.flagged`` is steps 1-4 (what the anomaly filter excludes); ``Verdict.anomaly`` adds
+step 5 (the record's ``anomaly``). A record says which ignore list or abuse entry applied in its
 reasons (``IGNORED`` and ``ABUSE`` prefixes, written only here), so the policy can judge a record
 again with other thresholds without the alert: an ignored record stays unflagged, an abuse file
-stays flagged, a repeat stays a repeat. A detector's own ignore list (the original API's
+stays flagged, a repeat stays a repeat, a suppressed record (``suppressed_by``) stays unflagged
+and a confirmed one (``confirmed_by``) flagged. A detector's own ignore list (the original API's
 ``FsNotify(ignore_user_names=...)``) leaves no trace in the record; the policy cannot see it.
 
 Standard library only (the integration's in-process path imports the policy).
@@ -62,11 +69,15 @@ class Verdict:
     ignored: Optional[str] = None
     abuse: Optional[str] = None
     repeat_of: Optional[str] = None
+    suppressed_by: Optional[str] = None
+    confirmed_by: Optional[str] = None
 
     @property
     def flagged(self) -> bool:
-        """Steps 1-3: far from normal — what a new model must not learn from."""
-        return (bool(self.detectors) and self.ignored is None) or self.abuse is not None
+        """Steps 1-4: far from normal — what a new model must not learn from."""
+        if self.abuse is not None or self.confirmed_by is not None:
+            return True
+        return bool(self.detectors) and self.ignored is None and self.suppressed_by is None
 
     @property
     def anomaly(self) -> bool:
@@ -78,15 +89,19 @@ class Verdict:
         """The detector whose repeat windows judge whether this alert repeats an anomaly (step 4),
         or None: it cannot be a repeat."""
         if len(self.detectors) == 1 and self.ignored is None and self.abuse is None:
-            return self.detectors[0]
+            return self.detectors[0]   # a suppressed one too: the rest of its burst repeats it
         return None
 
     @property
     def flagged_by(self) -> Optional[str]:
         """What flagged it: the first detector that did, ``"abuse"``, or None (not flagged)."""
-        if self.detectors and self.ignored is None:
+        if self.abuse is not None:
+            return "abuse"
+        if self.confirmed_by is not None:
+            return "confirmed"
+        if self.detectors and self.ignored is None and self.suppressed_by is None:
             return self.detectors[0]
-        return "abuse" if self.abuse is not None else None
+        return None
 
 
 class FlagRule:
@@ -95,13 +110,15 @@ class FlagRule:
     ``thresholds``: overrides of the fitted thresholds, per detector name or ``"*"`` (the
     integration's ``thresholds`` option); None or empty: the fitted ones. Lists are matched as
     ``Mimizuku`` always matched them: paths by ``path_matches`` (a glob, a prefix or a basename),
-    users exactly (the alert's user, the file's owner, the command's user).
+    users exactly (the alert's user, the file's owner, the command's user). ``feedback``: the
+    analysts' verdicts that apply now (``mimizuku.engine.feedback.ActiveFeedback``), or None.
     """
 
     def __init__(self, ignore_users: Iterable[str] = (), ignore_files: Iterable[str] = (),
                  abuse_files: Iterable[str] = (), thresholds: Optional[Mapping[str, float]] = None,
-                 alert_budget: bool = True):
+                 alert_budget: bool = True, feedback: Any = None):
         self.alert_budget = alert_budget
+        self.feedback = feedback
         self.ignore_users = tuple(ignore_users)
         self.ignore_files = tuple(ignore_files)
         self.abuse_files = tuple(abuse_files)
@@ -169,7 +186,14 @@ class FlagRule:
         abuse = self.abuse(alert)
         if abuse is not None and "files" in scored:
             best = "files"
-        return Verdict(tuple(flagged), best, self.ignored(alert), abuse)
+        suppressed = confirmed = None
+        if self.feedback is not None:
+            # not flagged here: the detector its record speaks for, which a lowered threshold
+            # override (the policy, judge_record) would flag
+            suppressed, confirmed = self.feedback.match(scored, flagged or ((best,) if best else ()))
+            if abuse is not None:
+                suppressed = None
+        return Verdict(tuple(flagged), best, self.ignored(alert), abuse, None, suppressed, confirmed)
 
     def judge_record(self, record: Mapping[str, Any]) -> Verdict:
         """The verdict on a scored record with this rule's thresholds: its detector's score
@@ -185,7 +209,13 @@ class FlagRule:
                     ignored = r
                 elif abuse is None and r.startswith(ABUSE):
                     abuse = r
-        return Verdict(flagged, det, ignored, abuse, record.get("repeat_of") or None)
+        confirmed = record.get("confirmed_by")
+        return Verdict(flagged, det, ignored, abuse, record.get("repeat_of") or None,
+                       _text_or_none(record.get("suppressed_by")), _text_or_none(confirmed))
+
+
+def _text_or_none(value: Any) -> Optional[str]:
+    return value if isinstance(value, str) and value else None
 
 
 def record_score(record: Mapping[str, Any], key: str = "score", default: float = 0.0) -> float:

@@ -308,7 +308,7 @@ def run_report(args: argparse.Namespace) -> int:
         f"mimizuku-{day}-{analysis.model_version}.html"
     run = {"day": str(day), "model_version": analysis.model_version, **{"day_" + k: v for k, v in analysis.summary().items()}}
     try:
-        path = day_analysis.write_day_report(analysis, out, run)
+        path = day_analysis.write_day_report(analysis, out, run, {"model_dir": model_dir, "input": source})
     except OSError as e:
         print(f"mimizuku report: cannot write {out}: {e.strerror or e}", file=sys.stderr)
         return 73

@@ -230,9 +230,12 @@ def prune_reports(report_dir: Path, keep: int, prefix: str = "mimizuku-") -> Lis
     return doomed
 
 
-def write_day_report(analysis: DayAnalysis, path: Path, run: Optional[Mapping[str, Any]] = None) -> Path:
-    """The self-contained HTML report of a day (``report.write_report``)."""
+def write_day_report(analysis: DayAnalysis, path: Path, run: Optional[Mapping[str, Any]] = None,
+                     feedback: Optional[Mapping[str, Any]] = None) -> Path:
+    """The self-contained HTML report of a day (``report.write_report``; ``feedback``: the model
+    directory and the alert source its ``mimizuku feedback add`` commands name)."""
     from mimizuku.outputs.report import write_report
 
     return write_report(path, analysis.records, run=dict(run or {}), coords=analysis.coords(),
-                        title=f"Mimizuku nightly report {analysis.day}", peer_groups=analysis.peer_groups)
+                        title=f"Mimizuku nightly report {analysis.day}", peer_groups=analysis.peer_groups,
+                        feedback=feedback)

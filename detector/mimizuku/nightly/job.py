@@ -290,7 +290,8 @@ def _batch(model: Any, day: date, store: ModelStore, run: _Run, scored: Any = No
             Path(cfg.report_dir).mkdir(parents=True, exist_ok=True, mode=0o750)
             rep = dict(run.summary()["mimizuku"])
             rep.pop("report", None)
-            run.report = str(batch.write_day_report(analysis, path, rep))
+            run.report = str(batch.write_day_report(analysis, path, rep, {"model_dir": cfg.model_dir,
+                                                                          "input": cfg.source}))
             batch.prune_reports(Path(cfg.report_dir), cfg.keep_reports)
         except Exception as e:
             run.warn(f"report: {type(e).__name__}: {e}")
@@ -352,7 +353,10 @@ def _train_and_install(store: ModelStore, run: _Run) -> Tuple[Any, Any]:
     end = days[-1]  # --day when given (nothing after it is read), else today
     fresh = {today.isoformat(), end.isoformat(), cfg.batch_day.isoformat()}  # judged by the model in use
     window = [d.isoformat() for d in days]
-    verdicts = load_verdicts(store, [d for d in window if d not in fresh]) if current is not None else {}
+    # the analysts' verdicts the model in use judges with (mimizuku.engine.feedback): a day judged
+    # with others is judged again
+    feedback = current.feedback.digest() if current is not None and current.feedback is not None else ""
+    verdicts = load_verdicts(store, [d for d in window if d not in fresh], feedback) if current is not None else {}
     holdout = None
     if current is None and cfg.holdout and cfg.batch and cfg.anomaly_filter:
         holdout = _fit_holdout(run, on_partition)
@@ -374,7 +378,7 @@ def _train_and_install(store: ModelStore, run: _Run) -> Tuple[Any, Any]:
     def keep_verdicts() -> None:  # only after the whole stream was judged: never half a day
         if current is not None:
             try:
-                save_verdicts(store, filt, run.version, today, cfg.days)
+                save_verdicts(store, filt, run.version, today, cfg.days, feedback)
             except OSError as e:
                 run.warn(f"cannot record the anomaly filter's verdicts in {store.root}: {e}")
 

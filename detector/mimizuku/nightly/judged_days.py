@@ -3,6 +3,8 @@
 river's filter judges each sample once, with the model of its time. A run records, per complete
 day it judged, the ids its model flagged (``<model-dir>/verdicts/<day>.json``); later runs take
 those days as judged and score only the days nobody judged yet (normally yesterday and today).
+A day is judged again when the analysts' verdicts (``mimizuku.engine.feedback``) changed since:
+each file records the digest of the verdicts it was judged with.
 """
 from __future__ import annotations
 
@@ -19,8 +21,9 @@ VERDICTS = "verdicts"
 _VERDICT_MAX_BYTES = 64 << 20
 
 
-def load_verdicts(store: ModelStore, days: Iterable[str]) -> Dict[str, set]:
-    """Ids flagged on each of ``days`` by the model of that time (days without a file: none)."""
+def load_verdicts(store: ModelStore, days: Iterable[str], feedback: str = "") -> Dict[str, set]:
+    """Ids flagged on each of ``days`` by the model of that time (days without a file, or judged
+    with other analysts' verdicts than ``feedback``, a ``FeedbackSet.digest``: none)."""
     out: Dict[str, set] = {}
     for day in days:
         try:
@@ -28,13 +31,14 @@ def load_verdicts(store: ModelStore, days: Iterable[str]) -> Dict[str, set]:
                 obj = json.loads(f.read(_VERDICT_MAX_BYTES))
         except (OSError, ValueError):
             continue
-        if isinstance(obj, dict) and obj.get("day") == day and isinstance(obj.get("flagged"), list):
+        if (isinstance(obj, dict) and obj.get("day") == day and isinstance(obj.get("flagged"), list)
+                and obj.get("feedback", "") == feedback):
             out[day] = {x for x in obj["flagged"] if isinstance(x, str)}
     return out
 
 
 def save_verdicts(store: ModelStore, filt: Any, version: Optional[str], today: date,
-                   days: int) -> int:
+                   days: int, feedback: str = "") -> int:
     """Record what the model in use flagged on each complete day it judged; prune old files."""
     d = store.root / VERDICTS
     d.mkdir(mode=0o750, exist_ok=True)
@@ -46,7 +50,7 @@ def save_verdicts(store: ModelStore, filt: Any, version: Optional[str], today: d
             date.fromisoformat(day)
         except ValueError:
             continue
-        data = json.dumps({"day": day, "model_version": version, "alerts": count,
+        data = json.dumps({"day": day, "model_version": version, "alerts": count, "feedback": feedback,
                            "flagged": sorted(set(filt.judged_flagged.get(day, [])))}).encode()
         tmp = d / f".{day}.json.tmp-{os.getpid()}"
         with open(tmp, "wb") as f:

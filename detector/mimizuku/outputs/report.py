@@ -273,6 +273,7 @@ def _plot_clusters(labels: Sequence[int], coords: Optional[Sequence[Tuple[float,
 # --- the page --------------------------------------------------------------------------------
 
 _CSS = """
+code.cmd{display:block;white-space:pre-wrap;word-break:break-all;font-size:11px;background:#f5f5f5;padding:4px}
 body{font-family:-apple-system,'Segoe UI',Roboto,'DejaVu Sans',sans-serif;margin:24px auto;max-width:1300px;
 color:#212121;padding:0 16px}
 h1{margin-bottom:4px}h2{margin-top:32px;border-bottom:1px solid #e0e0e0;padding-bottom:4px}
@@ -316,12 +317,40 @@ def _run_table(run: Optional[Mapping[str, Any]]) -> str:
     return f'<h2>Run</h2><table class="kv">{body}</table>'
 
 
+def feedback_command(model_dir: Any, input_path: Any, alert_id: Any, verdict: str = "false-positive",
+                     scope: str = "agent-account", day: Optional[str] = None) -> str:
+    """The exact ``mimizuku feedback add`` command for one alert, quoted for a shell (``day``:
+    read only that day of ``input_path``)."""
+    import shlex
+
+    argv = ["mimizuku", "feedback", "add", "--model-dir", str(model_dir), "--input", str(input_path)]
+    if day:
+        argv += ["--since", day, "--until", day]
+    argv += ["--alert-id", str(alert_id), "--verdict", verdict, "--scope", scope]
+    return " ".join(shlex.quote(x) for x in argv)
+
+
+def _verdict_cell(r: Mapping[str, Any], feedback: Mapping[str, Any]) -> str:
+    """The commands that give this anomaly a verdict (docs/feedback.md), to copy."""
+    aid = r.get("id")
+    if not isinstance(aid, str) or not aid:
+        return "<td></td>"
+    day = str(r.get("timestamp") or "")[:10] or None
+    cmds = [(v, feedback_command(feedback.get("model_dir", "MODEL_DIR"), feedback.get("input", "INPUT"), aid, v,
+                                 day=day)) for v in ("false-positive", "confirmed")]
+    return ("<td class='wrap'><details><summary>give a verdict</summary>"
+            + "".join(f"<p>{v}:</p><code class='cmd'>{_esc(c, 4000)}</code>" for v, c in cmds)
+            + "</details></td>")
+
+
 def render_report(records: Iterable[Mapping[str, Any]], *, run: Optional[Mapping[str, Any]] = None,
                   clusters: Optional[Mapping[str, Any]] = None,
                   coords: Optional[Mapping[str, Sequence[float]]] = None, top: int = 50,
                   title: str = "Mimizuku anomaly report",
-                  peer_groups: Optional[Sequence[Mapping[str, Any]]] = None) -> str:
+                  peer_groups: Optional[Sequence[Mapping[str, Any]]] = None,
+                  feedback: Optional[Mapping[str, Any]] = None) -> str:
     """The report as an HTML string (see :func:`write_report`)."""
+    feedback = feedback or {}
     recs = [r for r in records if isinstance(r, Mapping)]
     anomalies = [r for r in recs if r.get("anomaly")]
     det_total = Counter(str(r.get("detector") or "unknown") for r in recs)
@@ -392,7 +421,8 @@ def render_report(records: Iterable[Mapping[str, Any]], *, run: Optional[Mapping
             f"<td>{_esc(_get(r, 'rule', 'id'), 16)} {_esc(_get(r, 'rule', 'description'), 120)}</td>"
             f"<td class='num'>{'' if c is None else c}</td>"
             f"<td class='wrap'>{_esc(k)}{': ' if k else ''}{_esc(v)}</td>"
-            f"<td class='wrap'><ul class='reasons'>{''.join(f'<li>{_esc(x)}</li>' for x in reasons[:10])}</ul></td></tr>")
+            f"<td class='wrap'><ul class='reasons'>{''.join(f'<li>{_esc(x)}</li>' for x in reasons[:10])}</ul></td>"
+            f"{_verdict_cell(r, feedback)}</tr>")
 
     cards = [
         (f"{len(recs):,}", "alerts scored"),
@@ -437,7 +467,7 @@ def render_report(records: Iterable[Mapping[str, Any]], *, run: Optional[Mapping
     parts += [
         f"<h2>Top anomalies ({len(ranked):,} of {len(anomalies):,})</h2>",
         "<table><tr><th>score</th><th>severity</th><th>detector</th><th>time (UTC)</th><th>agent</th><th>rule</th>"
-        f"<th>cluster</th><th>key field</th><th>reasons</th></tr>{top_rows}</table>"
+        f"<th>cluster</th><th>key field</th><th>reasons</th><th>verdict</th></tr>{top_rows}</table>"
         if ranked else '<p class="none">No anomalies.</p>',
         "</body></html>",
     ]
@@ -469,18 +499,21 @@ def write_report(path: Any, records: Iterable[Mapping[str, Any]], *, run: Option
                  clusters: Optional[Mapping[str, Any]] = None,
                  coords: Optional[Mapping[str, Sequence[float]]] = None, top: int = 50,
                  title: str = "Mimizuku anomaly report",
-                 peer_groups: Optional[Sequence[Mapping[str, Any]]] = None) -> Path:
+                 peer_groups: Optional[Sequence[Mapping[str, Any]]] = None,
+                 feedback: Optional[Mapping[str, Any]] = None) -> Path:
     """Write ONE self-contained HTML file for a run and return its path.
 
     ``records``: scored records (docs/records.md). ``run``: the run's dict (id, model version,
     counts, durations ...), shown as a table. ``clusters``: alert id -> DBSCAN label (-1 =
     noise); records' own ``cluster`` keys are used otherwise. ``coords``: alert id -> (x, y), a
     2-D projection to scatter-plot the clusters. ``peer_groups``: the model's (``Mimizuku.peer_groups().
-    to_json()``), shown as a table. The file is written atomically.
+    to_json()``), shown as a table. ``feedback``: ``model_dir`` and ``input`` for the exact
+    ``mimizuku feedback add`` command shown with each anomaly (placeholders when not given).
+    The file is written atomically.
     """
     out = Path(path)
     text = render_report(records, run=run, clusters=clusters, coords=coords, top=top, title=title,
-                         peer_groups=peer_groups)
+                         peer_groups=peer_groups, feedback=feedback)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(out, text.encode("utf-8"), mode=0o644)
     return out

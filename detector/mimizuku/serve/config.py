@@ -42,6 +42,8 @@ SETTINGS = (
             "thresholds, min_severity, ignore_users, model_dir, spool_dir, queue, socket"),
     Setting("model_dir", None, "model directory or versions root with a 'current' pointer "
             "(default <home>/mimizuku/models)", type=_given_path),
+    Setting("feedback", None, "analysts' verdict store, watched for changes (default "
+            "<model-dir>/../feedback/feedback.json; see docs/feedback.md)", type=_given_path),
     Setting("socket", None, "UNIX socket to listen on (default <home>/mimizuku/run/serve.sock)", type=_given_path),
     Setting("spool_dir", None, "spool of alerts and events (default <home>/mimizuku/spool)", type=_given_path),
     Setting("queue", None, "analysisd queue socket (default <home>/queue/sockets/queue)", type=_given_path),

@@ -8,6 +8,11 @@ model is loaded in a background thread and offered to the scorer, which swaps it
 batches (:meth:`mimizuku.serve.pipeline.Scorer.offer`). A model that fails verification is
 refused, the old one kept, and that is logged and shown by ``mimizuku status``.
 
+The analysts' verdicts (``mimizuku feedback``, :mod:`mimizuku.store.feedback`) are watched the
+same way but more often (:data:`FEEDBACK_POLL`): a changed store is read in the loop, between two
+batches, and the model in use judges with it from the next batch on; a store that cannot be
+read safely is refused (logged, shown by ``mimizuku status``) and the verdicts in use are kept.
+
 What the old model was following goes on in the new one (:func:`carry_stream_state`): rate
 windows, fleet waves in progress, open repeat windows and processes in flight, through the
 detectors' and the lineage's public ``export_stream_state`` / ``import_stream_state``.
@@ -24,6 +29,10 @@ from typing import Any, Dict, Optional, Tuple
 from mimizuku.engine.stories import StoryWindows
 
 log = logging.getLogger("mimizuku.serve")
+
+#: seconds between two looks at the verdict store: a verdict reaches the scorer within this (and
+#: one batch), well inside the 5 s an analyst is promised
+FEEDBACK_POLL = 1.0
 
 
 # --- which model: the version pointer ------------------------------------------------------------
@@ -122,6 +131,15 @@ class ModelReload:
         self.reload_done = threading.Condition()
         self.reloads = 0
         self._next_reload_at = 0.0
+        from mimizuku.store.feedback import FeedbackStore, default_path
+
+        self.feedback_store = FeedbackStore(getattr(self.cfg, "feedback", None) or default_path(self.cfg.model_dir))
+        self.feedback_set: Any = None
+        self.feedback_status: Dict[str, Any] = {"path": str(self.feedback_store.path), "verdicts": 0}
+        self._feedback_fp: Any = None
+        self._feedback_next = 0.0
+        self.feedback_done = threading.Condition()   # tests: a verdict store was read
+        self.feedback_loads = 0
 
     def request_reload(self) -> str:
         """What ``SIGHUP`` and the ``reload`` request ask: load the model again at the next round,
@@ -134,11 +152,41 @@ class ModelReload:
         return "throttled" if waiting else "reload requested"
 
     def reload_if_requested(self) -> None:
-        if self._reload_wanted and time.monotonic() >= self._next_reload_at:
+        now = time.monotonic()
+        if now >= self._feedback_next:
+            self._feedback_next = now + FEEDBACK_POLL
+            self.check_feedback()
+        if self._reload_wanted and now >= self._next_reload_at:
             self._reload_wanted = False
             self._next_reload_at = time.monotonic() + self.cfg.reload_interval
             log.info("reload requested")
             self.check_model(force=True)
+
+    def check_feedback(self) -> None:
+        """Loop thread, between batches: read the verdict store again if it changed, and judge
+        with it from the next batch on (an unreadable or unsafe store is refused, the verdicts
+        in use kept)."""
+        fp = self.feedback_store.fingerprint()
+        if fp == self._feedback_fp:
+            return
+        self._feedback_fp = fp
+        from mimizuku.engine.feedback import FeedbackSet
+
+        try:
+            fs = FeedbackSet.from_json(self.feedback_store.load(), str(self.feedback_store.path))
+        except Exception as e:
+            self.error(f"verdict store {self.feedback_store.path} refused ({type(e).__name__}: {e}); "
+                       f"still judging with the {len(self.feedback_set or ())} verdict(s) read before")
+            self.feedback_status.update({"error": f"{type(e).__name__}: {e}", "at": time.time()})
+        else:
+            self.feedback_set = fs
+            self.feedback_status = {"path": str(self.feedback_store.path), "verdicts": len(fs), "at": time.time()}
+            if self.scorer.model is not None:
+                self.scorer.model.set_feedback(fs)
+            log.info("verdict store %s read: %d verdict(s)", self.feedback_store.path, len(fs))
+        with self.feedback_done:
+            self.feedback_loads += 1
+            self.feedback_done.notify_all()
 
     def check_model(self, force: bool = False) -> None:
         """Load the model if it changed (``force``: even if not) in a background thread."""
@@ -164,7 +212,7 @@ class ModelReload:
             from mimizuku.engine.estimator import Mimizuku
 
             kw = {"ignore_users": list(self.cfg.options.ignore_users)} if self.cfg.options.ignore_users else {}
-            model = Mimizuku.load_model(path, **kw)
+            model = Mimizuku.load_model(path, feedback=None, **kw)   # the watched verdicts: model_switched
             single_threaded_math()
             for det in model.detectors_.values():
                 det.prepare()   # here, not in the first batch after the swap
@@ -191,6 +239,8 @@ class ModelReload:
     def model_switched(self, new: Any, had_old: bool, carried: Optional[bool]) -> None:
         """Scorer thread, between two batches: the new model is in use."""
         prev = self.model_version
+        if hasattr(new, "set_feedback"):
+            new.set_feedback(self.feedback_set)
         self.model_version = getattr(new, "model_version_", "unversioned")
         self.model_manifest = getattr(new, "manifest_", {}) or {}
         self.last_reload = {"at": time.time(), "ok": True, "path": self.scorer.model_path,

@@ -721,6 +721,7 @@ class Server(ModelReload):
             "model": {"version": self.model_version, "path": self.scorer.model_path, "created": created,
                       "loaded_at": self.scorer.model_loaded_at, "dir": str(self.cfg.model_dir)},
             "last_reload": self.last_reload,
+            "feedback": self.feedback_status,
             "counters": dict(c.__dict__),
             "flood": {"window_s": self.cfg.flood_window, "open": len(self.scorer.flood),
                       "suppressed": self.scorer.flood.suppressed, "summaries": self.scorer.flood.summaries},

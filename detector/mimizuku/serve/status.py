@@ -158,6 +158,10 @@ def render(st: Dict[str, Any]) -> List[str]:
         else:
             lines.append(f"last reload:  {_when(lr.get('at'))} REFUSED {printable(lr.get('path'))}: {printable(lr.get('error'))}"
                          f"; kept {printable(lr.get('kept'))}")
+    fb = st.get("feedback") or {}
+    if fb:
+        lines.append(f"verdicts:      {fb.get('verdicts', 0)} from {printable(fb.get('path'))}"
+                     + (f"; last read REFUSED: {printable(fb.get('error'))}" if fb.get("error") else ""))
     c = st.get("counters") or (st.get("last_status") or {}).get("counters")
     if c:
         prefix = "alerts:      " if st.get("running") else "last run:    "

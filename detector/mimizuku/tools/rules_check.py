@@ -297,6 +297,12 @@ def samples() -> List[Sample]:
         payload = {"integration": events.TAG, events.TAG: inner}
         out.append(Sample(f"nightly job, status {status}", JOB_LOCATION,
                           json.dumps(payload, ensure_ascii=True, separators=(",", ":")), payload))
+    # an analyst's verdict (mimizuku feedback): the audit event
+    change = {"action": "add", "id": "fb-000000000000", "verdict": "false-positive", "scope": "agent-account",
+              "by": "mimizuku-check", "note": "sample event sent by mimizuku check",
+              "situations": [{"detector": "files", "content": "[]", "agent": "manager", "account": "root"}]}
+    _, loc, event = split_message(events.feedback_message(change))
+    out.append(Sample("analyst's verdict, audit", loc, event, json.loads(event)))
     return out
 
 

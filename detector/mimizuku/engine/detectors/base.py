@@ -69,6 +69,13 @@ class Detector(BaseEstimator):
         """Why this alert must never be flagged by this detector (None if it may be)."""
         return None
 
+    def feedback_situation(self, key: Key) -> Optional[Tuple[str, str, str]]:
+        """(what happened, agent, account) of a key, for analysts' verdicts
+        (``mimizuku.engine.feedback``): what happened is the part of the key a verdict judges,
+        without its entity, rates or waves, as canonical JSON text. None: this detector's
+        alerts cannot be given a verdict."""
+        return None
+
     # -- what a model file does not hold ---------------------------------------------------------
     #: memos: derived from the fitted state and rebuilt on first use. Dropped when pickled and
     #: when a refit in place begins (it must not answer from the model it replaces). Each class

@@ -27,6 +27,7 @@ surprise) is still measured on the names as they came. See docs/volatile-argumen
 """
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter, defaultdict
 from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Tuple
@@ -214,6 +215,11 @@ class CommandDetector(WaveJudged, ChannelJudged, LOFDetector):
 
     def account_of(self, key: Key) -> str:
         return key[2] or ""
+
+    def feedback_situation(self, key: Key):
+        """What happened: the normalised command tokens (volatile arguments folded); to whom: the
+        agent and the account that ran it."""
+        return json.dumps(["command", list(key[1])]), key[0], key[2]
 
     def profile_terms(self, key: Key):
         """A command tells its agent's role by its program (``mimizuku.engine.peers``)."""

@@ -23,6 +23,7 @@ the last hour, its raw score is divided by ``1 + k``. The first host of a wave i
 """
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter, defaultdict, deque
 from typing import Any, Deque, Dict, List, Optional, Tuple
@@ -208,6 +209,11 @@ class ContextDetector(Detector):
         # situation (block, hour, rule-rate bin, source-rate bin) + the exact counts for reasons
         return (block, -1 if hour is None else hour, rate_bin(count),
                 rate_bin(src_count) if src_count else -1, count, src_count, src, wave)
+
+    def feedback_situation(self, key: Key):
+        """What happened: the rule; to whom: the agent and the alert's user."""
+        block = key[0]
+        return json.dumps(["rule", block[0]]), block[3], block[4]
 
     def profile_terms(self, key: Key):
         """A situation tells its agent's role by its rule (``mimizuku.engine.peers``)."""

@@ -19,6 +19,7 @@ where in the tree it writes, and how (added, modified, deleted).
 from __future__ import annotations
 
 import fnmatch
+import json
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from mimizuku.core import fields
@@ -91,6 +92,10 @@ class FileIntegrityDetector(WaveJudged, ChannelJudged, LOFDetector):
         ), alert)
 
     _CHANNEL_AT, _WAVE_AT = 6, 7
+
+    def feedback_situation(self, key: Key):
+        """What happened: the normalised path and the event; to whom: the agent and the file's user."""
+        return json.dumps(["path", list(key[1]), key[2]]), key[0], key[3]
 
     def training_key(self, key: Key) -> Key:
         # a channel laid to a scan-time change by a day-long look-back depends on the stream read

@@ -26,16 +26,18 @@ from mimizuku.outputs.sql.schema import (
     IP_LEN,
     LOCATION_LEN,
     MAX_REASONS,
+    NOTE_LEN,
     PATH_LEN,
     REASON_LEN,
     RULE_ID_LEN,
     SEVERITY_LEN,
+    SITUATION_LEN,
     STATUS_LEN,
     USER_LEN,
     VERSION_LEN,
 )
 
-__all__ = ["rows_for", "run_row", "normalise_run", "alert_key", "cluster_of", "utc_naive", "json_text"]
+__all__ = ["rows_for", "run_row", "feedback_row", "normalise_run", "alert_key", "cluster_of", "utc_naive", "json_text"]
 
 
 def utc_naive(dt: Optional[datetime]) -> Optional[datetime]:
@@ -229,3 +231,28 @@ def run_row(r: Mapping[str, Any], written: datetime) -> Dict[str, Any]:
         "figures": json_text(r.get("figures")) if r.get("figures") is not None else None,
         "written": written,
     }
+
+
+def feedback_row(change: Mapping[str, Any], written: datetime) -> Dict[str, Any]:
+    """The ``feedback`` row of one change of an analyst's verdict: ``change`` holds ``change_id``,
+    ``action`` and the verdict as ``FeedbackEntry.to_json`` writes it (its first situation names
+    the agent, account and detector). Imported lines come from another tool: every text is
+    bounded like an alert's."""
+    sits = change.get("situations") if isinstance(change.get("situations"), list) else []
+    first = sits[0] if sits and isinstance(sits[0], MappingABC) else _EMPTY
+    cut = False
+    out: Dict[str, Any] = {}
+    for col, value, limit in (("change_id", change.get("change_id"), ID_LEN), ("feedback_id", change.get("id"), ID_LEN),
+                              ("action", change.get("action"), STATUS_LEN), ("verdict", change.get("verdict"), STATUS_LEN),
+                              ("scope", change.get("scope"), STATUS_LEN), ("author", change.get("by"), USER_LEN),
+                              ("note", change.get("note"), NOTE_LEN), ("alert_id", change.get("alert_id"), ID_LEN),
+                              ("agent_name", first.get("agent"), AGENT_NAME_LEN), ("account", first.get("account"), USER_LEN),
+                              ("detector", first.get("detector"), DETECTOR_LEN),
+                              ("situation", first.get("content"), SITUATION_LEN)):
+        out[col], c = _text(value if isinstance(value, str) else None, limit)
+        cut = cut or c
+    out["expires"] = utc_naive(parse_timestamp(change.get("expires_at")))
+    out["changed"] = utc_naive(parse_timestamp(change.get("changed_at"))) or utc_naive(written)
+    out["truncated"] = cut
+    out["written"] = utc_naive(written)
+    return out

@@ -1,8 +1,9 @@
 """The SQL output's tables, and the column sizes that bound every text written to them.
 
-Three tables, created when missing: ``alerts`` (every scored alert with its score and DBSCAN
-cluster), ``outliers`` (the alerts that are anomalies or DBSCAN noise) and ``runs`` (one row per
-nightly run: model version, counts, durations, figures). A ``mimizuku_schema`` row records the
+Four tables, created when missing: ``alerts`` (every scored alert with its score and DBSCAN
+cluster), ``outliers`` (the alerts that are anomalies or DBSCAN noise), ``runs`` (one row per
+nightly run: model version, counts, durations, figures) and ``feedback`` (one row per change of
+an analyst's verdict: given, imported, revoked; ``mimizuku feedback``, docs/feedback.md). A ``mimizuku_schema`` row records the
 schema version. The sizes live here beside the columns they size, and the row builders
 (``mimizuku.outputs.sql.rows``) cut attacker-controlled text to them.
 """
@@ -12,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql as mysql_types
 
 __all__ = [
-    "SCHEMA_VERSION", "metadata", "schema_info", "runs", "alerts", "outliers",
+    "SCHEMA_VERSION", "metadata", "schema_info", "runs", "alerts", "outliers", "feedback",
     "ID_LEN", "AGENT_ID_LEN", "AGENT_NAME_LEN", "IP_LEN", "RULE_ID_LEN", "DESCRIPTION_LEN",
     "LOCATION_LEN", "DETECTOR_LEN", "SEVERITY_LEN", "PATH_LEN", "COMMAND_LEN", "USER_LEN",
     "VERSION_LEN", "STATUS_LEN", "MAX_REASONS", "REASON_LEN",
@@ -38,6 +39,8 @@ VERSION_LEN = 64
 STATUS_LEN = 16
 MAX_REASONS = 50
 REASON_LEN = 1024
+NOTE_LEN = 1024
+SITUATION_LEN = 2048
 
 # --- schema ------------------------------------------------------------------------------------
 
@@ -130,5 +133,30 @@ outliers = sa.Table(
     sa.Index("ix_outliers_agent_time", "agent_name", "timestamp"),
     sa.Index("ix_outliers_rule_time", "rule_id", "timestamp"),
     sa.Index("ix_outliers_written", "written"),
+    **_MYSQL,
+)
+
+feedback = sa.Table(
+    "feedback",
+    metadata,
+    sa.Column("id", _PK, primary_key=True, autoincrement=True),
+    sa.Column("change_id", sa.String(ID_LEN), nullable=False, unique=True),  # one per change: retries are idempotent
+    sa.Column("feedback_id", sa.String(ID_LEN), nullable=False),
+    sa.Column("action", sa.String(STATUS_LEN), nullable=False),  # add, import, revoke
+    sa.Column("verdict", sa.String(STATUS_LEN)),
+    sa.Column("scope", sa.String(STATUS_LEN)),
+    sa.Column("author", sa.String(USER_LEN)),   # the verdict's "by"
+    sa.Column("note", sa.String(NOTE_LEN)),
+    sa.Column("alert_id", sa.String(ID_LEN)),
+    sa.Column("agent_name", sa.String(AGENT_NAME_LEN)),
+    sa.Column("account", sa.String(USER_LEN)),
+    sa.Column("detector", sa.String(DETECTOR_LEN)),
+    sa.Column("situation", sa.String(SITUATION_LEN)),
+    sa.Column("expires", _TIME),
+    sa.Column("changed", _TIME, nullable=False),
+    sa.Column("truncated", sa.Boolean, nullable=False),
+    sa.Column("written", _TIME, nullable=False),
+    sa.Index("ix_feedback_feedback_id", "feedback_id"),
+    sa.Index("ix_feedback_changed", "changed"),
     **_MYSQL,
 )

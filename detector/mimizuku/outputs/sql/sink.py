@@ -34,8 +34,8 @@ from mimizuku.outputs import (
     default_spool_dir,
     parse_timestamp,
 )
-from mimizuku.outputs.sql.rows import alert_key, cluster_of, normalise_run, rows_for, run_row, utc_naive
-from mimizuku.outputs.sql.schema import SCHEMA_VERSION, alerts, metadata, outliers, runs, schema_info
+from mimizuku.outputs.sql.rows import alert_key, cluster_of, feedback_row, normalise_run, rows_for, run_row, utc_naive
+from mimizuku.outputs.sql.schema import SCHEMA_VERSION, alerts, feedback, metadata, outliers, runs, schema_info
 
 __all__ = [
     "SqlSink",
@@ -222,7 +222,7 @@ class SqlSink:
         """Drop this sink's tables and forget that the schema was created: the next write starts
         from empty tables (benchmarks that time fresh-table writes; never used by the product)."""
         with self._schema_lock, self.engine.begin() as conn:
-            for table in (outliers, alerts, runs, schema_info):
+            for table in (feedback, outliers, alerts, runs, schema_info):
                 table.drop(conn, checkfirst=True)
             self._schema_ready = False
 
@@ -601,6 +601,38 @@ class SqlSink:
         return counts
 
     # -- retention -----------------------------------------------------------------------------
+    def find_alert(self, alert_id: str) -> Optional[Dict[str, Any]]:
+        """The ``alerts`` row of one scored alert (column -> value), or None when it is not there.
+        Raises :class:`SqlUnavailableError` when the database cannot be reached."""
+        try:
+            self._ensure_schema()
+            with self.engine.connect() as conn:
+                row = conn.execute(sa.select(alerts).where(alerts.c.alert_id == alert_id)).mappings().first()
+        except sa_exc.SQLAlchemyError as e:
+            raise self._unavailable(e, 0) from e
+        return dict(row) if row is not None else None
+
+    def write_feedback(self, changes: Sequence[Mapping[str, Any]]) -> int:
+        """Write changes of analysts' verdicts to the ``feedback`` table (``feedback_row``); a
+        change already written (same ``change_id``) is skipped. Returns the rows written; raises
+        :class:`SqlUnavailableError` when the database cannot be reached (the verdict store keeps
+        the change: it can be written again)."""
+        if not changes:
+            return 0
+        now = datetime.now(timezone.utc)
+        rows = [feedback_row(c, now) for c in changes]
+        try:
+            self._ensure_schema()
+            with self.engine.begin() as conn:
+                ids = [r["change_id"] for r in rows]
+                have = set(conn.execute(sa.select(feedback.c.change_id).where(feedback.c.change_id.in_(ids))).scalars())
+                fresh = [r for r in rows if r["change_id"] not in have]
+                if fresh:
+                    conn.execute(sa.insert(feedback), fresh)
+        except sa_exc.SQLAlchemyError as e:
+            raise self._unavailable(e, 0) from e
+        return len(fresh)
+
     def apply_retention(self, days: float, *, now: Optional[datetime] = None, include_runs: bool = False) -> Dict[str, int]:
         """Delete alerts and outliers older than ``days`` (by alert time; by write time when the
         alert had none). Runs (the model-version history) only with ``include_runs``.
