@@ -192,6 +192,22 @@ def test_a_confirmed_situation_stays_flagged_even_where_the_model_would_not_flag
                                     agent="web-02", agent_id="002"))
 
 
+def test_a_confirmed_incident_is_raised_again_inside_an_open_story(model):
+    """Stories fold an account's anomalies that bring no news (mimizuku.engine.stories); an
+    incident an analyst confirmed is always raised, however its story goes."""
+    m = fresh(model)
+    first = F.command(T, ["/usr/bin/lscpu"], user="www-data")
+    inc = F.command(T + dt.timedelta(seconds=30), ["/usr/bin/nproc"], user="www-data")
+    m.set_feedback(FeedbackSet([]))
+    recs = m.score_records([first, inc])
+    assert recs[0]["anomaly"] and not recs[1]["anomaly"] and recs[1]["story"]["of"] == recs[0]["id"]
+    e = verdict_on(m, inc, verdict=CONFIRMED)
+    m.set_feedback(FeedbackSet([e]))
+    recs = m.score_records([first, inc])
+    assert recs[0]["anomaly"] and recs[1]["anomaly"] and recs[1]["confirmed_by"] == e.id
+    assert "repeat_of" not in recs[1]
+
+
 def test_the_nightly_filter_keeps_confirmed_out_and_suppressed_in(model):
     m = fresh(model)
     routine = F.command(T, ["/usr/bin/git", "pull", "origin", "main"], user="deploy")
