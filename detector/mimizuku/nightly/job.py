@@ -363,7 +363,8 @@ def _train_and_install(store: ModelStore, run: _Run) -> Tuple[Any, Any]:
     # one partition per archived day, read here one after another or on Dask (the same code:
     # mimizuku.nightly.partitions); filt and stats are the totals of all partitions
     trainer = PartitionedFit(judge, _params(current, cfg), exclude=cfg.anomaly_filter, verdicts=verdicts,
-                             progress=cfg.progress, on_partition=on_partition, dask_timeout=cfg.dask_timeout)
+                             progress=cfg.progress, on_partition=on_partition, dask_timeout=cfg.dask_timeout,
+                             dask_tls=cfg.dask_tls, dask_insecure=cfg.dask_insecure)
     filt, stats = trainer.filter, trainer.stats
     t0 = time.monotonic()
     log.info("reading %d day(s) up to %s from %s and training (anomaly filter: %s; %s)", cfg.days, end,
@@ -472,7 +473,8 @@ def _fit_holdout(run: _Run, on_partition: Any) -> Any:
     log.info("first run: training a hold-out model on %s..%s, before the analysed day %s", first, last,
              cfg.batch_day)
     trainer = PartitionedFit(None, _params(None, cfg), exclude=False, progress=cfg.progress,
-                             on_partition=on_partition, dask_timeout=cfg.dask_timeout)
+                             on_partition=on_partition, dask_timeout=cfg.dask_timeout,
+                             dask_tls=cfg.dask_tls, dask_insecure=cfg.dask_insecure)
     try:
         model = trainer.fit(cfg.source, since=first, until=last, dask=cfg.dask)
     except (NotEnoughData, ValueError) as e:
@@ -511,6 +513,11 @@ def retrain(cfg: RetrainConfig) -> Dict[str, Any]:
     from mimizuku.store.model_dir import ModelError
 
     run = _Run(cfg)
+    if cfg.dask and cfg.dask_tls is None:
+        from mimizuku.nightly.dask_security import insecure_warning, needs_tls
+
+        if needs_tls(cfg.dask):  # --dask-insecure: said in the log, on stderr and in the summary
+            run.warn(insecure_warning(cfg.dask))
     store = ModelStore(cfg.model_dir)
     try:
         store.ensure()
