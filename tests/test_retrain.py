@@ -411,3 +411,33 @@ def test_retrain_publishes_for_the_cluster_and_a_node_syncs(home, tmp_path):
     r = model_sync.sync_once(model_sync.DirectorySource(pub), node, model_sync.load_key(key))
     assert r.action == "switched" and current_version(node) == s["version"]
     assert Mimizuku.load_model(node).model_version_ == s["version"]
+
+
+@pytest.mark.parametrize("kind", ["missing", "not-wazuh"])
+def test_a_mistyped_wazuh_home_is_refused_before_anything_is_created(tmp_path, capfd, kind):
+    """issue 17, item 13: `retrain --wazuh-home ./typo` created ./typo/mimizuku/models/... and then
+    failed; now it is a usage error (exit 2) and nothing is created. A directory without logs/ or
+    etc/ (not a Wazuh home) is refused the same way when it is the alert source."""
+    home = tmp_path / "typo"
+    if kind == "not-wazuh":
+        home.mkdir()
+    code, s = _run(capfd, "--wazuh-home", str(home), "--day", LAST)
+    assert code == 2 and s["exit_code"] == 2 and s["status"] == "failed", s
+    assert "nothing was created" in s["error"] and str(home) in s["error"]
+    assert ("no such directory" if kind == "missing" else "does not look like a Wazuh installation") in s["error"]
+    if kind == "missing":
+        assert not home.exists()
+    else:
+        assert list(home.iterdir()) == []
+
+
+def test_the_readme_first_commands_still_work(tmp_path, capfd):
+    """`mimizuku generate --out ./demo ... && mimizuku retrain --wazuh-home ./demo`: the generated
+    tree (logs/alerts only) is a Wazuh home to retrain."""
+    from mimizuku.cli import main as cli_main
+
+    demo = tmp_path / "demo"
+    assert cli_main(["generate", "--out", str(demo), "--scale", "0.05", "--days", "6", "-q"]) == 0
+    assert sorted(p.name for p in demo.iterdir()) == ["logs"]
+    code, s = _run(capfd, "--wazuh-home", str(demo), "--no-batch", "--max-rate-ratio", "1000")
+    assert code == 0, s

@@ -284,6 +284,20 @@ class RetrainConfig(Settings, table=SETTINGS):
                                       key=self.dask_tls_key or tls_dir / "client.key",
                                       insecure=self.dask_insecure)
 
+    def wazuh_home_problem(self) -> Optional[str]:
+        """Why ``wazuh_home`` cannot be the Wazuh installation, or None. Checked before a run
+        creates anything under it (a typo made ``./typo/mimizuku/models/...``, issue 17 item 13):
+        it must be a directory, and when its archive is the source, one with ``logs/`` or
+        ``etc/`` (a manager has both; ``mimizuku generate --out DIR`` writes ``DIR/logs/alerts``)."""
+        home = Path(self.wazuh_home)
+        if not home.is_dir():
+            return (f"--wazuh-home {home}: no such directory (the Wazuh installation, e.g. /var/ossec); "
+                    f"nothing was created")
+        if str(self.source) == str(home) and not any((home / d).is_dir() for d in ("logs", "etc")):
+            return (f"--wazuh-home {home} does not look like a Wazuh installation (no logs/ or etc/ in it); "
+                    f"give the right directory, or the alerts with --input; nothing was created")
+        return None
+
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "RetrainConfig":
         """The configuration the ``mimizuku retrain`` options give (``ValueError``, ``OSError``)."""

@@ -513,6 +513,10 @@ def retrain(cfg: RetrainConfig) -> Dict[str, Any]:
     from mimizuku.store.model_dir import ModelError
 
     run = _Run(cfg)
+    problem = cfg.wazuh_home_problem()
+    if problem is not None:  # before anything is created under it
+        run.fail(EXIT_USAGE, problem)
+        return run.summary()
     if cfg.dask and cfg.dask_tls is None:
         from mimizuku.nightly.dask_security import insecure_warning, needs_tls
 
