@@ -22,7 +22,8 @@ Exit codes (those of the ``mimizuku`` CLI where they fit):
 
   0    ok: the new model is in use (warnings, e.g. a database that was down, are in the line)
   1    failed: unexpected internal error (a bug); the current model is untouched
-  2    failed: bad arguments
+  2    failed: bad arguments (also: a --wazuh-home that is not one, a Dask scheduler without mutual
+       TLS and without --dask-insecure, missing or unsafe TLS files); nothing was created or connected
   3    failed: no alerts could be read (source missing or empty window; with ``--dask``: the
        scheduler unreachable, no workers, workers lost or unable to read the archive or the indexer); the
        current model is untouched
