@@ -158,12 +158,15 @@ trap on_exit EXIT
 
 q() { printf '%q' "$1"; }
 
-# ossec.conf without our marked section (stdout).
+# ossec.conf without our marked section (stdout). $2 = 1: the file lacked a final newline before
+# install.sh appended the section (the manifest's "conf-no-final-newline" line), so when the section
+# is still the file's end, the newline install.sh added is dropped again: byte for byte the original.
 conf_without_section() {
-    awk -v b="$BEGIN_MARK" -v e="$END_MARK" '
-        $0 == b { skip = 1; next }
+    awk -v b="$BEGIN_MARK" -v e="$END_MARK" -v nonl="${2:-0}" '
+        $0 == b { skip = 1; seen = 1; after = 0; next }
         skip && $0 == e { skip = 0; next }
-        !skip { print }' "$1"
+        !skip { if (have) print prev; prev = $0; have = 1; if (seen) after = 1 }
+        END { if (have) { if (nonl && seen && !after) printf "%s", prev; else print prev } }' "$1"
 }
 
 # The marked section, with /var/ossec paths rewritten to PREFIX and the venv's console script.
@@ -186,12 +189,13 @@ same_file() { cmp -s "$1" "$2"; }
 # --- uninstall ---------------------------------------------------------------------------------
 
 do_uninstall() {
-    local stamp kind path
+    local stamp kind path nonl=0 backup
     local -a files=() venvs=() datadirs=() dirs=()
     stamp=$(date +%Y%m%d%H%M%S)
     if [ -f "$MANIFEST" ]; then
         while read -r kind path; do
             case "$kind" in
+                conf-no-final-newline) [ "$path" != "$CONF" ] || nonl=1 ;;
                 file|backup) files+=("$path") ;;
                 venv) venvs+=("$path") ;;
                 datadir) datadirs+=("$path") ;;
@@ -205,10 +209,17 @@ do_uninstall() {
 
     if grep -qxF "$BEGIN_MARK" "$CONF"; then
         STAGE=$(mktemp -d "$PREFIX/etc/.mimizuku-stage.XXXXXX")
-        conf_without_section "$CONF" > "$STAGE/ossec.conf"
-        say "removing the mimizuku section from $CONF (backup: $CONF.mimizuku-uninstall-$stamp.bak)"
-        run cp -p "$CONF" "$CONF.mimizuku-uninstall-$stamp.bak"
-        [ "$DRY_RUN" -eq 1 ] || cat "$STAGE/ossec.conf" > "$CONF"   # same inode, owner and mode
+        conf_without_section "$CONF" "$nonl" > "$STAGE/ossec.conf"
+        say "removing the mimizuku section from $CONF"
+        # a copy kept only while the file is rewritten (left, and named, if that fails): a finished
+        # uninstall leaves nothing that was not there before install
+        backup="$CONF.mimizuku-uninstall-$stamp.bak"
+        if [ "$DRY_RUN" -eq 0 ]; then
+            cp -p "$CONF" "$backup"
+            cat "$STAGE/ossec.conf" > "$CONF" \
+                || die "cannot rewrite $CONF; its content before this run is in $backup"  # same inode, owner, mode
+            rm -f -- "$backup"
+        fi
     else
         say "no mimizuku section in $CONF"
     fi
@@ -340,7 +351,7 @@ sed -e "s#/var/ossec/mimizuku/venv/bin/python3#$(sed_escape "$PY")#g" \
 if [ "$DRY_RUN" -eq 0 ] || [ -x "$PY" ]; then
     if command -v runuser >/dev/null 2>&1; then
         runuser -u wazuh -- "$PY" -I -c 'import mimizuku.integratord.call' 2>/dev/null \
-            || die "user wazuh cannot run $PY or import mimizuku with it (is the interpreter under a private directory such as /root?)"
+            || die "user wazuh cannot run $PY or import mimizuku with it: integratord runs the script as wazuh, so the interpreter (and the venv, and the python it was made from) must not be under a private directory such as /root. Pick one it can run: --python /usr/bin/python3 (and --venv outside /root, or the default $HOME_DIR/venv)"
     fi
 fi
 
@@ -357,6 +368,8 @@ if [ "$NO_CONF" -eq 0 ]; then
             !skip { print }' "$CONF" > "$STAGE/ossec.conf"
     else
         { cat "$CONF"; [ -z "$(tail -c1 "$CONF")" ] || echo; cat "$STAGE/section"; } > "$STAGE/ossec.conf"
+        # the newline added above is taken away again by --uninstall (byte-exact)
+        [ -z "$(tail -c1 "$CONF")" ] || record conf-no-final-newline "$CONF"
     fi
     same_file "$STAGE/ossec.conf" "$CONF" || CONF_CHANGES=1
     if [ "$(grep -c -- '<name>custom-mimizuku</name>' "$STAGE/ossec.conf")" -gt 1 ]; then

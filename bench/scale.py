@@ -225,7 +225,7 @@ def main(argv=None) -> int:
                 os.environ.update(environ)
                 log(f"worker RSS before the runs: {', '.join(gib(b) for b in worker_peaks(client))}")
             log(f"{phase}: dask retrain on {cluster.scheduler_address} ...")
-            wall, rss, rc, out = measured(cmd("dask") + ["--dask", cluster.scheduler_address], env)
+            wall, rss, rc, out = measured(cmd("dask") + ["--dask", cluster.scheduler_address, "--dask-insecure"], env)
             rows.append((phase, f"dask, {args.workers} workers", wall, rss, rc, summary_of(out), worker_peaks(client)))
             status = judge_pair("local", "dask") or status
         if fake is not None:
@@ -242,7 +242,7 @@ def main(argv=None) -> int:
             wall, rss, rc, out = measured(icmd("idx-local"), env)
             rows.append((phase, "local", wall, rss, rc, summary_of(out), []))
             log(f"{phase}: dask retrain ...")
-            wall, rss, rc, out = measured(icmd("idx-dask") + ["--dask", cluster.scheduler_address], env)
+            wall, rss, rc, out = measured(icmd("idx-dask") + ["--dask", cluster.scheduler_address, "--dask-insecure"], env)
             rows.append((phase, f"dask, {args.workers} workers", wall, rss, rc, summary_of(out), worker_peaks(client)))
             status = judge_pair("idx-local", "idx-dask") or status
             fake.stop()

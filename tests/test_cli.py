@@ -171,3 +171,36 @@ def test_every_option_of_every_command_has_help():
         if action.option_strings and not action.help and "-h" not in action.option_strings:
             missing.append(f"mimizuku generate {'/'.join(action.option_strings)}")
     assert not missing, "options without help: " + ", ".join(missing)
+
+
+@pytest.mark.parametrize("fmt", ["table", "jsonl"])
+def test_an_input_error_prints_nothing_on_stdout(trained, tmp_path, capfd, fmt):
+    """issue 17, item 13: the table header was printed before the input error, and on a terminal
+    the two ran together; now stdout is empty and the error is on stderr alone. An existing
+    --output file is not truncated by a run that scored nothing."""
+    d, _ = trained
+    capfd.readouterr()
+    code = main(["score", "-m", str(d / "model"), "-i", str(tmp_path / "missing.json"), "--format", fmt])
+    out, err = capfd.readouterr()
+    assert code == EXIT_INPUT and out == ""
+    assert err.startswith("mimizuku score: error:") and "missing.json" in err
+    empty = tmp_path / "empty.json"
+    empty.write_text("")
+    assert main(["score", "-m", str(d / "model"), "-i", str(empty), "--format", fmt]) == EXIT_INPUT
+    out, err = capfd.readouterr()
+    assert out == "" and "no alerts in the input" in err
+    kept = tmp_path / "kept.txt"
+    kept.write_text("yesterday's table\n")
+    assert main(["score", "-m", str(d / "model"), "-i", str(empty), "-o", str(kept)]) == EXIT_INPUT
+    assert kept.read_text() == "yesterday's table\n"
+
+
+def test_the_header_comes_with_the_rows_and_without_them(trained, tmp_path, capsys):
+    d, test = trained
+    assert main(["score", "-m", str(d / "model"), "-i", test, "-o", str(tmp_path / "t.txt")]) == EXIT_OK
+    lines = (tmp_path / "t.txt").read_text().splitlines()
+    assert lines[0].startswith("timestamp") and len(lines) > 1
+    quiet = _jsonl(tmp_path / "quiet.json", F.normal_fleet(days=1, seed=5)[:3])
+    assert main(["score", "-m", str(d / "model"), "-i", quiet]) == EXIT_OK
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 1 and out[0].startswith("timestamp")  # no anomaly: the header alone

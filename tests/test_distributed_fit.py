@@ -157,7 +157,8 @@ def test_anomaly_filter_and_verdicts_on_dask_equal_local(tree, tmp_path, cluster
 
 @pytest.fixture(scope="module")
 def process_cluster():
-    """Workers in their own processes (under a nanny); a task that kills its worker is not
+    """Workers in their own processes (under a nanny), over plain tcp:// (the runs say
+    --dask-insecure; mutual TLS is tests/test_dask_security.py's); a task that kills its worker is not
     retried elsewhere (allowed-failures 0), to keep the worker-loss test short."""
     import dask
 
@@ -186,7 +187,7 @@ def test_worker_processes_give_the_same_model(tree, tmp_path, process_cluster, c
     T.install_model(home / "mimizuku" / "models", current)
     local, dask = _copy(home, tmp_path / "local"), _copy(home, tmp_path / "dask")
     code_l, s_l = _retrain(capfd, local)
-    code_d, s_d = _retrain(capfd, dask, "--dask", process_cluster.scheduler_address)
+    code_d, s_d = _retrain(capfd, dask, "--dask", process_cluster.scheduler_address, "--dask-insecure")
     assert code_l == code_d == 0, (s_l, s_d)
     assert s_d["counts"]["dask"]["workers"] >= 2 and s_d["counts"]["excluded_flagged"] > 0
     # the pickled files may differ in size (strings that came from other processes are not one
@@ -213,7 +214,7 @@ def test_dying_workers_fail_the_run_and_keep_the_model(tree, tmp_path, process_c
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import tests/
     monkeypatch.setattr(distributed_fit, "observe_partition", _kill_worker)
     try:
-        code, s = _retrain(capfd, home, "--dask", process_cluster.scheduler_address)
+        code, s = _retrain(capfd, home, "--dask", process_cluster.scheduler_address, "--dask-insecure")
     finally:
         cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
     assert code == 3 and s["status"] == "failed", s
@@ -244,7 +245,7 @@ def test_unreachable_scheduler_fails_with_exit_3_and_keeps_the_model(installed, 
     models = installed / "mimizuku" / "models"
     before = current_version(models)
     addr = f"tcp://127.0.0.1:{_closed_port()}"
-    code, s = _retrain(capfd, installed, "--dask", addr, "--dask-timeout", "2")
+    code, s = _retrain(capfd, installed, "--dask", addr, "--dask-timeout", "2", "--dask-insecure")
     assert code == 3 and s["status"] == "failed" and s["exit_code"] == 3
     assert f"cannot reach the Dask scheduler at {addr}" in s["error"] and "current model is kept" in s["error"]
     assert s["version"] == before == current_version(models)

@@ -186,13 +186,35 @@ def test_uninstall_removes_exactly_what_was_added(tree):
     tree.install("--uninstall")
     after = snapshot(tree.home)
     added = set(after) - set(before)
-    assert {a for a in added if not a.startswith("etc/ossec.conf.mimizuku-uninstall-")} == \
-        {"mimizuku", "mimizuku/spool", "mimizuku/spool/pending.json", "mimizuku/install-manifest"}  # data kept
+    assert added == {"mimizuku", "mimizuku/spool", "mimizuku/spool/pending.json",
+                     "mimizuku/install-manifest"}  # data kept, and no backup of ossec.conf left
     assert all(after[k] == v for k, v in before.items())  # ...and everything else is as before
     assert set(before) <= set(after)
     tree.install("--uninstall", "--purge")
     after = snapshot(tree.home)
-    assert {a for a in set(after) - set(before) if not a.startswith("etc/ossec.conf.mimizuku-uninstall-")} == set()
+    assert after == before
+
+
+@pytest.mark.parametrize("ending", [b"", b"\n", b"\n\n"])
+def test_uninstall_is_byte_exact_whatever_ossec_conf_ended_with(tree, ending):
+    """issue 17, item 13: an ossec.conf without a final newline got one from install (before the
+    section) that uninstall left, and uninstall left its own .bak; now the tree is as before, byte
+    for byte, and a section the user wrote after is kept with its newline."""
+    venv = tree.engine_venv()
+    conf = tree.home / "etc" / "ossec.conf"
+    conf.write_bytes(conf.read_bytes().rstrip(b"\n") + ending)
+    original = conf.read_bytes()
+    before = snapshot(tree.home)
+    tree.install("--venv", str(venv), "--no-pip")
+    assert conf.read_bytes().startswith(original) and BEGIN.encode() in conf.read_bytes()
+    tree.install("--uninstall", "--purge")
+    assert conf.read_bytes() == original
+    assert snapshot(tree.home) == before
+    # the user added something after the section: it stays, and so does the newline before it
+    tree.install("--venv", str(venv), "--no-pip")
+    conf.write_bytes(conf.read_bytes() + b"<!-- user note -->\n")
+    tree.install("--uninstall", "--purge")
+    assert conf.read_bytes() == original + (b"\n" if not ending else b"") + b"<!-- user note -->\n"
 
 
 def test_reinstall_over_an_edited_section_restores_it(tree):
@@ -226,6 +248,22 @@ def test_interpreter_the_wazuh_user_cannot_run_is_refused(tree):
     p = tree.install("--no-venv", "--python", sys.executable, check=False)
     assert p.returncode != 0 and "user wazuh cannot run" in p.stderr
     assert snapshot(tree.home) == before
+
+
+def test_an_interpreter_in_a_private_directory_is_refused_with_the_way_out(tree):
+    """issue 17, item 13: integratord runs the script as wazuh; an interpreter under a directory
+    only root can enter (as /root) is refused, and the message says how to pick another one. The
+    option it names exists and works."""
+    private = tree.base / "root-only"
+    private.mkdir(mode=0o700)
+    venv = private / "engine-venv"
+    shutil.move(str(tree.engine_venv()), str(venv))
+    before = snapshot(tree.home)
+    p = tree.install("--no-venv", "--python", str(venv / "bin" / "python3"), check=False)
+    assert p.returncode != 0 and "user wazuh cannot run" in p.stderr
+    assert "--python /usr/bin/python3" in p.stderr and "/root" in p.stderr
+    assert snapshot(tree.home) == before
+    assert "--python PY" in tree.install("--help").stdout
 
 
 def test_failure_while_committing_rolls_everything_back(tree):

@@ -205,3 +205,83 @@ def test_cli_publish_and_sync(cluster, capsys):
     os.chmod(kf, 0o600)
     assert main(["sync", "--from", str(cluster["tmp"] / "nowhere"), "--model-dir", str(node.root), "--key", kf]) == 5
     assert "unreachable" in capsys.readouterr().err
+
+
+def test_an_older_signed_publication_put_back_is_refused(cluster, capsys):
+    """issue 17, item 6: a replay. The trainer published V0 then V1; someone with write access to
+    the share puts V0's genuine signed published.json (and its files) back: the node that runs
+    V1 refuses it (exit 4 from the CLI) and keeps V1. A doc as old as V1's but naming V0 is refused
+    too; V1's own doc again is fine; a rollback published anew is newer and is followed."""
+    from mimizuku.cli import main
+
+    key, trainer, pub, node = cluster["key"], cluster["trainer"], cluster["pub"], cluster["nodes"][0]
+    src = ms.DirectorySource(pub)
+    _make(trainer, V[0])
+    ms.publish(trainer.root, pub, key, activation_delay=0, now=1000.0)
+    old = (pub / ms.PUBLISHED).read_bytes()
+    assert ms.sync_once(src, node.root, key, now=1001.0).action == "switched"
+    _make(trainer, V[1])
+    ms.publish(trainer.root, pub, key, activation_delay=0, now=2000.0)
+    new = (pub / ms.PUBLISHED).read_bytes()
+    assert ms.sync_once(src, node.root, key, now=2001.0).action == "switched"
+    assert current_version(node.root) == V[1]
+
+    (pub / ms.PUBLISHED).write_bytes(old)  # V0's files are still in the publication (kept: 3)
+    with pytest.raises(ms.PublicationRefused, match="older than the publication this node accepted"):
+        ms.sync_once(src, node.root, key, now=3000.0)
+    assert current_version(node.root) == V[1]
+    kf = str(cluster["key_file"])
+    capsys.readouterr()
+    assert main(["sync", "--from", str(pub), "--model-dir", str(node.root), "--key", kf]) == 4
+    err = capsys.readouterr().err
+    assert "replayed publication" in err and V[0] in err and V[1] in err
+    assert current_version(node.root) == V[1]
+
+    # as old as the accepted one, another model (the signing key signed it: a trainer bug or a key misuse)
+    same_time = json.loads(old)
+    same_time["published_at"] = json.loads(new)["published_at"]
+    same_time["signature"] = ms.sign(same_time, key)
+    (pub / ms.PUBLISHED).write_text(json.dumps(same_time))
+    with pytest.raises(ms.PublicationRefused, match="as old as but differs from"):
+        ms.sync_once(src, node.root, key, now=3000.0)
+
+    (pub / ms.PUBLISHED).write_bytes(new)
+    assert ms.sync_once(src, node.root, key, now=3000.0).action == "current"
+    trainer.rollback()  # the legitimate way back: a new publication of the old version
+    ms.publish(trainer.root, pub, key, activation_delay=0, now=4000.0)
+    r = ms.sync_once(src, node.root, key, now=4001.0)
+    assert r.action == "switched" and current_version(node.root) == V[0]
+    (pub / ms.PUBLISHED).write_bytes(new)  # and V1's publication is now the replay
+    with pytest.raises(ms.PublicationRefused, match="older than"):
+        ms.sync_once(src, node.root, key, now=4002.0)
+    assert current_version(node.root) == V[0]
+
+
+def test_published_models_are_not_world_readable(cluster):
+    """issue 17, item 6: a published model names users, hosts and command words: directories
+    0750, files 0640, group the store's (the scorer's); a version published by an earlier release
+    (0755/0644) is tightened when published again."""
+    import stat
+
+    key, trainer, pub = cluster["key"], cluster["trainer"], cluster["pub"]
+    _make(trainer, V[0])
+    ms.publish(trainer.root, pub, key, activation_delay=0)
+    gid = trainer.group()
+
+    def modes():
+        out = {}
+        for p in [pub, *sorted(pub.rglob("*"))]:
+            st = p.lstat()
+            out[str(p.relative_to(pub))] = (stat.S_IMODE(st.st_mode), st.st_gid)
+        return out
+
+    got = modes()
+    assert got["versions"] == got[f"versions/{V[0]}"] == got["."] == (0o750, gid)
+    files = {k: v for k, v in got.items() if k.count("/") == 2 or k == ms.PUBLISHED}
+    assert len(files) >= 3 and set(files.values()) == {(0o640, gid)}, got
+    for p in (pub / "versions" / V[0]).iterdir():
+        p.chmod(0o644)
+    (pub / "versions" / V[0]).chmod(0o755)
+    ms.publish(trainer.root, pub, key, activation_delay=0)
+    again = modes()
+    assert again == got

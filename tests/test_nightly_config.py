@@ -37,12 +37,14 @@ def test_options_set_fields(tmp_path, monkeypatch):
     url.chmod(0o600)
     c = _cfg("--wazuh-home", str(tmp_path), "--days", "3", "--day", "2026-01-02", "--detectors", "files, commands",
              "--contamination", "0.01", "--learn-flagged", "--min-alerts", "files=3", "--no-batch",
-             "--db-url-file", str(url), "--no-retention", "--no-syslog", "--no-report", "--syslog-select", "all")
+             "--db-url-file", str(url), "--no-retention", "--no-syslog", "--no-report", "--syslog-select", "all",
+             "--dask-insecure")
     assert c.model_dir == tmp_path / "mimizuku" / "models" and c.days == 3 and str(c.day) == "2026-01-02"
     assert c.params["detectors"] == ("files", "commands") and c.params["contamination"] == 0.01
     assert not (c.anomaly_filter or c.batch or c.syslog or c.report) and c.retention_days is None
     assert c.min_alerts == {**DEFAULT_MIN_ALERTS, "files": 3} and c.db_url == "mysql://u:pw@h/db"
     assert c.syslog_select == "all" and c.dask == "tcp://sched:8786"   # --dask's default: the environment
+    assert c.dask_insecure and c.dask_tls is None
     assert _cfg("--dask", "local").dask is None
 
 

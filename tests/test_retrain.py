@@ -447,3 +447,33 @@ def test_the_nightly_job_keeps_a_confirmed_situation_out_of_training_for_good(ho
     # and with the verdict, the scorer flags the situation whatever its score
     rec = Mimizuku.load_model(models).score_records([pick.alert])[0]
     assert rec["anomaly"] and rec["confirmed_by"] == e.id
+
+
+@pytest.mark.parametrize("kind", ["missing", "not-wazuh"])
+def test_a_mistyped_wazuh_home_is_refused_before_anything_is_created(tmp_path, capfd, kind):
+    """issue 17, item 13: `retrain --wazuh-home ./typo` created ./typo/mimizuku/models/... and then
+    failed; now it is a usage error (exit 2) and nothing is created. A directory without logs/ or
+    etc/ (not a Wazuh home) is refused the same way when it is the alert source."""
+    home = tmp_path / "typo"
+    if kind == "not-wazuh":
+        home.mkdir()
+    code, s = _run(capfd, "--wazuh-home", str(home), "--day", LAST)
+    assert code == 2 and s["exit_code"] == 2 and s["status"] == "failed", s
+    assert "nothing was created" in s["error"] and str(home) in s["error"]
+    assert ("no such directory" if kind == "missing" else "does not look like a Wazuh installation") in s["error"]
+    if kind == "missing":
+        assert not home.exists()
+    else:
+        assert list(home.iterdir()) == []
+
+
+def test_the_readme_first_commands_still_work(tmp_path, capfd):
+    """`mimizuku generate --out ./demo ... && mimizuku retrain --wazuh-home ./demo`: the generated
+    tree (logs/alerts only) is a Wazuh home to retrain."""
+    from mimizuku.cli import main as cli_main
+
+    demo = tmp_path / "demo"
+    assert cli_main(["generate", "--out", str(demo), "--scale", "0.05", "--days", "6", "-q"]) == 0
+    assert sorted(p.name for p in demo.iterdir()) == ["logs"]
+    code, s = _run(capfd, "--wazuh-home", str(demo), "--no-batch", "--max-rate-ratio", "1000")
+    assert code == 0, s

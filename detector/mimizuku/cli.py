@@ -18,7 +18,7 @@ import json
 import logging
 import os
 import sys
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from mimizuku.core.records import DEFAULT_CONTAMINATION
 from mimizuku.core.text import printable
@@ -178,17 +178,29 @@ def _table_row(r: Dict[str, Any]) -> str:
     ])
 
 
+TABLE_HEADER = "  ".join(["timestamp".ljust(24), "agent".ljust(20), "detector", "score", "severity",
+                          "what".ljust(60), "why"])
+
+
 def cmd_score(a: argparse.Namespace) -> int:
+    """Score an input; stdout (or ``--output``) gets nothing until a row is ready: an input error
+    is said on stderr alone, not after a table header on a terminal (issue 17, item 13), and an
+    existing ``--output`` file is left as it was."""
     from mimizuku.sources.reader import AlertSourceError, ReadStats
 
     model = _load(a.model_dir)
-    out = open(a.output, "w", encoding="utf-8") if a.output else sys.stdout
+    opened: List[Any] = []
     stats = ReadStats()
     n = flagged = 0
+
+    def out() -> Any:
+        if not opened:
+            opened.append(open(a.output, "w", encoding="utf-8") if a.output else sys.stdout)
+            if a.format == "table":
+                opened[0].write(TABLE_HEADER + "\n")
+        return opened[0]
+
     try:
-        if a.format == "table":
-            out.write("  ".join(["timestamp".ljust(24), "agent".ljust(20), "detector", "score", "severity",
-                                 "what".ljust(60), "why"]) + "\n")
         records = model.iter_records(a.input, days=a.days, since=a.since, until=a.until,
                                      progress=_progress(), stats=stats)
         if a.correlate:
@@ -200,17 +212,15 @@ def cmd_score(a: argparse.Namespace) -> int:
             flagged += r["anomaly"]
             if not (a.all or r["anomaly"]):
                 continue
-            if a.format == "jsonl":
-                out.write(json.dumps(r, ensure_ascii=False) + "\n")
-            else:
-                out.write(_table_row(r) + "\n")
+            out().write((json.dumps(r, ensure_ascii=False) if a.format == "jsonl" else _table_row(r)) + "\n")
+        if stats.alerts == 0:
+            raise CliError(f"no alerts in the input ({stats})", EXIT_INPUT)
+        out()  # read and scored: the table has its header even without a row, --output exists
     except AlertSourceError as e:
         raise _read_error(e)
     finally:
-        if a.output:
-            out.close()
-    if stats.alerts == 0:
-        raise CliError(f"no alerts in the input ({stats})", EXIT_INPUT)
+        if a.output and opened:
+            opened[0].close()
     print(f"scored {n} alerts, {flagged} anomalies; read: {stats}", file=sys.stderr)
     return EXIT_OK
 
@@ -235,7 +245,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
     test = [x for x in alerts if x["timestamp"][:10] >= split]
     recs = model.score_records(test)
     flagged = [r for r, x in zip(recs, test) if r["anomaly"]]
-    print("  ".join(["timestamp".ljust(24), "agent".ljust(20), "detector", "score", "severity", "what".ljust(60), "why"]))
+    print(TABLE_HEADER)
     for r in flagged:
         print(_table_row(r))
     by_id = {x.get("id"): x for x in test}

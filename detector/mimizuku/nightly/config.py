@@ -10,6 +10,7 @@ checks; ``RetrainConfig.from_args`` adds what only the command line has (the
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import re
 from dataclasses import dataclass
@@ -108,7 +109,7 @@ def check_dask_address(address: Any) -> str:
     text = str(address).strip()
     if not text or not text.isprintable() or not _DASK_ADDRESS.match(text):
         raise ValueError(f"--dask {printable_line(address, 100)!r} is not a Dask scheduler address "
-                         f"(e.g. tcp://scheduler:8786)")
+                         f"(e.g. tls://scheduler:8786)")
     return text
 
 
@@ -173,13 +174,23 @@ SETTINGS = (
             flags=("--no-holdout",), negate=True, group=MODEL),
     # training on a Dask cluster (mimizuku.nightly.partitions): the scheduler's address, None = locally
     Setting("dask", None,
-            "read and count the archive's days on this Dask cluster (e.g. tcp://scheduler:8786); "
-            "every worker must see the archive at the same path. Default: $MIMIZUKU_DASK_SCHEDULER "
+            "read and count the archive's days on this Dask cluster (tls://scheduler:8786, with mutual TLS: "
+            "--dask-tls-*); every worker must see the archive at the same path. Default: $MIMIZUKU_DASK_SCHEDULER "
             "when set (a setting for the wodle's environment or the service), else locally; "
             "--dask local forces a local run", metavar="SCHEDULER_ADDRESS", group=DASK,
             check=check_dask_address),
     Setting("dask_timeout", 30.0, "time to reach the scheduler and find a worker (default 30)", type=float,
             metavar="SECONDS", group=DASK, check=_dask_timeout),
+    # mutual TLS with the scheduler and workers (mimizuku.nightly.dask_security): required for tls://
+    Setting("dask_tls_ca", None, "CA that signed the scheduler's and workers' certificates, PEM "
+            "(default <wazuh-home>/etc/mimizuku/dask/ca.pem)", metavar="FILE", group=DASK, check=_path),
+    Setting("dask_tls_cert", None, "this job's client certificate, PEM "
+            "(default <wazuh-home>/etc/mimizuku/dask/client.pem)", metavar="FILE", group=DASK, check=_path),
+    Setting("dask_tls_key", None, "the client certificate's private key, PEM; root-only, mode 0600 "
+            "(default <wazuh-home>/etc/mimizuku/dask/client.key)", metavar="FILE", group=DASK, check=_path),
+    Setting("dask_insecure", False,
+            "allow a tcp:// scheduler: no encryption, no authentication; anyone who can reach it can run "
+            "code as this job's user (root). Only on a network you trust", switch=True, group=DASK),
     # a cluster of managers (mimizuku.store.publication): publish each installed model for the nodes
     Setting("publish_to", None,
             "after installing a new model, publish it here for `mimizuku sync` on the other nodes",
@@ -252,6 +263,9 @@ MODEL_PARAMS = ("contamination", "n_neighbors", "eps", "min_samples")
 class RetrainConfig(Settings, table=SETTINGS):
     """Everything a run needs (``SETTINGS``); ``from_args`` builds it from the command line."""
 
+    #: mutual TLS for the Dask scheduler (``dask_security.DaskTLS``), loaded from the dask_tls_* files
+    dask_tls: Any = dataclasses.field(default=None, repr=False, compare=False)
+
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.model_dir is None:
@@ -277,6 +291,33 @@ class RetrainConfig(Settings, table=SETTINGS):
                 raise ValueError(f"--db-url-file {self.db_url_file} is not UTF-8 text") from None
         if not self.retention:
             self.retention_days = None
+        if self.dask:
+            self._check_dask_transport()
+
+    def _check_dask_transport(self) -> None:
+        """Mutual TLS for a scheduler outside this process, or ``--dask-insecure`` (issue 17, item
+        2): checked here, before anything connects; the key is read now, as a secret."""
+        from mimizuku.nightly.dask_security import default_tls_dir, load_dask_tls
+
+        tls_dir = default_tls_dir(self.wazuh_home)
+        self.dask_tls = load_dask_tls(self.dask, ca=self.dask_tls_ca or tls_dir / "ca.pem",
+                                      cert=self.dask_tls_cert or tls_dir / "client.pem",
+                                      key=self.dask_tls_key or tls_dir / "client.key",
+                                      insecure=self.dask_insecure)
+
+    def wazuh_home_problem(self) -> Optional[str]:
+        """Why ``wazuh_home`` cannot be the Wazuh installation, or None. Checked before a run
+        creates anything under it (a typo made ``./typo/mimizuku/models/...``, issue 17 item 13):
+        it must be a directory, and when its archive is the source, one with ``logs/`` or
+        ``etc/`` (a manager has both; ``mimizuku generate --out DIR`` writes ``DIR/logs/alerts``)."""
+        home = Path(self.wazuh_home)
+        if not home.is_dir():
+            return (f"--wazuh-home {home}: no such directory (the Wazuh installation, e.g. /var/ossec); "
+                    f"nothing was created")
+        if str(self.source) == str(home) and not any((home / d).is_dir() for d in ("logs", "etc")):
+            return (f"--wazuh-home {home} does not look like a Wazuh installation (no logs/ or etc/ in it); "
+                    f"give the right directory, or the alerts with --input; nothing was created")
+        return None
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "RetrainConfig":

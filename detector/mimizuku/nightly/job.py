@@ -22,7 +22,8 @@ Exit codes (those of the ``mimizuku`` CLI where they fit):
 
   0    ok: the new model is in use (warnings, e.g. a database that was down, are in the line)
   1    failed: unexpected internal error (a bug); the current model is untouched
-  2    failed: bad arguments
+  2    failed: bad arguments (also: a --wazuh-home that is not one, a Dask scheduler without mutual
+       TLS and without --dask-insecure, missing or unsafe TLS files); nothing was created or connected
   3    failed: no alerts could be read (source missing or empty window; with ``--dask``: the
        scheduler unreachable, no workers, workers lost or unable to read the archive or the indexer); the
        current model is untouched
@@ -366,7 +367,8 @@ def _train_and_install(store: ModelStore, run: _Run) -> Tuple[Any, Any]:
     # one partition per archived day, read here one after another or on Dask (the same code:
     # mimizuku.nightly.partitions); filt and stats are the totals of all partitions
     trainer = PartitionedFit(judge, _params(current, cfg), exclude=cfg.anomaly_filter, verdicts=verdicts,
-                             progress=cfg.progress, on_partition=on_partition, dask_timeout=cfg.dask_timeout)
+                             progress=cfg.progress, on_partition=on_partition, dask_timeout=cfg.dask_timeout,
+                             dask_tls=cfg.dask_tls, dask_insecure=cfg.dask_insecure)
     filt, stats = trainer.filter, trainer.stats
     t0 = time.monotonic()
     log.info("reading %d day(s) up to %s from %s and training (anomaly filter: %s; %s)", cfg.days, end,
@@ -475,7 +477,8 @@ def _fit_holdout(run: _Run, on_partition: Any) -> Any:
     log.info("first run: training a hold-out model on %s..%s, before the analysed day %s", first, last,
              cfg.batch_day)
     trainer = PartitionedFit(None, _params(None, cfg), exclude=False, progress=cfg.progress,
-                             on_partition=on_partition, dask_timeout=cfg.dask_timeout)
+                             on_partition=on_partition, dask_timeout=cfg.dask_timeout,
+                             dask_tls=cfg.dask_tls, dask_insecure=cfg.dask_insecure)
     try:
         model = trainer.fit(cfg.source, since=first, until=last, dask=cfg.dask)
     except (NotEnoughData, ValueError) as e:
@@ -514,6 +517,15 @@ def retrain(cfg: RetrainConfig) -> Dict[str, Any]:
     from mimizuku.store.model_dir import ModelError
 
     run = _Run(cfg)
+    problem = cfg.wazuh_home_problem()
+    if problem is not None:  # before anything is created under it
+        run.fail(EXIT_USAGE, problem)
+        return run.summary()
+    if cfg.dask and cfg.dask_tls is None:
+        from mimizuku.nightly.dask_security import insecure_warning, needs_tls
+
+        if needs_tls(cfg.dask):  # --dask-insecure: said in the log, on stderr and in the summary
+            run.warn(insecure_warning(cfg.dask))
     store = ModelStore(cfg.model_dir)
     try:
         store.ensure()

@@ -35,7 +35,10 @@ in both cases, so the two models are equal. Semantics worth knowing:
   credentials are refused, fails the run (``DaskUnavailable``). Locally the same slices are read
   with the driver's source, so the models are equal. Unlike one read, the slices are not one
   frozen view: alerts indexed into an earlier day while the run reads are in it or not.
-* Workers return counts, never alerts.
+* Workers return counts, never alerts. Their results are unpickled here, in a job that runs as
+  root: a scheduler outside this process is used only with Dask's mutual TLS (the job's client
+  certificate, the cluster's CA; ``mimizuku.nightly.dask_security``), or over ``tcp://`` when the
+  operator explicitly allows it (``--dask-insecure``, warned about loudly).
 """
 from __future__ import annotations
 
@@ -297,7 +300,8 @@ class PartitionedFit:
     def __init__(self, current: Any, params: Dict[str, Any], *, exclude: bool = True,
                  verdicts: Optional[Dict[str, Any]] = None, progress: bool = False,
                  on_partition: Optional[Callable[[str], None]] = None,
-                 dask_timeout: float = DEFAULT_DASK_TIMEOUT) -> None:
+                 dask_timeout: float = DEFAULT_DASK_TIMEOUT, dask_tls: Any = None,
+                 dask_insecure: bool = False) -> None:
         from mimizuku.nightly.anomaly_filter import AnomalyFilter
         from mimizuku.sources.reader import ReadStats
 
@@ -308,6 +312,8 @@ class PartitionedFit:
         self.progress = progress
         self.on_partition = on_partition
         self.dask_timeout = float(dask_timeout)
+        self.dask_tls = dask_tls            # nightly.dask_security.DaskTLS: mutual TLS with the cluster
+        self.dask_insecure = dask_insecure  # a scheduler without TLS was explicitly allowed
         self.filter = AnomalyFilter(None, exclude=exclude, verdicts=self.verdicts)
         self.stats = ReadStats()
         self.partitions: List[str] = []
@@ -358,13 +364,22 @@ class PartitionedFit:
 
     # -- Dask -----------------------------------------------------------------------------------
     def _on_dask(self, address: str, parts: Sequence[Partition], shared: SharedInputs) -> Iterator[PartitionResult]:
-        """Results in partition order; tasks run on the cluster meanwhile."""
+        """Results in partition order; tasks run on the cluster meanwhile.
+
+        A scheduler outside this process is reached only with mutual TLS (``dask_tls``) or when
+        ``dask_insecure`` says so: workers' results are unpickled here (issue 17, item 2)."""
+        from mimizuku.nightly.dask_security import needs_tls
+
+        if needs_tls(address) and self.dask_tls is None and not self.dask_insecure:
+            raise DaskUnavailable(f"refusing the Dask scheduler at {address} without mutual TLS "
+                                  f"(dask_tls) or an explicit dask_insecure=True")
         try:
             from distributed import Client
         except ImportError as e:
             raise DaskUnavailable(f"--dask needs Dask's distributed package ({e}); install mimizuku[cluster]") from None
         try:
-            client = Client(address, timeout=self.dask_timeout, set_as_default=False)
+            security = self.dask_tls.security() if self.dask_tls is not None else None
+            client = Client(address, timeout=self.dask_timeout, set_as_default=False, security=security)
         except Exception as e:  # OSError, TimeoutError, a malformed address
             raise DaskUnavailable(f"cannot reach the Dask scheduler at {address}: {type(e).__name__}: {e}") from None
         futures: Dict[int, Any] = {}

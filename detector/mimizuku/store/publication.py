@@ -27,6 +27,12 @@ file before they are renamed into the store, and are then loaded by the usual ch
 ``model_dir`` (owner, permissions, manifest): a writable share or a hostile web server cannot make
 a node load anything it did not sign, and what the key signs is plain data that loads without
 running code (``mimizuku.store.plain_state``).
+
+A node keeps the publication it last accepted (``synced.json`` in its model root) and refuses a
+signed one published earlier, or as early but naming another model: an old ``published.json`` put
+back on the share cannot send it back to an old model (a rollback is published anew, so it is
+newer). A publication holds user names, hosts and command words: its directories are 0750 and its
+files 0640, group the store's (``wazuh`` on a manager).
 """
 from __future__ import annotations
 
@@ -60,6 +66,10 @@ log = logging.getLogger(__name__)
 
 PUBLISHED = "published.json"
 INCOMING = "incoming"
+#: in a node's model root: the last publication it accepted (replays of older ones are refused)
+SYNCED = "synced.json"
+#: modes of what a publication holds (user names, hosts, command words): the store's group only
+PUB_DIR_MODE, PUB_FILE_MODE = 0o750, 0o640
 FORMAT = 1
 #: largest file a node accepts from a publication (a model is tens of MiB)
 MAX_FILE_BYTES = 2 << 30
@@ -163,15 +173,22 @@ def publish(model_root: PathLike, to: PathLike, key: bytes, *, version: Optional
     manifest_bytes = (src / MANIFEST).read_bytes()
     files = _manifest_files(manifest_bytes, str(src))
     pub = Path(os.fspath(to))
-    (pub / VERSIONS).mkdir(parents=True, exist_ok=True)
+    gid = store.group()
+    if not pub.exists():
+        pub.mkdir(mode=PUB_DIR_MODE, parents=True)
+        _restrict(pub, gid, PUB_DIR_MODE)
+    if not (pub / VERSIONS).exists():
+        (pub / VERSIONS).mkdir(mode=PUB_DIR_MODE)
+    _restrict(pub / VERSIONS, gid, PUB_DIR_MODE)
     dest = pub / VERSIONS / v
     if not (dest / MANIFEST).is_file() or (dest / MANIFEST).read_bytes() != manifest_bytes:
         tmp = pub / VERSIONS / f".{v}.tmp-{secrets.token_hex(3)}"
-        tmp.mkdir(mode=0o755)
+        tmp.mkdir(mode=0o700)
         try:
             for name in list(files) + [MANIFEST]:
                 shutil.copyfile(src / name, tmp / name)
-                os.chmod(tmp / name, 0o644)
+                _restrict(tmp / name, gid, PUB_FILE_MODE)
+            _restrict(tmp, gid, PUB_DIR_MODE)
             fsync_dir(tmp)
             if dest.exists():
                 shutil.rmtree(dest)
@@ -180,6 +197,10 @@ def publish(model_root: PathLike, to: PathLike, key: bytes, *, version: Optional
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         fsync_dir(pub / VERSIONS)
+    else:  # published by an earlier release: world-readable then
+        for name in list(files) + [MANIFEST]:
+            _restrict(dest / name, gid, PUB_FILE_MODE)
+        _restrict(dest, gid, PUB_DIR_MODE)
     t = time.time() if now is None else float(now)
     doc: Dict[str, Any] = {
         "format": FORMAT, "version": v,
@@ -187,12 +208,24 @@ def publish(model_root: PathLike, to: PathLike, key: bytes, *, version: Optional
         "published_at": round(t, 3), "activate_at": round(t + max(0.0, float(activation_delay)), 3),
     }
     doc["signature"] = sign(doc, key)
-    write_atomic(pub / PUBLISHED, (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode(), mode=0o644,
+    write_atomic(pub / PUBLISHED, (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode(), mode=PUB_FILE_MODE,
                  sync_dir=True)
+    _restrict(pub / PUBLISHED, gid, PUB_FILE_MODE)
     _prune_publication(pub, keep, v)
     log.info("published model %s to %s (nodes switch at %s)", v, pub,
              time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(doc["activate_at"])))
     return doc
+
+
+def _restrict(path: Path, gid: int, mode: int) -> None:
+    """``path`` to the store's group (the scorer's, ``wazuh`` on a manager) and ``mode``: a
+    published model names users, hosts and command words, not for every local account. What
+    serves the publication (a web server, rsync) must run as root or in that group."""
+    try:
+        os.chown(path, -1, gid, follow_symlinks=False)
+    except PermissionError:  # not root and not in the group: the mode still shuts others out
+        pass
+    os.chmod(path, mode, follow_symlinks=False)
 
 
 def _prune_publication(pub: Path, keep: int, current: str) -> None:
@@ -329,9 +362,52 @@ def read_publication(source: Any, key: bytes) -> Dict[str, Any]:
         check_version_name(v)
     except VersionError as e:
         raise PublicationRefused(f"{source}: {e}") from None
-    if not isinstance(doc.get("activate_at"), (int, float)) or not isinstance(doc.get("manifest_sha256"), str):
-        raise PublicationRefused(f"{source}: {PUBLISHED} lacks activate_at or manifest_sha256")
+    if not isinstance(doc.get("activate_at"), (int, float)) or not isinstance(doc.get("manifest_sha256"), str) \
+            or not isinstance(doc.get("published_at"), (int, float)) or isinstance(doc.get("published_at"), bool):
+        raise PublicationRefused(f"{source}: {PUBLISHED} lacks published_at, activate_at or manifest_sha256")
     return doc
+
+
+def _last_accepted(store: ModelStore) -> Optional[Dict[str, Any]]:
+    """The publication this node last accepted (``SYNCED`` in its model root), or None."""
+    try:
+        doc = json.loads((store.root / SYNCED).read_bytes())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        raise PublicationRefused(f"{store.root / SYNCED} (the publication this node last accepted) cannot be "
+                                 f"read: {e}; remove it only if you trust the publication as it is") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("published_at"), (int, float)):
+        raise PublicationRefused(f"{store.root / SYNCED} is not a record of a publication")
+    return doc
+
+
+def check_not_replayed(doc: Dict[str, Any], store: ModelStore, source: Any) -> None:
+    """Refuse a signed publication older than the one this node accepted last, or one as old
+    that names another model: the signature proves who published, not when it was put on the
+    share (an old ``published.json`` put back would send the node to an old model). A rollback
+    is a new publication (``mimizuku publish`` after ``mimizuku rollback``), so it is newer."""
+    seen = _last_accepted(store)
+    if seen is None:
+        return
+    when, then = float(doc["published_at"]), float(seen["published_at"])
+    same = (doc["version"], doc["manifest_sha256"]) == (seen.get("version"), seen.get("manifest_sha256"))
+    if when < then or (when == then and not same):
+        raise PublicationRefused(
+            f"{source}: {PUBLISHED} (version {doc['version']}, published {_iso(when)}) is "
+            f"{'older than' if when < then else 'as old as but differs from'} the publication this node "
+            f"accepted (version {seen.get('version')}, published {_iso(then)}): a replayed publication; "
+            f"publish again on the trainer to move the cluster")
+
+
+def _record(doc: Dict[str, Any]) -> Dict[str, Any]:
+    """What a node keeps of a publication it accepted (``SYNCED``)."""
+    return {k: doc[k] for k in ("version", "manifest_sha256", "published_at", "activate_at")}
+
+
+def _remember(store: ModelStore, doc: Dict[str, Any]) -> None:
+    write_atomic(store.root / SYNCED, (json.dumps(_record(doc), sort_keys=True) + "\n").encode(), mode=0o640,
+                 sync_dir=True)
 
 
 def _fetch(source: Any, store: ModelStore, doc: Dict[str, Any]) -> Path:
@@ -387,9 +463,12 @@ def sync_once(source: Any, model_root: PathLike, key: bytes, *, now: Optional[fl
     """Bring this node's store to the published version: fetch when new, switch when due."""
     store = ModelStore(model_root)
     doc = read_publication(source, key)
+    check_not_replayed(doc, store, source)
     v, at = doc["version"], float(doc["activate_at"])
     cur = store.current_version()
     if cur == v:
+        if _last_accepted(store) != _record(doc):  # e.g. the same version published again
+            _remember(store, doc)
         return SyncResult("current", v, activate_at=at)
     have = store.is_complete(v) and (store.versions_dir / v / MANIFEST).is_file() and \
         hashlib.sha256((store.versions_dir / v / MANIFEST).read_bytes()).hexdigest() == doc["manifest_sha256"]
@@ -407,6 +486,7 @@ def sync_once(source: Any, model_root: PathLike, key: bytes, *, now: Optional[fl
                 shutil.rmtree(target)
             os.rename(staged, target)
         previous = store.install(v, action="sync", source=str(source), activate_at=at)
+        _remember(store, doc)
     return SyncResult("switched", v, previous, at)
 
 
@@ -442,7 +522,8 @@ def add_parsers(subparsers: Any) -> None:
         description="Read the publication (a directory or an http(s) URL), verify its signature and "
                     "every file, and switch this node's current model when the publication says. "
                     "Runs once, or every --interval seconds. Exit codes: 0 ok, 2 usage, 4 publication "
-                    "refused, 5 publication unreachable, 6 locked.")
+                    "refused (bad signature or file, or older than the one installed: a replay), 5 publication "
+                    "unreachable, 6 locked.")
     s.add_argument("--from", dest="source", required=True, help="publication directory or http(s) URL")
     s.add_argument("--wazuh-home", default="/var/ossec", help="Wazuh installation (default /var/ossec)")
     s.add_argument("--model-dir", help="model root (default <wazuh-home>/mimizuku/models)")
