@@ -209,3 +209,19 @@ def test_a_flagged_burst_is_walked_once_not_once_per_alert(monkeypatch):
     out = correlate(burst)
     assert len(calls) == 1
     assert all(r["anomaly"] for r in out)   # seeds keep their own scores and flags
+
+
+def test_an_anomaly_told_within_its_story_seeds_too_but_a_bursts_repeat_does_not():
+    """An anomaly folded into its account's story (mimizuku.engine.stories) is a situation of its
+    own: the alerts tied to it rank next to it, as they did when it was raised on its own; a
+    burst's repeat (repeat_of without a story) seeds only through its opener."""
+    member = _rec(5, 0.9, command="cat /etc/shadow", session=7, pid=102, ppid=100, login_user="bob",
+                  reasons=["part of the story of ...", "odd command"])
+    member.update(repeat_of="r-opener", story={"of": "r-opener", "since": "x", "anomalies": 2, "duration_s": 5})
+    tied = _rec(0, command="-bash", session=7, pid=100, ppid=1, login_user="bob")
+    repeat = _rec(50, 0.9, command="nc", session=9, pid=300, ppid=1, login_user="eve")
+    repeat["repeat_of"] = "r-other"
+    tied2 = _rec(45, command="-bash", session=9, pid=299, ppid=1, login_user="eve")
+    out = _by_id(correlate([tied, member, tied2, repeat]))
+    assert out[tied["id"]]["related_to"] == member["id"]
+    assert "related_to" not in out[tied2["id"]]

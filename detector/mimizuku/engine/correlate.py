@@ -249,6 +249,17 @@ def build_ties(recs: List[Dict[str, Any]], times: List[Optional[float]], *, max_
     return g
 
 
+def _seed_band(r: Dict[str, Any]) -> str:
+    """The severity an anomaly seeds with: its own; for one folded into its account's story
+    (``mimizuku.engine.stories``: a situation of its own, told within the story rather than raised)
+    the band its score has; "none" for anything else (a burst's repeats seed through their opener)."""
+    if r.get("anomaly"):
+        return r["severity"] if r.get("severity") in SEVERITIES else "none"
+    if r.get("story") and r.get("repeat_of"):
+        return severity(float(r.get("score") or 0.0), float(r.get("threshold") or 1.0), True)
+    return "none"
+
+
 def correlate(records: Iterable[Dict[str, Any]], *, window: float = 6 * 3600.0, decay: float = 0.9,
               min_severity: str = "medium", max_gap: float = 300.0,
               max_story: int = 5000, flag_related: bool = False) -> List[Dict[str, Any]]:
@@ -264,8 +275,7 @@ def correlate(records: Iterable[Dict[str, Any]], *, window: float = 6 * 3600.0, 
     times = [parse_timestamp(r.get("timestamp")) for r in recs]
     g = build_ties(recs, times, max_gap=max_gap, process_window=window)
     seeds = sorted((i for i, r in enumerate(recs)
-                    if r.get("anomaly") and times[i] is not None and r.get("severity") in SEVERITIES
-                    and SEVERITIES.index(r["severity"]) >= floor),
+                    if times[i] is not None and SEVERITIES.index(_seed_band(r)) >= floor),
                    key=lambda i: -recs[i]["score"])
     best: Dict[int, Tuple[float, int, str]] = {}
     told: set = set()   # seeds whose story a stronger seed's story already is (a burst, a session)
