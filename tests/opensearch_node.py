@@ -10,8 +10,8 @@ Where the node comes from, first that applies:
 2. else, when ``java`` and ``mvn`` are on PATH (a developer machine), this module starts one with
    ``.ci/opensearch.sh`` in a directory of the session's own and stops it at the end of the
    session (the first start downloads OpenSearch's jars from Maven Central into ``~/.m2``);
-3. else the tests that need it skip, saying why. ``MIMIZUKU_TEST_NO_OPENSEARCH=1`` skips them
-   on purpose.
+3. else the tests that need it skip, saying why. ``MIMIZUKU_TEST_NO_OPENSEARCH=1`` (or a
+   reason instead of ``1``: ``.ci/run`` sets one when its node did not start) skips them.
 
 Fixtures (imported by ``conftest.py``): ``opensearch_node`` (session: the node, an
 :class:`OpenSearchNode`) and ``opensearch`` (per test: an :class:`IndexNamespace`, a unique
@@ -245,6 +245,37 @@ def fresh_namespace(node: OpenSearchNode) -> Iterator[IndexNamespace]:
         ns.delete()
 
 
+#: what the session's node did, for the line at the end of the run (``pytest_terminal_summary``)
+SESSION: Dict[str, Any] = {"node": None, "skipped": None, "outcomes": {}}
+
+
+def _skip(reason: str) -> None:
+    SESSION["skipped"] = reason
+    pytest.skip(reason)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Counts the tests that ran against the node (also those that asked for it through another
+    fixture, e.g. a parametrized backend), so the run's log says they were not skipped."""
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.when == "call":
+        active = getattr(getattr(item, "_request", None), "_fixture_defs", None) or item.fixturenames
+        if "opensearch_node" in active and SESSION["node"] is not None:
+            SESSION["outcomes"][rep.outcome] = SESSION["outcomes"].get(rep.outcome, 0) + 1
+
+
+def pytest_terminal_summary(terminalreporter):
+    node, outcomes = SESSION["node"], SESSION["outcomes"]
+    if node is not None:
+        counts = ", ".join(f"{n} {k}" for k, n in sorted(outcomes.items())) or "none"
+        terminalreporter.write_line(f"real OpenSearch {node.version} node at {node.url}: "
+                                    f"{sum(outcomes.values())} tests ran against it ({counts})")
+    elif SESSION["skipped"]:
+        terminalreporter.write_line(f"real OpenSearch node: tests SKIPPED: {SESSION['skipped']}")
+
+
 def _start_node(base: Path) -> OpenSearchNode:
     """A node from ``.ci/opensearch.sh`` in ``base`` (skips the test when it cannot start)."""
     env = dict(os.environ, MIMIZUKU_OPENSEARCH_DIR=str(base))
@@ -252,7 +283,7 @@ def _start_node(base: Path) -> OpenSearchNode:
                              timeout=1200)
     line = next((ln for ln in started.stdout.splitlines() if ln.startswith(f"export {URL_ENV}=")), None)
     if started.returncode != 0 or line is None:
-        pytest.skip(f"the OpenSearch test node did not start (.ci/opensearch.sh exit {started.returncode}): "
+        _skip(f"the OpenSearch test node did not start (.ci/opensearch.sh exit {started.returncode}): "
                     f"{started.stderr.strip()[-600:]}")
     url = line.split("=", 1)[1].strip().strip("'\"")
     return OpenSearchNode(url, started_here=True)
@@ -266,8 +297,10 @@ def _stop_node(base: Path) -> None:
 @pytest.fixture(scope="session")
 def opensearch_node(tmp_path_factory):
     """The session's real OpenSearch node (see the module docstring for where it comes from)."""
-    if os.environ.get(OPT_OUT_ENV) == "1":
-        pytest.skip(f"{OPT_OUT_ENV}=1: the tests against a real OpenSearch node are switched off")
+    off = os.environ.get(OPT_OUT_ENV, "")
+    if off not in ("", "0"):
+        _skip(f"the tests against a real OpenSearch node are switched off ({OPT_OUT_ENV}="
+                    f"{'1' if off == '1' else off})")
     base: Optional[Path] = None
     url = os.environ.get(URL_ENV)
     if url:
@@ -275,7 +308,7 @@ def opensearch_node(tmp_path_factory):
     else:
         missing = [t for t in ("java", "mvn") if shutil.which(t) is None]
         if missing:
-            pytest.skip(f"no OpenSearch node: {URL_ENV} is not set (.ci/run sets it from .ci/opensearch.sh) "
+            _skip(f"no OpenSearch node: {URL_ENV} is not set (.ci/run sets it from .ci/opensearch.sh) "
                         f"and {' and '.join(missing)} not installed, so none can be built here "
                         f"(needs Java 17 and Maven with access to Maven Central)")
         base = tmp_path_factory.mktemp("opensearch")
@@ -285,8 +318,9 @@ def opensearch_node(tmp_path_factory):
     except Exception as e:  # noqa: BLE001 - any failure to reach it is a reason to skip, said
         if base is not None:
             _stop_node(base)
-        pytest.skip(f"the OpenSearch node at {node.url} does not answer: {e}")
+        _skip(f"the OpenSearch node at {node.url} does not answer: {e}")
     node.version = info["version"]["number"]
+    SESSION["node"] = node
     try:
         yield node
     finally:

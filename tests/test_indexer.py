@@ -69,11 +69,11 @@ def _src(fake, **kw):
 
 
 @pytest.fixture(scope="module")
-def real_fleet(request, fleet):
+def real_fleet(opensearch_node, fleet):
     """The fleet and the own events on the REAL node, in daily indices of 3 shards as the Wazuh
     template has them (pages merge across shards and indices); read-only."""
     al, own = fleet
-    with fresh_namespace(request.getfixturevalue("opensearch_node")) as ns:
+    with fresh_namespace(opensearch_node) as ns:
         ns.install_alerts_template(shards=3)
         ns.index_alerts(al + own)
         yield ns
