@@ -222,7 +222,8 @@ class IndexNamespace:
         return sorted(r["index"] for r in rows)
 
     def delete(self) -> None:
-        """Every index and legacy/composable template of this namespace."""
+        """Every data stream, index and legacy/composable template of this namespace."""
+        self.request("DELETE", f"/_data_stream/{self.prefix}*", ok=(200, 404))
         self.request("DELETE", f"/{self.prefix}*", params={"expand_wildcards": "all"}, ok=(200, 404))
         for kind in ("_template", "_index_template"):
             try:
