@@ -9,7 +9,14 @@ its own process on 127.0.0.1 of the same machine, so its JSON encoding and HTTP 
 CPU from the same cores: figures are a lower bound for the client, not a measure of OpenSearch.
 Each client runs in a fresh process so its peak RSS is its own.
 
-    python bench/indexer_paging.py [--alerts 200000] [--page-sizes 1000,5000]
+``--opensearch URL`` reads from a REAL OpenSearch 2.19 node instead (``.ci/opensearch.sh`` starts
+one on loopback: ``eval "$(bash .ci/opensearch.sh)"`` then ``--opensearch
+"$MIMIZUKU_TEST_OPENSEARCH_URL"``): the alerts are indexed into daily indices with the Wazuh
+alerts mapping under a prefix of the run's own, read, and deleted; no credentials (the test node
+has no security plugin). Its figures include the engine's work (sort, fetch of ``_source``) on
+the same cores.
+
+    python bench/indexer_paging.py [--alerts 200000] [--page-sizes 1000,5000] [--opensearch URL]
 """
 from __future__ import annotations
 
@@ -59,13 +66,15 @@ def _serve(n: int) -> None:
     fake.stop()
 
 
-def _client(url: str, page_size: int) -> None:
-    """Child: read everything through ``iter_alerts`` and print the figures."""
+def _client(url: str, page_size: int, auth: bool = True) -> None:
+    """Child: read everything of ``url`` (with its index pattern) through ``iter_alerts`` and
+    print the figures; the fake's credentials when ``auth``."""
     from mimizuku.sources.errors import ReadStats
     from mimizuku.sources.indexer import IndexerSource
     from mimizuku.sources.reader import iter_alerts
 
-    src = IndexerSource(url + "/wazuh-alerts-4.x-*", username=USER, password=PASSWORD, page_size=page_size)
+    creds = dict(username=USER, password=PASSWORD) if auth else {}
+    src = IndexerSource(url, page_size=page_size, **creds)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     stats = ReadStats()
     t = time.perf_counter()
@@ -122,11 +131,48 @@ def _figures(r: Dict[str, Any], page_size: int) -> Dict[str, Any]:
             "rss_growth_while_reading_mib": round((r["peak_rss_kib"] - r["rss_before_read_kib"]) / 1024, 1)}
 
 
+def _load_real(url: str, n: int, path: str) -> None:
+    """Child: index ``n`` generated alerts into a real node under a new prefix and write the same
+    alerts to ``path``; print the prefix (own process: the client's RSS must not inherit ours)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from opensearch_node import IndexNamespace, OpenSearchNode
+
+    alerts = _alerts(n)
+    with open(path, "w", encoding="utf-8") as f:
+        for al in alerts:
+            f.write(json.dumps(al, separators=(",", ":")) + "\n")
+    ns = IndexNamespace(OpenSearchNode(url), f"mzbench-{os.getpid()}-")
+    t = time.perf_counter()
+    ns.install_alerts_template(shards=3)
+    ns.index_alerts(alerts)
+    print(json.dumps({"prefix": ns.prefix, "seconds": time.perf_counter() - t, "alerts": ns.count(),
+                      "indices": len(ns.indices())}))
+
+
+def _real_rows(url: str, n: int, sizes: List[int], path: str) -> List[Dict[str, Any]]:
+    """Read ``n`` generated alerts from a real node with each page size (they are indexed by a
+    child, into a namespace of this run's own, deleted at the end)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from opensearch_node import IndexNamespace, OpenSearchNode
+
+    node = OpenSearchNode(url.rstrip("/"))
+    version = node.request("GET", "/")["version"]["number"]
+    loaded = _child("--load-opensearch", node.url, str(n), path)
+    ns = IndexNamespace(node, loaded["prefix"])
+    try:
+        print(f"OpenSearch {version} at {node.url}: {loaded['alerts']:,} generated alerts indexed in "
+              f"{loaded['indices']} daily indices of 3 shards in {loaded['seconds']:.1f}s (same machine; "
+              f"{os.cpu_count()} CPUs)")
+        return [_figures(_child("--client", ns.alerts_url, str(ps), "anon"), ps) for ps in sizes]
+    finally:
+        ns.delete()
+
+
 def run_paging_bench(n_alerts: int, page_size: int) -> Dict[str, Any]:
     """Read ``n_alerts`` generated alerts from a fake indexer in pages of ``page_size``."""
     srv = _Server(n_alerts)
     try:
-        return _figures(_child("--client", srv.url, str(page_size)), page_size)
+        return _figures(_child("--client", srv.url + "/wazuh-alerts-4.x-*", str(page_size), "auth"), page_size)
     finally:
         srv.stop()
 
@@ -135,15 +181,21 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--alerts", type=int, default=200_000)
     ap.add_argument("--page-sizes", default="1000,5000")
+    ap.add_argument("--opensearch", metavar="URL", help="a real OpenSearch node (http://127.0.0.1:PORT) "
+                    "instead of the fake")
     ap.add_argument("--serve", type=int, help=argparse.SUPPRESS)
-    ap.add_argument("--client", nargs=2, help=argparse.SUPPRESS)
+    ap.add_argument("--client", nargs=3, help=argparse.SUPPRESS)
     ap.add_argument("--file-client", help=argparse.SUPPRESS)
+    ap.add_argument("--load-opensearch", nargs=3, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.serve:
         _serve(a.serve)
         return 0
     if a.client:
-        _client(a.client[0], int(a.client[1]))
+        _client(a.client[0], int(a.client[1]), a.client[2] == "auth")
+        return 0
+    if a.load_opensearch:
+        _load_real(a.load_opensearch[0], int(a.load_opensearch[1]), a.load_opensearch[2])
         return 0
     if a.file_client:
         _file_client(a.file_client)
@@ -153,16 +205,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     sizes = [int(x) for x in a.page_sizes.split(",") if x.strip()]
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "alerts.json")
-        t = time.perf_counter()
-        srv = _Server(a.alerts, write_file=path)
-        print(f"fake indexer with {srv.alerts:,} generated alerts ready in {time.perf_counter() - t:.1f}s "
-              f"(same machine, own process; {os.cpu_count()} CPUs)")
-        rows = []
-        try:
-            for ps in sizes:
-                rows.append(_figures(_child("--client", srv.url, str(ps)), ps))
-        finally:
-            srv.stop()
+        if a.opensearch:
+            rows = _real_rows(a.opensearch, a.alerts, sizes, path)
+        else:
+            t = time.perf_counter()
+            srv = _Server(a.alerts, write_file=path)
+            print(f"fake indexer with {srv.alerts:,} generated alerts ready in {time.perf_counter() - t:.1f}s "
+                  f"(same machine, own process; {os.cpu_count()} CPUs)")
+            rows = []
+            try:
+                for ps in sizes:
+                    rows.append(_figures(_child("--client", srv.url + "/wazuh-alerts-4.x-*", str(ps), "auth"), ps))
+            finally:
+                srv.stop()
         ref = _child("--file-client", path)
     print(f"{'source':<28}{'alerts':>9}{'s':>8}{'alerts/s':>10}{'pages/s':>9}{'peak RSS':>10}{'RSS +read':>11}")
     for r in rows:

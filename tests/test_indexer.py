@@ -1,6 +1,9 @@
-"""The Wazuh indexer as an alert source, against the stateful fake OpenSearch of fake_indexer.py."""
+"""The Wazuh indexer as an alert source, against the stateful fake OpenSearch of fake_indexer.py
+and, for the tests that need no injected fault (``indexer`` fixture), a REAL OpenSearch 2.19 node
+too (tests/opensearch_node.py; those cases skip, saying why, when no node can be had)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -9,6 +12,7 @@ from datetime import datetime, timezone
 
 import pytest
 from fake_indexer import FakeIndexer, load_export
+from opensearch_node import fresh_namespace
 
 from mimizuku.core.fields import own_event_query
 from mimizuku.sources.errors import ReadStats
@@ -25,7 +29,8 @@ from mimizuku.tools import synth
 
 EXPORT = "/work/shared/data/opensearch-export/sample-alerts-predict-2024-04-01.json"
 USER, PASSWORD = "mimizuku", "s3cret-Pa55"
-FAST = dict(username=USER, password=PASSWORD, backoff=0.001, max_backoff=0.01, retries=4)
+REAL_FAST = dict(backoff=0.001, max_backoff=0.01, retries=4)
+FAST = dict(REAL_FAST, username=USER, password=PASSWORD)
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +68,42 @@ def _src(fake, **kw):
     return IndexerSource(fake.url + "/wazuh-alerts-4.x-*", **opts)
 
 
+@pytest.fixture(scope="module")
+def real_fleet(opensearch_node, fleet):
+    """The fleet and the own events on the REAL node, in daily indices of 3 shards as the Wazuh
+    template has them (pages merge across shards and indices); read-only."""
+    al, own = fleet
+    with fresh_namespace(opensearch_node) as ns:
+        ns.install_alerts_template(shards=3)
+        ns.index_alerts(al + own)
+        yield ns
+
+
+class Backend:
+    """Where a test reads the fleet: the fake (``fake`` set; it also shows the requests) or the
+    real node (``ns`` set: anonymous plain HTTP, the node has no security plugin)."""
+
+    def __init__(self, fake=None, ns=None):
+        self.fake, self.ns = fake, ns
+
+    def src(self, **kw):
+        if self.fake is not None:
+            return _src(self.fake, **kw)
+        return IndexerSource(self.ns.alerts_url, **dict(REAL_FAST, **kw))
+
+    def open_pits(self) -> int:
+        if self.fake is not None:
+            return len(self.fake.pits)
+        return len(self.ns.request("GET", "/_search/point_in_time/_all").get("pits", []))
+
+
+@pytest.fixture(params=["fake", "real"])
+def indexer(request):
+    if request.param == "fake":
+        return Backend(fake=request.getfixturevalue("fake"))
+    return Backend(ns=request.getfixturevalue("real_fleet"))
+
+
 def _write_jsonl(path, alerts):
     with open(path, "w", encoding="utf-8") as f:
         for a in alerts:
@@ -72,35 +113,49 @@ def _write_jsonl(path, alerts):
 
 # -- paging ------------------------------------------------------------------------------------------
 
-def test_paging_returns_every_alert_once_in_sort_order(fake, fleet):
+def test_paging_returns_every_alert_once_in_sort_order(indexer, fleet):
     al, own = fleet
-    src = _src(fake, page_size=97)
+    src = indexer.src(page_size=97)
     got = list(src)
     assert len(got) == len(al) > 97 * 20
     assert [a["id"] for a in got] == [a["id"] for a in sorted(al, key=_sort_key)]
     assert src.stats["pages"] >= len(al) // 97
     assert src.stats["pits_opened"] == src.stats["pits_closed"] == 1
-    assert fake.pits == {}  # the PIT was deleted at the end
+    assert indexer.open_pits() == 0  # the PIT was deleted at the end
+    fake = indexer.fake
+    if fake is None:
+        return
     searches = [b for m, p, b in fake.requests if p == "/_search"]
     assert all("pit" in b and b["size"] == 97 for b in searches)
     assert all(b["sort"][0] == {"timestamp": {"order": "asc"}} for b in searches)
     assert searches[1]["search_after"] and "search_after" not in searches[0]
 
 
-def test_stopping_early_still_deletes_the_pit(fake):
-    src = _src(fake, page_size=50)
+def test_stopping_early_still_deletes_the_pit(indexer):
+    src = indexer.src(page_size=50)
     it = iter(src)
     first = [next(it) for _ in range(120)]
-    assert len(first) == 120 and len(fake.pits) == 1
+    assert len(first) == 120 and indexer.open_pits() == 1
     it.close()
-    assert fake.pits == {}
+    assert indexer.open_pits() == 0
 
 
-def test_export_fixture_read_from_indexer_equals_the_export_file():
+@pytest.mark.parametrize("where", ["fake", "real"])
+def test_export_fixture_read_from_indexer_equals_the_export_file(where, request):
+    """An export of a real Wazuh indexer, served by the fake or indexed again (its ids, the
+    Wazuh alerts mapping) into the real node."""
     docs = load_export(EXPORT)
-    with FakeIndexer(docs) as f:
+    with contextlib.ExitStack() as stack:
+        if where == "fake":
+            src = _src(stack.enter_context(FakeIndexer(docs)), page_size=40)
+        else:
+            ns = request.getfixturevalue("opensearch")
+            ns.install_alerts_template()
+            ns.bulk([d["_source"] for d in docs], index=ns.prefix + "wazuh-alerts-4.x-2024.04.01",
+                    ids=[d["_id"] for d in docs])
+            src = IndexerSource(ns.alerts_url, page_size=40, **REAL_FAST)
         st_idx, st_file = ReadStats(), ReadStats()
-        a_idx = list(iter_alerts(_src(f, page_size=40), stats=st_idx))
+        a_idx = list(iter_alerts(src, stats=st_idx))
         a_file = list(iter_alerts(EXPORT, stats=st_file))
     assert len(a_idx) == len(a_file) == 326
     key = lambda a: a["id"]  # noqa: E731
@@ -109,11 +164,11 @@ def test_export_fixture_read_from_indexer_equals_the_export_file():
     assert st_idx.files == 1
 
 
-def test_iter_alerts_on_indexer_equals_the_same_alerts_json(fake, fleet, tmp_path):
+def test_iter_alerts_on_indexer_equals_the_same_alerts_json(indexer, fleet, tmp_path):
     al, own = fleet
     path = _write_jsonl(tmp_path / "alerts.json", sorted(al + own, key=_sort_key))
     st_i, st_f = ReadStats(), ReadStats()
-    a_i = list(iter_alerts(_src(fake, page_size=500), stats=st_i))
+    a_i = list(iter_alerts(indexer.src(page_size=500), stats=st_i))
     a_f = list(iter_alerts(path, stats=st_f))
     assert a_i == a_f
     assert st_i.alerts == st_f.alerts == len(al)
@@ -131,16 +186,19 @@ def test_url_string_source_with_credentials_from_the_environment(fake, fleet, mo
 
 # -- window, query, own events ---------------------------------------------------------------------
 
-def test_window_and_query_filter_match_the_file_reader(fake, fleet, tmp_path):
+def test_window_and_query_filter_match_the_file_reader(indexer, fleet, tmp_path):
     al, own = fleet
     path = _write_jsonl(tmp_path / "alerts.json", sorted(al + own, key=_sort_key))
     since = datetime(2026, 3, 2, 9, 30, tzinfo=timezone.utc)
     until = datetime(2026, 3, 3, 4, 0, tzinfo=timezone.utc)
     agent = al[len(al) // 2]["agent"]["id"]
-    src = _src(fake, query=json.dumps({"term": {"agent.id": agent}}))
+    src = indexer.src(query=json.dumps({"term": {"agent.id": agent}}))
     got = list(iter_alerts(src, since=since, until=until))
     want = [a for a in iter_alerts(path, since=since, until=until) if a["agent"]["id"] == agent]
     assert got == want and 0 < len(got) < len(al) // 4
+    fake = indexer.fake
+    if fake is None:
+        return
     body = next(b for m, p, b in fake.requests if p == "/_search")
     filters = body["query"]["bool"]["filter"]
     assert {"term": {"agent.id": agent}} in filters
@@ -148,22 +206,22 @@ def test_window_and_query_filter_match_the_file_reader(fake, fleet, tmp_path):
     assert rng["gte"] == int(since.timestamp() * 1000) and rng["lt"] == int(until.timestamp() * 1000)
 
 
-def test_day_window_uses_each_alerts_wall_clock_like_the_archives(fake, fleet, tmp_path):
+def test_day_window_uses_each_alerts_wall_clock_like_the_archives(indexer, fleet, tmp_path):
     al, own = fleet
     path = _write_jsonl(tmp_path / "alerts.json", sorted(al + own, key=_sort_key))
-    got = list(iter_alerts(_src(fake), since="2026-03-03", until="2026-03-03"))
+    got = list(iter_alerts(indexer.src(), since="2026-03-03", until="2026-03-03"))
     want = list(iter_alerts(path, since="2026-03-03", until="2026-03-03"))
     assert got == want and 0 < len(got) < len(al)
 
 
-def test_own_events_are_excluded_by_the_query_and_again_by_the_reader(fake, fleet):
+def test_own_events_are_excluded_by_the_query_and_again_by_the_reader(indexer, fleet):
     al, own = fleet
-    body_q = _src(fake).build_query()
+    body_q = indexer.src().build_query()
     assert own_event_query() in body_q["bool"]["must_not"]  # both marks, at our locations only
-    raw = list(_src(fake, exclude_own=False))
+    raw = list(indexer.src(exclude_own=False))
     assert len(raw) == len(al) + len(own)  # the server no longer filters ...
     st = ReadStats()
-    got = list(iter_alerts(_src(fake, exclude_own=False), stats=st))
+    got = list(iter_alerts(indexer.src(exclude_own=False), stats=st))
     assert st.own_events == len(own) and len(got) == len(al)  # ... the reader still does
     assert not any(a["id"].startswith("own.") for a in got)
 
@@ -311,13 +369,13 @@ def _private(tmp_path, data):
 
 # -- the estimator ------------------------------------------------------------------------------------
 
-def test_fit_on_the_indexer_equals_fit_on_the_file(fake, fleet, tmp_path):
+def test_fit_on_the_indexer_equals_fit_on_the_file(indexer, fleet, tmp_path):
     from mimizuku import Mimizuku
 
     al, own = fleet
     path = _write_jsonl(tmp_path / "alerts.json", sorted(al + own, key=_sort_key))
     m_file = Mimizuku().fit(path)
-    m_idx = Mimizuku().fit(_src(fake, page_size=700))
+    m_idx = Mimizuku().fit(indexer.src(page_size=700))
     assert m_idx.n_alerts_ == m_file.n_alerts_ == len(al)
     test = al[::7]
     s_file = [r["score"] for r in m_file.score_records(test)]

@@ -468,6 +468,11 @@ class IndexerSource:
             try:
                 pit_id = self._open_pit()
             except _NoPit as e:
+                # OpenSearch 2.x refuses a PIT on a pattern that matches no index (400 "invalid id: [null]"):
+                # an empty search tells that from a cluster without the API; there is nothing to read
+                empty = self._search("/" + quote(self.config.index_pattern, safe="*,-_.") + "/_search", {"size": 0})
+                if (empty.get("_shards") or {}).get("total") == 0:
+                    return
                 if want_pit is True:
                     raise IndexerError(f"the indexer at {self.config.base_url} has no point-in-time API "
                                        f"({self._scrub(str(e)).strip()}); set \"pit\": false") from None
