@@ -318,3 +318,49 @@ def test_linger_batches_small_adds(fake, tmp_path, creds_file):
     sink.flush()
     bulks = [r for r in fake.requests if r[1].endswith("/_bulk")]
     assert len(bulks) == 1 and sink.pending() == 0
+
+
+# --- the nightly job's deliver step ----------------------------------------------------------------
+
+def _index_cfg(url, creds, **kw):
+    from types import SimpleNamespace
+
+    base = dict(index_url=url, index_credentials=creds, index_all_scores=False, index_stream=DEFAULT_STREAM,
+                index_retention_days=30)
+    base.update(kw)
+    return SimpleNamespace(**base)
+
+
+def test_nightly_deliver_writes_the_day_next_to_sql_and_syslog(fake, tmp_path, creds_file):
+    from mimizuku.nightly import day_analysis as batch
+
+    records = [record(i, manager="node-1") for i in range(6)] + [record(50, anomaly=False)]
+    out = batch.deliver(records, {"run_id": "x"}, sql_url=None, spool_root=tmp_path / "spool", syslog=False,
+                        index=_index_cfg(fake.url, creds_file))
+    assert out.counts["index"] == {"created": 6, "duplicates": 0, "rejected": 0, "spooled": 0} and not out.warnings
+    docs = fake.stream_docs(DEFAULT_STREAM)
+    assert {d["manager"]["name"] for d in docs.values()} == {"node-1"}
+    assert fake.ism_policies[DEFAULT_STREAM]["policy"]["states"][0]["transitions"][0]["conditions"] == {
+        "min_index_age": "30d"}
+    again = batch.deliver(records, {"run_id": "x"}, sql_url=None, spool_root=tmp_path / "spool", syslog=False,
+                          index=_index_cfg(fake.url, creds_file))
+    assert again.counts["index"]["duplicates"] == 6 and len(fake.stream_docs(DEFAULT_STREAM)) == 6
+
+
+def test_nightly_deliver_with_the_indexer_down_is_a_warning_and_keeps_the_documents(tmp_path, creds_file):
+    from mimizuku.nightly import day_analysis as batch
+
+    with FakeIndexer(user=USER, password=PASSWORD) as gone:
+        url = gone.url
+    out = batch.deliver([record(i) for i in range(3)], {"run_id": "x"}, sql_url=None,
+                        spool_root=tmp_path / "spool", syslog=False, index=_index_cfg(url, creds_file))
+    assert out.counts["index"]["spooled"] == 1 and out.warnings[0].startswith("index:")
+    assert len(Spool(tmp_path / "spool" / "index")) == 1
+
+
+def test_retrain_and_serve_declare_the_same_index_options():
+    from mimizuku.nightly.config import RetrainConfig
+    from mimizuku.serve.config import ServeConfig
+
+    for name in ("index_url", "index_credentials", "index_all_scores", "index_stream", "index_retention_days"):
+        assert RetrainConfig.setting(name).help == ServeConfig.setting(name).help

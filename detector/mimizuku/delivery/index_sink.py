@@ -41,7 +41,9 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 from urllib.parse import quote, urlsplit
 
 from mimizuku.core.logfn import LogFn, no_log
+from mimizuku.core.settings import Setting, clamped
 from mimizuku.core.spool import MISSING, Spool, SpoolError
+from mimizuku.core.text import printable
 from mimizuku.delivery.failure_notice import FailureNotice
 from mimizuku.delivery.index_docs import (
     DEFAULT_STREAM,
@@ -54,7 +56,7 @@ from mimizuku.delivery.index_docs import (
 from mimizuku.delivery.wazuh_api import is_loopback, parse_retry_after
 
 __all__ = ["IndexConfigError", "IndexCredentials", "IndexClient", "IndexSink", "IndexResult",
-           "load_index_credentials", "index_sink_from_settings", "DEFAULT_CREDENTIALS", "DEAD_LETTER_DIR"]
+           "load_index_credentials", "index_sink_from_settings", "index_settings", "sink_for", "DEFAULT_CREDENTIALS", "DEAD_LETTER_DIR"]
 
 log = logging.getLogger("mimizuku.index")
 
@@ -218,6 +220,10 @@ class IndexClient:
         self.session.close()
 
 
+def _text(v: Any) -> Optional[str]:
+    return v if isinstance(v, str) and v else None
+
+
 def _short(e: BaseException) -> str:
     return " ".join(str(e).split())[:300]
 
@@ -230,10 +236,10 @@ def error_text(payload: Any) -> str:
         cause = err.get("caused_by")
         if isinstance(cause, dict) and cause.get("reason"):
             text += f" ({cause.get('type', '?')}: {cause['reason']})"
-        return " ".join(text.split())[:500]
+        return printable(" ".join(text.split()), 500)
     if isinstance(err, str):
-        return err[:500]
-    return " ".join(str(payload).split())[:200] if payload else ""
+        return printable(err, 500)
+    return printable(" ".join(str(payload).split()), 200) if payload else ""
 
 
 # --- the sink ----------------------------------------------------------------------------------------
@@ -306,10 +312,15 @@ class IndexSink:
             rec, alert = item if isinstance(item, tuple) else (item, None)
             if not self.wants(rec):
                 continue
-            mgr = alert.get("manager") if isinstance(alert, Mapping) else None
-            manager = (mgr.get("name") if isinstance(mgr, Mapping) else None) or rec.get("manager") or self.manager
-            doc = build_document(rec, manager)
-            out.append((doc_id(manager, rec.get("id"), rec.get("detector")), encode_document(doc)))
+            try:
+                mgr = alert.get("manager") if isinstance(alert, Mapping) else None
+                manager = _text(mgr.get("name") if isinstance(mgr, Mapping) else None) or \
+                    _text(rec.get("manager")) or self.manager
+                doc = build_document(rec, manager)
+                out.append((doc_id(manager, rec.get("id"), rec.get("detector")), encode_document(doc)))
+            except Exception as e:   # this record only (the alert was scored; its event went its way)
+                self.log("error", f"alert {printable(rec.get('id'), 80)} scored, but no index document can be "
+                                  f"built for it ({type(e).__name__}: {printable(e, 200)})")
         return out
 
     def add(self, records: Iterable[Any], deadline: Optional[float] = None) -> int:
@@ -350,6 +361,9 @@ class IndexSink:
             now = self.clock()
             if (deadline is not None and now >= deadline) or now < self.retry_at:
                 break
+            if not force and self.oldest_at is not None and self._unsent < self.batch_docs and \
+                    now - self.oldest_at < self.linger:
+                break   # not due: decided before the spool is listed (the scorer asks every round)
             try:
                 paths = self.spool.paths()
             except SpoolError:
@@ -358,9 +372,6 @@ class IndexSink:
                 self.oldest_at = None
                 self._unsent = 0
                 break
-            if not force and self.oldest_at is not None and self._unsent < self.batch_docs and \
-                    now - self.oldest_at < self.linger:
-                break   # not due: decided before any spool item is read
             batch, files, size = self._batch(paths)
             if not batch:   # what was in reach was delivered already or unreadable: look again
                 empty_rounds += 1
@@ -574,6 +585,32 @@ class IndexSink:
         return ok
 
 
+def _path(text: str) -> Optional[Path]:
+    return Path(text) if text else None
+
+
+_path.__name__ = "path"
+
+
+def index_settings(group: Optional[str] = None) -> Tuple[Setting, ...]:
+    """The rows of the sink's settings, declared once for ``mimizuku serve`` and ``mimizuku retrain``
+    (:mod:`mimizuku.core.settings`)."""
+    return (
+        Setting("index_url", None, "also write anomalies as documents to the indexer's data stream (--index-stream), "
+                "e.g. https://indexer:9200 (no URL: 'url' of the credentials file; docs/indexer.md, 'Anomaly "
+                "documents')", metavar="URL", nargs="?", const="", group=group),
+        Setting("index_credentials", None, "root-only JSON file with the indexer's username, password, ca_bundle "
+                f"(default {DEFAULT_CREDENTIALS}, the indexer source's, when it exists; or {ENV_USER}/"
+                f"{ENV_PASSWORD}/{ENV_CA})", type=_path, metavar="PATH", group=group),
+        Setting("index_all_scores", False, "with --index-url: a document for every scored alert, not only anomalies",
+                switch=True, group=group),
+        Setting("index_stream", DEFAULT_STREAM, "with --index-url: the data stream (and its template and retention "
+                "policy)", metavar="NAME", group=group),
+        Setting("index_retention_days", 90, "with --index-url: days the retention policy (ISM) keeps documents",
+                type=clamped(int, 1), metavar="DAYS", group=group),
+    )
+
+
 def index_sink_from_settings(url: Optional[str], credentials: "os.PathLike[str] | str | None",
                              spool_dir: "os.PathLike[str] | str", *, log: Optional[LogFn] = None,
                              default_path: Optional[str] = DEFAULT_CREDENTIALS, timeout: Tuple[float, float] = (5.0, 30.0),
@@ -582,3 +619,13 @@ def index_sink_from_settings(url: Optional[str], credentials: "os.PathLike[str] 
     :class:`IndexConfigError` on a bad or unsafe setting."""
     creds = load_index_credentials(url, credentials, default_path=default_path)
     return IndexSink(IndexClient(creds, timeout=timeout), spool_dir, log=log, **kw)
+
+
+def sink_for(cfg: Any, spool_dir: "os.PathLike[str] | str", log: Optional[LogFn] = None, *,
+             default_path: Optional[str] = DEFAULT_CREDENTIALS, **kw: Any) -> Optional[IndexSink]:
+    """The sink a command's configuration (the :func:`index_settings` fields) asks for, or None."""
+    if cfg.index_url is None:
+        return None
+    return index_sink_from_settings(cfg.index_url or None, cfg.index_credentials, spool_dir, log=log,
+                                    default_path=default_path, stream=cfg.index_stream,
+                                    all_scores=cfg.index_all_scores, retention_days=cfg.index_retention_days, **kw)
