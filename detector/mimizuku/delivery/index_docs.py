@@ -207,18 +207,21 @@ def _mappings() -> Dict[str, Any]:
     }
 
 
-def index_template(stream: str = DEFAULT_STREAM, *, shards: int = 1, replicas: int = 1,
+def index_template(stream: str = DEFAULT_STREAM, *, shards: int = 1, replicas: Optional[int] = None,
                    priority: int = 200) -> Dict[str, Any]:
     """The body of ``PUT _index_template/<stream>``: a data stream named ``stream`` (its backing
-    indices ``.ds-<stream>-NNNNNN``) with the mapping above."""
+    indices ``.ds-<stream>-NNNNNN``) with the mapping above. ``replicas``: None leaves it to the
+    cluster's default (a single-node indexer with 1 replica would stay yellow)."""
+    settings: Dict[str, Any] = {"number_of_shards": shards, "refresh_interval": "5s"}
+    if replicas is not None:
+        settings["number_of_replicas"] = replicas
     return {
         "index_patterns": [stream],
         "data_stream": {},
         "priority": priority,
         "_meta": {"managed_by": "mimizuku", "version": TEMPLATE_VERSION},
         "template": {
-            "settings": {"number_of_shards": shards, "number_of_replicas": replicas,
-                         "refresh_interval": "5s"},
+            "settings": settings,
             "mappings": _mappings(),
         },
     }

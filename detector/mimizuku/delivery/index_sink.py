@@ -264,7 +264,7 @@ class IndexSink:
     def __init__(self, client: Any, spool_dir: "os.PathLike[str] | str", *, stream: str = DEFAULT_STREAM,
                  all_scores: bool = False, manager: Optional[str] = None, log: Optional[LogFn] = None,
                  batch_docs: int = 2000, batch_bytes: int = 8 << 20, linger: float = 1.0,
-                 retention_days: int = 90, replicas: int = 1, max_items: int = 100_000,
+                 retention_days: int = 90, replicas: Optional[int] = None, max_items: int = 100_000,
                  retry_base: float = 1.0, retry_max: float = 120.0, auth_retry: float = 60.0,
                  dead_letter_dir: "os.PathLike[str] | str | None" = None,
                  clock: Callable[[], float] = time.monotonic, rng: Optional[random.Random] = None):
