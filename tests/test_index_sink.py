@@ -11,8 +11,8 @@ import os
 import random
 
 import pytest
-
 from fake_indexer import FakeIndexer
+
 from mimizuku.core.spool import Spool
 from mimizuku.delivery.index_docs import (
     DEFAULT_STREAM,
