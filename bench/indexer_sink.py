@@ -8,7 +8,8 @@ becomes a document (``all_scores``: the heaviest case); ids cycle over two manag
 Runs, each into its own data stream:
 
 1. **scorer-like**: ``IndexSink.add`` with 64 records per call (the resident scorer's micro-batch:
-   one spool item, one fsync per call), documents sent in bulks of 5,000 once due;
+   one spool item, one fsync per call), documents sent by the sink's own thread (``start``, as in
+   the scorer) in bulks of up to 5,000 once due;
 2. **nightly-like**: one ``add`` of every record (one spool item per 5,000 documents);
 3. **restart**: scorer-like, and after a third of the records the node is stopped (SIGTERM), the
    writing goes on (documents are kept in the spool), after two thirds it is started again on the
@@ -190,9 +191,12 @@ def run_throughput(url: str, work: Path, items: List[Any], per_call: int, name: 
     stream = f"mimizuku-bench-{name}"
     sink = make_sink(url, work / name / "index", stream)
     t0 = time.monotonic()
+    if per_call < len(items):
+        sink.start()   # as the resident scorer does: bulks go out from the sink's own thread
     for i in range(0, len(items), per_call):
         sink.add(items[i: i + per_call])
     drain(sink)
+    sink.close()
     took = time.monotonic() - t0
     n = count(url, stream)
     return {"run": name, "docs": len(items), "seconds": took, "docs_s": len(items) / took, "count": n,
@@ -201,7 +205,7 @@ def run_throughput(url: str, work: Path, items: List[Any], per_call: int, name: 
 
 def run_restart(node: OwnNode, work: Path, items: List[Any]) -> Dict[str, Any]:
     stream = "mimizuku-bench-restart"
-    sink = make_sink(node.url, work / "restart" / "index", stream)
+    sink = make_sink(node.url, work / "restart" / "index", stream).start()
     n = len(items)
     stop_at, start_at = n // 3, 2 * n // 3
     restarted: Dict[str, Any] = {}
@@ -227,6 +231,7 @@ def run_restart(node: OwnNode, work: Path, items: List[Any]) -> Dict[str, Any]:
     replay = items[: n // 10]   # the same documents again: a replayed spool, a retried batch
     sink.add(replay)
     drain(sink)
+    sink.close()
     final = count(node.url, stream)
     return {"docs": n, "seconds": written, "created": created, "duplicates_in_run": dups,
             "replayed": len(replay), "duplicates_on_replay": sink.totals.duplicates - dups,

@@ -364,3 +364,23 @@ def test_retrain_and_serve_declare_the_same_index_options():
 
     for name in ("index_url", "index_credentials", "index_all_scores", "index_stream", "index_retention_days"):
         assert RetrainConfig.setting(name).help == ServeConfig.setting(name).help
+
+
+def test_the_sending_thread_keeps_a_slow_indexer_off_the_callers_path(fake, tmp_path, creds_file):
+    import time
+
+    sink = make_sink(fake, tmp_path, creds_file, clock=time.monotonic, linger=0.05).start()
+    try:
+        sink.add([record(0)])
+        deadline = time.monotonic() + 10
+        while len(fake.stream_docs(DEFAULT_STREAM)) < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        fake.delay_next(1.5)   # the next bulk takes 1.5 s
+        t0 = time.monotonic()
+        for i in range(1, 40):
+            sink.add([record(i)])
+            time.sleep(0.005)
+        assert time.monotonic() - t0 < 1.2   # the adds did not wait for the slow bulk
+    finally:
+        sink.close(timeout=10)
+    assert len(fake.stream_docs(DEFAULT_STREAM)) == 40 and sink.pending() == 0

@@ -96,14 +96,6 @@ def utc_timestamp(value: Any) -> Optional[str]:
     return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
 
 
-def _get(obj: Any, *path: str) -> Any:
-    for p in path:
-        if not isinstance(obj, Mapping):
-            return None
-        obj = obj.get(p)
-    return obj
-
-
 def _str(v: Any) -> Optional[str]:
     return None if v is None else str(v)
 
@@ -135,12 +127,12 @@ def build_document(record: Mapping[str, Any], manager: Optional[str] = None, *,
     ``@timestamp`` when the alert's own time cannot be read (then ``source.timestamp`` keeps the
     text as written)."""
     manager = manager or _str(record.get("manager"))
-    agent = record.get("agent") if isinstance(record.get("agent"), Mapping) else {}
-    rule = record.get("rule") if isinstance(record.get("rule"), Mapping) else {}
-    fields = record.get("fields") if isinstance(record.get("fields"), Mapping) else {}
+    agent = record.get("agent") if isinstance(record.get("agent"), dict) else {}
+    rule = record.get("rule") if isinstance(record.get("rule"), dict) else {}
+    fields = record.get("fields") if isinstance(record.get("fields"), dict) else {}
     ts = record.get("timestamp")
     reasons = record.get("reasons")
-    scores = record.get("scores") if isinstance(record.get("scores"), Mapping) else {}
+    scores = record.get("scores") if isinstance(record.get("scores"), dict) else {}
     doc: Dict[str, Any] = {
         "@timestamp": utc_timestamp(ts) or indexed_at or utc_timestamp(datetime.now(timezone.utc).timestamp()),
         "manager": _drop_none({"name": manager}),
@@ -169,11 +161,11 @@ def build_document(record: Mapping[str, Any], manager: Optional[str] = None, *,
         "srcip": valid_ip(fields.get("srcip")),
     }
     mitre = record.get("mitre")
-    if isinstance(mitre, Mapping):
+    if isinstance(mitre, dict):
         doc["mitre"] = _drop_none({k: _str(mitre.get(k)) for k in ("id", "technique", "tactic", "table")})
     for name, count in (("story", "anomalies"), ("episode", "alerts")):
         obj = record.get(name)
-        if isinstance(obj, Mapping):
+        if isinstance(obj, dict):
             doc[name] = _drop_none({"of": _str(obj.get("of")), "since": _str(obj.get("since")),
                                     count: _int(obj.get(count)), "duration_s": _number(obj.get("duration_s"))})
     return _drop_none(doc)

@@ -34,6 +34,7 @@ import json
 import logging
 import os
 import random
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -308,6 +309,10 @@ class IndexSink:
         self._count: Dict[str, int] = {}        # spool file -> its number of documents (as last read)
         self._unsent = 0                        # documents kept by this process and not sent yet
         self.totals = IndexResult()
+        self._lock = threading.Lock()           # one bulk at a time (the sending thread, a direct send)
+        self._wake = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self._stopping = False
         self.spooled = 0
         self.requests = 0
 
@@ -324,8 +329,8 @@ class IndexSink:
             if not self.wants(rec):
                 continue
             try:
-                mgr = alert.get("manager") if isinstance(alert, Mapping) else None
-                manager = _text(mgr.get("name") if isinstance(mgr, Mapping) else None) or \
+                mgr = alert.get("manager") if isinstance(alert, dict) else None
+                manager = _text(mgr.get("name") if isinstance(mgr, dict) else None) or \
                     _text(rec.get("manager")) or self.manager
                 doc = build_document(rec, manager)
                 out.append((doc_id(manager, rec.get("id"), rec.get("detector")), encode_document(doc)))
@@ -339,6 +344,7 @@ class IndexSink:
         what is due. Returns how many documents were kept. Raises ``SpoolError`` only when they can
         be neither kept nor sent: the caller must then not settle those alerts."""
         docs = self.documents(records)
+        wake = False
         for i in range(0, len(docs), self.batch_docs):
             chunk = docs[i: i + self.batch_docs]
             try:
@@ -351,8 +357,13 @@ class IndexSink:
             self._unsent += len(chunk)
             if self.oldest_at is None:
                 self.oldest_at = self.clock()
-        if docs:
+                wake = True
+        if not docs:
+            return 0
+        if self._thread is None:
             self.flush(deadline)
+        elif wake or self._unsent >= self.batch_docs:
+            self._wake.set()
         return len(docs)
 
     def pending(self) -> int:
@@ -362,10 +373,55 @@ class IndexSink:
             return 0
 
     # -- what goes out -----------------------------------------------------------------------------
+    def start(self) -> "IndexSink":
+        """Send from a thread of its own from now on (the resident scorer): ``add`` only keeps the
+        documents and wakes it, so a bulk of thousands of documents, or an indexer that answers
+        slowly, never holds up scoring. Without it, ``add`` and ``flush`` send in the caller's
+        thread (the nightly job). :meth:`close` stops the thread."""
+        if self._thread is None:
+            self._stopping = False
+            self._thread = threading.Thread(target=self._run, name="mimizuku-index-sink", daemon=True)
+            self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stopping:
+            self._wake.wait(self._idle_wait())
+            self._wake.clear()
+            if self._stopping:
+                break
+            try:
+                self._flush(None, False)
+            except Exception as e:   # never die: what is kept stays kept
+                self.log("error", f"index sink: {type(e).__name__}: {printable(e, 300)}; retrying in 5 s")
+                self._wake.wait(5.0)
+
+    def _idle_wait(self) -> float:
+        """Until the backoff ends or the oldest kept document's linger is over (the counters are
+        hints written by two threads: at worst a batch goes out a little early or late)."""
+        now = self.clock()
+        if now < self.retry_at:
+            return min(self.retry_at - now, 5.0)
+        oldest = self.oldest_at
+        if oldest is not None:
+            return max(0.01, min(self.linger - (now - oldest), 1.0))
+        return 1.0
+
     def flush(self, deadline: Optional[float] = None, *, force: bool = False) -> IndexResult:
         """Send what waits, oldest first, in bulks, until the spool is empty, the indexer fails,
         ``deadline`` or nothing is due (fewer than ``batch_docs`` documents kept for less than
-        ``linger`` seconds, unless ``force``)."""
+        ``linger`` seconds, unless ``force``). With the sending thread running (:meth:`start`)
+        this only wakes it."""
+        if self._thread is not None and threading.current_thread() is not self._thread:
+            self._wake.set()
+            return IndexResult()
+        return self._flush(deadline, force)
+
+    def _flush(self, deadline: Optional[float], force: bool) -> IndexResult:
+        with self._lock:
+            return self._flush_locked(deadline, force)
+
+    def _flush_locked(self, deadline: Optional[float], force: bool) -> IndexResult:
         result = IndexResult()
         empty_rounds = 0
         while True:
@@ -401,8 +457,13 @@ class IndexSink:
 
     def close(self, timeout: float = 5.0) -> None:
         """Send what may be sent within ``timeout`` seconds; the rest stays in the spool."""
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._stopping = True
+            self._wake.set()
+            thread.join(timeout + sum(self.client.timeout) if hasattr(self.client, "timeout") else timeout + 60)
         try:
-            self.flush(self.clock() + timeout, force=True)
+            self._flush(self.clock() + timeout, True)
         finally:
             close = getattr(self.client, "close", None)
             if close is not None:
@@ -591,15 +652,16 @@ class IndexSink:
     def _send_direct(self, chunk: List[Tuple[str, str]]) -> bool:
         """Last resort when the spool cannot keep the documents: one bulk, if allowed now; True
         only when every document was delivered or set aside."""
-        if self.clock() < self.retry_at:
-            return False
-        if not self.set_up and not self._setup():
-            return False
-        fake = Path(self.spool.directory) / ".direct"
-        result = IndexResult()
-        ok = self._bulk([(fake, i, d, s) for i, (d, s) in enumerate(chunk)], [], result)
-        self._done.pop(str(fake), None)
-        return ok
+        with self._lock:
+            if self.clock() < self.retry_at:
+                return False
+            if not self.set_up and not self._setup():
+                return False
+            fake = Path(self.spool.directory) / ".direct"
+            result = IndexResult()
+            ok = self._bulk([(fake, i, d, s) for i, (d, s) in enumerate(chunk)], [], result)
+            self._done.pop(str(fake), None)
+            return ok
 
 
 def _path(text: str) -> Optional[Path]:

@@ -430,10 +430,12 @@ def make_event_sink(cfg: ServeConfig, logfn: Any) -> Any:
 
 def make_index_sink(cfg: ServeConfig, logfn: Any) -> Any:
     """The anomaly-document sink (``--index-url``), or None; it keeps what the indexer has not
-    taken in ``<spool>/index`` (documents it refused: ``<spool>/index-rejected``)."""
+    taken in ``<spool>/index`` (documents it refused: ``<spool>/index-rejected``) and sends from
+    a thread of its own, so bulk writes never hold up scoring."""
     from mimizuku.delivery.index_sink import sink_for
 
-    return sink_for(cfg, cfg.spool_dir / "index", logfn, default_path=None)
+    sink = sink_for(cfg, cfg.spool_dir / "index", logfn, default_path=None)
+    return sink.start() if sink is not None else None
 
 
 def event_message(rec: Dict[str, Any]) -> bytes:
