@@ -259,6 +259,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"node: started in {node.start():.1f} s at {node.url}")
             url = node.url
         print(f"OpenSearch {_get(url)['version']['number']} at {url}; {os.cpu_count()} CPUs")
+        warm = run_throughput(url, work, items[: min(len(items), 10_000)], len(items), "warm-up")
+        print(f"warm-up (JIT, template, first data stream): {warm['docs']} documents in {warm['seconds']:.1f} s")
         print(f"{'run':<34}{'docs':>8}{'seconds':>9}{'docs/s':>9}{'bulks':>7}{'count':>8}")
         for per_call, name in ((64, "scorer-like"), (len(items), "nightly-like")):
             r = run_throughput(url, work, items, per_call, name)
