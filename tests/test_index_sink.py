@@ -384,3 +384,20 @@ def test_the_sending_thread_keeps_a_slow_indexer_off_the_callers_path(fake, tmp_
     finally:
         sink.close(timeout=10)
     assert len(fake.stream_docs(DEFAULT_STREAM)) == 40 and sink.pending() == 0
+
+
+def test_retrain_options_reach_the_config(tmp_path):
+    import argparse
+
+    from mimizuku.nightly.cli import add_parser
+    from mimizuku.nightly.config import RetrainConfig
+
+    ap = argparse.ArgumentParser()
+    add_parser(ap.add_subparsers())
+    c = RetrainConfig.from_args(ap.parse_args(["retrain", "--index-url", "https://indexer:9200", "--index-all-scores",
+                                               "--index-credentials", str(tmp_path / "c.json"),
+                                               "--index-retention-days", "30"]))
+    assert (c.index_url, c.index_all_scores, c.index_retention_days) == ("https://indexer:9200", True, 30)
+    assert c.index_credentials == tmp_path / "c.json" and c.index_stream == DEFAULT_STREAM
+    assert RetrainConfig.from_args(ap.parse_args(["retrain"])).index_url is None
+    assert RetrainConfig.from_args(ap.parse_args(["retrain", "--index-url"])).index_url == ""
