@@ -401,3 +401,22 @@ def test_retrain_options_reach_the_config(tmp_path):
     assert c.index_credentials == tmp_path / "c.json" and c.index_stream == DEFAULT_STREAM
     assert RetrainConfig.from_args(ap.parse_args(["retrain"])).index_url is None
     assert RetrainConfig.from_args(ap.parse_args(["retrain", "--index-url"])).index_url == ""
+
+
+def test_a_backlog_is_drained_without_waiting_the_linger_between_bulks(fake, tmp_path, creds_file):
+    first = make_sink(fake, tmp_path, creds_file, linger=10.0, batch_docs=2)
+    first.client.base = "http://127.0.0.1:1"   # down: everything stays in the spool
+    for k in range(3):
+        first.add([record(2 * k), record(2 * k + 1)])
+    assert first.pending() == 3
+    again = make_sink(fake, tmp_path, creds_file, linger=10.0, batch_docs=2)   # restarted, same clock time
+    again.flush()
+    assert again.pending() == 0 and len(fake.stream_docs(DEFAULT_STREAM)) == 6 and again.requests == 3
+
+
+def test_a_spool_item_that_would_break_the_bulk_framing_is_set_aside(fake, tmp_path, creds_file):
+    sink = make_sink(fake, tmp_path, creds_file)
+    sink.spool.put({"v": 1, "docs": [["x", '{"@timestamp":"2026-11-20T00:00:00Z"}\n{"create":{"_id":"y"}}']]})
+    sink.add([record(1)])
+    assert sink.pending() == 0 and len(fake.stream_docs(DEFAULT_STREAM)) == 1
+    assert len(list((tmp_path / "spool" / "index").glob("*.bad"))) == 1

@@ -450,7 +450,9 @@ class IndexSink:
             if not self._bulk(batch, files, result):
                 break
             self._unsent = max(0, self._unsent - len(batch))
-            self.oldest_at = now if self.pending() else None
+            full = len(batch) >= self.batch_docs or size >= self.batch_bytes
+            # a full bulk leaves a backlog (a restart, an outage): the next one goes at once
+            self.oldest_at = None if full or not self.pending() else now
         for k, v in vars(result).items():
             setattr(self.totals, k, getattr(self.totals, k) + v)
         return result
@@ -489,7 +491,9 @@ class IndexSink:
                 continue
             docs = item.get("docs") if isinstance(item, dict) else None
             if not isinstance(docs, list) or not all(isinstance(d, list) and len(d) == 2 and
-                                                     all(isinstance(x, str) for x in d) for d in docs):
+                                                     all(isinstance(x, str) and "\n" not in x for x in d)
+                                                     for d in docs):
+                # what we write never has a raw newline: one would cut the bulk's NDJSON framing
                 Spool.set_aside_bad(p, self.log, "is not a batch of index documents")
                 continue
             done = self._done.get(str(p), set())
@@ -512,7 +516,7 @@ class IndexSink:
     def _body(self, batch: Sequence[Tuple[Path, int, str, str]]) -> bytes:
         parts: List[str] = []
         for _, _, did, src in batch:
-            parts.append('{"create":{"_id":"%s"}}\n' % did)
+            parts.append('{"create":{"_id":%s}}\n' % json.dumps(did))
             parts.append(src)
             parts.append("\n")
         return "".join(parts).encode("utf-8")
