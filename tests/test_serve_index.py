@@ -13,6 +13,7 @@ from mimizuku.delivery.index_docs import DEFAULT_STREAM
 from mimizuku.integratord import client
 from mimizuku.integratord.options import OptionsError
 from mimizuku.serve import config as serve_config
+from mimizuku.serve import status
 
 USER, PASSWORD = "mimizuku", "s3cret-Pa55"
 
@@ -64,10 +65,15 @@ def test_documents_are_kept_while_the_indexer_is_down_and_sent_after_a_restart(s
     try:
         assert _send(d, traffic(10, "down")) == ["acked"] * 10   # acknowledged: the documents are kept
         assert wait_until(lambda: d.server.counters.scored == 10, 20)
+        assert d.server.status()["spool"]["index"] >= 1   # mimizuku status shows what waits
     finally:
         d.stop()
     kept = list((scratch.spool / "index").glob("*.json"))
     assert kept and sum(len(json.loads(p.read_bytes())["docs"]) for p in kept) == 10
+    st = status.from_disk({"socket": scratch.run / "serve.sock", "model_dir": scratch.models,
+                           "spool_dir": scratch.spool, "state_dir": scratch.run})
+    assert st["spool"]["index"] == len(kept)
+    assert f"{len(kept)} batches of index documents" in "\n".join(status.render(st))
     with FakeIndexer(user=USER, password=PASSWORD) as fake:
         d = Daemon(scratch.config(index_url=fake.url, index_credentials=creds, index_all_scores=True))
         try:
