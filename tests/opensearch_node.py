@@ -31,10 +31,11 @@ import os
 import shutil
 import subprocess
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence
 
 import pytest
 
@@ -164,10 +165,13 @@ class IndexNamespace:
                      {"order": 0, "index_patterns": [self.alerts_pattern], "settings": settings,
                       "mappings": WAZUH_ALERTS_MAPPING})
 
-    def create_index(self, name: str, *, mappings: Optional[Dict[str, Any]] = None, shards: int = 1) -> str:
-        """An index ``<prefix><name>`` (the name is given without the prefix); its full name."""
+    def create_index(self, name: str, *, mappings: Optional[Dict[str, Any]] = None, shards: int = 1,
+                     settings: Optional[Dict[str, Any]] = None) -> str:
+        """An index ``<prefix><name>`` (the name is given without the prefix); its full name.
+        An index matching the namespace's alerts template gets the template's mapping too."""
         full = self.prefix + name
-        body: Dict[str, Any] = {"settings": {"index.number_of_shards": shards, "index.number_of_replicas": 0}}
+        body: Dict[str, Any] = {"settings": dict({"index.number_of_shards": shards, "index.number_of_replicas": 0},
+                                                 **(settings or {}))}
         if mappings is not None:
             body["mappings"] = mappings
         self.request("PUT", "/" + full, body)
@@ -176,23 +180,23 @@ class IndexNamespace:
     def bulk(self, docs: Iterable[Dict[str, Any]], *, index: str, refresh: bool = True,
              ids: Optional[Sequence[str]] = None) -> List[str]:
         """Index documents into ``index`` (a full name); their ``_id``s. Any item error fails."""
-        lines = []
-        for i, d in enumerate(docs):
-            action: Dict[str, Any] = {"_index": index}
-            if ids is not None:
-                action["_id"] = ids[i]
-            lines.append(json.dumps({"index": action}))
-            lines.append(json.dumps(d))
-        if not lines:
-            return []
+        return self._bulk([(index, d, None if ids is None else ids[i]) for i, d in enumerate(docs)], refresh)
+
+    def _bulk(self, items: Sequence[Any], refresh: bool) -> List[str]:
+        """``(index, document, _id or None)`` items through ``_bulk``, refreshed once at the end."""
         out: List[str] = []
-        chunk = 2000 * 2  # action + source lines
-        for start in range(0, len(lines), chunk):
-            resp = self.request("POST", "/_bulk", ndjson="\n".join(lines[start:start + chunk]) + "\n",
-                                params={"refresh": "true"} if refresh else None)
+        chunk = 5000
+        for start in range(0, len(items), chunk):
+            lines = []
+            for index, doc, _id in items[start:start + chunk]:
+                lines.append(json.dumps({"index": {"_index": index, **({"_id": _id} if _id is not None else {})}}))
+                lines.append(json.dumps(doc))
+            last = start + chunk >= len(items)
+            resp = self.request("POST", "/_bulk", ndjson="\n".join(lines) + "\n",
+                                params={"refresh": "true"} if refresh and last else None)
             if resp.get("errors"):
                 bad = [it for it in resp["items"] if it["index"].get("error")][:3]
-                raise OpenSearchError(f"bulk indexing into {index} failed: {json.dumps(bad)[:800]}")
+                raise OpenSearchError(f"bulk indexing failed: {json.dumps(bad)[:800]}")
             out.extend(it["index"]["_id"] for it in resp["items"])
         return out
 
@@ -203,17 +207,9 @@ class IndexNamespace:
         alerts template first if this namespace has none. The ``_id``s, in the given order."""
         if not self.request("GET", f"/_template/{self.prefix}wazuh", ok=(200, 404)):
             self.install_alerts_template()
-        by_index: Dict[str, List[int]] = {}
-        alerts = list(alerts)
-        for i, a in enumerate(alerts):
-            name = self.prefix + index if index else index_for_day(self.prefix, a.get("timestamp") or a["@timestamp"])
-            by_index.setdefault(name, []).append(i)
-        ids: List[Optional[str]] = [None] * len(alerts)
-        for name, positions in by_index.items():
-            got = self.bulk([alerts[i] for i in positions], index=name, refresh=refresh)
-            for i, _id in zip(positions, got):
-                ids[i] = _id
-        return [i for i in ids if i is not None]
+        return self._bulk([(self.prefix + index if index else
+                            index_for_day(self.prefix, a.get("timestamp") or a["@timestamp"]), a, None)
+                           for a in alerts], refresh)
 
     def refresh(self) -> None:
         self.request("POST", f"/{self.prefix}*/_refresh")
@@ -237,6 +233,16 @@ class IndexNamespace:
                      [t["name"] for t in found.get("index_templates", [])]) if isinstance(found, dict) else []
             for name in names:
                 self.request("DELETE", f"/{kind}/{name}", ok=(200, 404))
+
+
+@contextmanager
+def fresh_namespace(node: OpenSearchNode) -> Iterator[IndexNamespace]:
+    """A new index namespace on ``node``, deleted afterwards (for module-scoped fixtures)."""
+    ns = IndexNamespace(node, f"mzt-{uuid.uuid4().hex[:10]}-")
+    try:
+        yield ns
+    finally:
+        ns.delete()
 
 
 def _start_node(base: Path) -> OpenSearchNode:
@@ -292,8 +298,5 @@ def opensearch_node(tmp_path_factory):
 @pytest.fixture()
 def opensearch(opensearch_node):
     """A clean index namespace on the real node for one test; removed afterwards."""
-    ns = IndexNamespace(opensearch_node, f"mzt-{uuid.uuid4().hex[:10]}-")
-    try:
+    with fresh_namespace(opensearch_node) as ns:
         yield ns
-    finally:
-        ns.delete()
