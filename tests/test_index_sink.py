@@ -420,3 +420,11 @@ def test_a_spool_item_that_would_break_the_bulk_framing_is_set_aside(fake, tmp_p
     sink.add([record(1)])
     assert sink.pending() == 0 and len(fake.stream_docs(DEFAULT_STREAM)) == 1
     assert len(list((tmp_path / "spool" / "index").glob("*.bad"))) == 1
+
+
+def test_a_stream_name_opensearch_refuses_is_refused_at_start():
+    from mimizuku.serve.config import ServeConfig
+
+    with pytest.raises(ValueError, match="--index-stream"):
+        ServeConfig(index_url="https://indexer:9200", index_stream="Mimizuku Anomalies")
+    assert ServeConfig(index_stream="mimizuku-anomalies-x").index_stream == "mimizuku-anomalies-x"

@@ -95,3 +95,14 @@ def test_serve_refuses_unsafe_index_settings_at_start(scratch, creds):
                       "--index-credentials", str(creds), "--index-all-scores"])
     with pytest.raises(OptionsError, match="chmod 600"):
         serve_config.config_from_args(a)
+
+
+def test_serve_refuses_a_bad_stream_name_with_a_usage_exit(scratch):
+    from mimizuku.serve import command
+
+    p = argparse.ArgumentParser()
+    serve_config.add_arguments(p)
+    a = p.parse_args(["--wazuh-home", str(scratch.home), "--index-stream", "Not A Name"])
+    with pytest.raises(OptionsError, match="--index-stream"):
+        serve_config.config_from_args(a)
+    assert command.run(a) == command.EXIT_USAGE

@@ -34,6 +34,7 @@ import json
 import logging
 import os
 import random
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -668,6 +669,15 @@ class IndexSink:
             return ok
 
 
+def check_stream_name(name: Any) -> str:
+    """A name OpenSearch takes for a data stream: lower case, digits, ``-_.``, not starting with
+    ``-_.+`` (checked at start rather than refused by the indexer on every bulk)."""
+    if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9][a-z0-9._-]{0,199}", name):
+        raise ValueError(f"--index-stream {name!r}: use lower-case letters, digits, '-', '_' or '.', "
+                         f"starting with a letter or digit")
+    return name
+
+
 def _path(text: str) -> Optional[Path]:
     return Path(text) if text else None
 
@@ -688,7 +698,7 @@ def index_settings(group: Optional[str] = None) -> Tuple[Setting, ...]:
         Setting("index_all_scores", False, "with --index-url: a document for every scored alert, not only anomalies",
                 switch=True, group=group),
         Setting("index_stream", DEFAULT_STREAM, "with --index-url: the data stream (and its template and retention "
-                "policy)", metavar="NAME", group=group),
+                "policy)", metavar="NAME", group=group, check=check_stream_name),
         Setting("index_retention_days", 90, "with --index-url: days the retention policy (ISM) keeps documents",
                 type=clamped(int, 1), metavar="DAYS", group=group),
     )

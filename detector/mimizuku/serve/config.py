@@ -185,4 +185,7 @@ def config_from_args(a: argparse.Namespace) -> ServeConfig:
             load_index_credentials(kw["index_url"] or None, kw["index_credentials"], default_path=None)
         except IndexConfigError as e:
             raise OptionsError(str(e)) from None
-    return ServeConfig(**kw)
+    try:
+        return ServeConfig(**kw)
+    except ValueError as e:   # a setting's check (it names the option)
+        raise OptionsError(str(e)) from None
