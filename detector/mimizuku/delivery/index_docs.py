@@ -23,6 +23,7 @@ import functools
 import hashlib
 import ipaddress
 import json
+import math
 from datetime import datetime, timezone
 from typing import Any, Dict, Iterable, Mapping, Optional
 
@@ -93,7 +94,7 @@ def utc_timestamp(value: Any) -> Optional[str]:
         t = t.astimezone(timezone.utc)
     else:
         return None
-    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+    return t.isoformat(timespec="milliseconds")[:-6] + "Z"   # '+00:00' -> 'Z' (t is in UTC)
 
 
 def _str(v: Any) -> Optional[str]:
@@ -104,7 +105,7 @@ def _number(v: Any) -> Optional[float]:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         return None
     f = float(v)
-    return f if f == f and f not in (float("inf"), float("-inf")) else None
+    return f if math.isfinite(f) else None
 
 
 def _int(v: Any) -> Optional[int]:
@@ -114,6 +115,10 @@ def _int(v: Any) -> Optional[int]:
         return int(v)
     except (TypeError, ValueError):
         return None
+
+
+def _some(d: Dict[str, Any]) -> Dict[str, Any]:
+    return {k: v for k, v in d.items() if v is not None}
 
 
 def _drop_none(d: Dict[str, Any]) -> Dict[str, Any]:
@@ -135,15 +140,15 @@ def build_document(record: Mapping[str, Any], manager: Optional[str] = None, *,
     scores = record.get("scores") if isinstance(record.get("scores"), dict) else {}
     doc: Dict[str, Any] = {
         "@timestamp": utc_timestamp(ts) or indexed_at or utc_timestamp(datetime.now(timezone.utc).timestamp()),
-        "manager": _drop_none({"name": manager}),
-        "agent": _drop_none({"id": _str(agent.get("id")), "name": _str(agent.get("name")),
+        "manager": _some({"name": manager}),
+        "agent": _some({"id": _str(agent.get("id")), "name": _str(agent.get("name")),
                              "ip": valid_ip(agent.get("ip")), "address": _str(agent.get("ip"))}),
-        "rule": _drop_none({"id": _str(rule.get("id")), "level": _int(rule.get("level")),
+        "rule": _some({"id": _str(rule.get("id")), "level": _int(rule.get("level")),
                             "description": _str(rule.get("description")),
                             "groups": [str(g) for g in rule.get("groups") or [] if g is not None] or None}),
-        "source": _drop_none({"alert_id": _str(record.get("id")), "timestamp": _str(ts),
+        "source": _some({"alert_id": _str(record.get("id")), "timestamp": _str(ts),
                               "location": _str(record.get("location"))}),
-        "mimizuku": _drop_none({
+        "mimizuku": _some({
             "score": _number(record.get("score")),
             "score_pct": _int(record.get("score_pct")),
             "threshold": _number(record.get("threshold")),
@@ -162,11 +167,11 @@ def build_document(record: Mapping[str, Any], manager: Optional[str] = None, *,
     }
     mitre = record.get("mitre")
     if isinstance(mitre, dict):
-        doc["mitre"] = _drop_none({k: _str(mitre.get(k)) for k in ("id", "technique", "tactic", "table")})
+        doc["mitre"] = _some({k: _str(mitre.get(k)) for k in ("id", "technique", "tactic", "table")})
     for name, count in (("story", "anomalies"), ("episode", "alerts")):
         obj = record.get(name)
         if isinstance(obj, dict):
-            doc[name] = _drop_none({"of": _str(obj.get("of")), "since": _str(obj.get("since")),
+            doc[name] = _some({"of": _str(obj.get("of")), "since": _str(obj.get("since")),
                                     count: _int(obj.get(count)), "duration_s": _number(obj.get("duration_s"))})
     return _drop_none(doc)
 
