@@ -217,9 +217,10 @@ def deliver(records: Sequence[Dict[str, Any]], run: Mapping[str, Any], *, sql_ur
         try:
             from mimizuku.delivery.index_sink import sink_for
 
-            sink = sink_for(index, Path(spool_root) / "index", _log_line)
-            try:
-                sink.add(records)
+            sink = sink_for(index, Path(spool_root) / "index", _log_line).start()
+            try:   # a bulk's worth at a time: the sink's thread sends while the next ones are built
+                for i in range(0, len(records), sink.batch_docs):
+                    sink.add(records[i: i + sink.batch_docs])
             finally:
                 sink.close(timeout=60.0)
             t = sink.totals
