@@ -13,6 +13,15 @@ It implements what :mod:`mimizuku.sources.indexer` uses, with OpenSearch's reque
 * HTTP basic auth (401 with the security plugin's answer), index names by day
   (``wazuh-alerts-4.x-YYYY.MM.DD``; a missing concrete index -> 404 ``index_not_found_exception``).
 
+Writes (the anomaly-document sink, :mod:`mimizuku.delivery.index_sink`): ``PUT _index_template/<name>``
+(kept in ``templates``), ``PUT _plugins/_ism/policies/<name>`` (``ism_policies``; ``ism_supported=False``
+answers as a node without the plugin), ``POST /<stream>/_bulk`` (NDJSON; a data stream takes only
+``create``; an id already there is 409 ``version_conflict_engine_exception``; a value that is not an
+address in a field the template maps as ``ip``, or a ``@timestamp`` missing, is 400
+``mapper_parsing_exception`` for that item), documents kept in ``streams[name][id]``, and
+``GET /<stream>/_count``. ``fail_items([429, None, 503])`` makes the next bulk's items fail in
+that order (None: handled normally).
+
 Fault injection: ``fail_next(status, times, retry_after=None)``, ``delay_next(seconds, times)``
 (the answer comes after the client's read timeout), ``expire_pits()`` (every open PIT is gone),
 ``expire_pit_after(n_searches)``, ``pit_supported=False`` (an older cluster), ``partial_next()``
@@ -102,6 +111,12 @@ class FakeIndexer:
         self._sorted_cache: Dict[Tuple[int, str], Tuple[List[_Doc], List[_Doc], List[Tuple[Any, ...]]]] = {}
         self._snapshots: Dict[frozenset, List[_Doc]] = {}
         self._ids = itertools.count()
+        self.templates: Dict[str, Dict[str, Any]] = {}
+        self.ism_policies: Dict[str, Dict[str, Any]] = {}
+        self.ism_supported = True
+        self.streams: Dict[str, Dict[str, Dict[str, Any]]] = {}
+        self.bulk_items: List[int] = []         # the status of every bulk item answered, in order
+        self._item_faults: List[Optional[int]] = []
         self.add(docs, visible=True)
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self.server.daemon_threads = True
@@ -191,6 +206,69 @@ class FakeIndexer:
         """Every open PIT disappears after this many more PIT searches."""
         with self.lock:
             self._expire_after = searches
+
+    def fail_items(self, statuses: List[Optional[int]]) -> None:
+        """The next bulk items answer these statuses (None: as usual), in order."""
+        with self.lock:
+            self._item_faults.extend(statuses)
+
+    def stream_docs(self, name: str) -> Dict[str, Dict[str, Any]]:
+        with self.lock:
+            return dict(self.streams.get(name, {}))
+
+    def _ip_fields(self, name: str) -> List[str]:
+        tpl = self.templates.get(name)
+        out: List[str] = []
+
+        def walk(props: Dict[str, Any], prefix: str) -> None:
+            for k, v in props.items():
+                if "properties" in v:
+                    walk(v["properties"], prefix + k + ".")
+                elif v.get("type") == "ip":
+                    out.append(prefix + k)
+        if tpl:
+            walk(tpl.get("template", {}).get("mappings", {}).get("properties", {}), "")
+        return out
+
+    def bulk(self, name: str, raw: bytes) -> Dict[str, Any]:
+        """What ``POST /<name>/_bulk`` answers (and does)."""
+
+        lines = [ln for ln in raw.split(b"\n") if ln.strip()]
+        if len(lines) % 2:
+            raise ValueError("The bulk request must be terminated by a newline [\\n]")
+        items: List[Dict[str, Any]] = []
+        with self.lock:
+            is_stream = any(t.get("data_stream") is not None and fnmatch.fnmatchcase(name, p)
+                            for t in self.templates.values() for p in t.get("index_patterns", []))
+            ip_fields = self._ip_fields(name)
+            store = self.streams.setdefault(name, {})
+            for action_line, src_line in zip(lines[0::2], lines[1::2]):
+                (op, meta), = json.loads(action_line).items()
+                did = meta.get("_id") or uuid.uuid4().hex
+                fault = self._item_faults.pop(0) if self._item_faults else None
+                res: Dict[str, Any] = {"_index": f".ds-{name}-000001" if is_stream else name, "_id": did}
+                src = json.loads(src_line)
+                bad_ip = [f for f in ip_fields if _get(src, f) is not _MISSING and not _valid_ip(_get(src, f))]
+                if fault is not None:
+                    res.update(status=fault, error={"type": "fake_item_fault", "reason": f"injected {fault}"})
+                elif is_stream and op != "create":
+                    res.update(status=400, error={"type": "illegal_argument_exception", "reason":
+                               "only write ops with an op_type of create are allowed in data streams"})
+                elif is_stream and "@timestamp" not in src:
+                    res.update(status=400, error={"type": "mapper_parsing_exception",
+                                                  "reason": "data stream timestamp field [@timestamp] is missing"})
+                elif bad_ip:
+                    res.update(status=400, error={"type": "mapper_parsing_exception",
+                                                  "reason": f"failed to parse field [{bad_ip[0]}] of type [ip]"})
+                elif did in store and op == "create":
+                    res.update(status=409, error={"type": "version_conflict_engine_exception",
+                                                  "reason": f"[{did}]: version conflict, document already exists"})
+                else:
+                    store[did] = src
+                    res.update(status=201, result="created")
+                self.bulk_items.append(res["status"])
+                items.append({op: res})
+        return {"took": 1, "errors": any(i[next(iter(i))]["status"] >= 300 for i in items), "items": items}
 
     def _take_fault(self) -> Optional[Tuple[str, Any]]:
         with self.lock:
@@ -412,6 +490,8 @@ def _handler(fake: FakeIndexer):
         def _body(self) -> Any:
             n = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(n) if n else b""
+            if self.path.split("?")[0].endswith("/_bulk"):
+                return raw   # NDJSON
             return json.loads(raw) if raw else None
 
         def _auth_ok(self) -> bool:
@@ -434,6 +514,9 @@ def _handler(fake: FakeIndexer):
 
         def do_GET(self) -> None:
             self._dispatch("GET")
+
+        def do_PUT(self) -> None:
+            self._dispatch("PUT")
 
         def _dispatch(self, method: str) -> None:
             try:
@@ -538,6 +621,27 @@ def _handler(fake: FakeIndexer):
                 if fault is not None and fault[0] == "partial":
                     return self._partial(None)
                 return self._send(200, fake.search(docs, body or {}))
+            if method == "PUT" and len(segs) == 2 and segs[0] == "_index_template":
+                with fake.lock:
+                    fake.templates[segs[1]] = body
+                return self._send(200, {"acknowledged": True})
+            if method == "PUT" and len(segs) == 4 and segs[:3] == ["_plugins", "_ism", "policies"]:
+                if not fake.ism_supported:
+                    return self._send(400, {"error": f"no handler found for uri [{path}] and method [PUT]",
+                                            "status": 400})
+                with fake.lock:
+                    if segs[3] in fake.ism_policies:
+                        return self._error(409, "version_conflict_engine_exception",
+                                           f"[{segs[3]}]: version conflict, document already exists")
+                    fake.ism_policies[segs[3]] = body
+                return self._send(201, {"_id": segs[3], "_version": 1, "policy": body})
+            if method == "POST" and len(segs) == 2 and segs[1] == "_bulk":
+                return self._send(200, fake.bulk(segs[0], body or b""))
+            if method == "GET" and len(segs) == 2 and segs[1] == "_count":
+                with fake.lock:
+                    if segs[0] not in fake.streams:
+                        return self._error(404, "index_not_found_exception", f"no such index [{segs[0]}]")
+                    return self._send(200, {"count": len(fake.streams[segs[0]])})
             if method == "GET" and not segs:
                 return self._send(200, {"version": {"distribution": "opensearch", "number": "2.19.1"}})
             self._error(400, "illegal_argument_exception", f"no handler for {method} {path}")
@@ -567,6 +671,16 @@ def _after_time(a: Any, asc: bool) -> Any:
         return a
     v = float("inf") if a in (_LONG_MAX, _LONG_MIN) else int(a)
     return v if asc else -v
+
+
+def _valid_ip(v: Any) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(v)
+    except ValueError:
+        return False
+    return True
 
 
 def _keep_alive(text: str) -> float:

@@ -20,6 +20,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from mimizuku.core.records import DEFAULT_CONTAMINATION
 from mimizuku.core.settings import Setting, Settings
+from mimizuku.delivery.index_sink import index_settings
 from mimizuku.outputs.syslog import DEFAULT_UDP_RATE
 from mimizuku.outputs.syslog_format import DEFAULT_MAX_BYTES, DEFAULT_UDP_MAX, check_max_bytes
 
@@ -243,11 +244,12 @@ SETTINGS = (
     Setting("syslog", True, "do not write syslog", negate=True, group=OUTPUTS),
     Setting("resend_syslog", False, "send the day to syslog again even if already sent", switch=True,
             group=OUTPUTS),
+    *index_settings(group=OUTPUTS),
     Setting("report_dir", None, "HTML reports (default <wazuh-home>/logs/mimizuku/reports)", group=OUTPUTS,
             check=_path),
     Setting("report", True, "no HTML report", negate=True, group=OUTPUTS),
     Setting("keep_reports", 30, "reports to keep (default 30)", type=int, group=OUTPUTS),
-    Setting("spool_dir", None, "undelivered SQL/syslog output (default <wazuh-home>/mimizuku/spool)",
+    Setting("spool_dir", None, "undelivered SQL/syslog/index output (default <wazuh-home>/mimizuku/spool)",
             group=OUTPUTS, check=_path),
     Setting("log_file", None, "log file (default <wazuh-home>/logs/mimizuku/retrain.log when writable)",
             group=OUTPUTS, check=_path),

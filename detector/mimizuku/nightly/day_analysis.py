@@ -113,6 +113,9 @@ def score_day(model: Any, source: Any, day: date, *, clusterer: Optional[Context
         else:  # every alert, in order: the feature detector keeps its own rate windows
             sit = fd.situation(fd.key(a)) if fd.applies(a) else None
         if scored.record is not None:
+            mgr = a.get("manager") if isinstance(a, dict) else None
+            if isinstance(mgr, dict) and isinstance(mgr.get("name"), str):
+                scored.record.setdefault("manager", mgr["name"])   # the index documents' ids name it
             out.records.append(scored.record)
             out.situations.append(sit)
     out.read = stats.as_dict()
@@ -158,13 +161,16 @@ def deliver(records: Sequence[Dict[str, Any]], run: Mapping[str, Any], *, sql_ur
             spool_root: Path, retention_days: Optional[float] = None,
             syslog_file: Optional[Path] = None, syslog_remote: Optional[str] = None,
             syslog_select: str = "anomalies", syslog: bool = True, syslog_format: str = "rfc5424",
-            syslog_max_bytes: Optional[int] = None, syslog_udp_rate: Optional[float] = None) -> Delivery:
-    """Write the day's records (with their clusters) to SQL and syslog.
+            syslog_max_bytes: Optional[int] = None, syslog_udp_rate: Optional[float] = None,
+            index: Any = None) -> Delivery:
+    """Write the day's records (with their clusters) to SQL, syslog and the indexer.
 
     A sink that is down keeps what it could not write in its spool and writes it first next
     time (its own business); here its error becomes a warning line, so a database outage never
     turns a good retrain into a failed one. ``syslog_max_bytes``/``syslog_udp_rate``: None
-    keeps the sink's defaults (8,096 bytes, 2,000 datagrams per second).
+    keeps the sink's defaults (8,096 bytes, 2,000 datagrams per second). ``index``: a configuration
+    with the ``index_*`` settings (:func:`mimizuku.delivery.index_sink.index_settings`); documents
+    the indexer has not taken stay in ``<spool_root>/index`` and go first next time.
     """
     out = Delivery()
     if sql_url is not None:
@@ -206,7 +212,32 @@ def deliver(records: Sequence[Dict[str, Any]], run: Mapping[str, Any], *, sql_ur
             out.warnings.append(f"syslog: {_one_line(e)}")
             log.warning("syslog output: %s", _one_line(e, 1000))
         out.durations_ms["syslog"] = _ms(t0)
+    if index is not None and getattr(index, "index_url", None) is not None:
+        t0 = time.monotonic()
+        try:
+            from mimizuku.delivery.index_sink import sink_for
+
+            sink = sink_for(index, Path(spool_root) / "index", _log_line).start()
+            try:   # a bulk's worth at a time: the sink's thread sends while the next ones are built
+                for i in range(0, len(records), sink.batch_docs):
+                    sink.add(records[i: i + sink.batch_docs])
+            finally:
+                sink.close(timeout=60.0)
+            t = sink.totals
+            out.counts["index"] = {"created": t.created, "duplicates": t.duplicates, "rejected": t.rejected,
+                                   "spooled": sink.pending()}
+            if sink.pending():
+                out.warnings.append(f"index: the indexer has not taken everything yet; {sink.pending()} batches wait "
+                                    f"in {sink.spool.directory} and are sent first next time")
+        except Exception as e:   # bad settings, spool not writable: reported, not fatal
+            out.warnings.append(f"index: {_one_line(e)}")
+            log.warning("index output: %s", _one_line(e, 1000))
+        out.durations_ms["index"] = _ms(t0)
     return out
+
+
+def _log_line(level: str, message: str) -> None:
+    log.log({"error": logging.ERROR, "warning": logging.WARNING}.get(level, logging.INFO), "%s", message)
 
 
 def _one_line(e: BaseException, limit: int = 300) -> str:

@@ -269,7 +269,8 @@ def _batch(model: Any, day: date, store: ModelStore, run: _Run, scored: Any = No
                              retention_days=cfg.retention_days, syslog_file=cfg.syslog_file,
                              syslog_remote=cfg.syslog_remote, syslog_select=cfg.syslog_select,
                              syslog=send_syslog, syslog_format=cfg.syslog_format,
-                             syslog_max_bytes=cfg.syslog_max_bytes, syslog_udp_rate=cfg.syslog_udp_rate)
+                             syslog_max_bytes=cfg.syslog_max_bytes, syslog_udp_rate=cfg.syslog_udp_rate,
+                             index=cfg)
     run.durations.update(delivery.durations_ms)
     if send_syslog and cfg.syslog_file and delivery.counts.get("syslog", {}).get("selected"):
         run.syslog_file = str(cfg.syslog_file)

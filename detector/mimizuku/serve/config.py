@@ -17,6 +17,7 @@ from typing import Any, Dict, Optional
 
 from mimizuku.core.settings import Setting, Settings, clamped
 from mimizuku.delivery.flood import DEFAULT_WINDOW
+from mimizuku.delivery.index_sink import index_settings
 from mimizuku.integratord.options import Options, OptionsError, load_options
 from mimizuku.serve.caches import CACHE_ENTRIES
 
@@ -53,6 +54,7 @@ SETTINGS = (
             "(a scorer not on the manager; see docs/api.md)", choices=("queue", "api")),
     Setting("api_config", None, "API credentials file for --sink api "
             "(default /var/ossec/etc/mimizuku/api.json + MIMIZUKU_API_*)", type=_given_path, metavar="PATH"),
+    *index_settings(),
     Setting("follow", None, "also tail this alerts.json (with a persisted bookmark)", type=_given_path,
             metavar="ALERTS_JSON"),
     Setting("from_start", False, "with --follow and no bookmark yet: read the file from its start", switch=True),
@@ -175,4 +177,17 @@ def config_from_args(a: argparse.Namespace) -> ServeConfig:
             load_credentials(kw["api_config"], default_path=None)   # refuse a bad or unsafe credentials file at start
         except ApiConfigError as e:
             raise OptionsError(str(e)) from None
-    return ServeConfig(**kw)
+    if kw.get("index_url") is not None:
+        from mimizuku.delivery.index_sink import IndexConfigError, load_index_credentials
+
+        default = home / "etc" / "mimizuku" / "indexer.json"
+        if kw.get("index_credentials") is None:
+            kw["index_credentials"] = default if os.path.lexists(default) else None
+        try:   # refuse a bad URL or an unsafe credentials file at start
+            load_index_credentials(kw["index_url"] or None, kw["index_credentials"], default_path=None)
+        except IndexConfigError as e:
+            raise OptionsError(str(e)) from None
+    try:
+        return ServeConfig(**kw)
+    except ValueError as e:   # a setting's check (it names the option)
+        raise OptionsError(str(e)) from None

@@ -110,6 +110,7 @@ class Scorer:
         self.handled = HandledIds(cfg.state_dir / JOURNAL_NAME, cfg.dedupe_window)
         self.quarantine = cfg.spool_dir / quarantine.DIR_NAME
         self.sink = make_event_sink(cfg, server.logfn)
+        self.index_sink = make_index_sink(cfg, server.logfn)
         # while this runs, integratord calls leave the spool to it (core/spool.py: owner_alive)
         self.spool_owner = hold_spool_owner(cfg.spool_dir, server)
         self.carried_state: Optional[bool] = None
@@ -196,6 +197,8 @@ class Scorer:
                 self._next_retry = now + self.cfg.event_retry_interval
                 if self.sink.pending():
                     self.sink.flush(now + 1.0)
+            if self.index_sink is not None:   # documents lingering or kept while the indexer was down
+                self.index_sink.flush(now + 1.0)
         except Exception as e:  # never die: report, fail the batch, go on
             self.server.error(f"scorer: {type(e).__name__}: {e}")
             for it in batch:
@@ -238,6 +241,8 @@ class Scorer:
                 self.save_stream()
         finally:
             self.sink.close()
+            if self.index_sink is not None:
+                self.index_sink.close()
             self.handled.close()
             release_owner(self.spool_owner)
             self.spool_owner = None
@@ -315,7 +320,22 @@ class Scorer:
                     to_send.extend(self.flood.admit(out))
             except Exception as e:   # this alert's record: set it aside, the batch goes on
                 self.set_aside(it, f"policy or flood control failed: {type(e).__name__}: {printable(e, 300)}")
-        return self._send(to_send)
+        ok = self._send(to_send)
+        if self.index_sink is not None:
+            ok = self._index([(rec, it.alert) for it, rec in scored if it.status == "queued"]) and ok
+        return ok
+
+    def _index(self, pairs: List[Tuple[Dict[str, Any], Dict[str, Any]]]) -> bool:
+        """The batch's documents into the indexer's data stream (kept in ``<spool>/index`` until
+        it takes them); False when they can be neither sent nor kept: the alerts are then not
+        settled and are scored again (their documents' ids make that harmless)."""
+        try:
+            self.index_sink.add(pairs)
+        except SpoolError as e:
+            self.server.error(f"{len(pairs)} alerts scored, but their index documents can neither be sent nor kept "
+                              f"({e}); the alerts are not acknowledged and are scored again")
+            return False
+        return True
 
     def set_aside(self, it: WorkItem, why: str) -> None:
         """Handling this one alert raised: keep it in the quarantine directory, say so once, count
@@ -406,6 +426,16 @@ def make_event_sink(cfg: ServeConfig, logfn: Any) -> Any:
 
         return sink_from_config(cfg.api_config, cfg.spool_dir / "events", log=logfn, default_path=None)
     return QueueSink(cfg.queue, cfg.spool_dir / "events", log=logfn)
+
+
+def make_index_sink(cfg: ServeConfig, logfn: Any) -> Any:
+    """The anomaly-document sink (``--index-url``), or None; it keeps what the indexer has not
+    taken in ``<spool>/index`` (documents it refused: ``<spool>/index-rejected``) and sends from
+    a thread of its own, so bulk writes never hold up scoring."""
+    from mimizuku.delivery.index_sink import sink_for
+
+    sink = sink_for(cfg, cfg.spool_dir / "index", logfn, default_path=None)
+    return sink.start() if sink is not None else None
 
 
 def event_message(rec: Dict[str, Any]) -> bytes:

@@ -709,7 +709,7 @@ class Server(ModelReload):
         m = self.model_manifest or {}
         created = m.get("created")
         sp = {}
-        for name in ("alerts", "events"):
+        for name in ("alerts", "events") + (("index",) if self.cfg.index_url is not None else ()):
             try:
                 sp[name] = len(Spool(self.cfg.spool_dir / name))
             except SpoolError:

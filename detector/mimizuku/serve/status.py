@@ -71,6 +71,8 @@ def from_disk(paths: Dict[str, Path]) -> Dict[str, Any]:
     else:
         out["model"] = {"version": None, "dir": str(paths["model_dir"]), "error": error}
     out["spool"] = {"alerts": _count(paths["spool_dir"] / "alerts"), "events": _count(paths["spool_dir"] / "events")}
+    if (paths["spool_dir"] / "index").is_dir():   # anomaly documents the indexer has not taken yet
+        out["spool"]["index"] = _count(paths["spool_dir"] / "index")
     try:
         last = json.loads((paths["state_dir"] / STATUS_NAME).read_text(encoding="utf-8"))
         out["last_status"] = {k: last.get(k) for k in ("written", "pid", "counters", "last_reload", "errors")}
@@ -176,7 +178,7 @@ def render(st: Dict[str, Any]) -> List[str]:
     sp = st.get("spool") or {}
     q = st.get("queue_depth")
     lines.append(f"waiting:       {q if q is not None else '-'} in the queue; spool: {sp.get('alerts')} alerts, "
-                 f"{sp.get('events')} events")
+                 f"{sp.get('events')} events" + (f", {sp['index']} batches of index documents" if "index" in sp else ""))
     fo = st.get("follow")
     bm = (fo or {}).get("bookmark") or st.get("follow_bookmark")
     if bm:
