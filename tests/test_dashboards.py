@@ -71,7 +71,7 @@ def test_each_layout_has_the_panels_the_issue_asks_for():
                if o["type"] == "visualization" and o["id"].startswith(f"mimizuku-{key}-")}
         fields = {a["params"].get("field") for v in vis.values() for a in v["aggs"]}
         assert {layout.time_field, layout.severity, layout.agent, layout.detector, layout.tactic,
-                layout.reason, layout.run_status} <= fields
+                layout.reason, layout.run_split} <= fields
 
 
 def test_export_writes_the_ndjson(tmp_path):
@@ -147,19 +147,18 @@ def http(method, url, body=None):
 
 
 @pytest.fixture(scope="module")
-def node():
-    """A real OpenSearch node: MIMIZUKU_TEST_OPENSEARCH_URL, or the one tests/opensearch_node.py
-    starts (.ci/opensearch.sh); skipped when there is neither."""
-    url = os.environ.get("MIMIZUKU_TEST_OPENSEARCH_URL")
-    if url:
-        yield url.rstrip("/")
-        return
+def node(request):
+    """A real OpenSearch node: the session's ``opensearch_node`` (tests/opensearch_node.py, h-osnode:
+    MIMIZUKU_TEST_OPENSEARCH_URL or a node it starts), else MIMIZUKU_TEST_OPENSEARCH_URL; skipped
+    when there is neither."""
     try:
-        import opensearch_node  # noqa: F401  (the CI node's fixture module, when present)
-    except ImportError:
+        return request.getfixturevalue("opensearch_node").url.rstrip("/")
+    except pytest.FixtureLookupError:
+        pass
+    url = os.environ.get("MIMIZUKU_TEST_OPENSEARCH_URL")
+    if not url:
         pytest.skip("no OpenSearch node (set MIMIZUKU_TEST_OPENSEARCH_URL or run .ci/opensearch.sh)")
-    with opensearch_node.running() as u:  # pragma: no cover - depends on the CI node
-        yield u.rstrip("/")
+    return url.rstrip("/")
 
 
 SEVERITIES = ["low"] * 5 + ["medium"] * 4 + ["high"] * 2 + ["critical"]
@@ -181,23 +180,58 @@ def expected_anomalies():
     return out
 
 
-def anomaly_index_docs():
-    """Documents of the indexer sink (the scored record under mimizuku.*), plus the nightly job's
-    run documents and one non-anomaly: the filters must keep them out of the anomaly panels."""
-    docs = []
+def anomaly_records():
+    """Scored records (docs/records.md) of the anomalies, one non-anomaly; model version per night."""
+    recs = []
     for i, a in enumerate(expected_anomalies()):
-        m = {"score": 0.8, "score_pct": 80, "anomaly": True, "severity": a["severity"], "detector": a["detector"],
-             "reasons": a["reasons"], "model_version": "v1"}
+        rec = {"id": f"1763.{i}", "timestamp": a["ts"], "agent": {"id": f"00{i % 3 + 1}", "name": a["agent"],
+                                                                  "ip": "10.0.0.1"},
+               "rule": {"id": "550", "level": 7, "groups": ["syscheck"]}, "location": "syscheck",
+               "detector": a["detector"], "score": 0.8, "score_pct": 80, "threshold": 0.7, "anomaly": True,
+               "severity": a["severity"], "reasons": a["reasons"], "scores": {a["detector"]: 0.8}, "fields": {},
+               "model_version": "v-" + a["ts"][:10]}
         if a["tactic"]:
-            m["mitre"] = {"id": "T1059.004", "technique": "Unix Shell", "tactic": a["tactic"]}
-        docs.append({"@timestamp": a["ts"], "agent": {"id": f"00{i % 3 + 1}", "name": a["agent"], "ip": "10.0.0.1"},
-                     "rule": {"id": "550", "level": 7}, "mimizuku": m})
-    docs.append({"@timestamp": "2026-11-03T09:00:00Z", "agent": {"id": "001", "name": "web-01"},
-                 "mimizuku": {"anomaly": False, "severity": "none", "detector": "context", "reasons": []}})
-    for i, status in enumerate(RUNS):
-        docs.append({"@timestamp": f"2026-11-{3 + i % 2:02d}T02:30:00Z",
-                     "mimizuku": {"job": "retrain", "status": status, "version": f"v{i}"}})
-    return docs
+            rec["mitre"] = {"id": "T1059.004", "technique": "Unix Shell", "tactic": a["tactic"], "table": "1"}
+        recs.append(rec)
+    recs.append({"id": "1763.99", "timestamp": "2026-11-03T09:00:00Z", "agent": {"id": "001", "name": "web-01"},
+                 "rule": {"id": "5715", "level": 3, "groups": ["sshd"]}, "detector": "context", "score": 0.1,
+                 "anomaly": False, "severity": "none", "reasons": [], "model_version": "v-2026-11-03"})
+    return recs
+
+
+def anomaly_document(record):
+    """The indexer sink's document (delivery/index_docs.build_document, h-ossink) when merged; until
+    then the same layout built here: the record under mimizuku.*, the technique under mitre."""
+    try:
+        from mimizuku.delivery.index_docs import build_document
+    except ImportError:
+        pass
+    else:
+        return build_document(record, "manager")
+    m = {k: record.get(k) for k in ("score", "score_pct", "threshold", "anomaly", "severity", "detector",
+                                   "model_version", "reasons")}
+    doc = {"@timestamp": record["timestamp"], "agent": record["agent"], "rule": record["rule"],
+           "mimizuku": {k: v for k, v in m.items() if v is not None}}
+    if record.get("mitre"):
+        doc["mitre"] = record["mitre"]
+    return doc
+
+
+def anomaly_index_template(pattern):
+    try:
+        from mimizuku.delivery.index_docs import index_template
+    except ImportError:
+        kw = {"type": "keyword", "ignore_above": 1024}
+        return {"index_patterns": [pattern], "data_stream": {}, "priority": 500, "template": {
+            "settings": {"number_of_replicas": 0}, "mappings": {"dynamic": False, "properties": {
+                "@timestamp": {"type": "date"}, "agent": {"properties": {"id": kw, "name": kw}},
+                "mimizuku": {"properties": {"anomaly": {"type": "boolean"}, "severity": kw, "detector": kw,
+                                            "model_version": kw, "score": {"type": "float"},
+                                            "reasons": {"type": "text", "fields": {"keyword": kw}}}},
+                "mitre": {"properties": {"id": kw, "technique": kw, "tactic": kw}}}}}}
+    t = index_template(pattern, replicas=0)
+    t["priority"] = 500
+    return t
 
 
 def wazuh_alert_docs():
@@ -238,19 +272,9 @@ WAZUH_ALERTS_MAPPING = {
                    "agent": {"properties": {"id": {"type": "keyword"}, "name": {"type": "keyword"}}},
                    "location": {"type": "keyword"}, "id": {"type": "keyword"}}}
 
-#: The anomaly data stream's template until the indexer sink's is merged (h-ossink): keywords for
-#: every string, @timestamp a date.
-ANOMALIES_MAPPING = {
-    "dynamic_templates": [{"strings": {"mapping": {"type": "keyword"}, "match_mapping_type": "string"}}],
-    "properties": {"@timestamp": {"type": "date"}, "mimizuku": {"properties": {
-        "anomaly": {"type": "boolean"}, "score": {"type": "float"}, "score_pct": {"type": "integer"}}}}}
-
-
 def load(node, index, mapping, docs, data_stream=False):
     if data_stream:
-        http("PUT", f"{node}/_index_template/{index}-test",
-             {"index_patterns": [index + "*"], "data_stream": {}, "priority": 500,
-              "template": {"settings": {"number_of_replicas": 0}, "mappings": mapping}})
+        http("PUT", f"{node}/_index_template/{index}-test", anomaly_index_template(index))
     else:
         http("PUT", f"{node}/{index}", {"settings": {"number_of_replicas": 0}, "mappings": mapping})
     lines = b"".join(json.dumps({"create": {}}).encode() + b"\n" + json.dumps(d).encode() + b"\n" for d in docs)
@@ -263,7 +287,7 @@ def indexed(node):
     suffix = os.urandom(4).hex()
     alerts, anomalies = f"wazuh-alerts-4.x-test-{suffix}", f"mimizuku-anomalies-test-{suffix}"
     load(node, alerts, WAZUH_ALERTS_MAPPING, wazuh_alert_docs())
-    load(node, anomalies, ANOMALIES_MAPPING, anomaly_index_docs(), data_stream=True)
+    load(node, anomalies, None, [anomaly_document(r) for r in anomaly_records()], data_stream=True)
     yield {"alerts": alerts, "anomalies": anomalies}
     for path in (f"/{alerts}", f"/_data_stream/{anomalies}", f"/_index_template/{anomalies}-test"):
         try:
@@ -297,7 +321,10 @@ def test_every_panel_shows_what_was_indexed(node, indexed, key):
     else:  # the 4.x event carries the reasons joined (mimizuku.reason)
         reasons = Counter("; ".join(a["reasons"]) for a in exp)
     assert shown(node, index, key, "top-reasons") == {(k,): v for k, v in reasons.items()}
-    runs = Counter((f"2026-11-{3 + i % 2:02d}T00:00:00.000Z", s) for i, s in enumerate(RUNS))
+    if key == "alerts":
+        runs = Counter((f"2026-11-{3 + i % 2:02d}T00:00:00.000Z", s) for i, s in enumerate(RUNS))
+    else:  # each night's model, over every document it scored
+        runs = Counter((r["timestamp"][:10] + "T00:00:00.000Z", r["model_version"]) for r in anomaly_records())
     assert shown(node, index, key, "nightly-runs") == dict(runs)
 
 

@@ -71,27 +71,32 @@ class Layout:
     detector: str
     tactic: str
     reason: str
-    run_status: str
+    run_split: str        # what splits the nightly job's runs over time
+    runs_title: str
 
 
 #: The two layouts. ``alerts``: our Wazuh rules (wazuh_rules/mimizuku_rules.xml) turn each event into
 #: an alert whose JSON fields the json decoder puts under ``data.`` (``data.mimizuku.severity``); the
-#: agent is the alert's own (the event's location names it). ``anomalies``: the indexer sink's document
-#: (the scored record, docs/records.md, under ``mimizuku.*``); the nightly job's run documents carry
-#: the summary line's ``mimizuku.job`` and ``mimizuku.status``.
+#: agent is the alert's own (the event's location names it); the nightly job's summary line is an alert
+#: of group ``mimizuku_job`` with ``data.mimizuku.status``. ``anomalies``: the indexer sink's document
+#: (``delivery/index_docs.py``: the scored record under ``mimizuku.*``, the technique under ``mitre``,
+#: ``mimizuku.reasons`` text with a ``.keyword``); the sink writes no document per run of the nightly
+#: job, so its panel shows each night's model taking over (``mimizuku.model_version`` over time, every
+#: document scored).
 LAYOUTS: Dict[str, Layout] = {
     "alerts": Layout(
         key="alerts", title="Wazuh alerts (4.x)", index="wazuh-alerts-*", time_field="timestamp",
         anomaly_filters=(("rule.groups", "mimizuku"), ("rule.groups", "anomaly")),
         run_filters=(("rule.groups", "mimizuku_job"),),
         severity="data.mimizuku.severity", agent="agent.name", detector="data.mimizuku.detector",
-        tactic="data.mimizuku.mitre.tactic", reason="data.mimizuku.reason", run_status="data.mimizuku.status"),
+        tactic="data.mimizuku.mitre.tactic", reason="data.mimizuku.reason", run_split="data.mimizuku.status",
+        runs_title="Nightly job runs by status"),
     "anomalies": Layout(
         key="anomalies", title="anomaly index", index="mimizuku-anomalies*", time_field="@timestamp",
-        anomaly_filters=(("mimizuku.anomaly", True),),
-        run_filters=(("mimizuku.job", EXISTS),),
+        anomaly_filters=(("mimizuku.anomaly", True),), run_filters=(),
         severity="mimizuku.severity", agent="agent.name", detector="mimizuku.detector",
-        tactic="mimizuku.mitre.tactic", reason="mimizuku.reasons", run_status="mimizuku.status"),
+        tactic="mitre.tactic", reason="mimizuku.reasons.keyword", run_split="mimizuku.model_version",
+        runs_title="Nightly job runs: the model version that scored"),
 }
 
 
@@ -169,8 +174,8 @@ def _panels(layout: Layout) -> List[Tuple[str, str, str, List[Dict[str, Any]], S
         ("by-detector", "Anomalies by detector", "pie", [_COUNT, _terms("2", layout.detector, 5, "segment")], a),
         ("by-tactic", "Anomalies by MITRE ATT&CK tactic", "pie", [_COUNT, _terms("2", layout.tactic, 14, "segment")], a),
         ("top-reasons", "Top reasons", "table", [_COUNT, _terms("2", layout.reason, 20, "bucket")], a),
-        ("nightly-runs", "Nightly job runs by status", "histogram",
-         [_COUNT, _histogram("2", when), _terms("3", layout.run_status, 5, "group")], runs),
+        ("nightly-runs", layout.runs_title, "histogram",
+         [_COUNT, _histogram("2", when), _terms("3", layout.run_split, 5, "group")], runs),
     ]
 
 
