@@ -17,7 +17,7 @@ import urllib.request
 import pytest
 
 from mimizuku.core import fields as F
-from mimizuku.sources.wcs import hit_alert, is_wcs, to_alert
+from mimizuku.sources.wcs import hit_alert, is_wcs, schema_of_index, to_alert
 
 WAZUH = {"agent": {"id": "002", "name": "web-01", "version": "v5.0.0", "groups": ["default"],
                    "host": {"hostname": "web-01", "ip": ["10.0.0.12"], "os": {"type": "linux"}}},
@@ -131,6 +131,21 @@ def test_odd_documents_never_raise():
     assert is_wcs(FIM) and not is_wcs({"rule": {"groups": ["sshd"]}, "wazuh": {}})
 
 
+def test_schema_by_index_name():
+    from mimizuku.sources.indexer import IndexerConfig, IndexerConfigError
+
+    assert schema_of_index("wazuh-events-v5-*") == schema_of_index("wazuh-findings-v5-security-*") == "wcs"
+    assert schema_of_index("wazuh-alerts-4.x-*") == schema_of_index("wazuh-events-v5-*,wazuh-alerts-*") == "wazuh-4"
+    cfg = IndexerConfig(url="https://indexer:9200/wazuh-events-v5-*")
+    cfg.check()
+    assert (cfg.schema, cfg.time_field, cfg.tiebreakers) == ("wcs", "@timestamp", ("_id",))
+    cfg = IndexerConfig(url="https://indexer:9200")
+    cfg.check()
+    assert (cfg.schema, cfg.time_field) == ("wazuh-4", "timestamp")
+    with pytest.raises(IndexerConfigError, match="schema"):
+        IndexerConfig(url="https://indexer:9200", schema="ecs").check()
+
+
 def test_hit_alert_keeps_the_4x_path():
     hit = {"_id": "1", "_source": {"@timestamp": "2026-11-20T00:00:00Z", "rule": {"id": "5715"}}}
     assert hit_alert(hit)["timestamp"] == "2026-11-20T00:00:00Z" and hit_alert(hit)["rule"]["id"] == "5715"
@@ -164,7 +179,8 @@ def test_indexer_source_reads_5x_events(tmp_path):
         conf = tmp_path / "indexer.json"
         conf.write_text("{}")
         os.chmod(conf, 0o600)
-        src = IndexerSource(f"{url}/{index}", schema="wcs", page_size=3, config_file=str(conf))
+        src = IndexerSource(f"{url}/{index}", page_size=3, config_file=str(conf))  # schema by the index name
+        assert src.config.schema == "wcs"
         assert src.config.time_field == "@timestamp" and src.config.tiebreakers == ("_id",)
         got = list(src)
         assert len(got) == len(docs)  # paged by 3 with the _id tiebreaker: nothing lost or repeated

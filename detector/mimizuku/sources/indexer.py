@@ -56,7 +56,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 from mimizuku.core.fields import own_event_query
 from mimizuku.sources.errors import AlertSourceError
-from mimizuku.sources.wcs import SCHEMAS, WCS_READ_DEFAULTS, hit_alert
+from mimizuku.sources.wcs import SCHEMAS, WCS_READ_DEFAULTS, hit_alert, schema_of_index
 
 __all__ = [
     "DEFAULT_CONFIG_FILE",
@@ -150,7 +150,7 @@ class IndexerConfig:
     time_field: str = "timestamp"
     tiebreakers: Tuple[str, ...] = DEFAULT_TIEBREAKERS
     exclude_own: bool = True
-    schema: str = "wazuh-4"                   # or "wcs": Wazuh 5.x events (mimizuku.sources.wcs)
+    schema: Optional[str] = None              # wazuh-4 | wcs (5.x events); None: by the index (sources/wcs)
 
     # -- building ----------------------------------------------------------------------------------
     @classmethod
@@ -210,6 +210,7 @@ class IndexerConfig:
                 self.query = json.loads(self.query) if self.query.strip() else None
             except ValueError as e:
                 raise IndexerConfigError(f"the indexer query is not JSON: {e}") from None
+        self.schema = self.schema or schema_of_index(self.index_pattern)
         if self.schema not in SCHEMAS:
             raise IndexerConfigError(f"indexer schema {self.schema!r}: one of {', '.join(SCHEMAS)}")
         if self.schema == "wcs" and (self.time_field, self.tiebreakers) == ("timestamp", DEFAULT_TIEBREAKERS):

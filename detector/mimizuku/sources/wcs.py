@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional
 
-__all__ = ["to_alert", "is_wcs", "SCHEMAS", "WCS_READ_DEFAULTS", "LEVELS"]
+__all__ = ["to_alert", "is_wcs", "hit_alert", "schema_of_index", "SCHEMAS", "WCS_READ_DEFAULTS", "LEVELS"]
 
 #: Document layouts an indexer source can read: ``wazuh-4`` (wazuh-alerts-4.x-*: already alerts)
 #: and ``wcs`` (Wazuh 5.x events, mapped by :func:`to_alert`).
@@ -44,6 +44,17 @@ WCS_READ_DEFAULTS = {"time_field": "@timestamp", "tiebreakers": ("_id",)}
 #: A finding's keyword severity (rules-4x-to-5x.md: informational, low, medium, high, critical) as
 #: a 4.x level, so the context detector's level feature keeps its scale.
 LEVELS = {"informational": 2, "low": 5, "medium": 8, "high": 12, "critical": 15}
+
+#: Index name prefixes of Wazuh 5.x's WCS documents (rules-4x-to-5x.md: events and findings).
+WCS_INDEX_PREFIXES = ("wazuh-events-", "wazuh-findings-")
+
+
+def schema_of_index(pattern: str) -> str:
+    """``wcs`` for an index pattern of 5.x events or findings, else ``wazuh-4`` (the alerts): so
+    ``--follow-indexer https://indexer:9200/wazuh-events-v5-*`` needs no other setting."""
+    names = [p.strip() for p in (pattern or "").split(",") if p.strip()]
+    return "wcs" if names and all(p.startswith(WCS_INDEX_PREFIXES) for p in names) else "wazuh-4"
+
 
 FIM_RULE_BY_TYPE = {"added": "554", "creation": "554", "modified": "550", "change": "550",
                     "deleted": "553", "deletion": "553"}
