@@ -311,7 +311,7 @@ do_uninstall() {
     while read -r path; do
         [ -n "$path" ] && [ -d "$path" ] && [ -z "$(ls -A "$path")" ] && run rmdir -- "$path"
     done < <(printf '%s\n' "${dirs[@]}" | awk '{ print length, $0 }' | sort -rn | cut -d' ' -f2-)
-    say "uninstalled. Restart the manager: systemctl restart wazuh-manager (or $PREFIX/bin/wazuh-control restart)"
+    say "uninstalled. Restart the manager: systemctl restart wazuh-manager (or $CONTROL restart)"
 }
 
 if [ "$UNINSTALL" -eq 1 ]; then

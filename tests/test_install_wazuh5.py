@@ -186,8 +186,10 @@ def test_second_run_changes_nothing_and_uninstall_removes_it_all(mgr):
     before, units_before = snapshot(mgr.home), set(os.listdir(mgr.units))
     mgr.install("--venv", str(venv), "--no-pip")
     first = snapshot(mgr.home)
+    units = {n: (mgr.units / n).read_bytes() for n in os.listdir(mgr.units)}
     mgr.install("--venv", str(venv), "--no-pip")
-    assert snapshot(mgr.home) == first
+    mgr.install("--venv", str(venv), "--no-pip", "--dry-run")
+    assert snapshot(mgr.home) == first and {n: (mgr.units / n).read_bytes() for n in os.listdir(mgr.units)} == units
     mgr.calls.unlink()
     mgr.install("--uninstall")
     assert set(os.listdir(mgr.units)) == units_before
