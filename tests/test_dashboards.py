@@ -442,6 +442,8 @@ def test_tls_is_verified_by_default(tmp_path):
         p = run_cli("dashboards", "import", url, "--config", str(cfg), "--ca-bundle", str(cert))
         assert p.returncode == 0, p.stderr
         assert len(FakeDashboards.seen) == 1
+        p = run_cli("dashboards", "import", url, "--config", str(cfg), "--insecure")  # a test bench, said
+        assert p.returncode == 0 and "not verifying" in p.stderr and len(FakeDashboards.seen) == 2
     finally:
         srv.shutdown()
         srv.server_close()
