@@ -2,6 +2,8 @@
 # Install Mimizuku onto a Wazuh 4.8+ manager (or remove it again).
 #
 #   sudo ./install.sh                      # onto /var/ossec: venv, script, rules, ossec.conf blocks
+#                                          # onto /var/wazuh-manager (Wazuh 5.x): venv, scorer following
+#                                          # the indexer, nightly timer (README, "Wazuh 5.0")
 #   sudo ./install.sh --dry-run            # say what would be done, change nothing
 #   sudo ./install.sh --uninstall [--purge]
 #
@@ -12,7 +14,7 @@ set -euo pipefail
 umask 022   # the venv must be readable by group wazuh through root:wazuh 0750 parents
 
 SELF_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-PREFIX=/var/ossec
+PREFIX=""
 VENV=""
 PYTHON=""
 NO_VENV=0
@@ -30,6 +32,12 @@ MIN_VERSION="4.8"
 NO_SYSTEMD=0
 SYSTEMD_DIR=""
 UNIT_NAME="mimizuku-serve.service"
+RETRAIN_UNIT="mimizuku-retrain.service"     # Wazuh 5.x: the nightly job, started by ...
+TIMER_NAME="mimizuku-retrain.timer"         # ... this timer (the 5.x manager has no command wodle)
+WITH_RULES=0
+WITH_INTEGRATION=0
+INDEXER_URL=""
+EXIT_UNSUPPORTED=4   # asked for what this Wazuh cannot do (5.x: rules, the integration, syslog localfile)
 
 BEGIN_MARK="<!-- BEGIN mimizuku: added by mimizuku install.sh, removed by its uninstall option -->"
 END_MARK="<!-- END mimizuku -->"
@@ -38,7 +46,7 @@ usage() {
     cat <<'EOF'
 Usage: install.sh [options]
 
-  --prefix DIR            Wazuh installation (default /var/ossec)
+  --prefix DIR            Wazuh installation (default /var/ossec, else /var/wazuh-manager: Wazuh 5.x)
   --venv DIR              engine virtualenv (default PREFIX/mimizuku/venv); reused if it exists
   --python PY             interpreter that creates the venv (default python3, >= 3.9)
   --system-site-packages  let the venv see the interpreter's packages (e.g. distro scikit-learn)
@@ -51,6 +59,10 @@ Usage: install.sh [options]
   --wazuh-version V       skip detection and assume this Wazuh version
   --no-systemd            do not install the resident scorer's systemd unit
   --systemd-dir DIR       where the unit goes (default /etc/systemd/system, when systemd runs)
+  --with-rules            4.x: the rules (installed anyway); 5.x: refused (no XML rules)
+  --with-integration      4.x: the integratord script (installed anyway); 5.x: refused (no integratord)
+  --indexer-url URL       5.x: the indexer the scorer follows and writes to (default: the first
+                          <indexer><hosts><host> of wazuh-manager.conf)
   --dry-run               show what would be done; change nothing
   --uninstall             remove what install.sh added (data in spool/ and models/ is kept)
   --purge                 with --uninstall: also remove spool/ and models/
@@ -75,6 +87,9 @@ while [ $# -gt 0 ]; do
         --no-ossec-conf) NO_CONF=1; shift ;;
         --wazuh-version) FORCE_VERSION=${2:?--wazuh-version needs a version}; shift 2 ;;
         --no-systemd) NO_SYSTEMD=1; shift ;;
+        --with-rules) WITH_RULES=1; shift ;;
+        --with-integration) WITH_INTEGRATION=1; shift ;;
+        --indexer-url) INDEXER_URL=${2:?--indexer-url needs a URL}; shift 2 ;;
         --systemd-dir) SYSTEMD_DIR=${2:?--systemd-dir needs a directory}; shift 2 ;;
         --dry-run) DRY_RUN=1; shift ;;
         --uninstall) UNINSTALL=1; shift ;;
@@ -84,11 +99,29 @@ while [ $# -gt 0 ]; do
     esac
 done
 
+if [ -z "$PREFIX" ]; then
+    PREFIX=/var/ossec
+    [ ! -d /var/ossec ] && [ -d /var/wazuh-manager ] && PREFIX=/var/wazuh-manager
+fi
 PREFIX=$(cd "$PREFIX" 2>/dev/null && pwd) || die "no Wazuh installation at the given --prefix"
 HOME_DIR="$PREFIX/mimizuku"
 VENV=${VENV:-$HOME_DIR/venv}
 MANIFEST="$HOME_DIR/install-manifest"
+# The layout: Wazuh 5.x installs to /var/wazuh-manager with etc/wazuh-manager.conf, bin/wazuh-manager-control
+# and user/group wazuh-manager (docs/guide/migration/manager-configuration-migration.md in wazuh/wazuh 5.0.0);
+# 4.x has etc/ossec.conf, bin/wazuh-control and wazuh.
+LAYOUT=4
+WAZUH_USER=wazuh
+WAZUH_GROUP=wazuh
 CONF="$PREFIX/etc/ossec.conf"
+CONTROL="$PREFIX/bin/wazuh-control"
+if [ ! -f "$CONF" ] && [ -f "$PREFIX/etc/wazuh-manager.conf" ]; then
+    LAYOUT=5
+    WAZUH_USER=wazuh-manager
+    WAZUH_GROUP=wazuh-manager
+    CONF="$PREFIX/etc/wazuh-manager.conf"
+    CONTROL="$PREFIX/bin/wazuh-manager-control"
+fi
 SCRIPT="$PREFIX/integrations/custom-mimizuku"
 RULES="$PREFIX/etc/rules/mimizuku_rules.xml"
 UNIT="${SYSTEMD_DIR:-/etc/systemd/system}/$UNIT_NAME"
@@ -106,17 +139,17 @@ systemctl_do() {  # never fatal: the files are in place, the service is a conven
 # --- checks ----------------------------------------------------------------------------------
 
 [ "$(id -u)" -eq 0 ] || die "run as root (files must be root:wazuh, the venv root-owned)"
-[ -f "$CONF" ] || die "$CONF not found: is $PREFIX a Wazuh manager?"
-getent group wazuh >/dev/null || die "group wazuh does not exist (is Wazuh installed?)"
-getent passwd wazuh >/dev/null || die "user wazuh does not exist (is Wazuh installed?)"
+[ -f "$CONF" ] || die "$CONF not found (nor $PREFIX/etc/wazuh-manager.conf): is $PREFIX a Wazuh manager?"
+getent group "$WAZUH_GROUP" >/dev/null || die "group $WAZUH_GROUP does not exist (is Wazuh installed?)"
+getent passwd "$WAZUH_USER" >/dev/null || die "user $WAZUH_USER does not exist (is Wazuh installed?)"
 
 # Wazuh version: like Wazuh's own upgrade.sh, from `wazuh-control info`, else etc/ossec-init.conf
 # (3.x), else VERSION.json in the tree. Parsed, never eval'ed.
 wazuh_version() {
     local v=""
     if [ -n "$FORCE_VERSION" ]; then echo "$FORCE_VERSION"; return; fi
-    if [ -x "$PREFIX/bin/wazuh-control" ]; then
-        v=$("$PREFIX/bin/wazuh-control" info 2>/dev/null | sed -n 's/^WAZUH_VERSION="\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' | head -n1)
+    if [ -x "$CONTROL" ]; then
+        v=$("$CONTROL" info 2>/dev/null | sed -n 's/^WAZUH_VERSION="\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' | head -n1)
     fi
     if [ -z "$v" ] && [ -f /etc/ossec-init.conf ] && [ "$PREFIX" = /var/ossec ]; then
         v=$(sed -n 's/^VERSION="\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' /etc/ossec-init.conf | head -n1)
@@ -127,11 +160,35 @@ wazuh_version() {
     echo "$v"
 }
 
-version_ok() {  # $1 >= MIN_VERSION and < 5.0
+version_ok() {  # 4.x layout: $1 >= MIN_VERSION and < 5.0; 5.x layout: 5.x
     local v=${1#v} major minor
     major=${v%%.*}; minor=${v#*.}; minor=${minor%%.*}
     case "$major$minor" in *[!0-9]*|"") return 2 ;; esac
+    if [ "$LAYOUT" -eq 5 ]; then [ "$major" -eq 5 ]; return; fi
     [ "$major" -eq 4 ] && [ "$minor" -ge "${MIN_VERSION#*.}" ]
+}
+
+refuse() { echo "install.sh: refused: $*" >&2; exit "$EXIT_UNSUPPORTED"; }
+
+# 5.x: the indexer URL the units name (--indexer-url, else the first <host> of the <indexer> block the
+# manager itself writes to: docs/guide/migration/filebeat-to-indexer-connector.md). It goes into a
+# unit file's command line, so only URL characters, no credentials, no path.
+indexer_url() {
+    local u="$INDEXER_URL"
+    if [ -z "$u" ]; then
+        u=$(awk '/<indexer>/ { inside = 1 } inside && /<host>/ { sub(/.*<host>[[:space:]]*/, ""); sub(/[[:space:]]*<\/host>.*/, ""); print; exit }
+                 /<\/indexer>/ { inside = 0 }' "$CONF")
+    fi
+    [ -n "$u" ] || die "no indexer URL: give --indexer-url https://indexer:9200 (there is no <indexer><hosts><host> in $CONF)"
+    u=${u%/}
+    case "$u" in
+        *@*) die "the indexer URL must not carry credentials (they go into $PREFIX/etc/mimizuku/indexer.env)" ;;
+        http://127.*|http://localhost|http://localhost:*|http://\[::1\]*|https://*) ;;
+        *) die "indexer URL $u: use https:// (plain http only to the loopback)" ;;
+    esac
+    printf '%s' "$u" | grep -Eq '^https?://[A-Za-z0-9.:-]+(:[0-9]+)?$|^https?://\[[0-9A-Fa-f:.]+\](:[0-9]+)?$' \
+        || die "indexer URL $u: give scheme://host[:port] only (no path, query or unusual characters)"
+    printf '%s' "$u"
 }
 
 # --- doing things (or saying them, with --dry-run) -----------------------------------------------
@@ -223,14 +280,18 @@ do_uninstall() {
     else
         say "no mimizuku section in $CONF"
     fi
+    local units=0 name
     for path in "${files[@]}"; do
-        if [ "$(basename "$path")" = "$UNIT_NAME" ] && [ -e "$path" ]; then
-            say "stopping and disabling $UNIT_NAME"
-            systemctl_do disable --now "$UNIT_NAME"
-        fi
+        name=$(basename "$path")
+        case "$name" in
+            "$UNIT_NAME"|"$TIMER_NAME")
+                units=1
+                if [ -e "$path" ]; then say "stopping and disabling $name"; systemctl_do disable --now "$name"; fi ;;
+            "$RETRAIN_UNIT") units=1 ;;   # started by the timer only: nothing to disable
+        esac
         [ -e "$path" ] && { say "removing $path"; run rm -f -- "$path"; }
-        if [ "$(basename "$path")" = "$UNIT_NAME" ]; then systemctl_do daemon-reload; fi
     done
+    [ "$units" -eq 0 ] || systemctl_do daemon-reload
     for path in "${venvs[@]}"; do
         [ -d "$path" ] && { say "removing the virtualenv $path"; run rm -rf -- "$path"; }
     done
@@ -261,7 +322,7 @@ do_uninstall() {
     while read -r path; do
         [ -n "$path" ] && [ -d "$path" ] && [ -z "$(ls -A "$path")" ] && run rmdir -- "$path"
     done < <(printf '%s\n' "${dirs[@]}" | awk '{ print length, $0 }' | sort -rn | cut -d' ' -f2-)
-    say "uninstalled. Restart the manager: systemctl restart wazuh-manager (or $PREFIX/bin/wazuh-control restart)"
+    say "uninstalled. Restart the manager: systemctl restart wazuh-manager (or $CONTROL restart)"
 }
 
 if [ "$UNINSTALL" -eq 1 ]; then
@@ -274,9 +335,25 @@ fi
 V=$(wazuh_version)
 [ -n "$V" ] || die "cannot tell the Wazuh version (no $PREFIX/bin/wazuh-control info); use --wazuh-version if you are sure"
 if ! version_ok "$V"; then
+    if [ "$LAYOUT" -eq 5 ]; then
+        die "Wazuh $V is not supported here: $PREFIX has the 5.x layout (etc/wazuh-manager.conf) but $CONTROL reports $V"
+    fi
     die "Wazuh $V is not supported: Mimizuku needs a 4.x manager, $MIN_VERSION or newer (integratord timeout/retries; 5.x has no integratord)"
 fi
 say "Wazuh $V at $PREFIX"
+if [ "$LAYOUT" -eq 5 ]; then
+    # What Wazuh 5.x cannot do, refused before anything is touched (wazuh/wazuh 5.0.0: src/ has no
+    # os_integrator, os_csyslogd nor analysisd rules; docs/guide/migration/integratord-notifications.md,
+    # rules-4x-to-5x.md, manager-configuration-migration.md).
+    [ "$WITH_INTEGRATION" -eq 0 ] || refuse "Wazuh 5.x has no wazuh-integratord: the integration script (custom-mimizuku) cannot run, and 5.x has no equivalent for an integration that re-injects its answer as a new alert. The resident scorer follows the indexer instead (README, \"Wazuh 5.0\")."
+    [ "$WITH_RULES" -eq 0 ] || refuse "Wazuh 5.x has no XML rules (no etc/rules, no analysisd ruleset; detection is Sigma rules in the indexer, rules-4x-to-5x.md). Anomalies go to the indexer's mimizuku-anomalies data stream instead; see mimizuku dashboards."
+    [ "$WITH_LOCALFILE" -eq 0 ] || refuse "Wazuh 5.x managers collect no local files (<localfile> is agent-side) and have no csyslogd: --with-syslog-localfile cannot work. Anomalies go to the indexer."
+    [ "$NO_SYSTEMD" -eq 0 ] || refuse "on Wazuh 5.x the scorer and the nightly job run only as systemd units (the manager has no command wodle); --no-systemd leaves nothing to install."
+    use_systemd || refuse "on Wazuh 5.x the scorer and the nightly job run as systemd units, and systemd does not run this system (give --systemd-dir to write the units elsewhere)."
+    [ "$NO_CONF" -eq 0 ] || say "--no-ossec-conf: nothing to merge on 5.x anyway ($CONF is never changed)"
+    IDX_URL=$(indexer_url) || exit 1
+    say "the scorer follows $IDX_URL/wazuh-events-v5-* and writes anomalies to $IDX_URL"
+fi
 
 PYTHON=${PYTHON:-python3}
 command -v "$PYTHON" >/dev/null 2>&1 || die "interpreter $PYTHON not found (--python)"
@@ -323,7 +400,7 @@ else
         if [ ! -d "$VENV" ]; then
             say "creating the virtualenv $VENV"
             site=""; [ "$SYSTEM_SITE" -eq 1 ] && site="--system-site-packages"
-            [ "$(dirname "$VENV")" != "$HOME_DIR" ] || make_dir "$HOME_DIR" root wazuh 0750 dir
+            [ "$(dirname "$VENV")" != "$HOME_DIR" ] || make_dir "$HOME_DIR" root "$WAZUH_GROUP" 0750 dir
             if [ "$DRY_RUN" -eq 0 ]; then
                 [ -d "$(dirname "$VENV")" ] || die "the parent of --venv $VENV does not exist"
                 ROLLBACK+=("rm -rf $(q "$VENV")")
@@ -338,20 +415,30 @@ else
     fi
 fi
 
-# 2. the integration script with the venv's interpreter in its shebang
-SHEBANG="#!$PY -IS"
-[ ${#SHEBANG} -le 127 ] || die "interpreter path too long for a shebang: $PY"
-{ echo "$SHEBANG"; tail -n +2 "$SELF_DIR/integrations/custom-mimizuku"; } > "$STAGE/custom-mimizuku"
-cp "$SELF_DIR/wazuh_rules/mimizuku_rules.xml" "$STAGE/mimizuku_rules.xml"
-sed -e "s#/var/ossec/mimizuku/venv/bin/python3#$(sed_escape "$PY")#g" \
-    -e "s#/var/ossec\\([/ ]\\|\$\\)#$(sed_escape "$PREFIX")\\1#g" \
-    "$SELF_DIR/ossec_conf/$UNIT_NAME" > "$STAGE/$UNIT_NAME"
+# 2. the integration script with the venv's interpreter in its shebang (4.x), the units
+if [ "$LAYOUT" -eq 4 ]; then
+    SHEBANG="#!$PY -IS"
+    [ ${#SHEBANG} -le 127 ] || die "interpreter path too long for a shebang: $PY"
+    { echo "$SHEBANG"; tail -n +2 "$SELF_DIR/integrations/custom-mimizuku"; } > "$STAGE/custom-mimizuku"
+    cp "$SELF_DIR/wazuh_rules/mimizuku_rules.xml" "$STAGE/mimizuku_rules.xml"
+    sed -e "s#/var/ossec/mimizuku/venv/bin/python3#$(sed_escape "$PY")#g" \
+        -e "s#/var/ossec\\([/ ]\\|\$\\)#$(sed_escape "$PREFIX")\\1#g" \
+        "$SELF_DIR/ossec_conf/$UNIT_NAME" > "$STAGE/$UNIT_NAME"
+else
+    # 5.x: ossec_conf/wazuh5/*, rendered for the prefix, the venv and the indexer URL
+    for u in "$UNIT_NAME" "$RETRAIN_UNIT" "$TIMER_NAME"; do
+        sed -e "s#/var/wazuh-manager/mimizuku/venv/bin/#$(sed_escape "$(dirname "$PY")")/#g" \
+            -e "s#/var/wazuh-manager\\([/ ]\\|\$\\)#$(sed_escape "$PREFIX")\\1#g" \
+            -e "s#@INDEXER_URL@#$(sed_escape "$IDX_URL")#g" \
+            "$SELF_DIR/ossec_conf/wazuh5/$u" > "$STAGE/$u"
+    done
+fi
 
 # 3. the integratord user must be able to run it (a root-only interpreter would fail every call)
 if [ "$DRY_RUN" -eq 0 ] || [ -x "$PY" ]; then
     if command -v runuser >/dev/null 2>&1; then
-        runuser -u wazuh -- "$PY" -I -c 'import mimizuku.integratord.call' 2>/dev/null \
-            || die "user wazuh cannot run $PY or import mimizuku with it: integratord runs the script as wazuh, so the interpreter (and the venv, and the python it was made from) must not be under a private directory such as /root. Pick one it can run: --python /usr/bin/python3 (and --venv outside /root, or the default $HOME_DIR/venv)"
+        runuser -u "$WAZUH_USER" -- "$PY" -I -c 'import mimizuku.integratord.call' 2>/dev/null \
+            || die "user $WAZUH_USER cannot run $PY or import mimizuku with it: integratord runs the script as $WAZUH_USER, so the interpreter (and the venv, and the python it was made from) must not be under a private directory such as /root. Pick one it can run: --python /usr/bin/python3 (and --venv outside /root, or the default $HOME_DIR/venv)"
     fi
 fi
 
@@ -359,7 +446,7 @@ fi
 BLOCKS=(integration.xml wodle_retrain.xml)
 [ "$WITH_LOCALFILE" -eq 1 ] && BLOCKS+=(localfile_syslog.xml)
 CONF_CHANGES=0
-if [ "$NO_CONF" -eq 0 ]; then
+if [ "$NO_CONF" -eq 0 ] && [ "$LAYOUT" -eq 4 ]; then
     render_section "${BLOCKS[@]}" > "$STAGE/section"
     if grep -qxF "$BEGIN_MARK" "$CONF"; then
         awk -v b="$BEGIN_MARK" -v e="$END_MARK" -v sect="$STAGE/section" '
@@ -406,22 +493,33 @@ place() {  # src dst owner group mode
     mv -f "$tmp" "$dst" || { rm -f "$tmp"; return 1; }
 }
 
-make_dir "$HOME_DIR" root wazuh 0750 dir
-make_dir "$HOME_DIR/models" root wazuh 0750 datadir
-make_dir "$HOME_DIR/spool" wazuh wazuh 0750 datadir
-make_dir "$HOME_DIR/run" wazuh wazuh 0750 datadir      # the resident scorer's socket and state
-make_dir "$PREFIX/logs/mimizuku" root wazuh 0750 dir
-[ -d "$PREFIX/integrations" ] || make_dir "$PREFIX/integrations" root wazuh 0750 dir
-[ -d "$PREFIX/etc/rules" ] || make_dir "$PREFIX/etc/rules" wazuh wazuh 0770 dir
+G=$WAZUH_GROUP
+make_dir "$HOME_DIR" root "$G" 0750 dir
+make_dir "$HOME_DIR/models" root "$G" 0750 datadir
+make_dir "$HOME_DIR/spool" "$WAZUH_USER" "$G" 0750 datadir
+make_dir "$HOME_DIR/run" "$WAZUH_USER" "$G" 0750 datadir      # the resident scorer's socket and state
+make_dir "$PREFIX/logs/mimizuku" root "$G" 0750 dir
+if [ "$LAYOUT" -eq 4 ]; then
+    [ -d "$PREFIX/integrations" ] || make_dir "$PREFIX/integrations" root wazuh 0750 dir
+    [ -d "$PREFIX/etc/rules" ] || make_dir "$PREFIX/etc/rules" wazuh wazuh 0770 dir
+else
+    [ -d "$PREFIX/etc/mimizuku" ] || make_dir "$PREFIX/etc/mimizuku" root root 0700 dir   # indexer.env
+fi
 if [ "$DRY_RUN" -eq 0 ] && [ -d "$VENV" ] && [ "$NO_VENV" -eq 0 ] && [ "$VENV_CREATED" -eq 1 ]; then
-    chown root:wazuh "$VENV"; chmod 0750 "$VENV"
+    chown "root:$G" "$VENV"; chmod 0750 "$VENV"
 fi
 
-place "$STAGE/custom-mimizuku" "$SCRIPT" root wazuh 0750
-place "$STAGE/mimizuku_rules.xml" "$RULES" root wazuh 0640
+if [ "$LAYOUT" -eq 4 ]; then
+    place "$STAGE/custom-mimizuku" "$SCRIPT" root wazuh 0750
+    place "$STAGE/mimizuku_rules.xml" "$RULES" root wazuh 0640
+fi
 if use_systemd; then
     [ -d "$(dirname "$UNIT")" ] || die "systemd unit directory $(dirname "$UNIT") does not exist"
     place "$STAGE/$UNIT_NAME" "$UNIT" root root 0644
+    if [ "$LAYOUT" -eq 5 ]; then
+        place "$STAGE/$RETRAIN_UNIT" "$(dirname "$UNIT")/$RETRAIN_UNIT" root root 0644
+        place "$STAGE/$TIMER_NAME" "$(dirname "$UNIT")/$TIMER_NAME" root root 0644
+    fi
 fi
 
 if [ "$NO_CONF" -eq 1 ]; then
@@ -446,11 +544,27 @@ if [ "$DRY_RUN" -eq 0 ]; then
         cp "$MANIFEST_NEW" "$MANIFEST.tmp" && chmod 0640 "$MANIFEST.tmp" && mv -f "$MANIFEST.tmp" "$MANIFEST"
     fi
     # committed: drop the undo copies
-    rm -f "$SCRIPT.mimizuku-old" "$RULES.mimizuku-old" "$UNIT.mimizuku-old"
+    rm -f "$SCRIPT.mimizuku-old" "$RULES.mimizuku-old" "$UNIT.mimizuku-old" \
+          "$(dirname "$UNIT")/$RETRAIN_UNIT.mimizuku-old" "$(dirname "$UNIT")/$TIMER_NAME.mimizuku-old"
     ROLLBACK=()
     say "installed. Next:"
 else
     say "dry run: nothing was changed. A real run would then tell you to:"
+fi
+if [ "$LAYOUT" -eq 5 ]; then
+    ENVF="$PREFIX/etc/mimizuku/indexer.env"
+    [ -f "$ENVF" ] || say "create $ENVF (root:root 0600) with MIMIZUKU_INDEXER_USER=..., MIMIZUKU_INDEXER_PASSWORD=... and MIMIZUKU_INDEXER_CA=<root-ca.pem>: the units read the indexer's credentials from it"
+    systemctl_do daemon-reload
+    systemctl_do enable "$UNIT_NAME"
+    systemctl_do restart "$UNIT_NAME"
+    systemctl_do enable --now "$TIMER_NAME"
+    say "resident scorer: $UNIT_NAME (follows $IDX_URL/wazuh-events-v5-*); nightly job: $TIMER_NAME"
+    cat <<EOF
+  1. the indexer user needs read and point-in-time on wazuh-events-v5-*, and write on the mimizuku-anomalies data stream
+  2. train a first model:       systemctl start $RETRAIN_UNIT   (journalctl -u ${RETRAIN_UNIT%.service})
+  3. the dashboards:            $(dirname "$PY")/mimizuku dashboards import https://<dashboard> --layout anomalies
+EOF
+    exit 0
 fi
 if use_systemd; then
     systemctl_do daemon-reload

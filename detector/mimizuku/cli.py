@@ -102,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     feedback_cli.add_parsers(sub)
     explain.add_parser(sub)
+    from mimizuku.tools import dashboards
+
+    dashboards.add_parser(sub)
 
     d = sub.add_parser("demo", help="generate sample data, train on it and score its last days")
     d.add_argument("--out", default="./demo", help="working directory (default ./demo)")

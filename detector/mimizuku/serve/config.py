@@ -50,8 +50,9 @@ SETTINGS = (
     Setting("queue", None, "analysisd queue socket (default <home>/queue/sockets/queue)", type=_given_path),
     Setting("state_dir", None, "bookmark, handled-id journal, status (default <home>/mimizuku/run)",
             type=_given_path),
-    Setting("sink", "queue", "where events go: analysisd's queue socket (default) or the Wazuh API's POST /events "
-            "(a scorer not on the manager; see docs/api.md)", choices=("queue", "api")),
+    Setting("sink", "queue", "where events go: analysisd's queue socket (default), the Wazuh API's POST /events "
+            "(a scorer not on the manager; see docs/api.md), or none (Wazuh 5.x: no analysisd to take them; "
+            "anomalies go to the indexer only, --index-url)", choices=("queue", "api", "none")),
     Setting("api_config", None, "API credentials file for --sink api "
             "(default /var/ossec/etc/mimizuku/api.json + MIMIZUKU_API_*)", type=_given_path, metavar="PATH"),
     *index_settings(),
@@ -167,6 +168,9 @@ def config_from_args(a: argparse.Namespace) -> ServeConfig:
             IndexerSource(kw["follow_indexer"] or None)  # refuse a bad URL or an unsafe config file at start
         except IndexerError as e:
             raise OptionsError(str(e)) from None
+    if kw.get("sink") == "none" and kw.get("index_url") is None:
+        raise OptionsError("--sink none sends no event, so anomalies would go nowhere: give --index-url "
+                           "(the indexer sink, docs/indexer.md) as well")
     if kw.get("sink") == "api":
         from mimizuku.delivery.wazuh_api import ApiConfigError, load_credentials
 

@@ -383,6 +383,8 @@ class Scorer:
         self.server.error(f"spooled alert {path.name} set aside as {kept}: {why}")
 
     def _send(self, records: List[Dict[str, Any]]) -> bool:
+        if isinstance(self.sink, NoEventSink):   # --sink none: the index documents are the output
+            return True
         c = self.server.counters
         ok = True
         for rec in records:
@@ -419,8 +421,28 @@ def hold_spool_owner(spool_dir: Any, server: Any) -> Optional[int]:
     return fd
 
 
+class NoEventSink:
+    """``--sink none`` (Wazuh 5.x): there is no analysisd to take an event, anomalies reach the
+    indexer as documents instead (``--index-url``, required with it). Nothing is sent or kept."""
+
+    def send(self, msg: bytes) -> bool:
+        return True
+
+    def pending(self) -> int:
+        return 0
+
+    def flush(self, deadline: Optional[float] = None, limit: Optional[int] = None) -> int:
+        return 0
+
+    def close(self) -> None:
+        return None
+
+
 def make_event_sink(cfg: ServeConfig, logfn: Any) -> Any:
-    """The configured sink; both keep what they cannot send in ``<spool>/events`` (same format)."""
+    """The configured sink; queue and api keep what they cannot send in ``<spool>/events`` (same
+    format); none sends nothing (:class:`NoEventSink`)."""
+    if cfg.sink == "none":
+        return NoEventSink()
     if cfg.sink == "api":
         from mimizuku.delivery.api_sink import sink_from_config
 

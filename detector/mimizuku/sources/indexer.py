@@ -56,6 +56,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 from mimizuku.core.fields import own_event_query
 from mimizuku.sources.errors import AlertSourceError
+from mimizuku.sources.wcs import SCHEMAS, WCS_READ_DEFAULTS, hit_alert, schema_of_index
 
 __all__ = [
     "DEFAULT_CONFIG_FILE",
@@ -88,7 +89,8 @@ WALL_CLOCK_MARGIN_S = 15 * 3600
 #: What decides WHICH alerts a read returns and in what order: these settings travel with an
 #: :class:`IndexerSlice` to the Dask workers. Everything else -- user, password, CA bundle, TLS,
 #: timeouts, retries -- each worker takes from its own config file or environment.
-SLICE_SETTINGS = ("index", "query", "time_field", "tiebreakers", "exclude_own", "page_size", "keep_alive", "pit")
+SLICE_SETTINGS = ("index", "query", "time_field", "tiebreakers", "exclude_own", "page_size", "keep_alive", "pit",
+                  "schema")
 DAY_MS = 86_400_000
 
 
@@ -148,6 +150,7 @@ class IndexerConfig:
     time_field: str = "timestamp"
     tiebreakers: Tuple[str, ...] = DEFAULT_TIEBREAKERS
     exclude_own: bool = True
+    schema: Optional[str] = None              # wazuh-4 | wcs (5.x events); None: by the index (sources/wcs)
 
     # -- building ----------------------------------------------------------------------------------
     @classmethod
@@ -207,6 +210,11 @@ class IndexerConfig:
                 self.query = json.loads(self.query) if self.query.strip() else None
             except ValueError as e:
                 raise IndexerConfigError(f"the indexer query is not JSON: {e}") from None
+        self.schema = self.schema or schema_of_index(self.index_pattern)
+        if self.schema not in SCHEMAS:
+            raise IndexerConfigError(f"indexer schema {self.schema!r}: one of {', '.join(SCHEMAS)}")
+        if self.schema == "wcs" and (self.time_field, self.tiebreakers) == ("timestamp", DEFAULT_TIEBREAKERS):
+            self.time_field, self.tiebreakers = WCS_READ_DEFAULTS["time_field"], WCS_READ_DEFAULTS["tiebreakers"]
         if self.query is not None and not isinstance(self.query, dict):
             raise IndexerConfigError("the indexer query must be a JSON object (query DSL), "
                                      'e.g. {"term": {"agent.id": "001"}}')
@@ -565,10 +573,8 @@ class IndexerSource:
     def alerts(self, since_ms: Optional[int] = None, until_ms: Optional[int] = None) -> Iterator[Dict[str, Any]]:
         """The ``_source`` of every hit (``timestamp`` filled from ``@timestamp`` when missing)."""
         for h in self.hits(since_ms, until_ms):
-            src = h.get("_source")
-            if isinstance(src, dict):
-                if "timestamp" not in src and "@timestamp" in src:
-                    src["timestamp"] = src["@timestamp"]
+            src = hit_alert(h, self.config.schema)
+            if src is not None:
                 yield src
 
     def __iter__(self) -> Iterator[Dict[str, Any]]:
@@ -722,10 +728,8 @@ class IndexerSlice:
 
     def __iter__(self) -> Iterator[Dict[str, Any]]:
         for h in self.read_window():
-            src = h.get("_source")
-            if isinstance(src, dict):
-                if "timestamp" not in src and "@timestamp" in src:
-                    src["timestamp"] = src["@timestamp"]
+            src = hit_alert(h, self.settings.get("schema", "wazuh-4"))
+            if src is not None:
                 yield src
 
 

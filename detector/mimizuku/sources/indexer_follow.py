@@ -39,6 +39,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 from mimizuku.core.atomic import write_atomic
 from mimizuku.core.logfn import LogFn, no_log
 from mimizuku.sources.follow import FollowError
+from mimizuku.sources.wcs import hit_alert
 
 __all__ = ["IndexerBookmark", "IndexerFollower", "DEFAULT_LAG_S", "DEFAULT_INTERVAL_S"]
 
@@ -235,11 +236,9 @@ class IndexerFollower:
             key = _key(h)
             if key in self._read:
                 continue
-            src = h.get("_source")
-            if not isinstance(src, dict):
+            src = hit_alert(h, getattr(getattr(self.source, "config", None), "schema", "wazuh-4"))
+            if src is None:
                 continue
-            if "timestamp" not in src and "@timestamp" in src:
-                src["timestamp"] = src["@timestamp"]
             t = _time_of(h)
             self._read[key] = t
             if self._read_hw is None or t > self._read_hw:
