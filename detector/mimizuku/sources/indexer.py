@@ -14,20 +14,18 @@ How it reads (see ``docs/indexer.md``):
   it at the end -- also when the read fails or the caller stops early. A PIT that expired
   mid-read (a slow consumer, a node restart) is recreated and the read resumes after the last
   sort values: the sort is a total order, so nothing is lost and nothing comes twice.
-* **Without PIT** (older OpenSearch, Elasticsearch): the same sorted ``search_after`` paging on
-  ``POST /<index>/_search`` against the live index. Chosen over the scroll API because it holds
-  no server state and resumes from a cursor; the price is no frozen view (a document indexed
-  behind the cursor during the read is not in this read).
+* **Without PIT** (older OpenSearch, Elasticsearch): the same sorted ``search_after`` paging on ``POST
+  /<index>/_search`` against the live index. Chosen over the scroll API because it holds no server state and
+  resumes from a cursor; the price is no frozen view (a document indexed behind the cursor is not in this read).
 * The query is ``bool``: ``filter`` = the time window (``range`` on ``timestamp`` in epoch
   milliseconds) and the user's query (JSON query DSL), ``must_not`` = the plugin's own events
   (``rule.groups: mimizuku`` or ``data.integration: mimizuku``, at one of the locations only the
   plugin's events have: ``core.fields.own_event_query``); the reader drops own events again.
-* HTTP: one ``requests.Session``; connection errors, read timeouts, 429 and 5xx are retried with
-  exponential backoff (urllib3 ``Retry``), a 429/503 ``Retry-After`` is honoured up to
-  ``max_retry_after`` seconds. TLS is verified by default (``ca_bundle`` for a private CA).
+* HTTP: one ``requests.Session``; connection errors, read timeouts, 429 and 5xx are retried with exponential
+  backoff (urllib3 ``Retry``), a 429/503 ``Retry-After`` is honoured up to ``max_retry_after`` seconds.
+  TLS is verified by default (``ca_bundle`` for a private CA).
   Credentials come from a root-only config file or the environment, never from the command line
   (a URL with ``user:password@`` is refused) and never appear in logs or error messages.
-
 * **Slices** (``IndexerSource.day_slices``): training reads the window as one slice per UTC day
   of the time field -- half-open ``[day start, next day start)``, cut to the window -- so that
   ``mimizuku retrain --dask`` can read the days on Dask workers, each slice with its own point in
@@ -38,8 +36,7 @@ How it reads (see ``docs/indexer.md``):
   ``IndexerSource`` from its own config file or environment, so every worker needs the same
   root-only ``/var/ossec/etc/mimizuku/indexer.json`` (or ``MIMIZUKU_INDEXER_*``) as the driver.
 
-``requests`` is imported when a source is first used, so ``import mimizuku`` stays cheap.
-"""
+``requests`` is imported when a source is first used, so ``import mimizuku`` stays cheap."""
 from __future__ import annotations
 
 import dataclasses
