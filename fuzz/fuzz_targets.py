@@ -380,22 +380,28 @@ def check_protocol_round_trip(alert: Any, rid_text: Optional[str] = None) -> Non
     """A score request for any alert is one line whose JSON gives back the id and the alert;
     an answer for any id and status is one line the client reads as its own acknowledgement."""
     rid = protocol.request_id().encode("ascii")
-    line = json.dumps(alert, ensure_ascii=False).encode("utf-8", "surrogatepass")
+    line = json.dumps(alert).encode("ascii")    # as a JSON writer sends it: one line, escapes
     req = protocol.score_request(rid, line)
     assert req.endswith(b"\n") and req.count(b"\n") == 1
-    back = protocol.loads(req[:-1].decode("utf-8", "surrogatepass"))
-    assert back["id"] == rid.decode() and back["op"] == "score" and back["alert"] == _json_round(alert)
+    back = protocol.loads(req[:-1].decode("utf-8"))
+    assert back["id"] == rid.decode() and back["op"] == "score" and back["alert"] == json.loads(line)
     for status in protocol.SETTLED:
         ack = protocol.acknowledgement(rid.decode(), status)
         assert ack.count(b"\n") == 1
         assert protocol.parse_answer(ack.rstrip(b"\n"), rid)[0] == protocol.ACK
-    if rid_text is not None and protocol.valid_id(rid_text):
+    if rid_text is not None and protocol.valid_id(rid_text) and _utf8(rid_text):
         a = protocol.answer(rid_text, False, code=protocol.BAD_REQUEST, error="x")
         assert a.count(b"\n") == 1 and protocol.loads(a.decode("utf-8"))["id"] == rid_text
 
 
-def _json_round(obj: Any) -> Any:
-    return json.loads(json.dumps(obj))
+def _utf8(value: Any) -> bool:
+    """Whether a request id can come back as itself (the scorer parses requests with orjson,
+    which refuses a lone surrogate: such an id never reaches an answer)."""
+    try:
+        str(value).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 # --- the integration's options -----------------------------------------------------------------

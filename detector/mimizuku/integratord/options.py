@@ -147,6 +147,8 @@ def load_options(path: str, home: Path) -> Options:
         data = json.loads(text)
     except ValueError as e:
         raise OptionsError(f"options are not valid JSON ({e})") from e
+    except RecursionError:
+        raise OptionsError("options are not valid JSON (nested too deeply)") from None
     if not isinstance(data, dict):
         raise OptionsError("options must be a JSON object")
     unknown = sorted(set(data) - set(OPTION_KEYS))
@@ -171,7 +173,8 @@ def load_options(path: str, home: Path) -> Options:
             raise OptionsError('option "thresholds" must map detector names (or "*") to numbers in [0, 1]')
         opts.thresholds = {str(k): float(v) for k, v in t.items()}
     if "min_severity" in data:
-        if data["min_severity"] not in SEVERITY_RANK or data["min_severity"] == "none":
+        if not isinstance(data["min_severity"], str) or data["min_severity"] not in SEVERITY_RANK \
+                or data["min_severity"] == "none":
             raise OptionsError('option "min_severity" must be one of low, medium, high, critical')
         opts.min_severity = data["min_severity"]
     for key in ("max_batch", "max_spool"):
