@@ -6,7 +6,7 @@ import os
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-settings.register_profile("mimizuku-fuzz-ci", max_examples=60, deadline=None, derandomize=True,
+settings.register_profile("mimizuku-fuzz-ci", max_examples=60, deadline=None, derandomize=True, database=None,
                           suppress_health_check=list(HealthCheck), print_blob=True)
 settings.register_profile("mimizuku-fuzz-long", max_examples=6000, deadline=None,
                           suppress_health_check=list(HealthCheck), print_blob=True)

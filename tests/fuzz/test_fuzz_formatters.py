@@ -47,6 +47,8 @@ def records(draw):
 @given(records())
 @example({"agent": {"id": "001) (x) 1.2.3.4->mimizuku:", "name": "a:b|c", "ip": "::1"}, "fields": {"path": "\n1:x:{}"}})
 @example({"agent": {"id": "0" * 5000}, "reasons": ["\u2028" * 40000] * 20})
+@example({"reasons": 1, "rule": None, "fields": None})    # raised TypeError (iterating an int)
+@example({"reasons": "one string", "fields": {"path": 7}})
 def test_any_record_makes_one_event_with_only_our_fields(record):
     T.check_event(record)
 

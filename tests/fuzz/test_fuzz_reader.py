@@ -34,6 +34,7 @@ def _alert(i, text):
 @example(b'"' + b"\\" * 50_000)
 @example(b"\x1f\x8b\x08\x00" + b"\x00" * 40)
 @example(b"\xff\xfe" + "{\"rule\":{}}\n".encode("utf-16-le"))
+@example(b'["\xff"]\n')     # repaired, then not an alert (atheris: repaired_encoding is not among alerts)
 def test_any_bytes_are_read_without_an_exception(data):
     T.check_reader(data)
 

@@ -131,7 +131,8 @@ def build_payload(record: Mapping[str, Any], tag: str = TAG) -> Dict[str, Any]:
     severity = record.get("severity")
     if severity not in SEVERITIES:
         severity = "none"
-    reasons = [r for r in (record.get("reasons") or []) if isinstance(r, str)][:MAX_REASONS]
+    given = record.get("reasons")
+    reasons = [r for r in given if isinstance(r, str)][:MAX_REASONS] if isinstance(given, (list, tuple)) else []
 
     m: Dict[str, Any] = {
         "score": round(min(1.0, max(0.0, finite_float(record.get("score")))), 6),
