@@ -49,6 +49,7 @@ def records(draw):
 @example({"agent": {"id": "0" * 5000}, "reasons": ["\u2028" * 40000] * 20})
 @example({"reasons": 1, "rule": None, "fields": None})    # raised TypeError (iterating an int)
 @example({"reasons": "one string", "fields": {"path": 7}})
+@example({"detector": "/home/" * 10876, "rule": {"id": "/dev/tcp/" * 7230}})   # did not fit: EventTooLarge
 def test_any_record_makes_one_event_with_only_our_fields(record):
     T.check_event(record)
 
@@ -80,3 +81,11 @@ def test_the_location_of_an_event_cannot_be_moved_by_the_agent_fields():
     loc = events.location({"id": "001", "name": "web:1) (x", "ip": "1.2.3.4->evil:"})
     assert events.split_location(loc + ":{}")[0].endswith("->" + events.TAG)
     assert events.split_location(loc + ":{}")[0].count("->") == 1
+
+
+def test_an_event_fits_whatever_the_length_of_the_fields_never_trimmed():
+    """The detector name and the rule id are never trimmed (rules match them whole); a 64 KiB
+    one (the fuzzer's, from a rule id of an indexer export or the Python API) made the event not
+    fit at all: EventTooLarge, and the scorer logged the anomaly and dropped it."""
+    msg = events.event_message({"detector": "d" * 70_000, "rule": {"id": "9" * 70_000}, "anomaly": True})
+    assert len(msg) <= events.MAX_MESSAGE_BYTES

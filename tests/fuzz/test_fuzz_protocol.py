@@ -54,6 +54,8 @@ def test_any_options_file_gives_options_or_its_error(data):
 @FUZZ
 @given(st.lists(st.one_of(hostile_text, st.sampled_from(["debug", "", "0", "10", "-1", "> /dev/null 2>&1",
                                                           "99999999999999999999", "/tmp/o.json"])), max_size=10))
+@example(["custom-mimizuku", "/tmp/a.json", "", "", "0" * 4301])    # ValueError past int()'s digit limit
+@example(["custom-mimizuku", "/tmp/a.json", "", "", "/tmp/o.json", "\u00b2"])   # "²".isdigit(), int() refuses it
 def test_any_argv_gives_an_invocation_or_usage(argv):
     T.check_argv(argv)
 
@@ -86,3 +88,15 @@ def test_an_unhashable_min_severity_is_an_options_error(tmp_path):
         p.write_text(json.dumps({"min_severity": value}))
         with pytest.raises(options.OptionsError, match="min_severity"):
             options.load_options(str(p), tmp_path)
+
+
+def test_numbers_in_argv_that_are_no_setting_are_a_usage_error():
+    """A timeout of 4,301 digits raised ValueError (int()'s limit), and "²" (a digit to
+    str.isdigit) raised ValueError from int(): neither is UsageError, which the call reports
+    with its exit code; the first is now UsageError, the second a word like any other."""
+    import pytest
+
+    with pytest.raises(options.UsageError, match="out of range"):
+        options.parse_argv(["custom-mimizuku", "/tmp/a.json", "", "", "/tmp/o.json", "9" * 4301])
+    inv = options.parse_argv(["custom-mimizuku", "/tmp/a.json", "", "", "\u00b2", "12", "4"])
+    assert (inv.options_file, inv.timeout, inv.retries) == ("\u00b2", 12, 4)

@@ -139,7 +139,7 @@ def build_payload(record: Mapping[str, Any], tag: str = TAG) -> Dict[str, Any]:
         "score_pct": score_pct(record),
         "anomaly": bool(record.get("anomaly")),
         "severity": severity,
-        "detector": _str_or_none(record.get("detector")) or "unknown",
+        "detector": _short(record.get("detector")) or "unknown",
         "threshold": round(finite_float(record.get("threshold")), 6),
         "model_version": _str_or_none(record.get("model_version")) or "unknown",
         "reasons": reasons,
@@ -148,7 +148,7 @@ def build_payload(record: Mapping[str, Any], tag: str = TAG) -> Dict[str, Any]:
     }
     source = {
         "alert_id": _str_or_none(record.get("id")),
-        "rule_id": _str_or_none(rule.get("id")),
+        "rule_id": _short(rule.get("id")),
         "level": rule.get("level") if isinstance(rule.get("level"), int) and not isinstance(rule.get("level"), bool) else None,
         "description": _str_or_none(rule.get("description")),
         "timestamp": _str_or_none(record.get("timestamp")),
@@ -175,6 +175,16 @@ def build_payload(record: Mapping[str, Any], tag: str = TAG) -> Dict[str, Any]:
         if v:
             payload[k] = v
     return payload
+
+
+#: Longest detector name or rule id carried: both are never trimmed (rules match them whole), so
+#: an unbounded one made the event not fit at all (a 64 KiB rule id: EventTooLarge, the event lost)
+MAX_NAME = 64
+
+
+def _short(v: Any) -> Optional[str]:
+    s = _str_or_none(v)
+    return s[:MAX_NAME] if s is not None else None
 
 
 def _dumps(obj: Any) -> bytes:

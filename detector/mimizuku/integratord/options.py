@@ -20,6 +20,9 @@ NAME = "mimizuku"
 DEFAULT_TIMEOUT = 10
 DEFAULT_RETRIES = 3
 MAX_OPTIONS_BYTES = 64 * 1024
+#: digits of the timeout and retries integratord passes (a longer number is no setting: int()
+#: of over 4,300 digits raised ValueError past Python's limit, not UsageError)
+MAX_NUMBER_DIGITS = 9
 
 #: Keys of the ``<options>`` JSON object and what they mean (the README's Wazuh section lists them too).
 OPTION_KEYS = {
@@ -78,7 +81,9 @@ def parse_argv(argv: Sequence[str]) -> Invocation:
             continue
         if t == "debug":
             inv.debug = True
-        elif t.isdigit():
+        elif t.isascii() and t.isdigit():   # str.isdigit alone takes "²", which int() refuses
+            if len(t) > MAX_NUMBER_DIGITS:
+                raise UsageError(f"timeout or retries out of range ({len(t)} digits)")
             ints.append(int(t))
         elif not inv.options_file:
             inv.options_file = tok
