@@ -50,6 +50,8 @@ def records(draw):
 @example({"reasons": 1, "rule": None, "fields": None})    # raised TypeError (iterating an int)
 @example({"reasons": "one string", "fields": {"path": 7}})
 @example({"detector": "/home/" * 10876, "rule": {"id": "/dev/tcp/" * 7230}})   # did not fit: EventTooLarge
+@example({"score": 1.797693134862316e+306})    # OverflowError: round(100 * score) of inf
+@example({"score": 10 ** 400, "threshold": -10 ** 400})   # OverflowError: float() of the int
 def test_any_record_makes_one_event_with_only_our_fields(record):
     T.check_event(record)
 
@@ -89,3 +91,10 @@ def test_an_event_fits_whatever_the_length_of_the_fields_never_trimmed():
     fit at all: EventTooLarge, and the scorer logged the anomaly and dropped it."""
     msg = events.event_message({"detector": "d" * 70_000, "rule": {"id": "9" * 70_000}, "anomaly": True})
     assert len(msg) <= events.MAX_MESSAGE_BYTES
+
+
+def test_a_score_past_float_range_is_clamped_not_raised():
+    """round(100 * 1.8e306) is round(inf): OverflowError, and float(10**400) too; a record's
+    score is clamped to [0, 1] before its percentage is taken."""
+    for score in (1.797693134862316e+306, 10 ** 400, -10 ** 400):
+        events.event_message({"score": score, "threshold": score, "detector": "files"})
