@@ -27,7 +27,7 @@ def finite_float(value: Any, default: float = 0.0) -> float:
     """``value`` as a finite float, else ``default``."""
     try:
         f = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):   # OverflowError: an int past float's range
         return default
     return f if math.isfinite(f) else default
 
@@ -36,5 +36,5 @@ def score_pct(record: Mapping[str, Any]) -> int:
     """The integer percentage rules match on: the record's ``score_pct``, else ``round(100*score)``."""
     v = record.get("score_pct")
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        v = round(100 * finite_float(record.get("score")))
+        v = round(100 * min(1.0, max(0.0, finite_float(record.get("score")))))   # 100 * 1e307 is inf
     return int(min(100, max(0, int(v))))

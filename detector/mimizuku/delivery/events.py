@@ -131,14 +131,15 @@ def build_payload(record: Mapping[str, Any], tag: str = TAG) -> Dict[str, Any]:
     severity = record.get("severity")
     if severity not in SEVERITIES:
         severity = "none"
-    reasons = [r for r in (record.get("reasons") or []) if isinstance(r, str)][:MAX_REASONS]
+    given = record.get("reasons")
+    reasons = [r for r in given if isinstance(r, str)][:MAX_REASONS] if isinstance(given, (list, tuple)) else []
 
     m: Dict[str, Any] = {
         "score": round(min(1.0, max(0.0, finite_float(record.get("score")))), 6),
         "score_pct": score_pct(record),
         "anomaly": bool(record.get("anomaly")),
         "severity": severity,
-        "detector": _str_or_none(record.get("detector")) or "unknown",
+        "detector": _short(record.get("detector")) or "unknown",
         "threshold": round(finite_float(record.get("threshold")), 6),
         "model_version": _str_or_none(record.get("model_version")) or "unknown",
         "reasons": reasons,
@@ -147,7 +148,7 @@ def build_payload(record: Mapping[str, Any], tag: str = TAG) -> Dict[str, Any]:
     }
     source = {
         "alert_id": _str_or_none(record.get("id")),
-        "rule_id": _str_or_none(rule.get("id")),
+        "rule_id": _short(rule.get("id")),
         "level": rule.get("level") if isinstance(rule.get("level"), int) and not isinstance(rule.get("level"), bool) else None,
         "description": _str_or_none(rule.get("description")),
         "timestamp": _str_or_none(record.get("timestamp")),
@@ -177,6 +178,16 @@ def build_payload(record: Mapping[str, Any], tag: str = TAG) -> Dict[str, Any]:
         if v:
             payload[k] = v
     return payload
+
+
+#: Longest detector name or rule id carried: both are never trimmed (rules match them whole), so
+#: an unbounded one made the event not fit at all (a 64 KiB rule id: EventTooLarge, the event lost)
+MAX_NAME = 64
+
+
+def _short(v: Any) -> Optional[str]:
+    s = _str_or_none(v)
+    return s[:MAX_NAME] if s is not None else None
 
 
 def _dumps(obj: Any) -> bytes:

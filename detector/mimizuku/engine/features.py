@@ -182,10 +182,16 @@ def _strip_runs(text: str) -> str:
     return _DIGITS_RE.sub("", _HEX_RE.sub("", _MIXED_RE.sub("*", text)))
 
 
-@lru_cache(maxsize=65536)
 def path_tokens(path: str) -> Tuple[str, ...]:
-    """Tokens of a normalised path: its words, its first directory prefixes and its extension."""
-    path = path[:MAX_TEXT]
+    """Tokens of a normalised path: its words, its first directory prefixes and its extension
+    (of its first ``MAX_TEXT`` characters)."""
+    return _path_tokens(path[:MAX_TEXT])
+
+
+# The memos are keyed by the text already cut to MAX_TEXT: keyed by the whole text, each entry
+# held an agent's 64 KiB argument (issue 17: 8,192 entries of serve's cap were half a GiB).
+@lru_cache(maxsize=65536)
+def _path_tokens(path: str) -> Tuple[str, ...]:
     norm = strip_volatile(path.lower())
     parts = [p for p in norm.split("/") if p]
     tokens: List[str] = []
@@ -214,14 +220,18 @@ def path_shape(path: str) -> str:
     return _DIGITS_RE.sub("*", _HEX_RE.sub("*", _MIXED_RE.sub("*", path[:MAX_TEXT]))).replace("**", "*")
 
 
-@lru_cache(maxsize=65536)
 def command_tokens(command: str) -> Tuple[str, ...]:
     """Tokens of a command line: the program, its normalised words, and shell constructs.
 
     Shell metacharacters (redirections, pipes, ``/dev/tcp``) are kept as tokens of their own
     because they are what separates ``bash -i >& /dev/tcp/…`` from an ordinary ``bash`` call.
     """
-    command = strip_shapes(command[:MAX_TEXT])
+    return _command_tokens(command[:MAX_TEXT])
+
+
+@lru_cache(maxsize=65536)
+def _command_tokens(command: str) -> Tuple[str, ...]:
+    command = strip_shapes(command)
     tokens: List[str] = []
     parts = command.split()
     if parts:

@@ -56,7 +56,7 @@ def _argv_parts(argv):
         t = tok.strip()
         if not t or t.startswith(">") or t == "debug":
             continue
-        if t.isdigit():
+        if t.isascii() and t.isdigit():
             ints.append(int(t))
         elif not options:
             options = tok

@@ -21,6 +21,9 @@ NAME = "mimizuku"
 DEFAULT_TIMEOUT = 10
 DEFAULT_RETRIES = 3
 MAX_OPTIONS_BYTES = 64 * 1024
+#: digits of the timeout and retries integratord passes (a longer number is no setting: int()
+#: of over 4,300 digits raised ValueError past Python's limit, not UsageError)
+MAX_NUMBER_DIGITS = 9
 
 #: Keys of the ``<options>`` JSON object and what they mean (the README's Wazuh section lists them too).
 OPTION_KEYS = {
@@ -80,7 +83,9 @@ def parse_argv(argv: Sequence[str]) -> Invocation:
             continue
         if t == "debug":
             inv.debug = True
-        elif t.isdigit():
+        elif t.isascii() and t.isdigit():   # str.isdigit alone takes "²", which int() refuses
+            if len(t) > MAX_NUMBER_DIGITS:
+                raise UsageError(f"timeout or retries out of range ({len(t)} digits)")
             ints.append(int(t))
         elif not inv.options_file:
             inv.options_file = tok
@@ -150,6 +155,8 @@ def load_options(path: str, home: Path) -> Options:
         data = json.loads(text)
     except ValueError as e:
         raise OptionsError(f"options are not valid JSON ({e})") from e
+    except RecursionError:
+        raise OptionsError("options are not valid JSON (nested too deeply)") from None
     if not isinstance(data, dict):
         raise OptionsError("options must be a JSON object")
     unknown = sorted(set(data) - set(OPTION_KEYS))
@@ -174,7 +181,8 @@ def load_options(path: str, home: Path) -> Options:
             raise OptionsError('option "thresholds" must map detector names (or "*") to numbers in [0, 1]')
         opts.thresholds = {str(k): float(v) for k, v in t.items()}
     if "min_severity" in data:
-        if data["min_severity"] not in SEVERITY_RANK or data["min_severity"] == "none":
+        if not isinstance(data["min_severity"], str) or data["min_severity"] not in SEVERITY_RANK \
+                or data["min_severity"] == "none":
             raise OptionsError('option "min_severity" must be one of low, medium, high, critical')
         opts.min_severity = data["min_severity"]
     for key in ("max_batch", "max_spool", "max_spool_bytes"):

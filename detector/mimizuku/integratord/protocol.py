@@ -99,11 +99,17 @@ _WS = " \t\n\r"
 
 
 def loads(text):
-    """``json.loads`` for small texts without importing ``json`` (and with it ``re``)."""
+    """``json.loads`` for small texts without importing ``json`` (and with it ``re``).
+
+    Raises ValueError for anything that is not one JSON value, nesting too deep for the parser's
+    recursion included (a line of brackets raised RecursionError, which no caller expects)."""
     if _scan is None:  # pragma: no cover
         import json
 
-        return json.loads(text)
+        try:
+            return json.loads(text)
+        except RecursionError:
+            raise ValueError("JSON nested too deeply") from None
     i = 0
     n = len(text)
     while i < n and text[i] in _WS:
@@ -112,6 +118,8 @@ def loads(text):
         obj, end = _scan(text, i)
     except StopIteration as e:
         raise ValueError(f"invalid JSON at position {e.value}") from None
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
     while end < n and text[end] in _WS:
         end += 1
     if end != n:

@@ -25,7 +25,8 @@ class ReadStats:
 
     ``lines`` (records, for non-line sources) = ``alerts`` + ``bad_json`` + ``too_long`` +
     ``too_deep`` + ``not_alert`` + ``bad_encoding`` + ``own_events`` + ``skipped_by_window``;
-    blank lines are not counted. ``repaired_encoding`` lines are kept (among ``alerts``).
+    blank lines are not counted. ``repaired_encoding``: lines parsed once their bad UTF-8 was
+    replaced, and are counted again as what they then were (among ``alerts`` when they are alerts).
     ``damaged_files``: read in part (truncated or corrupt gzip, broken document, read error);
     ``unreadable_files``: not read at all (permission, vanished, FIFO in a tree, unlistable
     directory). ``bytes_read`` counts bytes as stored (compressed for gzip).

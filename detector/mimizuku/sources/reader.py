@@ -25,7 +25,8 @@ are dropped (feedback-loop guard). Standard library only; ``orjson`` is used whe
 Bad lines. Lines of ``max_line_bytes`` (65536) or more without their newline are skipped as
 integratord skips them (``too_long``), without being held in memory. A line with invalid UTF-8
 is decoded with U+FFFD replacements and parsed again: kept if it then parses
-(``repaired_encoding``, among ``alerts``), else dropped (``bad_encoding``). A BOM, CRLF and NUL
+(``repaired_encoding``; then counted as what it is, usually among ``alerts``), else dropped
+(``bad_encoding``). A BOM, CRLF and NUL
 padding (left by a crash) around a line are tolerated; NaN/Infinity, lone surrogate escapes
 (orjson) and NUL inside a string are ``bad_json``, and so is a last line cut short (a file
 being written or truncated). Alerts nested deeper than ``MAX_DEPTH`` (64) are dropped

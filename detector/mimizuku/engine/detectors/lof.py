@@ -49,6 +49,20 @@ from mimizuku.engine.baselines import EntityBaselines
 from mimizuku.engine.detectors.base import Detector, Key
 
 
+def _encodable(name: str) -> str:
+    """``name`` as the hasher can take it: the hasher encodes names to UTF-8, which a lone
+    surrogate (from a JSON ``\\ud800`` escape the standard library's parser lets through) fails,
+    and one such alert would fail the whole batch. Each one becomes ``?``; every other name is
+    itself (the same column as ever)."""
+    if name.isascii():
+        return name
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return name.encode("utf-8", "replace").decode("utf-8")
+    return name
+
+
 class HashedGroups:
     """Feature groups ({group: [tokens]}) → dense float32 rows via the hashing trick."""
 
@@ -65,7 +79,7 @@ class HashedGroups:
                 continue
             v = self.weights[g] / np.sqrt(len(toks))
             for t in toks:
-                d[g + "=" + t] = v
+                d[_encodable(g + "=" + t)] = v
         return d
 
     def rows(self, groups_list: Sequence[Dict[str, Sequence[str]]]) -> np.ndarray:
