@@ -32,7 +32,7 @@ from mimizuku.core import fields  # noqa: E402
 from mimizuku.delivery import events  # noqa: E402
 from mimizuku.engine import features  # noqa: E402
 from mimizuku.integratord import options, protocol  # noqa: E402
-from mimizuku.outputs import syslog  # noqa: E402
+from mimizuku.outputs import syslog, syslog_format  # noqa: E402
 from mimizuku.sources import decoding  # noqa: E402
 from mimizuku.sources.reader import ReadStats, iter_alerts  # noqa: E402
 
@@ -259,7 +259,7 @@ def check_score(alert: Any) -> Optional[Dict[str, Any]]:
 # --- the event formatter -----------------------------------------------------------------------
 
 _INNER_KEYS = {"score", "score_pct", "anomaly", "severity", "detector", "threshold", "model_version", "reasons",
-               "reason", "agent", "source", "episode", "mitre", "truncated", "truncated_fields", *events.KEY_FIELDS}
+               "reason", "agent", "source", "episode", "story", "mitre", "truncated", "truncated_fields", *events.KEY_FIELDS}
 _SOURCE_KEYS = {"alert_id", "rule_id", "level", "description", "timestamp", "location"}
 
 
@@ -326,7 +326,7 @@ def _parse_rfc5424(line: str) -> int:
     assert head[0] == "1" and len(head) == 7, line[:200]
     for f in head[1:6]:
         assert f and all(33 <= ord(c) <= 126 for c in f), f
-    assert head[3] == syslog.APP_NAME
+    assert head[3] == syslog_format.APP_NAME
     sd = head[6]
     assert sd.startswith("[" + syslog.SD_ID), sd[:80]
     i = len(syslog.SD_ID) + 1

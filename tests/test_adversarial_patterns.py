@@ -179,7 +179,7 @@ PATTERNS: Dict[Tuple[str, str, str], object] = {
         "text over 64 characters before matching", prefix="2022-01-25T00:00:00"),
     ("outputs/__init__.py", "re.compile", "[\ud800-\udfff]"): Alert(
         ("clean_text",), ("\ud800", "a", "\udfff"), "one character (sub)"),
-    ("outputs/syslog.py", "re.compile",
+    ("outputs/syslog_format.py", "re.compile",
      "[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ufeff]"): Alert(
         ("escape_controls",), ("\n", "a", "\u2028", "\x85", "\ufeff"), "one character (sub)"),
     ("outputs/syslog.py", "re.compile", "re.escape(self.path.name) + '\\\\.(\\\\d+)$'"): NotAlertText(
@@ -189,9 +189,10 @@ PATTERNS: Dict[Tuple[str, str, str], object] = {
     # --- sources/: the alert reader ---------------------------------------------------------
     ("sources/decoding.py", "re.compile", "[ \\t\\n\\r\\x00\\ufeff]*"): Alert(
         ("document_elements",), (" ", "\n", "\x00", "\ufeff", "["), "one class, one quantifier, match at a position"),
-    ("sources/decoding.py", "re.compile", b'"(?:[^"\\\\]++|\\\\.)*+(?:"|\\\\?\\Z)|[\\[\\]{}]'): Alert(
+    ("sources/decoding.py", "re.compile", b'"(?:[^"\\\\]|\\\\.)*(?:"|\\\\?\\Z)|[\\[\\]{}]'): Alert(
         ("raw_deeper_than",), ('"', "\\", "[", "]", "{", "a", '\\"'),
-        "possessive quantifiers: a string token is never re-scanned, an unterminated one runs to the end"),
+        "the loop's branches start with different bytes and its end always matches (a quote, or the "
+        "end past a lone backslash): nothing is given back, an unterminated string runs to the end"),
     ("sources/timestamps.py", "re.compile", r"(\d{4})-(\d{2})-(\d{2})[T ](\d{2})\Z"): Alert(
         ("sources_parse_timestamp",), ("0", "-", "T", "2022-01-25T00"), "fixed length, anchored"),
     ("sources/timestamps.py", "re.compile", r"([+-])(\d{2}):?(\d{2})\Z"): Alert(
@@ -209,6 +210,22 @@ PATTERNS: Dict[Tuple[str, str, str], object] = {
     # --- store/: model directories (their names are checked before any file is read) ---------
     ("store/model_dir.py", "re.compile", r"[a-z0-9_]+"): NotAlertText(
         "detector names in a model manifest (a signed or root-written file), fullmatch of one class"),
+    ("store/model_dir.py", "re.compile", r"[a-z0-9_]+\.(?:json|npz)"): NotAlertText(
+        "file names in a model manifest, fullmatch of one class and a literal"),
+    ("store/plain_state.py", "re.compile", r"[A-Za-z_][A-Za-z0-9_]*"): NotAlertText(
+        "attribute names in a model's plain-data file (root-written, checksummed), fullmatch of one class"),
+    ("store/plain_state.py", "re.compile", r"a[0-9]+"): NotAlertText(
+        "array names in a model's .npz (root-written, checksummed), fullmatch of one class"),
+    ("delivery/index_sink.py", "re.fullmatch", r"[a-z0-9][a-z0-9._-]{0,199}"): NotAlertText(
+        "the --index-stream setting, bounded"),
+    ("engine/feedback.py", "re.compile", r"\Afb-[0-9a-f]{4,32}\Z"): NotAlertText(
+        "a verdict id (feedback revoke, the verdict store, a SOAR import line), anchored and bounded"),
+    ("engine/feedback.py", "re.compile", r"\A([0-9]{1,6})([smhdw])\Z"): NotAlertText(
+        "a verdict's --expires, anchored and bounded"),
+    ("tools/rules_check.py", "re.compile", "'|'.join(alternatives)"): NotAlertText(
+        "<location> patterns (OS_Match) of our own rules files"),
+    ("tools/rules_check.py", "re.compile", "value"): NotAlertText(
+        "<location type=\"pcre2\"> patterns of our own rules files"),
     ("store/model_dir.py", "re.compile", r"[a-z0-9_]+\.joblib"): NotAlertText(
         "file names in a model manifest, fullmatch of one class and a literal"),
     ("store/model_dir.py", "re.compile", r"[0-9a-f]{64}"): NotAlertText("digests in a model manifest, fixed length"),
