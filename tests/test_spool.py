@@ -215,3 +215,16 @@ def test_an_item_json_cannot_hold_is_refused_with_a_spool_error(tmp_path):
             sp.put(item)
         assert isinstance(e.value, SpoolError)
     assert not sp.paths() and sp.usage() == (0, 0)
+
+
+def test_an_item_too_big_to_be_ours_is_set_aside_unread(tmp_path, monkeypatch):
+    """A member of the group that writes the spool can drop any file there: one far larger than
+    any item the spool writes is set aside as *.bad (logged), never read into memory whole."""
+    monkeypatch.setattr(spool_mod, "MAX_ITEM_BYTES", 1024)
+    sp = Spool(tmp_path / "s")
+    p = sp.put({"x": "a" * 2000})
+    small = sp.put({"x": "b"})
+    logged = []
+    assert Spool.load(p, log=lambda level, msg: logged.append(msg)) is spool_mod.MISSING
+    assert p.with_suffix(".bad").exists() and "over 1024 bytes" in logged[0]
+    assert Spool.load(small) == {"x": "b"}

@@ -37,6 +37,9 @@ _MISSING = object()
 MISSING = _MISSING
 #: default bound of a spool's bytes (the items' JSON)
 DEFAULT_MAX_BYTES = 512 * 1024 * 1024
+#: the largest item ``load`` reads: anyone in the group that writes the spool could otherwise
+#: leave one file that fills the reader's memory (an alert the call keeps is at most 8 MiB)
+MAX_ITEM_BYTES = 16 * 1024 * 1024
 _seq = 0
 
 _log = logging.getLogger("mimizuku.spool")
@@ -254,10 +257,13 @@ class Spool:
         (``mimizuku.core.quarantine``)."""
         try:
             with open(path, "rb") as f:
-                return loads(f.read())
+                data = f.read(MAX_ITEM_BYTES + 1)
+            if len(data) > MAX_ITEM_BYTES:
+                raise ValueError(f"over {MAX_ITEM_BYTES} bytes: not an item this spool wrote")
+            return loads(data)
         except FileNotFoundError:
             return _MISSING
-        except (OSError, ValueError) as e:   # unreadable, truncated, not JSON
+        except (OSError, ValueError) as e:   # unreadable, truncated, not JSON, too big
             Spool.set_aside_bad(path, log, f"unreadable ({type(e).__name__}: {str(e)[:200]})")
             return _MISSING
 
