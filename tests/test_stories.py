@@ -120,7 +120,9 @@ def test_an_intrusion_is_one_story_with_news_raised(model):
 
     news = recs[5]
     assert news["detector"] == "files" and news["story"]["of"] == opener and "repeat_of" not in news
-    assert news["reasons"][0].startswith(f"news in the story of 'web-01' as 'www-data' that anomaly {opener}")
+    # what is new comes first (the summary and the event's first reason), the story after it
+    assert not news["reasons"][0].startswith("news in the story")
+    assert news["reasons"][-1].startswith(f"news in the story of 'web-01' as 'www-data' that anomaly {opener}")
     assert build_payload(news)["mimizuku"]["story"]["of"] == opener
     assert "story" not in recs[0] and "story" not in recs[6] and "story" not in recs[7]
     # the DataFrame of anomalies is what was raised

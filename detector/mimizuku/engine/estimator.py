@@ -542,8 +542,8 @@ class Mimizuku:
                                   f"no higher band, new rule or new technique, so not raised again")
             else:
                 story = self.stories.story(skey)
-                if story is not None and story.opener != rid:  # raised with news for an open story
-                    reasons.insert(0, f"news in the story of {who} that anomaly {story.opener} opened "
+                if story is not None and story.opener != rid:  # raised with news: its own reasons first
+                    reasons.append(f"news in the story of {who} that anomaly {story.opener} opened "
                                       f"({story.anomalies} anomalies over {_span(story.duration)} since "
                                       f"{story.since}): a higher band, a new rule or a new technique")
                 else:
