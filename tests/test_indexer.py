@@ -18,6 +18,7 @@ from mimizuku.core.fields import own_event_query
 from mimizuku.sources.errors import ReadStats
 from mimizuku.sources.indexer import (
     IndexerAuthError,
+    IndexerConfig,
     IndexerConfigError,
     IndexerError,
     IndexerSource,
@@ -381,3 +382,17 @@ def test_fit_on_the_indexer_equals_fit_on_the_file(indexer, fleet, tmp_path):
     s_file = [r["score"] for r in m_file.score_records(test)]
     s_idx = [r["score"] for r in m_idx.score_records(test)]
     assert len(s_file) == len(test) and s_file == s_idx
+
+
+def test_credentials_never_travel_in_clear_beyond_the_loopback(caplog):
+    """As the Wazuh API client (issue 17 item 8): a password over plain http:// to another host is
+    refused unless the config file says "allow_http": true; to the loopback it goes, with a warning."""
+    with pytest.raises(IndexerConfigError, match="in clear"):
+        IndexerConfig.from_sources("http://indexer.example:9200", env={}, username="u", password="p")
+    IndexerConfig.from_sources("http://indexer.example:9200", env={}, username="u", password="p", allow_http=True)
+    IndexerConfig.from_sources("http://indexer.example:9200", env={})          # no password: nothing to leak
+    for host in ("127.0.0.1", "localhost", "[::1]"):
+        IndexerConfig.from_sources(f"http://{host}:9200", env={}, username="u", password="p")
+    with caplog.at_level(logging.WARNING):
+        IndexerSource("http://127.0.0.2:9200", env={}, username="u", password="p")
+    assert "credentials over plain http to http://127.0.0.2:9200" in caplog.text

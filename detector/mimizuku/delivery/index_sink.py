@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 from urllib.parse import quote, urlsplit
 
+from mimizuku.core.hosts import is_loopback
 from mimizuku.core.logfn import LogFn, no_log
 from mimizuku.core.settings import Setting, clamped
 from mimizuku.core.spool import MISSING, Spool, SpoolError
@@ -55,7 +56,7 @@ from mimizuku.delivery.index_docs import (
     index_template,
     ism_policy,
 )
-from mimizuku.delivery.wazuh_api import is_loopback, parse_retry_after
+from mimizuku.delivery.wazuh_api import parse_retry_after
 
 __all__ = ["IndexConfigError", "IndexCredentials", "IndexClient", "IndexSink", "IndexResult",
            "load_index_credentials", "index_sink_from_settings", "index_settings", "sink_for", "DEFAULT_CREDENTIALS", "DEAD_LETTER_DIR"]

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import base64
 import email.utils
-import ipaddress
 import json
 import logging
 import os
@@ -30,6 +29,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 from urllib.parse import urlsplit
+
+from mimizuku.core.hosts import is_loopback
 
 log = logging.getLogger("mimizuku.api")
 
@@ -125,18 +126,6 @@ class ApiCredentials:
         if not self.verify:
             return False
         return self.ca_bundle or True
-
-
-def is_loopback(host: Optional[str]) -> bool:
-    """Whether ``host`` names this machine's loopback (what never leaves the host)."""
-    if not host:
-        return False
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_url(url: str, *, allow_http: bool = False) -> str:

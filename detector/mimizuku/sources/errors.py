@@ -12,11 +12,28 @@ from typing import Any, Dict, List
 
 from mimizuku.core.text import printable
 
-__all__ = ["AlertSourceError", "ReadStats", "printable"]
+__all__ = ["AlertSourceError", "IndexerAuthError", "IndexerConfigError", "IndexerError", "IndexerUnavailable",
+           "ReadStats", "printable"]
 
 
 class AlertSourceError(Exception):
     """The source cannot be read at all (missing, unreadable, not alerts, unsupported type)."""
+
+
+class IndexerError(AlertSourceError):
+    """The indexer cannot be read (a clear message; never a credential)."""
+
+
+class IndexerConfigError(IndexerError):
+    """Bad or unsafe configuration (config file permissions, a URL with credentials...)."""
+
+
+class IndexerAuthError(IndexerError):
+    """401/403: the credentials were refused or lack a permission."""
+
+
+class IndexerUnavailable(IndexerError):
+    """Not reachable, TLS failure, or still failing (5xx/429/timeouts) after every retry."""
 
 
 @dataclass

@@ -52,7 +52,13 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from mimizuku.core.fields import own_event_query
-from mimizuku.sources.errors import AlertSourceError
+from mimizuku.core.hosts import is_loopback
+from mimizuku.sources.errors import (
+    IndexerAuthError,
+    IndexerConfigError,
+    IndexerError,
+    IndexerUnavailable,
+)
 from mimizuku.sources.wcs import SCHEMAS, WCS_READ_DEFAULTS, hit_alert, schema_of_index
 
 __all__ = [
@@ -94,22 +100,6 @@ DAY_MS = 86_400_000
 _WARNED_PLAIN_HTTP: set = set()
 
 
-class IndexerError(AlertSourceError):
-    """The indexer cannot be read (a clear message; never a credential)."""
-
-
-class IndexerConfigError(IndexerError):
-    """Bad or unsafe configuration (config file permissions, a URL with credentials...)."""
-
-
-class IndexerAuthError(IndexerError):
-    """401/403: the credentials were refused or lack a permission."""
-
-
-class IndexerUnavailable(IndexerError):
-    """Not reachable, TLS failure, or still failing (5xx/429/timeouts) after every retry."""
-
-
 class _PitExpired(Exception):
     """The point in time is gone (expired, or its node restarted): recreate it and resume."""
 
@@ -134,6 +124,7 @@ class IndexerConfig:
     password: Optional[str] = field(default=None, repr=False)
     ca_bundle: Optional[str] = None           # PEM file of the CA that signed the indexer's cert
     verify_tls: bool = True
+    allow_http: bool = False                  # credentials over plain http beyond the loopback, by choice
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
     retries: int = 5
@@ -192,6 +183,9 @@ class IndexerConfig:
                 f"{ENV_PREFIX}USER/{ENV_PREFIX}PASSWORD, never on a command line")
         if parts.query or parts.fragment:
             raise IndexerConfigError(f"the indexer URL must not have a query or fragment: {_safe_url(self.url)}")
+        if self.username and parts.scheme.lower() == "http" and not self.allow_http and not is_loopback(parts.hostname):
+            raise IndexerConfigError(f"refusing to send the indexer password in clear to {_safe_url(self.url)}: use "
+                                     f'https://, or set "allow_http": true in {DEFAULT_CONFIG_FILE} on a trusted network')
         for name in ("page_size", "retries"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < (1 if name == "page_size" else 0):

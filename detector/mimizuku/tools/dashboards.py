@@ -34,8 +34,8 @@ from urllib import error as urlerror
 from urllib import request as urlrequest
 from urllib.parse import urlsplit
 
+from mimizuku.core.hosts import is_loopback
 from mimizuku.core.private_file import read_private_json
-from mimizuku.delivery.wazuh_api import is_loopback
 
 log = logging.getLogger("mimizuku.dashboards")
 
