@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from mimizuku.delivery.index_docs import build_document, index_template
 from mimizuku.tools import dashboards as dash
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -147,18 +148,9 @@ def http(method, url, body=None):
 
 
 @pytest.fixture(scope="module")
-def node(request):
-    """A real OpenSearch node: the session's ``opensearch_node`` (tests/opensearch_node.py, h-osnode:
-    MIMIZUKU_TEST_OPENSEARCH_URL or a node it starts), else MIMIZUKU_TEST_OPENSEARCH_URL; skipped
-    when there is neither."""
-    try:
-        return request.getfixturevalue("opensearch_node").url.rstrip("/")
-    except pytest.FixtureLookupError:
-        pass
-    url = os.environ.get("MIMIZUKU_TEST_OPENSEARCH_URL")
-    if not url:
-        pytest.skip("no OpenSearch node (set MIMIZUKU_TEST_OPENSEARCH_URL or run .ci/opensearch.sh)")
-    return url.rstrip("/")
+def node(opensearch_node):
+    """The session's real OpenSearch node (tests/opensearch_node.py), as a base URL."""
+    return opensearch_node.url.rstrip("/")
 
 
 SEVERITIES = ["low"] * 5 + ["medium"] * 4 + ["high"] * 2 + ["critical"]
@@ -200,35 +192,11 @@ def anomaly_records():
 
 
 def anomaly_document(record):
-    """The indexer sink's document (delivery/index_docs.build_document, h-ossink) when merged; until
-    then the same layout built here: the record under mimizuku.*, the technique under mitre."""
-    try:
-        from mimizuku.delivery.index_docs import build_document
-    except ImportError:
-        pass
-    else:
-        return build_document(record, "manager")
-    m = {k: record.get(k) for k in ("score", "score_pct", "threshold", "anomaly", "severity", "detector",
-                                   "model_version", "reasons")}
-    doc = {"@timestamp": record["timestamp"], "agent": record["agent"], "rule": record["rule"],
-           "mimizuku": {k: v for k, v in m.items() if v is not None}}
-    if record.get("mitre"):
-        doc["mitre"] = record["mitre"]
-    return doc
+    """The indexer sink's document for a record: what the anomaly dashboard reads."""
+    return build_document(record, "manager")
 
 
 def anomaly_index_template(pattern):
-    try:
-        from mimizuku.delivery.index_docs import index_template
-    except ImportError:
-        kw = {"type": "keyword", "ignore_above": 1024}
-        return {"index_patterns": [pattern], "data_stream": {}, "priority": 500, "template": {
-            "settings": {"number_of_replicas": 0}, "mappings": {"dynamic": False, "properties": {
-                "@timestamp": {"type": "date"}, "agent": {"properties": {"id": kw, "name": kw}},
-                "mimizuku": {"properties": {"anomaly": {"type": "boolean"}, "severity": kw, "detector": kw,
-                                            "model_version": kw, "score": {"type": "float"},
-                                            "reasons": {"type": "text", "fields": {"keyword": kw}}}},
-                "mitre": {"properties": {"id": kw, "technique": kw, "tactic": kw}}}}}}
     t = index_template(pattern, replicas=0)
     t["priority"] = 500
     return t

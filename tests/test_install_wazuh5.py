@@ -164,15 +164,13 @@ def test_installs_the_indexer_scorer_and_the_nightly_timer_and_nothing_of_4x(mgr
 
 
 def test_the_units_command_lines_parse(mgr):
-    """The scorer's and the job's command lines, as the units run them, are accepted by their parsers
-    (the indexer sink's --index-url comes with h-ossink: checked once it is there)."""
+    """The scorer's and the job's command lines, as the units run them, are accepted by their parsers."""
     import shlex
 
     from mimizuku.serve.config import ServeConfig
     venv = mgr.engine_venv()
     mgr.install("--venv", str(venv), "--no-pip")
-    if "index_url" not in {s.name for s in ServeConfig.TABLE}:
-        pytest.skip("the indexer sink (--index-url) is not in this tree yet")
+    assert "index_url" in {s.name for s in ServeConfig.TABLE}
     for unit, module in (("mimizuku-serve.service", "mimizuku.serve"), ("mimizuku-retrain.service", None)):
         argv = shlex.split(mgr.unit(unit)["Service"]["ExecStart"])
         args = argv[3:] if module else argv[1:]

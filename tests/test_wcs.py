@@ -162,10 +162,8 @@ def _http(method, url, body=None, ndjson=False):
         return json.loads(r.read())
 
 
-def test_indexer_source_reads_5x_events(tmp_path):
-    url = os.environ.get("MIMIZUKU_TEST_OPENSEARCH_URL")
-    if not url:
-        pytest.skip("no OpenSearch node (MIMIZUKU_TEST_OPENSEARCH_URL)")
+def test_indexer_source_reads_5x_events(tmp_path, opensearch_node):
+    url = opensearch_node.url.rstrip("/")
     from mimizuku.sources.indexer import IndexerSource
 
     index = f"wazuh-events-v5-system-activity-test-{os.urandom(3).hex()}"
