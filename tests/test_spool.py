@@ -228,3 +228,18 @@ def test_an_item_too_big_to_be_ours_is_set_aside_unread(tmp_path, monkeypatch):
     assert Spool.load(p, log=lambda level, msg: logged.append(msg)) is spool_mod.MISSING
     assert p.with_suffix(".bad").exists() and "over 1024 bytes" in logged[0]
     assert Spool.load(small) == {"x": "b"}
+
+
+def test_an_item_no_decoder_takes_is_set_aside_unless_the_caller_quarantines(tmp_path):
+    """JSON nested past the parser (RecursionError, not ValueError) in an event or document spool
+    is set aside as *.bad like any unreadable item, so a planted file cannot stop every drain; the
+    alert spool's readers (the call, the scorer) ask for it raised, and quarantine the alert."""
+    sp = Spool(tmp_path / "s")
+    p = sp.put({"x": 1})
+    p.write_bytes(b'{"d":' * 100_000 + b"1" + b"}" * 100_000)
+    with pytest.raises(RecursionError):
+        Spool.load(p, quarantines=True)
+    assert p.exists()
+    logged = []
+    assert Spool.load(p, log=lambda level, msg: logged.append(msg)) is spool_mod.MISSING
+    assert p.with_suffix(".bad").exists() and "cannot be decoded (RecursionError" in logged[0]

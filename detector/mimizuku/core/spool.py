@@ -249,12 +249,12 @@ class Spool:
 
     @staticmethod
     def load(path: Path, loads: Callable[[bytes], Any] = lambda b: json.loads(b.decode("utf-8")),
-             log: Optional[LogFn] = None) -> Any:
+             log: Optional[LogFn] = None, quarantines: bool = False) -> Any:
         """One item's content; ``MISSING`` if another consumer took it or it was unreadable
-        (then it is moved aside as ``*.bad``, and logged, so it cannot block the spool). Anything
-        else ``loads`` raises (a RecursionError on JSON nested deeper than the parser goes: the
-        item is whole, the decoder is what fails) goes to the caller, which quarantines the alert
-        (``mimizuku.core.quarantine``)."""
+        (then it is moved aside as ``*.bad``, and logged, so it cannot block the spool). An item
+        that is whole but that ``loads`` cannot take (a RecursionError on JSON nested deeper than
+        the parser goes) is set aside the same way, unless the caller ``quarantines`` alerts
+        (``mimizuku.core.quarantine``: the integratord call, the scorer): then it is raised to it."""
         try:
             with open(path, "rb") as f:
                 data = f.read(MAX_ITEM_BYTES + 1)
@@ -265,6 +265,11 @@ class Spool:
             return _MISSING
         except (OSError, ValueError) as e:   # unreadable, truncated, not JSON, too big
             Spool.set_aside_bad(path, log, f"unreadable ({type(e).__name__}: {str(e)[:200]})")
+            return _MISSING
+        except Exception as e:   # whole, but the decoder fails on it (too deep)
+            if quarantines:
+                raise
+            Spool.set_aside_bad(path, log, f"cannot be decoded ({type(e).__name__}: {str(e)[:200]})")
             return _MISSING
 
     @staticmethod

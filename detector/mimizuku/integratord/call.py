@@ -503,7 +503,7 @@ class _Call:
         ``*.bad`` by the spool), or one the decoder cannot take (a RecursionError on a deep
         alert): that one is quarantined, else it would stop every later drain."""
         try:
-            obj = Spool.load(path)
+            obj = Spool.load(path, quarantines=True)
         except Exception as e:
             self._quarantine_item(path, f"cannot be decoded: {type(e).__name__}: {printable(e, 200)}")
             return _SKIP

@@ -605,7 +605,7 @@ class Server(ModelReload):
             return
         for p in paths[: self.cfg.spool_batch]:
             try:
-                alert = Spool.load(p, _loads, log=self.logfn)
+                alert = Spool.load(p, _loads, log=self.logfn, quarantines=True)
             except Exception as e:   # whole, but the decoder fails on it (too deep): set it aside
                 self.scorer.set_aside_spooled(p, f"cannot be decoded: {type(e).__name__}: {printable(e, 200)}")
                 continue
