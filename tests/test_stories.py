@@ -70,13 +70,34 @@ def test_stories_are_bounded_and_survive_json():
     st = back.story(("agent", "999"))
     assert st == w.story(("agent", "999"))
     assert back.judge(("agent", "999"), 20, "low", CMD, "y").opener == "a999"
+    # the agents a person's story reached survive; a snapshot from before them (nine columns) loads
+    w.judge((None, "alice"), 10, "low", CMD, "p1", agent="web-01")
+    w.judge((None, "alice"), 11, "low", CMD, "p2", agent="db-01")
+    doc = w.to_json(max_keys=5)
+    assert StoryWindows.from_json(doc).story((None, "alice")).agents == {"web-01", "db-01"}
+    old = {"window": 60, "open": [row[:9] for row in doc["open"]]}
+    assert StoryWindows.from_json(old).story((None, "alice")).agents == frozenset()
     with pytest.raises((TypeError, ValueError)):
         StoryWindows.from_json({"window": 60, "open": [[["a", "b"], 1, "T", 0, 0, 0, 1, [], []]]})
+
+
+def _as_person(alert, auid: str):
+    """``alert`` run by someone who logged in as ``auid`` (auditd's enriched AUID)."""
+    alert["full_log"] += f' AUID="{auid}"'
+    alert["data"]["audit"]["auid"] = "1001"
+    return alert
 
 
 def test_the_account_is_the_login_user_else_the_user_else_the_source():
     t = F.BASE
     assert story_key(F.command(t, ["/usr/bin/id"], user="www-data")) == ("web-01", "www-data")
+    # a person's story crosses hosts; root and a bare auid are nobody in particular
+    assert story_key(_as_person(F.command(t, ["/usr/bin/id"], user="root"), "alice")) == (None, "alice")
+    assert story_key(_as_person(F.command(t, ["/usr/bin/id"], user="root", agent="db-01"), "alice")) == (None, "alice")
+    assert story_key(_as_person(F.command(t, ["/usr/bin/id"], user="deploy"), "root")) == ("web-01", "root")
+    bare = F.command(t, ["/usr/bin/id"], user="deploy")
+    bare["data"]["audit"]["auid"] = "1001"
+    assert story_key(bare) == ("web-01", "1001")
     assert story_key(F.event(t, "31101", srcip="203.0.113.9")) == ("web-01", "203.0.113.9")
     assert story_key(F.event(t, "1002")) == ("web-01", None)
 
@@ -127,6 +148,39 @@ def test_an_intrusion_is_one_story_with_news_raised(model):
     assert "story" not in recs[0] and "story" not in recs[6] and "story" not in recs[7]
     # the DataFrame of anomalies is what was raised
     assert len(model.predict(_intrusion(F.BASE + dt.timedelta(days=5, hours=10)))) == sum(raised)
+
+
+def test_a_persons_roll_out_across_hosts_is_one_story(model, monkeypatch):
+    """alice runs the same new command on three hosts within a minute (a roll-out): one story
+    across agents, raised once, naming the hosts; a file change she makes is news. Keyed by agent
+    (the person's story switched off), each host raises its own."""
+    t0 = F.BASE + dt.timedelta(days=5, hours=10)
+    hosts = [("web-01", "001"), ("db-01", "003"), ("web-02", "002")]
+
+    def roll_out():
+        out = [_as_person(F.command(t0 + dt.timedelta(seconds=10 * i), ["/usr/bin/ansible-playbook", "users.yml"],
+                                    user="root", agent=a, agent_id=i_d), "alice")
+               for i, (a, i_d) in enumerate(hosts)]
+        f = F.fim(t0 + dt.timedelta(seconds=40), "/etc/sudoers.d/alice", event="added", user="root",
+                  process="python3", agent="db-01", agent_id="003")
+        f["syscheck"]["audit"]["login_user"] = {"id": "1001", "name": "alice"}
+        return out + [f]
+
+    model.start_stream()
+    recs = model.score_records(roll_out())
+    assert all(r["scores"][r["detector"]] >= r["threshold"] for r in recs)
+    assert [r["anomaly"] for r in recs] == [True, False, False, True]
+    opener = recs[0]["id"]
+    assert recs[2]["repeat_of"] == opener and recs[2]["story"]["agents"] == ["db-01", "web-01", "web-02"]
+    assert recs[1]["reasons"][0].startswith(f"part of the story of 'alice' across agents that anomaly {opener}")
+    assert recs[3]["story"]["of"] == opener and recs[3]["detector"] == "files"   # news: another detector
+    from mimizuku.delivery.events import build_payload
+    assert build_payload(recs[2])["mimizuku"]["story"]["agents"] == ["db-01", "web-01", "web-02"]
+
+    import mimizuku.engine.stories as stories
+    monkeypatch.setattr(stories, "SHARED_LOGINS", frozenset({"root", "alice"}))  # alice is nobody in particular
+    model.start_stream()
+    assert [r["anomaly"] for r in model.score_records(roll_out())] == [True, True, True, True]
 
 
 def test_without_stories_every_anomaly_is_raised(model, monkeypatch):

@@ -173,6 +173,10 @@ def build_document(record: Mapping[str, Any], manager: Optional[str] = None, *,
         if isinstance(obj, dict):
             doc[name] = _some({"of": _str(obj.get("of")), "since": _str(obj.get("since")),
                                     count: _int(obj.get(count)), "duration_s": _number(obj.get("duration_s"))})
+            agents = obj.get("agents")
+            named = [a for a in (_str(x) for x in agents[:16]) if a] if isinstance(agents, list) else []
+            if name == "story" and named:  # a person's story across hosts
+                doc[name]["agents"] = named
     return _drop_none(doc)
 
 
@@ -212,7 +216,8 @@ def _mappings() -> Dict[str, Any]:
                        "properties": {n: dict(_KW) for n in _FIELD_NAMES}},
             "srcip": {"type": "ip"},
             "mitre": {"properties": {"id": _KW, "technique": _KW, "tactic": _KW, "table": _KW}},
-            "story": {"properties": {"of": _KW, "since": _KW, "anomalies": int_, "duration_s": float_}},
+            "story": {"properties": {"of": _KW, "since": _KW, "anomalies": int_, "duration_s": float_,
+                                      "agents": _KW}},
             "episode": {"properties": {"of": _KW, "since": _KW, "alerts": int_, "duration_s": float_}},
         },
     }

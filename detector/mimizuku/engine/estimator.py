@@ -39,7 +39,7 @@ from mimizuku.engine.feedback import FeedbackSet
 from mimizuku.engine.flag_rule import FlagRule, Verdict
 from mimizuku.engine.lineage import ChannelJudged, ProcessLineage
 from mimizuku.engine.peers import PeerGroups, agent_profiles
-from mimizuku.engine.stories import DEFAULT_GAP, StoryWindows, story_key
+from mimizuku.engine.stories import DEFAULT_GAP, StoryWindows, story_key, story_who
 from mimizuku.engine.techniques import SCORE_LIFT, Technique
 from mimizuku.engine.techniques import as_record as technique_record
 from mimizuku.engine.techniques import match as match_technique
@@ -533,8 +533,9 @@ class Mimizuku:
             # file and an analyst's confirmed incident are always raised)
             skey = story_key(alert)
             story = self.stories.judge(skey, fields.alert_seconds(alert), sev, (best_name, fields.rule_id(alert)),
-                                       rid, fields.timestamp(alert) or "", technique.id if technique else None)
-            who = f"{skey[0]!r}" + ("" if skey[1] is None else f" as {skey[1]!r}")
+                                       rid, fields.timestamp(alert) or "", technique.id if technique else None,
+                                       fields.agent_name(alert) or fields.agent_id(alert) or "")
+            who = story_who(skey)
             if story is not None:
                 verdict.repeat_of, anomaly, sev, episode = story.opener, False, "none", None
                 reasons.insert(0, f"part of the story of {who} that anomaly {story.opener} opened "
@@ -573,6 +574,8 @@ class Mimizuku:
         if story is not None:
             rec["story"] = {"of": story.opener, "since": story.since, "anomalies": story.anomalies,
                             "duration_s": story.duration}
+            if len(story.agents) > 1:  # a person's story that crossed hosts
+                rec["story"]["agents"] = sorted(story.agents)
         if verdict.suppressed_by is not None:
             rec["suppressed_by"] = verdict.suppressed_by
         if verdict.confirmed_by is not None:
