@@ -95,6 +95,11 @@ def test_the_account_is_the_login_user_else_the_user_else_the_source():
     assert story_key(_as_person(F.command(t, ["/usr/bin/id"], user="root"), "alice")) == (None, "alice")
     assert story_key(_as_person(F.command(t, ["/usr/bin/id"], user="root", agent="db-01"), "alice")) == (None, "alice")
     assert story_key(_as_person(F.command(t, ["/usr/bin/id"], user="deploy"), "root")) == ("web-01", "root")
+    sudo = F.event(t, "5402", groups=("syslog", "sudo"))
+    sudo["data"] = {"srcuser": "alice", "dstuser": "root", "command": "/usr/sbin/reboot"}
+    assert story_key(sudo) == (None, "alice")                      # who invoked sudo is a person too
+    sudo["rule"]["groups"] = ["syslog"]
+    assert story_key(sudo)[0] == "web-01"
     bare = F.command(t, ["/usr/bin/id"], user="deploy")
     bare["data"]["audit"]["auid"] = "1001"
     assert story_key(bare) == ("web-01", "1001")
