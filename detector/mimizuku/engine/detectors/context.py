@@ -119,6 +119,16 @@ class RateTracker:
         return t
 
 
+#: Wazuh's first-time rules (written with ``<if_fts/>``: analysisd raises them the first time a
+#: user does something on a host) and the rule group of what they are the first of. Such a rule
+#: has "never fired on this agent" for every user's first time by construction, so that is no news;
+#: what tells a surprising first time from an ordinary one is whether *other* users do the same
+#: there: a new admin's first login on a host where four admins log in daily is the account
+#: catching up with its kind, a first sudo on a host where nobody ever ran sudo is an escalation
+#: (AIT shaw's is raised in full). See ``ContextDetector.novelty_of`` and docs/detection.md 1.
+FIRST_TIME_RULES = {"10100": "authentication_success", "5403": "sudo"}
+
+
 def is_privilege_change(groups) -> bool:
     """True for Wazuh's su/sudo rules (by rule group, so local rules in those groups count too)."""
     return not PRIVILEGE_GROUPS.isdisjoint(groups)
@@ -362,8 +372,13 @@ class ContextDetector(Detector):
         self.agent_users_: Dict[str, set] = defaultdict(set)
         self.agent_rules_: Dict[str, set] = defaultdict(set)
         self.privilege_agents_ = set()
+        first_of: Dict[Tuple[str, str], set] = defaultdict(set)   # (agent, group) -> its users
+        bases = set(FIRST_TIME_RULES.values())
         for (block, h, *_), w in zip(keys, weights):
             rid, agent, user = block[0], block[3], block[4]
+            if user:
+                for g in bases.intersection(block[1]):
+                    first_of[(agent, g)].add(user)
             if is_privilege_change(block[1]):
                 self.privilege_agents_.add(agent)
             if h >= 0:
@@ -373,6 +388,8 @@ class ContextDetector(Detector):
         self.block_hours_ = dict(self.block_hours_)
         self.agent_users_ = dict(self.agent_users_)
         self.agent_rules_ = dict(self.agent_rules_)
+        # who did, on each agent, what a first-time rule is the first of (FIRST_TIME_RULES)
+        self.first_time_users_ = {k: frozenset(v) for k, v in first_of.items()}
         # each agent's (and account's) history of rules: how surprising a new one is there
         self.baselines_ = EntityBaselines("distinct rules").fit(
             ((b[3], b[4], b[0], w) for (b, *_), w in zip(keys, weights)), self.peer_groups_)
@@ -515,8 +532,9 @@ class ContextDetector(Detector):
         """What is new about a situation for its agent, and on how many of the agent's peers
         (``mimizuku.engine.peers``) it was not: ("rule", k) — the rule never fired on the agent
         in training, on k peers it did; ("hour", k) — never at that hour, on k peers it did;
-        ("", 0) — neither."""
-        (rid, _g, _l, agent, *_), hour = sit[0], sit[1]
+        ("first", k) — a first-time rule (``FIRST_TIME_RULES``) never fired on the agent, whose
+        base k other users did there in training; ("", 0) — neither."""
+        (rid, _g, _l, agent, user, *_), hour = sit[0], sit[1]
         mask = self.block_hours_.get((agent, rid))
         if mask is None and rid not in self.agent_rules_.get(agent, ()):
             what = "rule"
@@ -524,6 +542,11 @@ class ContextDetector(Detector):
             what = "hour"
         else:
             return "", 0
+        base = FIRST_TIME_RULES.get(rid) if what == "rule" else None
+        if base is not None:  # a model fitted before first_time_users_ judges it as any new rule
+            others = self.__dict__.get("first_time_users_", {}).get((agent, base), frozenset()) - {user}
+            if others:
+                return "first", len(others)
         pg = self.peer_groups_
         peers = pg.peers(agent) if pg is not None else ()
         if what == "rule":
@@ -546,7 +569,8 @@ class ContextDetector(Detector):
     def peer_factor(self, sit: Key) -> float:
         """The raw score's share for what is new for its agent but routine for its peers: a rule
         new to the agent that k of its peers fire, or a known rule at a new hour that k peers
-        fire then, is divided by ``1 + k`` (1 for the rest; models fitted before peer groups: 1).
+        fire then, is divided by ``1 + k``; so is a user's first time (a first-time rule) at what k
+        other users do on the agent (1 for the rest; models fitted before peer groups: 1).
 
         The entity's own history (``baselines_``, mimizuku.engine.baselines) names it in the
         reasons but does not weigh the score here: weighing a new rule by the agent's Good–Turing
@@ -597,7 +621,10 @@ class ContextDetector(Detector):
             if "baselines_" in self.__dict__:
                 reasons.append(self.baselines_.describe(agent, user, f"rule {rid}"))
         what, k = self.novelty_of(key[:4]) if "baselines_" in self.__dict__ else ("", 0)
-        if what:
+        if what == "first":
+            reasons.append(f"a first time for {user!r} on {agent!r}, but {k} other user(s) did that "
+                           f"({FIRST_TIME_RULES[rid]}) there in training (score divided by {1 + k})")
+        elif what:
             pg = self.peer_groups_
             if pg is None or not pg.peers(agent):
                 reasons.append(f"{agent!r} has no peers (agents doing the same work): judged in full")
