@@ -33,7 +33,7 @@ __all__ = ["DEFAULT_STREAM", "TEMPLATE_VERSION", "doc_id", "build_document", "en
 #: the data stream (and template, and ISM policy) name
 DEFAULT_STREAM = "mimizuku-anomalies"
 #: raised whenever the mapping changes (``_meta.version`` of the template)
-TEMPLATE_VERSION = 1
+TEMPLATE_VERSION = 2  # 2: story.agents (a person's story across hosts)
 #: longest keyword indexed (longer values stay in ``_source``; a command line can be long)
 KEYWORD_LIMIT = 1024
 
