@@ -8,7 +8,7 @@ percentage Wazuh rules match on is always an integer in [0, 100].
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from typing import Any, List, Mapping
 
 #: the smallest tail probability a calibrated score tells apart: a record's ``score`` is
 #: ``log(p) / log(SCORE_FLOOR)`` (``mimizuku.engine.calibration``), so 1.0 means p <= 1e-6
@@ -21,6 +21,17 @@ SCORE_FLOOR = 1e-6
 #: AIT shaw and fox; docs/detection.md): 1e-3, the original library's habit, flagged about half
 #: as many benign alerts again on the generated fleet
 DEFAULT_CONTAMINATION = 1e-4
+
+#: the most agents a person's story across hosts names in a record (``story.agents``,
+#: ``mimizuku.engine.stories``); what passes a record on (event, anomaly document) keeps as many
+MAX_STORY_AGENTS = 16
+
+
+def story_agents(story: Any) -> List[Any]:
+    """The agents a record's ``story`` names, as written, at most ``MAX_STORY_AGENTS`` ([] when
+    it names none or is not a story); each reader turns them into what it sends."""
+    agents = story.get("agents") if isinstance(story, Mapping) else None
+    return agents[:MAX_STORY_AGENTS] if isinstance(agents, list) else []
 
 
 def finite_float(value: Any, default: float = 0.0) -> float:

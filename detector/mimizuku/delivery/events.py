@@ -20,7 +20,7 @@ import math
 import re
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from mimizuku.core.records import finite_float, score_pct
+from mimizuku.core.records import finite_float, score_pct, story_agents
 from mimizuku.core.severity import SEVERITIES
 
 #: Location tag, ``data.integration`` value and rule group of the plugin's events.
@@ -38,8 +38,6 @@ STATIC_FIELDS = ("srcip", "srcuser", "dstuser")
 MAX_REASONS = 20
 #: Agent names are at most 128 characters in Wazuh; anything longer is not a real name.
 MAX_AGENT_NAME = 128
-#: A person's story across hosts names at most this many of them (mimizuku.engine.stories).
-MAX_STORY_AGENTS = 16
 
 TRUNCATION_MARK = "...[truncated]"
 
@@ -165,10 +163,9 @@ def build_payload(record: Mapping[str, Any], tag: str = TAG) -> Dict[str, Any]:
             counts = {k: ep.get(k) for k in (count, "duration_s")
                       if isinstance(ep.get(k), int) and not isinstance(ep.get(k), bool)}
             m[name] = {**{k: v for k in ("of", "since") if (v := _str_or_none(ep.get(k)))}, **counts}
-            agents = ep.get("agents")
-            if name == "story" and isinstance(agents, list):  # a person's story across hosts
+            if name == "story" and isinstance(ep.get("agents"), list):  # a person's story across hosts
                 m[name]["agents"] = [a for a in (_clean(x, _AGENT_NAME_BAD, MAX_AGENT_NAME)
-                                                 for x in agents[:MAX_STORY_AGENTS]) if a]
+                                                 for x in story_agents(ep)) if a]
     mitre = record.get("mitre")
     if isinstance(mitre, Mapping):  # an ATT&CK technique (mimizuku.engine.techniques): Wazuh's MITRE views
         got = {k: v for k in ("id", "technique", "tactic") if (v := _str_or_none(mitre.get(k)))}

@@ -27,6 +27,8 @@ import math
 from datetime import datetime, timezone
 from typing import Any, Dict, Iterable, Mapping, Optional
 
+from mimizuku.core.records import story_agents
+
 __all__ = ["DEFAULT_STREAM", "TEMPLATE_VERSION", "doc_id", "build_document", "encode_document",
            "index_template", "ism_policy", "valid_ip", "utc_timestamp"]
 
@@ -173,9 +175,8 @@ def build_document(record: Mapping[str, Any], manager: Optional[str] = None, *,
         if isinstance(obj, dict):
             doc[name] = _some({"of": _str(obj.get("of")), "since": _str(obj.get("since")),
                                     count: _int(obj.get(count)), "duration_s": _number(obj.get("duration_s"))})
-            agents = obj.get("agents")
-            named = [a for a in (_str(x) for x in agents[:16]) if a] if isinstance(agents, list) else []
-            if name == "story" and named:  # a person's story across hosts
+            named = [a for a in (_str(x) for x in story_agents(obj)) if a] if name == "story" else []
+            if named:  # a person's story across hosts
                 doc[name]["agents"] = named
     return _drop_none(doc)
 

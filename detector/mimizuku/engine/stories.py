@@ -10,12 +10,12 @@ episode, issue 15). What an analyst follows is who did what on which host. So:
 * a raised anomaly opens a *story* for its agent and its account: the user, the target or the
   source user, else the source address (a scanner has no account), else the agent alone;
 * a *person's* story crosses hosts: when the audit trail names the login user (the auid it keeps
-  across ``sudo``) or sudo's log names who invoked it, the story is that person's on every agent, as UEBA timelines follow a user
-  rather than a host. An admin's roll-out (``ansible-playbook`` reaching ten servers within a
-  minute) is one story, not ten; the hosts it reached are in the story (``agents``). ``root`` is
-  no person (a shared superuser logged in directly on two hosts is two stories), and an agent
-  never joins a person's story with news it did not bring: a new rule or detector, a higher
-  band, a new technique are news there as anywhere;
+  across ``sudo``) or sudo's log names who invoked it, the story is that person's on every agent,
+  as UEBA timelines follow a user rather than a host. An admin's roll-out (``ansible-playbook``
+  reaching ten servers within a minute) is one story, not ten; the hosts it reached are in the
+  story (``agents``). ``root`` is no person (a shared superuser logged in directly on two hosts
+  is two stories), and an agent never joins a person's story with news it did not bring: a new
+  rule or detector, a higher band, a new technique are news there as anywhere;
 * while the story goes on (no pause of ``window`` seconds between its anomalies: 15 minutes, as
   repeats), a later anomaly of the same agent and account is raised only when it is *news for
   the story*: a higher severity band than every one so far; a kind of alert the story has not
@@ -30,9 +30,10 @@ Measured on the tuning sets only (generator seed 0, AIT shaw and fox; reported o
 most raised for one generated episode went from 15 to 7, every episode of the three sets still
 raised, and no false positive more. Following the person across hosts took the false positives
 of generator seed 0 trained on 5 days from 57 to 42 (a roll-out by one admin) and on 14 days
-from 14 to 13 (one admin's reboots of two hosts), AIT unchanged, every episode still raised. Keying on the account alone would have hidden dirb under
-wpscan (same attacker, same host) and a sudo escalation under the web attack before it; keying
-on the rule as well is what keeps them apart. An abuse file is never folded.
+from 14 to 13 (one admin's reboots of two hosts), AIT unchanged, every episode still raised.
+Keying on the account alone would have hidden dirb under wpscan (same attacker, same host) and a
+sudo escalation under the web attack before it; keying on the rule as well is what keeps them
+apart. An abuse file is never folded.
 
 Standard library only; bounded (the stories that went quiet longest are dropped first).
 """
@@ -43,18 +44,17 @@ from typing import Any, Dict, FrozenSet, Hashable, NamedTuple, Optional
 from mimizuku.core import fields
 from mimizuku.core.bounded import put_newest
 from mimizuku.core.json_keys import decode_key, keyed_rows
+from mimizuku.core.records import MAX_STORY_AGENTS
 from mimizuku.core.severity import SEVERITY_RANK as _RANK
 from mimizuku.engine.repeats import DEFAULT_GAP
 
-__all__ = ["DEFAULT_GAP", "MAX_AGENTS_NAMED", "SHARED_LOGINS", "Story", "StoryWindows", "story_key", "story_who"]
+__all__ = ["DEFAULT_GAP", "SHARED_LOGINS", "Story", "StoryWindows", "story_key", "story_who"]
 
 #: the fields that name the account an alert acted as, in order of preference (``key_fields``)
 _ACCOUNT_FIELDS = ("user", "dstuser", "srcuser", "srcip")
 #: login users that are no one person: their stories stay on their agent (so does a bare numeric
 #: auid, which names a uid on one host, not a person across hosts)
 SHARED_LOGINS = frozenset({"root"})
-#: the agents a story names in its record (a person's roll-out may reach the whole fleet)
-MAX_AGENTS_NAMED = 16
 
 
 def story_key(alert: Dict[str, Any]) -> Hashable:
@@ -86,7 +86,7 @@ class Story(NamedTuple):
     """One agent and account's story: its first anomaly (id and time as written), when it began
     and when its last anomaly came (whole seconds), the highest severity rank raised, the
     anomalies it holds, the kinds of alert (detector, rule) and the techniques it has shown, the
-    agents it reached (at most ``MAX_AGENTS_NAMED``)."""
+    agents it reached (at most ``MAX_STORY_AGENTS``)."""
 
     opener: str
     since: str
@@ -135,7 +135,7 @@ class StoryWindows:
             st = st._replace(last=max(st.last, t), top=max(st.top, rank), anomalies=st.anomalies + 1,
                              kinds=st.kinds | {kind},
                              techniques=st.techniques | ({technique} if technique else frozenset()),
-                             agents=st.agents | here if len(st.agents) < MAX_AGENTS_NAMED else st.agents)
+                             agents=st.agents | here if len(st.agents) < MAX_STORY_AGENTS else st.agents)
             put_newest(self._open, key, st, self.max_entries)
             return None if news else st
         if st is not None and t < st.opened:
@@ -164,11 +164,11 @@ class StoryWindows:
             if len(row) not in (9, 10) or not (
                     isinstance(opener, str) and isinstance(since, str) and isinstance(kinds, list)
                     and isinstance(techniques, list) and all(isinstance(x, str) for x in techniques)
-                    and isinstance(agents, list) and all(isinstance(x, str) for x in agents[:MAX_AGENTS_NAMED])
+                    and isinstance(agents, list) and all(isinstance(x, str) for x in agents[:MAX_STORY_AGENTS])
                     and all(type(x) is int for x in (opened, last, top, anomalies)) and opened <= last):
                 raise ValueError("a story is (key, opener id, since, opened, last, band rank, anomalies, "
                                  "kinds, techniques[, agents])")
             put_newest(w._open, decode_key(key),
                        Story(opener, since, opened, last, top, anomalies, frozenset(decode_key(k) for k in kinds),
-                             frozenset(techniques), frozenset(agents[:MAX_AGENTS_NAMED])), w.max_entries)
+                             frozenset(techniques), frozenset(agents[:MAX_STORY_AGENTS])), w.max_entries)
         return w
