@@ -325,13 +325,9 @@ class SideScores:
         return ~np.isnan(self.score)
 
 
-def _align(records, keys: List[Tuple[Any, ...]], n: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Scores, flags and repeats per test line from records in input order (unscored lines stay
-    NaN)."""
-    score = np.full(n, np.nan)
-    flag = np.zeros(n, dtype=bool)
-    repeat = np.zeros(n, dtype=bool)
-    j = 0
+def record_lines(records, keys: List[Tuple[Any, ...]]) -> List[int]:
+    """The test line of each record, records in input order (unscored lines are skipped)."""
+    out, j, n = [], 0, len(keys)
     for r in records:
         rk = (r["timestamp"], r["rule"]["id"], r["agent"]["name"])
         while j < n and not (keys[j][:3] == rk and (keys[j][3] is None or keys[j][3] == r["id"])):
@@ -339,10 +335,22 @@ def _align(records, keys: List[Tuple[Any, ...]], n: int) -> Tuple[np.ndarray, np
         if j >= n:
             raise RuntimeError(f"scored record {r['id']} {rk} matches no remaining test alert: "
                                "records are out of input order")
+        out.append(j)
+        j += 1
+    return out
+
+
+def _align(records, keys: List[Tuple[Any, ...]], n: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Scores, flags and repeats per test line from records in input order (unscored lines stay
+    NaN)."""
+    score = np.full(n, np.nan)
+    flag = np.zeros(n, dtype=bool)
+    repeat = np.zeros(n, dtype=bool)
+    records = list(records)
+    for r, j in zip(records, record_lines(records, keys[:n])):
         score[j] = r["score"]
         flag[j] = bool(r["anomaly"])
         repeat[j] = bool(r.get("repeat_of"))
-        j += 1
     return score, flag, repeat
 
 

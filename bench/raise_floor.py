@@ -31,18 +31,6 @@ import numpy as np  # noqa: E402
 import orjson  # noqa: E402
 
 
-def _lines_of(records, keys) -> List[int]:
-    """The test line of each record (records come in input order; unscored lines are skipped)."""
-    out, j = [], 0
-    for r in records:
-        rk = (r["timestamp"], r["rule"]["id"], r["agent"]["name"])
-        while not (keys[j][:3] == rk and (keys[j][3] is None or keys[j][3] == r["id"])):
-            j += 1
-        out.append(j)
-        j += 1
-    return out
-
-
 def flagged(ds: C.Dataset) -> List[Tuple[Dict, Dict, int]]:
     """(record, alert, test line) of every anomaly the defaults flag, stories off."""
     from mimizuku import Mimizuku
@@ -50,7 +38,7 @@ def flagged(ds: C.Dataset) -> List[Tuple[Dict, Dict, int]]:
     m = Mimizuku(contamination=C.ours_contamination(), n_neighbors=C.N_NEIGHBORS).fit(str(ds.train_path))
     m.story_window = 0
     records = list(m.iter_records(str(ds.test_path)))
-    lines = _lines_of(records, ds.labels.keys)
+    lines = C.record_lines(records, ds.labels.keys)
     want = {i: r for r, i in zip(records, lines) if r["anomaly"]}
     out = []
     with open(ds.test_path, "rb") as fh:
