@@ -2,7 +2,9 @@
 
 One rule for all of them: a regular file (never through a symlink), owned by root or by the user
 running mimizuku, that nobody else may read or write; checked on the open descriptor, so nothing
-can be swapped between the check and the read. Standard library only.
+can be swapped between the check and the read. The first half of that rule (a regular file
+owned by root or by that user, ``check_owned``) is also what a file that is no secret but decides
+what mimizuku does must pass (the verdict store). Standard library only.
 """
 from __future__ import annotations
 
@@ -11,7 +13,17 @@ import os
 import stat
 from typing import Any, Dict, Type
 
-__all__ = ["read_private_file", "read_private_json"]
+__all__ = ["check_owned", "read_private_file", "read_private_json"]
+
+
+def check_owned(st: os.stat_result, path: str, *, what: str, error: Type[Exception], why: str = "") -> None:
+    """``error`` unless ``st`` (of the open descriptor) is a regular file owned by root or by the
+    user running mimizuku; ``why`` ends the refusal (what the file could do in other hands)."""
+    if not stat.S_ISREG(st.st_mode):
+        raise error(f"{what} {path} is not a regular file")
+    if st.st_uid not in (0, os.geteuid()):
+        raise error(f"{what} {path} belongs to uid {st.st_uid}, not root or the user running mimizuku "
+                    f"(uid {os.geteuid()}); refusing it{why}")
 
 
 def read_private_file(path: "os.PathLike[str] | str", *, what: str, limit: int,
@@ -32,11 +44,7 @@ def read_private_file(path: "os.PathLike[str] | str", *, what: str, limit: int,
                     f"(it must be a regular file, not a symlink)") from None
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise error(f"{what} {p} is not a regular file")
-        if st.st_uid not in (0, os.geteuid()):
-            raise error(f"{what} {p} belongs to uid {st.st_uid}, not root or the user running mimizuku "
-                        f"(uid {os.geteuid()}); refusing it")
+        check_owned(st, p, what=what, error=error)
         if st.st_mode & 0o077:
             raise error(f"{what} {p} is readable or writable by group or others "
                         f"(mode {stat.S_IMODE(st.st_mode):04o}); it holds a secret: chmod 600 {p}")

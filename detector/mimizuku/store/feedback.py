@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, List, Optional, Tuple, TypeVar
 
 from mimizuku.core.atomic import write_atomic
+from mimizuku.core.private_file import check_owned
 from mimizuku.store.model_dir import ModelError
 
 __all__ = ["FEEDBACK_DIR", "FEEDBACK_NAME", "FORMAT", "FeedbackStoreError", "FeedbackStore", "default_path",
@@ -131,11 +132,7 @@ class FeedbackStore:
 
     @staticmethod
     def _check_safe(st: os.stat_result, p: str) -> None:
-        if not stat.S_ISREG(st.st_mode):
-            raise FeedbackStoreError(f"verdict store {p} is not a regular file")
-        if st.st_uid not in (0, os.geteuid()):
-            raise FeedbackStoreError(f"verdict store {p} belongs to uid {st.st_uid}, not root or the user "
-                                     f"running mimizuku (uid {os.geteuid()}): refusing it (verdicts hide alerts)")
+        check_owned(st, p, what="verdict store", error=FeedbackStoreError, why=" (verdicts hide alerts)")
         if st.st_mode & 0o022:
             raise FeedbackStoreError(f"verdict store {p} is writable by group or others (mode "
                                      f"{stat.S_IMODE(st.st_mode):04o}): refusing it; chmod 640 {p}")
