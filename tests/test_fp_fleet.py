@@ -76,12 +76,23 @@ def test_context_rollout_is_shared_along_the_wave(context):
     assert not any("fleet-wide" in r for r in context.explain(keys[0], wave[0]))
 
 
-def test_context_one_host_and_bursts_are_no_wave(context):
-    # the same new situation on one host only, an hour and more apart, or as a burst on each host
+def _probe(t, host, hid, srcip=None):
+    return F.event(t, "31101", level=5, desc="Web server 400 error code.", groups=["web", "accesslog", "attack"],
+                   agent=host, agent_id=hid, srcip=srcip)
+
+
+def _bursts(make, **kw):
+    """Four alerts a second apart on each host, the hosts a minute apart."""
+    return [make(DAY + i * M + j * dt.timedelta(seconds=1), h, hid, **kw)
+            for i, (h, hid) in enumerate(HOSTS) for j in range(4)]
+
+
+def test_context_one_host_and_bursts_from_a_source_are_no_wave(context):
+    # the same new situation on one host only, an hour and more apart, or as a burst from one
+    # address on each host (a scan)
     apart = [_new_user(DAY + i * 90 * M, h, hid) for i, (h, hid) in enumerate(HOSTS)]
     assert np.allclose(_raw(context, apart), [_raw(context, [a])[0] for a in apart])
-    burst = [_new_user(DAY + i * M + j * dt.timedelta(seconds=1), h, hid)
-             for i, (h, hid) in enumerate(HOSTS) for j in range(4)]
+    burst = _bursts(_probe, srcip="203.0.113.9")
     keys_raw = _raw(context, burst)
     context.start_stream()
     waves = [context.key(a)[7] for a in burst]
@@ -89,6 +100,28 @@ def test_context_one_host_and_bursts_are_no_wave(context):
     assert waves[4] == 1                                   # the next host's first alert is,
     assert waves[5:8] == [0, 0, 0]                         # the rest of its burst is not
     assert keys_raw[5] == pytest.approx(_raw(context, burst[:4] + burst[4:6])[5])
+
+
+def _package(t, host, hid):
+    return F.event(t, "2902", level=7, desc="New dpkg (Debian Package) installed.",
+                   groups=["config_changed", "dpkg", "syslog"], agent=host, agent_id=hid)
+
+
+def test_context_a_burst_naming_no_source_joins_the_wave(context):
+    # an upgrade rolled out host after host: dpkg fires several times a minute on each, with no
+    # source address. The first host is judged in full; all of the next hosts' bursts share
+    burst = _bursts(_package)
+    context.start_stream()
+    waves = [context.key(a)[7] for a in burst]
+    assert waves == [0] * 4 + [1] * 4 + [2] * 4
+    raw = _raw(context, burst)
+    alone = _raw(context, burst[4:8])                      # the second host's burst on its own
+    assert (alone > 0).all()
+    assert np.allclose(raw[4:8], alone / 2)
+    # the same bursts from an address are scans: no wave (the rule above, switched on by srcip)
+    sourced = _bursts(_probe, srcip="198.51.100.7")
+    context.start_stream()
+    assert [context.key(a)[7] for a in sourced][4:8] == [1, 0, 0, 0]
 
 
 def _logins_on_every_host(start):

@@ -156,13 +156,14 @@ class Mimizuku:
 
     def same_keys_as(self, other: "Mimizuku") -> List[str]:
         """The detectors this model trains that key alerts as ``other``'s fitted detectors of
-        the same name do (same class, same parameters): the keys ``other`` computed while
+        the same name do (same class, parameters and ``key_scheme``): the keys ``other`` computed while
         scoring a stream may be counted by this model's training (``count_partition``) instead
         of being computed twice."""
         out = []
         for d in self.make_detectors():
             old = other.detectors_.get(d.name)
-            if old is not None and type(old) is type(d) and old.get_params() == d.get_params():
+            if (old is not None and type(old) is type(d) and old.get_params() == d.get_params()
+                    and old.key_scheme() == d.key_scheme()):
                 out.append(d.name)
         return out
 

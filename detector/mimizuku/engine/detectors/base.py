@@ -49,6 +49,12 @@ class Detector(BaseEstimator):
     def key(self, alert: Dict[str, Any]) -> Key:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def key_scheme(self) -> Any:
+        """How ``key`` reads an alert beyond the parameters: equal for two detectors of one class
+        and parameters whose keys may stand in for each other (``Mimizuku.same_keys_as``). A
+        rule added to a key gives fitted models of before it another scheme."""
+        return None
+
     def _fit_keys(self, keys: List[Key], weights: np.ndarray) -> np.ndarray:  # pragma: no cover
         """Fit on distinct keys; return the raw training score of each key."""
         raise NotImplementedError

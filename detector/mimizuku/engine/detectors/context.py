@@ -16,10 +16,17 @@ searched across blocks in order of block distance.
 
 A new situation that appears on several agents at once is a roll-out, not an intrusion
 (``mimizuku.engine.fleet``): when an alert's block was never seen in training (or its rule never fired
-on its agent at that hour), it is the only alert of
-its rule on its agent within the rate window (not a burst: a scan of several hosts is no
-roll-out), and the same block (but for the agent) appeared as new on ``k`` other agents within
-the last hour, its raw score is divided by ``1 + k``. The first host of a wave is judged in full.
+on its agent at that hour), it is the only alert of its rule on its agent within the rate window
+or it names no source address (a burst from an address is a scan or a flood, and a scan of
+several hosts is no roll-out; a burst with no source is the host's own doing, like the dpkg
+alerts of an upgrade), and the same block (but for the agent) appeared as new on ``k`` other
+agents within the last hour, its raw score is divided by ``1 + k``. The first host of a wave is
+judged in full.
+
+A failed login's user is the account an attempt *named*, which whoever tries chooses: an internet
+brute force names a new one every few seconds. It is no entity, so the blocks of
+``FAILED_LOGIN_GROUPS`` carry no user (the source address class and the rates still tell a brute
+force); a model fitted before this rule keeps the users its blocks were fitted with.
 """
 from __future__ import annotations
 
@@ -50,6 +57,10 @@ MAX_EPS = min(W_RULE, W_AGENT, W_USER, W_IPCLASS, W_WIN) * math.sqrt(2) * 0.99
 #: the distance from any block that is not one (prior knowledge, not learnt from the data).
 PRIVILEGE_GROUPS = frozenset({"su", "sudo"})
 W_PRIV = 0.7
+#: Wazuh's rule groups for a failed or refused login (sshd 5710/5712/5758/5760/5763, PAM 5503,
+#: Dovecot 9705/9751, Windows 4625 …): the account such an alert names is an attempt's choice, not
+#: who acted, and is left out of the block (module docstring).
+FAILED_LOGIN_GROUPS = frozenset({"authentication_failed", "authentication_failures", "invalid_login"})
 
 
 class RateTracker:
@@ -188,12 +199,16 @@ class ContextDetector(Detector):
     def key(self, alert: Dict[str, Any]) -> Key:
         rid = fields.rule_id(alert) or "?"
         agent = fields.agent_name(alert) or fields.agent_id(alert) or "?"
+        groups = tuple(sorted(fields.rule_groups(alert)))
+        user = fields.any_user(alert) or ""
+        if user and self._tries_name_nobody() and FAILED_LOGIN_GROUPS.intersection(groups):
+            user = ""
         block = (
             rid,
-            tuple(sorted(fields.rule_groups(alert))),
+            groups,
             fields.rule_level(alert),
             agent,
-            fields.any_user(alert) or "",
+            user,
             fields.ip_class(fields.src_ip(alert)),
             fields.win_event(alert) or fields.ids_signature(alert) or "",
         )
@@ -205,12 +220,14 @@ class ContextDetector(Detector):
         count = rates.observe((agent, rid), t)
         src = fields.src_ip(alert)
         src_count = rates.observe(("src", agent, src), t) if src else 0
-        # a single alert of a block never seen in training: on how many other agents it just
-        # appeared (fleet wave). A burst is never part of a wave: scans and floods hitting
-        # several hosts are what bursts are, a roll-out is one change per host
+        # an alert of a block never seen in training: on how many other agents it just appeared
+        # (fleet wave). A burst from a source address is never part of a wave: scans and floods
+        # hitting several hosts are what such bursts are. A burst that names no source is the
+        # host's own doing, and a roll-out's change is often one (an upgrade: dpkg fires eight
+        # times in a minute on each host), so it joins the wave
         known = self.__dict__.get("block_index_")
         wave = 0
-        if known is not None and t is not None and count == 1 and (
+        if known is not None and t is not None and (count == 1 or not src) and (
                 block not in known or not self.block_hours_.get((agent, rid), 0) >> hour & 1):
             tracker = self.__dict__.get("_wave")
             if tracker is None:  # stream state handed over without it (a hot reload keeps _rates)
@@ -219,6 +236,15 @@ class ContextDetector(Detector):
         # situation (block, hour, rule-rate bin, source-rate bin) + the exact counts for reasons
         return (block, -1 if hour is None else hour, rate_bin(count),
                 rate_bin(src_count) if src_count else -1, count, src_count, src, wave)
+
+    def key_scheme(self) -> Any:
+        return "failed-login-users-ignored" if self._tries_name_nobody() else None
+
+    def _tries_name_nobody(self) -> bool:
+        """Whether a failed login's user is left out of its block: always, but in a model fitted
+        before that rule (fitted state without ``failed_login_users_``), whose blocks hold them."""
+        d = self.__dict__
+        return "block_index_" not in d or d.get("failed_login_users_") == "ignored"
 
     def feedback_situation(self, key: Key):
         """What happened: the rule; to whom: the agent and the alert's user."""
@@ -254,6 +280,7 @@ class ContextDetector(Detector):
 
     def begin_fit(self) -> None:
         super().begin_fit()
+        self.failed_login_users_ = "ignored"   # a refit keys as new models do (_tries_name_nobody)
         self._max_rate: Dict[Tuple[str, str], int] = {}
         self._max_src: Dict[Tuple[str, str], int] = {}
         self._odd_day_counts: Counter = Counter()
@@ -305,6 +332,7 @@ class ContextDetector(Detector):
     def _fit_keys(self, keys: List[Key], weights: np.ndarray) -> np.ndarray:
         if not 0 < self.eps <= MAX_EPS:
             raise ValueError(f"eps must be in (0, {MAX_EPS:.2f}] so that categorical differences exceed it")
+        self.failed_login_users_ = "ignored"   # the keys fitted on (_tries_name_nobody)
         self.max_rate_ = self.__dict__.pop("_max_rate", {})
         self.max_src_ = self.__dict__.pop("_max_src", {})
         by_block: Dict[Any, List[int]] = defaultdict(list)
