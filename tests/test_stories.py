@@ -8,8 +8,9 @@ import alert_factory as F
 import pytest
 
 from mimizuku import Mimizuku
+from mimizuku.engine import stories
 from mimizuku.engine import stream_snapshot as snap
-from mimizuku.engine.stories import StoryWindows, story_key
+from mimizuku.engine.stories import KIND_SETTLE, StoryWindows, story_key
 from mimizuku.serve.reload import carry_stream_state
 
 # --- the windows ------------------------------------------------------------------------------
@@ -44,9 +45,29 @@ def test_news_is_raised_and_joins_the_story(news):
         kind = ("commands", "5402")
     else:
         tech = "T1003.008"
-    assert w.judge(K, 5, band, kind, "a2", technique=tech) is None        # raised
-    assert w.judge(K, 6, band, kind, "a3", technique=tech).opener == "a1"  # the same again: folded
-    assert w.story(K).anomalies == 3
+    t = KIND_SETTLE + 5                                                     # after one action's burst
+    assert w.judge(K, t, band, kind, "a2", technique=tech) is None        # raised
+    assert w.judge(K, t + 1, band, kind, "a3", technique=tech).opener == "a1"  # the same again: folded
+    assert w.story(K).anomalies == 3 and w.story(K).told == t
+
+
+def test_a_new_kind_within_seconds_of_a_raise_is_the_same_action(monkeypatch):
+    """useradd is rules 5901, 5902 and file changes within a second: told in the story; a higher
+    band or a new technique that close is still raised, and so is a new kind once it settled."""
+    useradd, files = ("context", "5902"), ("files", "554")
+    w = StoryWindows(window=60)
+    assert w.judge(K, 0, "medium", ("context", "5901"), "a1") is None
+    assert w.judge(K, 1, "medium", useradd, "a2").opener == "a1"          # a new rule, 1 s later
+    assert w.judge(K, 2, "low", files, "a3").opener == "a1"               # a new detector, 2 s later
+    assert w.judge(K, 3, "high", files, "a4") is None                     # a higher band: raised
+    assert w.judge(K, 4, "high", ("files", "550"), "a5").opener == "a1"   # settling from the raise at 3
+    assert w.judge(K, 5, "high", files, "a6", technique="T1098.004") is None   # a new technique
+    assert w.judge(K, 5 + KIND_SETTLE, "high", ("commands", "80792"), "a7") is None   # settled
+    assert w.story(K).anomalies == 7
+    monkeypatch.setattr(stories, "KIND_SETTLE", 0)                        # switched off: every new kind
+    off = StoryWindows(window=60)
+    assert off.judge(K, 0, "medium", ("context", "5901"), "b1") is None
+    assert off.judge(K, 1, "medium", useradd, "b2") is None
 
 
 def test_no_time_an_older_alert_or_a_zero_window_never_folds():
@@ -77,6 +98,15 @@ def test_stories_are_bounded_and_survive_json():
     assert StoryWindows.from_json(doc).story((None, "alice")).agents == {"web-01", "db-01"}
     old = {"window": 60, "open": [row[:9] for row in doc["open"]]}
     assert StoryWindows.from_json(old).story((None, "alice")).agents == frozenset()
+    # when the last raise came survives; a snapshot from before it (ten columns) reads the start
+    w.judge((None, "alice"), 12 + KIND_SETTLE, "low", ("files", "554"), "p3", agent="db-01")
+    doc = w.to_json(max_keys=5)
+    assert StoryWindows.from_json(doc).story((None, "alice")).told == 12 + KIND_SETTLE
+    old = {"window": 60, "open": [row[:10] for row in doc["open"]]}
+    assert StoryWindows.from_json(old).story((None, "alice")).told == 10
+    bad = {"window": 60, "open": [row[:10] + [9] for row in doc["open"]]}      # raised before it began
+    with pytest.raises(ValueError):
+        StoryWindows.from_json(bad)
     with pytest.raises((TypeError, ValueError)):
         StoryWindows.from_json({"window": 60, "open": [[["a", "b"], 1, "T", 0, 0, 0, 1, [], []]]})
 
