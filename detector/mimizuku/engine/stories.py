@@ -109,8 +109,8 @@ class Story(NamedTuple):
     anomalies: int
     kinds: FrozenSet[Hashable]
     techniques: FrozenSet[str]
-    agents: FrozenSet[str] = frozenset()
-    told: int = -1
+    agents: FrozenSet[str]
+    told: int
 
     @property
     def duration(self) -> int:
@@ -145,11 +145,10 @@ class StoryWindows:
         here = frozenset([agent] if agent else [])
         st = self._open.get(key)
         if st is not None and st.opened <= t and t - st.last < self.window:
-            told = st.told if st.told >= 0 else st.opened
-            news = (rank > st.top or (kind not in st.kinds and t - told >= KIND_SETTLE)
+            news = (rank > st.top or (kind not in st.kinds and t - st.told >= KIND_SETTLE)
                     or (technique is not None and technique not in st.techniques))
-            st = st._replace(told=t if news else told, last=max(st.last, t), top=max(st.top, rank), anomalies=st.anomalies + 1,
-                             kinds=st.kinds | {kind},
+            st = st._replace(told=t if news else st.told, last=max(st.last, t), top=max(st.top, rank),
+                             anomalies=st.anomalies + 1, kinds=st.kinds | {kind},
                              techniques=st.techniques | ({technique} if technique else frozenset()),
                              agents=st.agents | here if len(st.agents) < MAX_STORY_AGENTS else st.agents)
             put_newest(self._open, key, st, self.max_entries)
@@ -179,11 +178,12 @@ class StoryWindows:
             key, opener, since, opened, last, top, anomalies, kinds, techniques = row[:9]
             agents = row[9] if len(row) >= 10 else []
             told = row[10] if len(row) == 11 else opened
-            if len(row) not in (9, 10, 11) or type(told) is not int or not opened <= told <= last or not (
+            if len(row) not in (9, 10, 11) or not (
                     isinstance(opener, str) and isinstance(since, str) and isinstance(kinds, list)
                     and isinstance(techniques, list) and all(isinstance(x, str) for x in techniques)
                     and isinstance(agents, list) and all(isinstance(x, str) for x in agents[:MAX_STORY_AGENTS])
-                    and all(type(x) is int for x in (opened, last, top, anomalies)) and opened <= last):
+                    and all(type(x) is int for x in (opened, last, top, anomalies, told))
+                    and opened <= told <= last):
                 raise ValueError("a story is (key, opener id, since, opened, last, band rank, anomalies, "
                                  "kinds, techniques[, agents[, last raised]])")
             put_newest(w._open, decode_key(key),

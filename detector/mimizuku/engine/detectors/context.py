@@ -280,7 +280,9 @@ class ContextDetector(Detector):
 
     def begin_fit(self) -> None:
         super().begin_fit()
-        self.failed_login_users_ = "ignored"   # a refit keys as new models do (_tries_name_nobody)
+        # the keys counted from here on, and so the model fitted on them, leave a failed login's
+        # user out, a refit of a model fitted before that rule too (_tries_name_nobody)
+        self.failed_login_users_ = "ignored"
         self._max_rate: Dict[Tuple[str, str], int] = {}
         self._max_src: Dict[Tuple[str, str], int] = {}
         self._odd_day_counts: Counter = Counter()
@@ -332,7 +334,6 @@ class ContextDetector(Detector):
     def _fit_keys(self, keys: List[Key], weights: np.ndarray) -> np.ndarray:
         if not 0 < self.eps <= MAX_EPS:
             raise ValueError(f"eps must be in (0, {MAX_EPS:.2f}] so that categorical differences exceed it")
-        self.failed_login_users_ = "ignored"   # the keys fitted on (_tries_name_nobody)
         self.max_rate_ = self.__dict__.pop("_max_rate", {})
         self.max_src_ = self.__dict__.pop("_max_src", {})
         by_block: Dict[Any, List[int]] = defaultdict(list)
