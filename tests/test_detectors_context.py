@@ -138,3 +138,72 @@ def test_partial_states_merge_to_the_same_calibration():
     assert merged.threshold_ == whole.threshold_
     np.testing.assert_allclose(merged.decision_scores_, whole.decision_scores_)
     np.testing.assert_allclose(merged.calibrator_.tail_, whole.calibrator_.tail_)
+
+
+# --- recurrence: what comes back on recur_days days is routine, however few its alerts ----------
+
+def _with_a_daily_login(hours, days: int = 4):
+    """Routine activity, plus grace logging in on dev-ws-01 once on each of the first days, at
+    these hours (08:40 one day, 09:40 the next...): a desktop's morning."""
+    alerts = _routine(days, agents=("web-01", "db-01", "dev-ws-01"))
+    for d, h in enumerate(hours):
+        alerts.append(F.event(F.BASE + dt.timedelta(days=d, hours=h, minutes=40), "5501",
+                              desc="PAM: Login session opened.", groups=SESSION, agent="dev-ws-01",
+                              agent_id="003", user="grace"))
+    alerts.sort(key=lambda a: a["timestamp"])
+    return alerts
+
+
+def _grace_logs_in(det, hour: int = 8):
+    det.start_stream()
+    login = F.event(F.BASE + dt.timedelta(days=5, hours=hour, minutes=45), "5501", desc="PAM: Login session opened.",
+                    groups=SESSION, agent="dev-ws-01", agent_id="003", user="grace")
+    return float(det.raw_scores([det.key(login)])[0]), int(det.predict([login])[0])
+
+
+def test_a_login_on_three_days_is_routine_though_it_is_three_alerts():
+    """Three alerts are fewer than min_samples (5): counted by alerts, a morning login seen on three
+    days stays noise and is flagged on the fourth. Its neighbourhood (08:40, 09:40, 08:40: nearby
+    hours) recurred on three days: routine."""
+    alerts = _with_a_daily_login([8, 9, 8])
+    det = ContextDetector(contamination=0.01).fit(alerts)
+    assert _grace_logs_in(det) == (0.0, 0)
+    off = ContextDetector(contamination=0.01, recur_days=0).fit(alerts)   # switched off: alerts only
+    raw, flagged = _grace_logs_in(off)
+    assert raw > 0 and flagged == 1
+    # two days are not enough at the default, and enough when asked for two
+    two = _with_a_daily_login([8, 9])
+    assert _grace_logs_in(ContextDetector(contamination=0.01).fit(two))[0] > 0
+    assert _grace_logs_in(ContextDetector(contamination=0.01, recur_days=2).fit(two)) == (0.0, 0)
+
+
+def test_alerts_of_one_day_at_several_hours_are_not_days():
+    """Three alerts on one day at 08, 09 and 10 are three alerts, not three days (summing a day per
+    situation made such a block core on AIT shaw, where a new su then looked close to normal)."""
+    alerts = _routine(4, agents=("web-01", "db-01", "dev-ws-01"))
+    alerts += [F.event(F.BASE + dt.timedelta(days=1, hours=h, minutes=40), "5501", desc="PAM: Login session opened.",
+                       groups=SESSION, agent="dev-ws-01", agent_id="003", user="grace") for h in (8, 9, 10)]
+    alerts.sort(key=lambda a: a["timestamp"])
+    det = ContextDetector(contamination=0.01).fit(alerts)
+    assert not any(k[0][3] == "dev-ws-01" and k[0][4] == "grace" for k in det.core_keys_)
+    assert _grace_logs_in(det)[0] > 0
+
+
+def test_block_density_counts_distinct_days_over_the_neighbourhood():
+    det = ContextDetector()
+    pts = np.array([[0.0, 0.0], [0.1, 0.0], [3.0, 0.0]])      # two neighbours and one far away
+    w = np.array([1.0, 1.0, 1.0])
+    day = [1 << 0 | 1 << 2, 1 << 1, 1 << 0 | 1 << 1 | 1 << 2]  # days {0, 2}, {1}; the far one {0, 1, 2}
+    np.testing.assert_array_equal(det.block_density(pts, w, day), [5, 5, 5])
+    np.testing.assert_array_equal(det.block_density(pts, w, [1, 1 << 1, 1]), w)   # two days in all: as counted
+    # a cross-fitted half (its weights scaled by 2): two days of its parity are as four of the whole
+    np.testing.assert_array_equal(det.block_density(pts[:1], w[:1], [1 << 0 | 1 << 2], day_scale=2.0), [5])
+    np.testing.assert_array_equal(ContextDetector(recur_days=0).block_density(pts, w, day), w)
+
+
+def test_recur_days_is_validated_at_fit():
+    import pytest
+
+    for bad in (-1, 2.5, True):
+        with pytest.raises(ValueError, match="recur_days"):
+            ContextDetector(recur_days=bad).fit(_routine(2))

@@ -221,7 +221,9 @@ def test_validation_refuses_model_trained_on_too_few_alerts(home, capfd):
 def test_first_model_refused_when_broken_is_a_failure(tmp_path, capfd):
     home = tmp_path / "wazuh"
     T.write_tree(home, ALERTS)
-    code, s = _run(capfd, "--wazuh-home", str(home), "--day", LAST, "--no-batch", "--contamination", "0.3")
+    # half the alerts asked for as anomalies: far more raised than a first model may raise (0.3 was
+    # enough before situations recurring on three days counted as routine: it now stays within the bound)
+    code, s = _run(capfd, "--wazuh-home", str(home), "--day", LAST, "--no-batch", "--contamination", "0.5")
     assert code == 7 and s["status"] == "failed" and s["version"] == ""
     assert "no model in use" in s["error"]
     assert current_version(home / "mimizuku" / "models") is None

@@ -10,7 +10,7 @@ import pytest
 from mimizuku import Mimizuku
 from mimizuku.engine import stories
 from mimizuku.engine import stream_snapshot as snap
-from mimizuku.engine.stories import KIND_SETTLE, StoryWindows, story_key
+from mimizuku.engine.stories import EFFECT_SETTLE, KIND_SETTLE, StoryWindows, is_effect, story_key
 from mimizuku.serve.reload import carry_stream_state
 
 # --- the windows ------------------------------------------------------------------------------
@@ -70,6 +70,34 @@ def test_a_new_kind_within_seconds_of_a_raise_is_the_same_action(monkeypatch):
     assert off.judge(K, 1, "medium", useradd, "b2") is None
 
 
+def test_an_effect_on_the_host_joins_the_story_of_its_last_anomaly(monkeypatch):
+    """deploy runs ``crontab -e`` on web-01 (raised); cron reports the crontab changed 30 s later
+    with no account, dpkg and FIM report what an upgrade changed: effects on the host, told in
+    the story of its last anomaly, each one extending the chain. A higher band or a new technique
+    is raised, so is an action (not an effect), and an effect once the host was quiet a minute."""
+    host = ("web-01", None)
+    w = StoryWindows(window=900)
+    assert w.judge(K, 0, "high", CMD, "a1", agent="web-01") is None
+    st = w.judge(host, 30, "medium", ("context", "2832"), "e1", agent="web-01", effect=True)
+    assert st is not None and st.opener == "a1" and st.anomalies == 2 and w.owner("web-01") == K
+    e2 = w.judge(host, 30 + EFFECT_SETTLE - 1, "low", ("files", "550"), "e2", agent="web-01", effect=True)
+    assert e2.opener == "a1"
+    assert w.story(host) is None                                          # joined K's story, opened none
+    assert w.judge(host, 100, "critical", ("files", "550"), "e3", agent="web-01", effect=True) is None   # a higher band
+    assert w.owner("web-01") == host
+    assert w.judge(("db-01", None), 101, "low", ("context", "2904"), "d1", agent="db-01", effect=True) is None
+    assert w.judge(("web-01", "alice"), 105, "low", ("context", "5501"), "n1", agent="web-01") is None  # an action
+    assert w.judge(K, 120, "low", CMD, "t1", agent="web-01", effect=True, technique="T1053.003") is None
+    assert w.judge(K, 120 + EFFECT_SETTLE, "low", ("context", "2902"), "q1", agent="web-01",
+                   effect=True) is None                                   # a quiet minute: its own news
+    assert is_effect(["ossec", "syscheck", "syscheck_entry_modified"]) and is_effect(("syslog", "dpkg"))
+    assert not is_effect(["ossec", "attacks"]) and not is_effect(["syslog", "sshd"]) and not is_effect([])
+    monkeypatch.setattr(stories, "EFFECT_SETTLE", 0)                      # switched off
+    off = StoryWindows(window=900)
+    assert off.judge(K, 0, "high", CMD, "b1", agent="web-01") is None
+    assert off.judge(host, 30, "medium", ("context", "2832"), "b2", agent="web-01", effect=True) is None
+
+
 def test_no_time_an_older_alert_or_a_zero_window_never_folds():
     w = StoryWindows(window=60)
     assert w.judge(K, None, "low", CMD, "a1") is None
@@ -104,6 +132,13 @@ def test_stories_are_bounded_and_survive_json():
     assert StoryWindows.from_json(doc).story((None, "alice")).told == 12 + KIND_SETTLE
     old = {"window": 60, "open": [row[:10] for row in doc["open"]]}
     assert StoryWindows.from_json(old).story((None, "alice")).told == 10
+    # each agent's last anomaly survives (effects go on joining its story); older snapshots have none
+    w.judge((None, "alice"), 13 + KIND_SETTLE, "low", ("files", "550"), "p4", agent="db-01", effect=True)
+    doc = w.to_json(max_keys=5)
+    assert StoryWindows.from_json(doc).owner("db-01") == (None, "alice")
+    assert StoryWindows.from_json({k: v for k, v in doc.items() if k != "last_on"}).owner("db-01") is None
+    with pytest.raises(ValueError):
+        StoryWindows.from_json(dict(doc, last_on=[[["x", None], "db-01", "soon"]]))
     bad = {"window": 60, "open": [row[:10] + [9] for row in doc["open"]]}      # raised before it began
     with pytest.raises(ValueError):
         StoryWindows.from_json(bad)
@@ -249,3 +284,25 @@ def test_training_still_excludes_story_members(model):
     alerts = _intrusion(F.BASE + dt.timedelta(days=5, hours=10))
     verdicts = model.judge_batch(alerts)
     assert all(s.verdict.flagged for s in verdicts)
+
+
+def test_a_file_changed_right_after_an_anomaly_on_its_host_is_told_in_its_story(model, monkeypatch):
+    """deploy's ``crontab -e`` on web-01 is raised; root's change to an nginx file 50 s later is an
+    effect on the host (FIM): told in deploy's story, with the reason; 200 s later it is raised."""
+    t0 = F.BASE + dt.timedelta(days=5, hours=10)
+
+    def alerts():
+        return [F.command(t0, ["/usr/bin/crontab", "-e"], user="deploy"),
+                F.fim(t0 + dt.timedelta(seconds=50), "/etc/nginx/conf.d/shop.conf", user="root", process="vim"),
+                F.fim(t0 + dt.timedelta(seconds=200), "/etc/nginx/conf.d/shop2.conf", user="root", process="vim")]
+
+    model.start_stream()
+    recs = model.score_records(alerts())
+    assert all(r["scores"][r["detector"]] >= r["threshold"] for r in recs)
+    assert [r["anomaly"] for r in recs] == [True, False, True]
+    assert recs[1]["repeat_of"] == recs[0]["id"] and recs[1]["story"]["of"] == recs[0]["id"]
+    assert recs[1]["reasons"][0].startswith("an effect on its host right after an anomaly there: part of the story "
+                                            f"of 'web-01' as 'deploy' that anomaly {recs[0]['id']}")
+    monkeypatch.setattr(stories, "EFFECT_SETTLE", 0)                      # switched off: raised
+    model.start_stream()
+    assert [r["anomaly"] for r in model.score_records(alerts())][:2] == [True, True]

@@ -39,7 +39,7 @@ from mimizuku.engine.feedback import FeedbackSet
 from mimizuku.engine.flag_rule import FlagRule, Verdict
 from mimizuku.engine.lineage import ChannelJudged, ProcessLineage
 from mimizuku.engine.peers import PeerGroups, agent_profiles
-from mimizuku.engine.stories import DEFAULT_GAP, StoryWindows, story_key, story_who
+from mimizuku.engine.stories import DEFAULT_GAP, StoryWindows, is_effect, story_key, story_who
 from mimizuku.engine.techniques import SCORE_LIFT, Technique
 from mimizuku.engine.techniques import as_record as technique_record
 from mimizuku.engine.techniques import match as match_technique
@@ -532,20 +532,23 @@ class Mimizuku:
         if anomaly and not verdict.abuse and verdict.confirmed_by is None:
             # one agent and account, one story: raised again only with news for it (an abuse
             # file and an analyst's confirmed incident are always raised)
-            skey = story_key(alert)
+            skey, agent = story_key(alert), fields.agent_name(alert) or fields.agent_id(alert) or ""
             story = self.stories.judge(skey, fields.alert_seconds(alert), sev, (best_name, fields.rule_id(alert)),
                                        rid, fields.timestamp(alert) or "", technique.id if technique else None,
-                                       fields.agent_name(alert) or fields.agent_id(alert) or "")
-            who = story_who(skey)
+                                       agent, is_effect(fields.rule_groups(alert)))
             if story is not None:
+                owner = (self.stories.owner(agent) if agent else None) or skey
+                effect = owner != skey  # an effect joined the story of its host's last anomaly
                 verdict.repeat_of, anomaly, sev, episode = story.opener, False, "none", None
-                reasons.insert(0, f"part of the story of {who} that anomaly {story.opener} opened "
+                news = "technique" if effect else "rule or new technique"
+                reasons.insert(0, f"{'an effect on its host right after an anomaly there: ' if effect else ''}"
+                                  f"part of the story of {story_who(owner)} that anomaly {story.opener} opened "
                                   f"({story.anomalies} anomalies over {_span(story.duration)} since {story.since}): "
-                                  f"no higher band, new rule or new technique, so not raised again")
+                                  f"no higher band, new {news}, so not raised again")
             else:
                 story = self.stories.story(skey)
                 if story is not None and story.opener != rid:  # raised with news: its own reasons first
-                    reasons.append(f"news in the story of {who} that anomaly {story.opener} opened "
+                    reasons.append(f"news in the story of {story_who(skey)} that anomaly {story.opener} opened "
                                       f"({story.anomalies} anomalies over {_span(story.duration)} since "
                                       f"{story.since}): a higher band, a new rule or a new technique")
                 else:
