@@ -143,6 +143,33 @@ def test_a_public_source_burst_is_tied_while_gaps_are_short():
     assert "related_to" not in out[private[0]["id"]]     # internal addresses are shared, not an actor
 
 
+def test_a_web_request_for_a_dropped_file_ties_it_and_the_requests_source_to_the_file():
+    """A web shell: probes from an address, a .php file dropped under the web root (the anomaly),
+    the request for it from the same address. The request is tied to the file by its path, and
+    the probes through their source; a request for another file, or before the drop, is not."""
+    ip = "58.158.70.176"
+    probes = [_rec(i * 3, rule="31101", groups=("web", "accesslog"), srcip=ip, url=u)
+              for i, u in enumerate(("/.env", "/upload.php", "/admin/upload"))]
+    before = _rec(20, rule="31108", groups=("web", "accesslog"), srcip="203.0.113.9", url="/uploads/2025/x_41.php")
+    drop = _seed(90, rule="554", groups=("ossec", "syscheck"), path="/var/www/app/uploads/2025/x_41.php",
+                 event="added")
+    use = _rec(200, rule="31108", groups=("web", "accesslog"), srcip=ip, url="/uploads/2025/x_41.php?c=id%3Buname")
+    other = _rec(210, rule="31108", groups=("web", "accesslog"), srcip="198.51.100.4", url="/uploads/2025/y_41.php")
+    elsewhere = _rec(220, rule="31108", groups=("web", "accesslog"), srcip="198.51.100.5",
+                     url="/uploads/2025/x_41.php", agent="web-02")
+    suffix = _rec(230, rule="31108", groups=("web", "accesslog"), srcip="198.51.100.6", url="/2025/x_41.php")
+    partial = _rec(240, rule="31108", groups=("web", "accesslog"), srcip="198.51.100.7", url="/5/x_41.php")
+    out = _by_id(correlate(probes + [before, drop, use, other, elsewhere, suffix, partial], max_gap=300))
+    assert out[use["id"]]["related_to"] == drop["id"]
+    assert all(out[p["id"]].get("related_to") == drop["id"] for p in probes)   # the same source, before
+    assert out[suffix["id"]]["related_to"] == drop["id"]                       # the path's end, segment-wise
+    for r in (before, other, elsewhere):
+        assert "related_to" not in out[r["id"]]
+    assert "related_to" not in out[partial["id"]]        # "/5/x_41.php" is not a segment-wise end of ".../2025/"
+    g = build_ties([drop, use], [0.0, 110.0])
+    assert g.peers[0] == [(1, "served")]
+
+
 def test_low_severity_seeds_do_not_spread_and_lifts_never_lower():
     recs = [_rec(0, 0.55, anomaly=True, severity="low", command="x", session=7, pid=1, ppid=0, login_user="bob"),
             _rec(1, command="y", session=7, pid=2, ppid=1, login_user="bob"),
@@ -225,3 +252,11 @@ def test_an_anomaly_told_within_its_story_seeds_too_but_a_bursts_repeat_does_not
     out = _by_id(correlate([tied, member, tied2, repeat]))
     assert out[tied["id"]]["related_to"] == member["id"]
     assert "related_to" not in out[tied2["id"]]
+
+
+def test_a_web_requests_url_is_a_key_field_and_capped():
+    a = F.event(F.BASE, "31108", groups=("web", "accesslog"), srcip="185.220.101.7")
+    a["data"]["url"] = "/uploads/x.php?c=" + "A" * 5000
+    kf = fields.key_fields(a)
+    assert kf["url"].startswith("/uploads/x.php?c=AAA") and len(kf["url"]) == fields.MAX_URL_CHARS
+    assert "url" not in fields.key_fields(F.event(F.BASE, "5501"))

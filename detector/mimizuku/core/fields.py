@@ -306,6 +306,17 @@ def src_ip(a: Dict[str, Any]) -> Optional[str]:
     return _str(_get(a, "data", "srcip")) or _str(_get(a, "data", "src_ip"))
 
 
+#: the most of a requested URL a record keeps (a request line can be as long as the server allows)
+MAX_URL_CHARS = 1024
+
+
+def web_url(a: Dict[str, Any]) -> Optional[str]:
+    """The URL a web access log line requested (Wazuh's web-accesslog decoder: ``data.url``),
+    at most ``MAX_URL_CHARS`` characters."""
+    u = _str(_get(a, "data", "url"))
+    return u[:MAX_URL_CHARS] if u else None
+
+
 def src_user(a: Dict[str, Any]) -> Optional[str]:
     return _str(_get(a, "data", "srcuser"))
 
@@ -407,6 +418,7 @@ def key_fields(a: Dict[str, Any]) -> Dict[str, str]:
         if is_command(a):
             out["command"] = command_line(a)
         out["srcip"] = src_ip(a)
+        out["url"] = web_url(a)
         out["srcuser"] = src_user(a)
         out["dstuser"] = dst_user(a)
     out["user"] = any_user(a)

@@ -20,7 +20,11 @@ command to a whole day of builds):
 * ``hop``: an ``ssh`` login on one agent from another agent's address, and the session on that
   other agent that was running as the same user at that moment (lateral movement);
 * ``source``: alerts from one public address on one agent with gaps shorter than ``max_gap`` (a
-  scan, a password-guessing run and the login that ends it).
+  scan, a password-guessing run and the login that ends it);
+* ``served``: a file added or changed on an agent and a later web request there for that file
+  (the request's path, query left out, is the end of the file's path: ``/uploads/x.php`` and
+  ``/var/www/app/uploads/x.php``), within ``window``. A web shell is a file dropped, then
+  requested: the request carries the attacker's address, and through it the probes before.
 
 Only anomalies of at least ``min_severity`` seed a story. By default a tied alert's score becomes
 ``decay × seed score × threshold`` when that is higher than its own: it ranks next to its anomaly,
@@ -32,7 +36,7 @@ naming the seed and the tie.
 from __future__ import annotations
 
 from collections import defaultdict, deque
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Deque, Dict, Iterable, List, Optional, Tuple
 
 from mimizuku.core.fields import ip_class
 from mimizuku.core.severity import SEVERITIES
@@ -50,7 +54,11 @@ TIES = {
     "login": "the login of the session",
     "hop": "ssh hop of the session",
     "source": "same source burst",
+    "served": "the web request for the file",
 }
+
+#: files changed on one agent under one name that a web request may be for (the latest first)
+_SERVED_CANDIDATES = 8
 
 #: Rule groups of the lines a login leaves (sshd accepted, PAM session, sudo/su): failures are not.
 _LOGIN_GROUPS = frozenset({"authentication_success", "pam", "sudo"})
@@ -129,7 +137,8 @@ def _agent(r: Dict[str, Any]) -> str:
 
 def build_ties(recs: List[Dict[str, Any]], times: List[Optional[float]], *, max_gap: float = 300.0,
                process_window: float = 6 * 3600.0) -> _Graph:
-    """Tie records together by session, process, login, ssh hop and source burst (see module doc)."""
+    """Tie records together by session, process, login, ssh hop, source burst and the web request
+    for a changed file (see module doc)."""
     g = _Graph(len(recs))
     order = sorted((i for i, t in enumerate(times) if t is not None), key=lambda i: times[i])
     fields_of = [r.get("fields") or {} for r in recs]
@@ -246,6 +255,25 @@ def build_ties(recs: List[Dict[str, Any]], times: List[Optional[float]], *, max_
         if prev is not None and times[i] - times[prev] <= max_gap:
             g.peer(prev, i, "source")
         last_from[key] = i
+
+    # served: a web request for a file added or changed on its agent before it
+    changed: Dict[Tuple[str, str], Deque[Tuple[float, int, str]]] = {}
+    for i in order:
+        f = fields_of[i]
+        path, url = f.get("path"), f.get("url")
+        if path and f.get("event") in ("added", "modified"):
+            name = path.rpartition("/")[2]
+            if name:
+                changed.setdefault((_agent(recs[i]), name), deque(maxlen=_SERVED_CANDIDATES)).appendleft(
+                    (times[i], i, path))
+        elif url:
+            want = url.partition("?")[0].partition("#")[0]
+            if not want.startswith("/") or want.endswith("/"):
+                continue
+            for t, j, p in changed.get((_agent(recs[i]), want.rpartition("/")[2]), ()):
+                if times[i] - t <= process_window and p.endswith(want):
+                    g.peer(j, i, "served")
+                    break
     return g
 
 
