@@ -50,18 +50,14 @@ def flagged(ds: C.Dataset) -> List[Tuple[Dict, Dict, int]]:
 
 def raised_at(anomalies, floor: float) -> List[int]:
     """Test lines raised when only anomalies scoring ``floor`` or more are, through stories."""
-    from mimizuku.core import fields
-    from mimizuku.engine.stories import StoryWindows, story_key
+    from mimizuku.engine.stories import StoryWindows, judge_alert
 
     stories = StoryWindows()
     out = []
     for r, alert, i in anomalies:
         if r["score"] < floor:
             continue
-        tech = (r.get("mitre") or {}).get("id")
-        folded = stories.judge(story_key(alert), fields.alert_seconds(alert), r["severity"],
-                               (r["detector"], r["rule"]["id"]), r["id"], r["timestamp"] or "", tech,
-                               r["agent"]["name"] or "")
+        folded = judge_alert(stories, alert, r["severity"], r["detector"], r["id"], (r.get("mitre") or {}).get("id"))
         if folded is None:
             out.append(i)
     return out

@@ -39,7 +39,7 @@ from mimizuku.engine.feedback import FeedbackSet
 from mimizuku.engine.flag_rule import FlagRule, Verdict
 from mimizuku.engine.lineage import ChannelJudged, ProcessLineage
 from mimizuku.engine.peers import PeerGroups, agent_profiles
-from mimizuku.engine.stories import DEFAULT_GAP, StoryWindows, is_effect, story_key, story_who
+from mimizuku.engine.stories import DEFAULT_GAP, StoryWindows, judge_alert, story_key, story_who
 from mimizuku.engine.techniques import SCORE_LIFT, Technique
 from mimizuku.engine.techniques import as_record as technique_record
 from mimizuku.engine.techniques import match as match_technique
@@ -533,9 +533,7 @@ class Mimizuku:
             # one agent and account, one story: raised again only with news for it (an abuse
             # file and an analyst's confirmed incident are always raised)
             skey, agent = story_key(alert), fields.agent_name(alert) or fields.agent_id(alert) or ""
-            story = self.stories.judge(skey, fields.alert_seconds(alert), sev, (best_name, fields.rule_id(alert)),
-                                       rid, fields.timestamp(alert) or "", technique.id if technique else None,
-                                       agent, is_effect(fields.rule_groups(alert)))
+            story = judge_alert(self.stories, alert, sev, best_name, rid, technique.id if technique else None)
             if story is not None:
                 owner = (self.stories.owner(agent) if agent else None) or skey
                 effect = owner != skey  # an effect joined the story of its host's last anomaly

@@ -72,7 +72,7 @@ from mimizuku.core.severity import SEVERITY_RANK as _RANK
 from mimizuku.engine.repeats import DEFAULT_GAP
 
 __all__ = ["DEFAULT_GAP", "EFFECT_GROUPS", "EFFECT_SETTLE", "KIND_SETTLE", "SHARED_LOGINS", "Story",
-           "StoryWindows", "is_effect", "story_key", "story_who"]
+           "StoryWindows", "is_effect", "judge_alert", "story_key", "story_who"]
 
 #: the fields that name the account an alert acted as, in order of preference (``key_fields``)
 _ACCOUNT_FIELDS = ("user", "dstuser", "srcuser", "srcip")
@@ -113,6 +113,16 @@ def story_key(alert: Dict[str, Any]) -> Hashable:
     agent = fields.agent_name(alert) or fields.agent_id(alert)
     account = login or next((kf[f] for f in _ACCOUNT_FIELDS if kf.get(f)), None)
     return (agent, account)
+
+
+def judge_alert(windows: "StoryWindows", alert: Dict[str, Any], band: str, detector: str, alert_id: str,
+                technique: Optional[str] = None) -> Optional["Story"]:
+    """``windows.judge`` for one anomaly, everything but its band, detector, id and technique read
+    from the alert: its story key, time, kind (detector, rule), agent, and whether it is an effect.
+    The one way an anomaly is judged (the engine's, and ``bench/raise_floor.py``'s replay)."""
+    return windows.judge(story_key(alert), fields.alert_seconds(alert), band, (detector, fields.rule_id(alert)),
+                         alert_id, fields.timestamp(alert) or "", technique,
+                         fields.agent_name(alert) or fields.agent_id(alert) or "", is_effect(fields.rule_groups(alert)))
 
 
 def story_who(key: Hashable) -> str:
