@@ -40,7 +40,7 @@ TEMPLATE_VERSION = 2  # 2: story.agents (a person's story across hosts)
 KEYWORD_LIMIT = 1024
 
 _KW = {"type": "keyword", "ignore_above": KEYWORD_LIMIT}
-_FIELD_NAMES = ("path", "event", "process", "command", "user", "srcip", "srcuser", "dstuser",
+_FIELD_NAMES = ("path", "event", "process", "command", "user", "srcip", "url", "srcuser", "dstuser",
                 "login_user", "session", "pid", "ppid")
 
 
