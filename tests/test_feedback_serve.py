@@ -3,6 +3,7 @@ an unsafe store is refused there and the verdicts in use are kept."""
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import json
 import os
 import time
@@ -26,9 +27,13 @@ def scratch():
 
 
 def _shell(template, n):
-    """A reverse shell run on the template's agent (a generated audit command alert)."""
+    """A reverse shell run on the template's agent (a generated audit command alert), 20 minutes
+    after the one before: each its own anomaly, never a repeat of the last (mimizuku.engine.repeats),
+    so what unflags one is the verdict alone."""
     a = copy.deepcopy(template)
     a["id"] = f"shell.{n}"
+    t = dt.datetime.strptime(template["timestamp"], "%Y-%m-%dT%H:%M:%S.%f%z") + dt.timedelta(minutes=20 * n)
+    a["timestamp"] = t.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + t.strftime("%z")
     a["data"]["audit"].update(exe=REVERSE[0], command="bash", execve={f"a{i}": x for i, x in enumerate(REVERSE)})
     return a
 
