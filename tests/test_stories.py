@@ -90,6 +90,8 @@ def test_an_effect_on_the_host_joins_the_story_of_its_last_anomaly(monkeypatch):
     assert w.judge(K, 120, "low", CMD, "t1", agent="web-01", effect=True, technique="T1053.003") is None
     assert w.judge(K, 120 + EFFECT_SETTLE, "low", ("context", "2902"), "q1", agent="web-01",
                    effect=True) is None                                   # a quiet minute: its own news
+    assert w.judge(("web-01", "old"), 5, "low", CMD, "o1", agent="web-01") is None   # replayed, older
+    assert w.owner("web-01") == K                                         # the host's last anomaly stays
     assert is_effect(["ossec", "syscheck", "syscheck_entry_modified"]) and is_effect(("syslog", "dpkg"))
     assert not is_effect(["ossec", "attacks"]) and not is_effect(["syslog", "sshd"]) and not is_effect([])
     monkeypatch.setattr(stories, "EFFECT_SETTLE", 0)                      # switched off
