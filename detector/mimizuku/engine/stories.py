@@ -156,6 +156,11 @@ class Story(NamedTuple):
         return self.last - self.opened
 
 
+def _reaching(agents: FrozenSet[str], here: FrozenSet[str]) -> FrozenSet[str]:
+    """A story's agents with the one an anomaly came from, up to ``MAX_STORY_AGENTS``."""
+    return agents | here if len(agents) < MAX_STORY_AGENTS else agents
+
+
 class StoryWindows:
     """Open stories: (agent, account) -> ``Story``; the most recently active last. And each
     agent's last anomaly: agent -> (the story it went to, when), for the effects that follow."""
@@ -196,23 +201,22 @@ class StoryWindows:
         last = self._last_on.get(agent) if agent else None
         if effect and last is not None and 0 <= t - last[1] < EFFECT_SETTLE:
             st = self._open.get(last[0])
-            if st is not None and st.opened <= t and t - st.last < self.window and rank <= st.top and (
-                    technique is None or technique in st.techniques):
+            if self._goes_on(st, t) and rank <= st.top and (technique is None or technique in st.techniques):
                 st = st._replace(last=max(st.last, t), anomalies=st.anomalies + 1, kinds=st.kinds | {kind},
-                                 agents=st.agents | here if len(st.agents) < MAX_STORY_AGENTS else st.agents)
+                                 agents=_reaching(st.agents, here))
                 put_newest(self._open, last[0], st, self.max_entries)
                 put_newest(self._last_on, agent, (last[0], t), self.max_entries)
                 return st
         if agent and (last is None or t >= last[1]):   # a replayed older anomaly leaves it
             put_newest(self._last_on, agent, (key, t), self.max_entries)
         st = self._open.get(key)
-        if st is not None and st.opened <= t and t - st.last < self.window:
+        if self._goes_on(st, t):
             news = (rank > st.top or (kind not in st.kinds and t - st.told >= KIND_SETTLE)
                     or (technique is not None and technique not in st.techniques))
             st = st._replace(told=t if news else st.told, last=max(st.last, t), top=max(st.top, rank),
                              anomalies=st.anomalies + 1, kinds=st.kinds | {kind},
                              techniques=st.techniques | ({technique} if technique else frozenset()),
-                             agents=st.agents | here if len(st.agents) < MAX_STORY_AGENTS else st.agents)
+                             agents=_reaching(st.agents, here))
             put_newest(self._open, key, st, self.max_entries)
             return None if news else st
         if st is not None and t < st.opened:
@@ -220,6 +224,11 @@ class StoryWindows:
         put_newest(self._open, key, Story(alert_id, timestamp, t, t, rank, 1, frozenset([kind]),
                                           frozenset([technique] if technique else []), here, t), self.max_entries)
         return None
+
+    def _goes_on(self, st: Optional[Story], t: int) -> bool:
+        """Whether an anomaly at ``t`` continues the open story ``st``: not older than its start
+        and no pause of ``window`` since its last anomaly."""
+        return st is not None and st.opened <= t and t - st.last < self.window
 
     def to_json(self, max_keys: int) -> Dict[str, Any]:
         """The open stories as JSON (``mimizuku.engine.stream_snapshot``), the ``max_keys``

@@ -378,13 +378,13 @@ class ContextDetector(Detector):
         return np.where(recurs, np.maximum(weights, self.min_samples), weights)
 
     def _fit_keys(self, keys: List[Key], weights: np.ndarray, day_scale: float = 1.0) -> np.ndarray:
-        """``day_scale``: see ``block_density``; the days each key occurred on are taken from
-        ``_fit_days`` (key -> day bits, set by ``end_fit``)."""
+        """``day_scale``: see ``block_density``; the days each key occurred on are the ones
+        ``observe`` counted (``_day_bits``; a cross-fitted half is given its parity's)."""
         if not 0 < self.eps <= MAX_EPS:
             raise ValueError(f"eps must be in (0, {MAX_EPS:.2f}] so that categorical differences exceed it")
         if isinstance(self.recur_days, bool) or not isinstance(self.recur_days, int) or self.recur_days < 0:
             raise ValueError("recur_days must be an int >= 0 (0: density counts alerts only)")
-        fit_days = self.__dict__.pop("_fit_days", None) or {}
+        fit_days = self.__dict__.get("_day_bits") or {}
         self.max_rate_ = self.__dict__.pop("_max_rate", {})
         self.max_src_ = self.__dict__.pop("_max_src", {})
         by_block: Dict[Any, List[int]] = defaultdict(list)
@@ -493,13 +493,9 @@ class ContextDetector(Detector):
         Training that spans a single day keeps the in-sample calibration.
         """
         odd = self.__dict__.pop("_odd_day_counts", None) or Counter()
-        day_bits = self.__dict__.pop("_day_bits", None) or {}
         counts = self._counts
-        self._fit_days = day_bits
-        try:
-            super().end_fit()
-        finally:
-            self.__dict__.pop("_fit_days", None)   # taken by _fit_keys, unless too little data came first
+        super().end_fit()
+        day_bits = self.__dict__.pop("_day_bits", None) or {}
         cross = self._cross_fitted_scores(counts, odd, day_bits)
         if cross is not None:
             raw, w = cross
@@ -524,7 +520,7 @@ class ContextDetector(Detector):
             half.use_peer_groups(self.peer_groups_)
             # weights scaled to the whole training set: density means the same as in the full model
             scale = total / w.sum()
-            half._fit_days = {k: day_bits.get(k, 0) & parity for k in keys}
+            half._day_bits = {k: day_bits.get(k, 0) & parity for k in keys}
             half._fit_keys(keys, w * scale, day_scale=scale)
             tk = list(test)
             raws.append(half._raw(tk))
