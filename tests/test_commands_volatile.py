@@ -14,7 +14,7 @@ import pytest
 
 from mimizuku import Mimizuku
 from mimizuku.engine.detectors.commands import CommandDetector, file_words, fold_volatile
-from mimizuku.engine.features import command_tokens
+from mimizuku.engine.features import command_tokens, path_tokens
 
 M = dt.timedelta(minutes=1)
 DEV, HID = "dev-ws-02", "005"
@@ -281,3 +281,35 @@ def test_the_fold_leaves_each_hosts_surprise_as_the_names_came(scratch_builds_qu
     assert det.scope_surprise_ == plain.scope_surprise_
     assert det.token_counts_[("agent", DEV)]["var:*.o"] == 30
     assert "w:foxosg.o" not in det.token_counts_[("agent", DEV)]
+
+
+@pytest.mark.parametrize("name", ["092b9a734a7979ef", "ffe3648132533088", "ebaa765583017440", "3f2a9b1c"])
+def test_every_hash_like_name_normalises_alike(name):
+    """An upload's thumbnail: its name is a hash whose letters may all come before its digits
+    (``ffe3648132533088``), which the mixed-name rule does not see; it must normalise as the
+    others do, or the web app's routine ``convert`` is a never-seen command one upload in thirty."""
+    up = f"/var/www/app/shared/uploads/2025/01/{name}.jpg"
+    thumb = f"/var/www/app/shared/uploads/2025/01/{name}_300x300.jpg"
+    ref = command_tokens("convert /var/www/app/shared/uploads/2025/01/092b9a734a7979ef.jpg -resize 300x300 -strip "
+                         "/var/www/app/shared/uploads/2025/01/092b9a734a7979ef_300x300.jpg")
+    assert command_tokens(f"convert {up} -resize 300x300 -strip {thumb}") == ref
+    assert "w:*.jpg" in ref and "w:*_*.jpg" in ref
+    assert path_tokens(up) == path_tokens("/var/www/app/shared/uploads/2025/01/092b9a734a7979ef.jpg")
+    # runs of digits alone or letters alone are dropped, as before
+    assert command_tokens("tar czf /backup/db-20250120.tar.gz") == command_tokens("tar czf /backup/db-20250121.tar.gz")
+
+
+def test_a_model_fitted_before_the_rule_reads_hash_like_names_as_it_was_fitted():
+    """Its vocabulary holds the names as they were read then (``.jpg``, not ``*.jpg``): it keeps
+    reading them so until the nightly job refits it, and a refit in place reads them anew."""
+    m = Mimizuku(detectors=("commands", "files")).fit(F.normal_fleet(days=2))
+    cmd = F.command(F.BASE, ["convert", "/var/www/app/uploads/ffe3648132533088.jpg"], user="www-data")
+    fim = F.fim(F.BASE, "/var/www/app/uploads/ffe3648132533088.jpg", event="added", user="www-data")
+    for name, alert in (("commands", cmd), ("files", fim)):
+        d = m.detectors_[name]
+        assert d.key_scheme() == "hash-names"
+        new = d.key(alert)
+        del d.__dict__["hash_names_"]                       # as pickled before the rule
+        assert d.key_scheme() is None and d.key(alert) != new
+        d.begin_fit()                                       # a refit in place: the rule applies
+        assert d.key_scheme() == "hash-names" and d.key(alert) == new

@@ -170,6 +170,36 @@ def test_a_web_request_for_a_dropped_file_ties_it_and_the_requests_source_to_the
     assert g.peers[0] == [(1, "served")]
 
 
+def test_a_file_the_web_server_wrote_ties_the_source_that_stood_out_among_the_probes_before():
+    """A web shell never requested through a logged URL: the attacker's probes, then the file
+    www-data wrote (the anomaly). The source that stood out in the minutes before is tied; a
+    passer-by is not, nor anyone when two sources probed alike, when root wrote the file, or
+    when the probes are older than ``max_gap``."""
+    def probes(ip, n, t0=0, agent="web-01"):
+        return [_rec(t0 + i * 3, rule="31101", groups=("web", "accesslog"), srcip=ip, url=f"/p{i}.php", agent=agent)
+                for i in range(n)]
+
+    def drop(t, user="www-data"):
+        return _seed(t, rule="554", groups=("ossec", "syscheck"), path="/var/www/app/uploads/2025/x_41.php",
+                     event="added", user=user)
+
+    attacker, passer = probes("58.158.70.176", 4), probes("182.149.226.123", 1, t0=30)
+    d = drop(150)
+    out = _by_id(correlate(attacker + passer + [d], max_gap=300))
+    assert all(out[p["id"]].get("related_to") == d["id"] for p in attacker)
+    assert "related_to" not in out[passer[0]["id"]]
+    assert (3, "planted") in build_ties(attacker + [d], [0.0, 3.0, 6.0, 9.0, 150.0]).peers[4]
+    tied = probes("93.184.216.34", 4, t0=1)                             # two sources alike: nobody
+    out = _by_id(correlate(probes("58.158.70.176", 4) + tied + [drop(150)], max_gap=300))
+    assert all("related_to" not in r for r in out.values() if r["rule"]["id"] == "31101")
+    for late in (drop(150, user="root"), drop(400)):                    # root wrote it; probes too old
+        out = _by_id(correlate(probes("58.158.70.176", 4) + [late], max_gap=300))
+        assert all("related_to" not in r for r in out.values() if r["rule"]["id"] == "31101")
+    other = probes("58.158.70.176", 4, agent="web-02")                  # another agent's probes
+    out = _by_id(correlate(other + [drop(150)], max_gap=300))
+    assert all("related_to" not in r for r in out.values() if r["rule"]["id"] == "31101")
+
+
 def test_low_severity_seeds_do_not_spread_and_lifts_never_lower():
     recs = [_rec(0, 0.55, anomaly=True, severity="low", command="x", session=7, pid=1, ppid=0, login_user="bob"),
             _rec(1, command="y", session=7, pid=2, ppid=1, login_user="bob"),

@@ -2,6 +2,7 @@
 management change is judged by how and where, not by what; what else changes, as before."""
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import json
 import os
@@ -11,10 +12,12 @@ import numpy as np
 import pytest
 
 from mimizuku import Mimizuku
+from mimizuku.engine.detectors.base import Detector
 from mimizuku.engine.detectors.commands import CommandDetector
+from mimizuku.engine.detectors.context import ContextDetector
 from mimizuku.engine.detectors.files import FileIntegrityDetector
 from mimizuku.engine.flag_rule import record_flagged
-from mimizuku.engine.lineage import ProcessLineage, change_channel
+from mimizuku.engine.lineage import RESTART_WINDOW, ProcessLineage, change_channel
 
 H = dt.timedelta(hours=1)
 M = dt.timedelta(minutes=1)
@@ -360,3 +363,89 @@ def test_a_reloaded_model_continues_the_stream_of_processes():
     assert new.channel_of(cmd(F.BASE + S, ["/usr/sbin/ldconfig"], pid=51, ppid=50)) == "package:apt-get"
     assert new.channel_of(scanned(F.BASE + H, "/usr/bin/ssh")) == "package:apt-get~scan"
 
+
+
+# --- what the package manager's own lines and restarts are (the context detector defers) -------
+
+DPKG = ["syslog", "dpkg", "config_changed"]
+LIFECYCLE = ["ossec", "pci_dss_10.6.1"]
+
+
+def test_dpkg_lines_and_the_agents_restart_after_a_package_run_are_that_run():
+    """A dpkg line is the package channel's own line; the agent stopping and starting within
+    ``RESTART_WINDOW`` of a package run on it (upgrading wazuh-agent restarts it) is that run's;
+    later, on another agent, or a rootcheck finding or a shrinking log (Wazuh's own alerts too)
+    is not."""
+    lin = ProcessLineage(routine=[("web-01", "package")])
+    line = F.event(F.BASE, "2902", level=7, desc="New dpkg (Debian Package) installed.", groups=DPKG)
+    assert lin.channel_of(line) == "package:dpkg"
+    assert lin.channel_of(F.event(F.BASE, "2902", level=7, groups=DPKG, agent="db-01", agent_id="003")) == ""
+    near = F.BASE + (RESTART_WINDOW - 1) * S
+    assert lin.channel_of(F.event(near, "506", desc="Wazuh agent stopped.", groups=LIFECYCLE)) == "package:dpkg"
+    assert lin.channel_of(F.event(F.BASE + (RESTART_WINDOW + 1) * S, "503", groups=LIFECYCLE)) == ""
+    assert lin.channel_of(F.event(near, "510", groups=["ossec", "rootcheck"])) == ""
+    assert lin.channel_of(F.event(near, "592", groups=["ossec", "attacks"])) == ""
+    lin.observe(cmd(F.BASE + H, ["/usr/bin/apt-get", "-y", "upgrade"], pid=70, ppid=1))
+    assert lin.channel_of(F.event(F.BASE + H + 5 * S, "503", groups=LIFECYCLE)) == "package:apt-get"
+
+
+def _fleet_with_dpkg_lines(days=4):
+    """The factory's fleet, whose nightly ``apt-get upgrade`` on every host also writes dpkg's
+    "installed" line (rule 2902)."""
+    out = list(F.normal_fleet(days=days))
+    for d in range(days):
+        for host, hid in HOSTS:
+            out.append(F.event(F.BASE + dt.timedelta(days=d, hours=3, minutes=1, seconds=30), "2902", level=7,
+                               desc="New dpkg (Debian Package) installed.", groups=DPKG, agent=host, agent_id=hid))
+    out.sort(key=lambda a: a["timestamp"])
+    return out
+
+
+@pytest.fixture(scope="module")
+def context_model():
+    return Mimizuku(detectors=("context",)).fit(_fleet_with_dpkg_lines())
+
+
+def _judge_upgrade(model, agent, agent_id):
+    """A run on ``agent`` the night after training: apt-get, then dpkg lines the model never saw
+    (half-configured packages, rule 2904) and the agent restarting (its own package upgraded)."""
+    t = F.BASE + dt.timedelta(days=6, hours=3)
+    run = [F.command(t, ["/usr/bin/apt-get", "-y", "upgrade"], user="root", agent=agent, agent_id=agent_id)]
+    run += [F.event(t + (2 + i) * S, "2904", level=7, desc="Dpkg (Debian Package) half configured.",
+                    groups=DPKG, agent=agent, agent_id=agent_id) for i in range(2)]
+    run += [F.event(t + 20 * S, "506", desc="Wazuh agent stopped.", groups=LIFECYCLE, agent=agent, agent_id=agent_id),
+            F.event(t + 30 * S, "503", desc="Wazuh agent started.", groups=LIFECYCLE, agent=agent, agent_id=agent_id)]
+    m = copy.copy(model)
+    return {r["rule"]["id"]: r for r in m.iter_records(run) if r["rule"]["id"] != "80792"}
+
+
+def test_the_context_detector_leaves_the_routine_package_managers_lines_to_the_others(context_model, monkeypatch):
+    """Where apt runs routinely, what it logs and the agent's restart it causes are new by
+    design: scored, but the context detector does not flag them; where no package tool ever ran,
+    the same lines are news; switched off, they are flagged everywhere."""
+    routine = _judge_upgrade(context_model, "web-01", "001")
+    assert set(routine) == {"2904", "506", "503"}
+    assert all(r["score"] >= r["threshold"] and not record_flagged(r) for r in routine.values())
+    elsewhere = _judge_upgrade(context_model, "mail-01", "009")   # no package run in its training
+    assert all(record_flagged(r) for r in elsewhere.values())
+    monkeypatch.setattr(ContextDetector, "defers", Detector.defers)
+    off = _judge_upgrade(context_model, "web-01", "001")
+    assert all(record_flagged(r) for r in off.values())
+
+
+def test_a_deferred_record_says_why_and_a_threshold_override_keeps_it_unflagged(context_model):
+    """The record of a dpkg line the context detector left to the others carries the reason
+    (as an ignore list's), so the integration's policy, judging records again with a lower
+    threshold, does not raise it."""
+    from mimizuku.engine.policy import SendPolicy
+
+    rec = _judge_upgrade(context_model, "web-01", "001")["2904"]
+    assert rec["detector"] == "context" and not rec["anomaly"]
+    assert any(r.startswith("ignored: the context detector leaves it to the others: made by the package manager")
+               for r in rec["reasons"])
+
+    class Options:
+        send, detectors, min_severity = "anomalies", None, "low"
+        thresholds = {"context": 0.01}
+
+    assert SendPolicy(Options()).send(rec) is None

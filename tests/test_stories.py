@@ -8,9 +8,20 @@ import alert_factory as F
 import pytest
 
 from mimizuku import Mimizuku
+from mimizuku.core import fields
+from mimizuku.core.severity import SEVERITY_RANK
 from mimizuku.engine import stories
 from mimizuku.engine import stream_snapshot as snap
-from mimizuku.engine.stories import EFFECT_SETTLE, KIND_SETTLE, StoryWindows, is_effect, story_key
+from mimizuku.engine.stories import (
+    BAND_SETTLE,
+    EFFECT_SETTLE,
+    KIND_SETTLE,
+    RESTART_SETTLE,
+    StoryWindows,
+    is_effect,
+    judge_alert,
+    story_key,
+)
 from mimizuku.serve.reload import carry_stream_state
 
 # --- the windows ------------------------------------------------------------------------------
@@ -53,7 +64,8 @@ def test_news_is_raised_and_joins_the_story(news):
 
 def test_a_new_kind_within_seconds_of_a_raise_is_the_same_action(monkeypatch):
     """useradd is rules 5901, 5902 and file changes within a second: told in the story; a higher
-    band or a new technique that close is still raised, and so is a new kind once it settled."""
+    band once ``BAND_SETTLE`` passed or a new technique that close is still raised, and so is a
+    new kind once it settled."""
     useradd, files = ("context", "5902"), ("files", "554")
     w = StoryWindows(window=60)
     assert w.judge(K, 0, "medium", ("context", "5901"), "a1") is None
@@ -70,11 +82,59 @@ def test_a_new_kind_within_seconds_of_a_raise_is_the_same_action(monkeypatch):
     assert off.judge(K, 1, "medium", useradd, "b2") is None
 
 
+def test_a_higher_band_within_seconds_of_a_raise_is_the_same_action(monkeypatch):
+    """``sudo reboot``: sudo's line and the audit trail's sudo and reboot within 50 ms, scored
+    apart (low, medium, critical): raised once, the story's band the highest of them; a higher
+    band after ``BAND_SETTLE`` is news, a higher-band effect that close folds too. Switched off,
+    each climb is raised."""
+    host = ("wazuh-manager", None)
+    w = StoryWindows(window=900)
+    assert w.judge(K, 0, "low", CMD, "a1", agent="m") is None
+    assert w.judge(K, 0, "medium", ("commands", "5402"), "a2", agent="m").opener == "a1"
+    assert w.judge(K, 0, "critical", CMD, "a3", agent="m").opener == "a1"
+    assert w.story(K).top == SEVERITY_RANK["critical"] and w.story(K).told == 0
+    assert w.judge(host, 1, "critical", ("context", "502"), "e1", agent="m", effect=True).opener == "a1"
+    later = StoryWindows(window=900)
+    assert later.judge(K, 0, "low", CMD, "b1") is None
+    assert later.judge(K, BAND_SETTLE, "medium", CMD, "b2") is None          # settled: news
+    assert later.judge(K, BAND_SETTLE + 1, "high", CMD, "b3").opener == "b1"  # settling from b2
+    monkeypatch.setattr(stories, "BAND_SETTLE", 0)                        # switched off
+    off = StoryWindows(window=900)
+    assert off.judge(K, 0, "low", CMD, "c1") is None
+    assert off.judge(K, 0, "medium", ("commands", "5402"), "c2") is None
+
+
+def test_the_agent_starting_after_a_reboot_joins_for_longer_than_a_file_change():
+    """The manager reports itself started 78 s after the admin's ``sudo reboot`` (raised): told in
+    that story; a file changed as long after the last anomaly there is news (an attacker's next
+    step); so is the start once ``RESTART_SETTLE`` passed."""
+    def ossec(t, rid, desc):
+        return F.event(F.BASE + dt.timedelta(seconds=t), rid, desc=desc, groups=["ossec", "pci_dss_10.6.1"],
+                       agent="wazuh-manager", agent_id="000")
+
+    reboot = F.command(F.BASE, ["sudo", "reboot"], user="alice", agent="wazuh-manager", agent_id="000")
+    w = StoryWindows(window=900)
+    assert judge_alert(w, reboot, "high", "commands", "r1") is None
+    st = judge_alert(w, ossec(78, "502", "Wazuh server started."), "medium", "context", "s1")
+    assert st is not None and st.opener == "r1"
+    assert EFFECT_SETTLE < 78 < RESTART_SETTLE
+    change = F.fim(F.BASE + dt.timedelta(seconds=78 + EFFECT_SETTLE), "/etc/passwd", agent="wazuh-manager",
+                   agent_id="000")
+    assert judge_alert(w, change, "medium", "files", "f1") is None            # a file: news
+    late = StoryWindows(window=900)
+    assert judge_alert(late, reboot, "high", "commands", "r2") is None
+    assert judge_alert(late, ossec(RESTART_SETTLE + 1, "502", "Wazuh server started."), "medium", "context",
+                       "s2") is None
+    assert fields.is_lifecycle(["ossec", "pci_dss_10.6.1"]) and not fields.is_lifecycle(["ossec", "attacks"])
+    assert not fields.is_lifecycle(["ossec", "syscheck"]) and not fields.is_lifecycle(["ossec", "rootcheck"])
+
+
 def test_an_effect_on_the_host_joins_the_story_of_its_last_anomaly(monkeypatch):
     """deploy runs ``crontab -e`` on web-01 (raised); cron reports the crontab changed 30 s later
     with no account, dpkg and FIM report what an upgrade changed: effects on the host, told in
     the story of its last anomaly, each one extending the chain. A higher band or a new technique
-    is raised, so is an action (not an effect), and an effect once the host was quiet a minute."""
+    is raised, so is an action (not an effect), and an effect once the host was quiet for
+    ``EFFECT_SETTLE``."""
     host = ("web-01", None)
     w = StoryWindows(window=900)
     assert w.judge(K, 0, "high", CMD, "a1", agent="web-01") is None
@@ -83,13 +143,14 @@ def test_an_effect_on_the_host_joins_the_story_of_its_last_anomaly(monkeypatch):
     e2 = w.judge(host, 30 + EFFECT_SETTLE - 1, "low", ("files", "550"), "e2", agent="web-01", effect=True)
     assert e2.opener == "a1"
     assert w.story(host) is None                                          # joined K's story, opened none
-    assert w.judge(host, 100, "critical", ("files", "550"), "e3", agent="web-01", effect=True) is None   # a higher band
+    t = 30 + EFFECT_SETTLE                                                # after e2, in the chain
+    assert w.judge(host, t, "critical", ("files", "550"), "e3", agent="web-01", effect=True) is None   # a higher band
     assert w.owner("web-01") == host
-    assert w.judge(("db-01", None), 101, "low", ("context", "2904"), "d1", agent="db-01", effect=True) is None
-    assert w.judge(("web-01", "alice"), 105, "low", ("context", "5501"), "n1", agent="web-01") is None  # an action
-    assert w.judge(K, 120, "low", CMD, "t1", agent="web-01", effect=True, technique="T1053.003") is None
-    assert w.judge(K, 120 + EFFECT_SETTLE, "low", ("context", "2902"), "q1", agent="web-01",
-                   effect=True) is None                                   # a quiet minute: its own news
+    assert w.judge(("db-01", None), t + 1, "low", ("context", "2904"), "d1", agent="db-01", effect=True) is None
+    assert w.judge(("web-01", "alice"), t + 5, "low", ("context", "5501"), "n1", agent="web-01") is None  # an action
+    assert w.judge(K, t + 20, "low", CMD, "t1", agent="web-01", effect=True, technique="T1053.003") is None
+    assert w.judge(K, t + 20 + EFFECT_SETTLE, "low", ("context", "2902"), "q1", agent="web-01",
+                   effect=True) is None                                   # a quiet spell: its own news
     assert w.judge(("web-01", "old"), 5, "low", CMD, "o1", agent="web-01") is None   # replayed, older
     assert w.owner("web-01") == K                                         # the host's last anomaly stays
     assert is_effect(["ossec", "syscheck", "syscheck_entry_modified"]) and is_effect(("syslog", "dpkg"))

@@ -108,6 +108,18 @@ def rule_groups(a: Dict[str, Any]) -> List[str]:
     return [x for x in g if isinstance(x, str)] if isinstance(g, list) else []
 
 
+#: groups of Wazuh's own (``ossec``) alerts that report more than the agent's or manager's life
+#: cycle: file integrity, rootcheck, and what Wazuh classes as an attack (592, a log shrinking)
+_NOT_LIFECYCLE = frozenset({"syscheck", "rootcheck", "attacks"})
+
+
+def is_lifecycle(groups) -> bool:
+    """Whether an alert of these rule groups is the Wazuh agent's or manager's own life cycle
+    (started, stopped, a log rotated: group ``ossec`` and none of ``_NOT_LIFECYCLE``)."""
+    g = frozenset(groups)
+    return "ossec" in g and not g & _NOT_LIFECYCLE
+
+
 def rule_description(a: Dict[str, Any]) -> Optional[str]:
     return _str(_get(a, "rule", "description"))
 

@@ -24,7 +24,14 @@ command to a whole day of builds):
 * ``served``: a file added or changed on an agent and a later web request there for that file
   (the request's path, query left out, is the end of the file's path: ``/uploads/x.php`` and
   ``/var/www/app/uploads/x.php``), within ``window``. A web shell is a file dropped, then
-  requested: the request carries the attacker's address, and through it the probes before.
+  requested: the request carries the attacker's address, and through it the probes before;
+* ``planted``: a file the web server's account added on an agent (an upload, a dropped shell)
+  and the public source that was probing that agent's web server in the ``max_gap`` before it,
+  when one source stands out: at least ``PLANTED_MIN`` requests and twice as many as any other.
+  A shell that is never requested through a logged URL still has its uploader's probes.
+  Measured on the tuning sets only: generator seed 0 on 14 days, correlated ROC-AUC 0.9925 →
+  0.9988, on 5 training days 0.9875 → 0.9937 (its web shell's six probes, at score 0 on their
+  own, now rank with the shell); seeds 3 and 5 unchanged.
 
 Only anomalies of at least ``min_severity`` seed a story. By default a tied alert's score becomes
 ``decay × seed score × threshold`` when that is higher than its own: it ranks next to its anomaly,
@@ -55,7 +62,15 @@ TIES = {
     "hop": "ssh hop of the session",
     "source": "same source burst",
     "served": "the web request for the file",
+    "planted": "the web probes before the file was written",
 }
+
+#: accounts web servers write files as (Debian's and Red Hat's, nginx's, SUSE's, Arch's)
+WEB_ACCOUNTS = frozenset({"www-data", "apache", "nginx", "wwwrun", "http"})
+#: requests a source must have made to be the one that planted a file (a ``planted`` tie)
+PLANTED_MIN = 3
+#: web requests remembered per agent while looking for the source that planted a file
+_PLANTED_LOOKBACK = 256
 
 #: files changed on one agent under one name that a web request may be for (the latest first)
 _SERVED_CANDIDATES = 8
@@ -137,8 +152,8 @@ def _agent(r: Dict[str, Any]) -> str:
 
 def build_ties(recs: List[Dict[str, Any]], times: List[Optional[float]], *, max_gap: float = 300.0,
                process_window: float = 6 * 3600.0) -> _Graph:
-    """Tie records together by session, process, login, ssh hop, source burst and the web request
-    for a changed file (see module doc)."""
+    """Tie records together by session, process, login, ssh hop, source burst, the web request
+    for a changed file and the probes before a file the web server wrote (see module doc)."""
     g = _Graph(len(recs))
     order = sorted((i for i, t in enumerate(times) if t is not None), key=lambda i: times[i])
     fields_of = [r.get("fields") or {} for r in recs]
@@ -274,6 +289,25 @@ def build_ties(recs: List[Dict[str, Any]], times: List[Optional[float]], *, max_
                 if times[i] - t <= process_window and p.endswith(want):
                     g.peer(j, i, "served")
                     break
+
+    # planted: a file the web server's account added, and the source that stood out among the
+    # agent's web requests just before it
+    requests: Dict[str, Deque[Tuple[float, int, str]]] = {}
+    for i in order:
+        f = fields_of[i]
+        src = f.get("srcip")
+        if f.get("url") and src and ip_class(src) == "public":
+            requests.setdefault(_agent(recs[i]), deque(maxlen=_PLANTED_LOOKBACK)).append((times[i], i, src))
+        elif f.get("path") and f.get("event") == "added" and f.get("user") in WEB_ACCOUNTS:
+            per: Dict[str, List[int]] = defaultdict(list)
+            for t, j, s in requests.get(_agent(recs[i]), ()):
+                if 0 <= times[i] - t <= max_gap:
+                    per[s].append(j)
+            ranked = sorted(per.values(), key=len, reverse=True)
+            stands_out = ranked and len(ranked[0]) >= PLANTED_MIN and (
+                len(ranked) == 1 or len(ranked[0]) >= 2 * len(ranked[1]))
+            if stands_out:
+                g.peer(i, ranked[0][-1], "planted")
     return g
 
 

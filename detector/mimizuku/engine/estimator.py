@@ -37,7 +37,7 @@ from mimizuku.engine.detectors.context import ContextDetector
 from mimizuku.engine.detectors.files import FileIntegrityDetector
 from mimizuku.engine.feedback import FeedbackSet
 from mimizuku.engine.flag_rule import FlagRule, Verdict
-from mimizuku.engine.lineage import ChannelJudged, ProcessLineage
+from mimizuku.engine.lineage import ChannelAware, ProcessLineage
 from mimizuku.engine.peers import PeerGroups, agent_profiles
 from mimizuku.engine.stories import DEFAULT_GAP, StoryWindows, judge_alert, story_key, story_who
 from mimizuku.engine.techniques import SCORE_LIFT, Technique
@@ -757,9 +757,9 @@ def _check_number(name: str, value: Any, low: float, *, strict: bool = False, in
 
 
 def _attach(dets: Iterable[Detector], lineage: ProcessLineage) -> ProcessLineage:
-    """Give the detectors that judge change channels the model's process lineage."""
+    """Give the detectors that ask for change channels the model's process lineage."""
     for d in dets:
-        if isinstance(d, ChannelJudged):
+        if isinstance(d, ChannelAware):
             d.lineage = lineage
     return lineage
 

@@ -172,27 +172,38 @@ def _rpm_name(stem: str) -> bool:
     return len(parts) == 3 and all(parts)
 
 
-def strip_volatile(text: str) -> str:
-    """Remove random-looking names, hash-like hex runs and digit runs (temp files, release ids, PIDs)."""
-    return _strip_runs(strip_shapes(text))
+def strip_volatile(text: str, hash_names: bool = True) -> str:
+    """Remove random-looking names, hash-like hex runs and digit runs (temp files, release ids, PIDs).
+    ``hash_names``: a hex run of letters and digits becomes ``*`` (``_hex_run``); False reads it as
+    models fitted before that rule do (dropped, unless ``_MIXED_RE`` saw it)."""
+    return _strip_runs(strip_shapes(text), hash_names)
 
 
-def _strip_runs(text: str) -> str:
+def _hex_run(m: "re.Match[str]") -> str:
+    """A hex run with letters and digits is a hash-like name, ``*`` as ``_MIXED_RE`` makes of one
+    (whichever way its letters fall: ``092b9a734a7979ef`` has a digit before a letter, which
+    ``_MIXED_RE`` looks for, ``ffe3648132533088`` has not, and one upload's name must not
+    normalise otherwise than the next); a run of digits alone or letters alone is dropped."""
+    run = m.group(0)
+    return "" if run.isdigit() or run.isalpha() else "*"
+
+
+def _strip_runs(text: str, hash_names: bool = True) -> str:
     """The second half of :func:`strip_volatile`, for text already reduced by :func:`strip_shapes`."""
-    return _DIGITS_RE.sub("", _HEX_RE.sub("", _MIXED_RE.sub("*", text)))
+    return _DIGITS_RE.sub("", _HEX_RE.sub(_hex_run if hash_names else "", _MIXED_RE.sub("*", text)))
 
 
-def path_tokens(path: str) -> Tuple[str, ...]:
+def path_tokens(path: str, hash_names: bool = True) -> Tuple[str, ...]:
     """Tokens of a normalised path: its words, its first directory prefixes and its extension
     (of its first ``MAX_TEXT`` characters)."""
-    return _path_tokens(path[:MAX_TEXT])
+    return _path_tokens(path[:MAX_TEXT], hash_names)
 
 
 # The memos are keyed by the text already cut to MAX_TEXT: keyed by the whole text, each entry
 # held an agent's 64 KiB argument (issue 17: 8,192 entries of serve's cap were half a GiB).
 @lru_cache(maxsize=65536)
-def _path_tokens(path: str) -> Tuple[str, ...]:
-    norm = strip_volatile(path.lower())
+def _path_tokens(path: str, hash_names: bool = True) -> Tuple[str, ...]:
+    norm = strip_volatile(path.lower(), hash_names)
     parts = [p for p in norm.split("/") if p]
     tokens: List[str] = []
     prefix = ""
@@ -220,23 +231,23 @@ def path_shape(path: str) -> str:
     return _DIGITS_RE.sub("*", _HEX_RE.sub("*", _MIXED_RE.sub("*", path[:MAX_TEXT]))).replace("**", "*")
 
 
-def command_tokens(command: str) -> Tuple[str, ...]:
+def command_tokens(command: str, hash_names: bool = True) -> Tuple[str, ...]:
     """Tokens of a command line: the program, its normalised words, and shell constructs.
 
     Shell metacharacters (redirections, pipes, ``/dev/tcp``) are kept as tokens of their own
     because they are what separates ``bash -i >& /dev/tcp/…`` from an ordinary ``bash`` call.
     """
-    return _command_tokens(command[:MAX_TEXT])
+    return _command_tokens(command[:MAX_TEXT], hash_names)
 
 
 @lru_cache(maxsize=65536)
-def _command_tokens(command: str) -> Tuple[str, ...]:
+def _command_tokens(command: str, hash_names: bool = True) -> Tuple[str, ...]:
     command = strip_shapes(command)
     tokens: List[str] = []
     parts = command.split()
     if parts:
         prog = parts[0].rsplit("/", 1)[-1]
-        tokens.append("prog:" + strip_volatile(prog.lower())[:64])
+        tokens.append("prog:" + strip_volatile(prog.lower(), hash_names)[:64])
     for m in _SHELL_META_RE.findall(command):
         tokens.append("meta:" + m.lower())
     for p in parts[1:MAX_TOKENS]:
@@ -245,7 +256,7 @@ def _command_tokens(command: str) -> Tuple[str, ...]:
         if _URLISH_RE.match(p):
             tokens.append("url:" + p.split("://", 1)[0].lower())
     # the shapes are already reduced, and reducing commutes with lower(): reduce only once
-    words = [w for w in _CMD_SPLIT_RE.split(_strip_runs(command.lower())) if len(w) > 1 and not w.startswith("-") and _ALNUM_RE.search(w)]
+    words = [w for w in _CMD_SPLIT_RE.split(_strip_runs(command.lower(), hash_names)) if len(w) > 1 and not w.startswith("-") and _ALNUM_RE.search(w)]
     tokens.extend("w:" + w[:64] for w in words[:MAX_TOKENS])
     return tuple(dict.fromkeys(tokens))
 

@@ -11,7 +11,10 @@ this rule, so they cannot drift apart. In order:
    k detectors judge (a file or command alert: its own detector and the context detector) is
    flagged by one of them only when its tail probability is at most ``contamination / k``, so the
    share of benign alerts flagged stays within the budget however many detectors look (the
-   fitted threshold raised by ``log(k) / -log(SCORE_FLOOR)``; an override is taken as given);
+   fitted threshold raised by ``log(k) / -log(SCORE_FLOOR)``; an override is taken as given).
+   A detector may also *defer* an alert it scored to the others (``Detector.defers``: the
+   context detector, for what the routine package manager logs and writes): it then flags
+   nothing, and when no other detector flags the alert its record says why, as an ignore list's;
 2. an alert the model's ignore lists cover (``ignore_users``, ``ignore_files``) is flagged by no
    detector: it is scored, never raised;
 3. an abuse file (``abuse_files``) is always flagged, ignored or not, severity ``critical``; its
@@ -175,12 +178,17 @@ class FlagRule:
         best margin go to the first)."""
         flagged = []
         best, best_margin = None, None
+        deferred = None  # why a detector over its threshold left the alert to the others
         k = len(scored)
         plain = not self.thresholds and (k == 1 or not self.alert_budget)  # the hot path: fitted as is
         for name, (s, _k, d) in scored.items():
             margin = s - (d.threshold_ if plain else self.threshold(name, d.threshold_, k))
             if margin >= 0 and d.ignored(alert) is None:
-                flagged.append(name)
+                why = d.defers(alert)
+                if why is None:
+                    flagged.append(name)
+                elif deferred is None:
+                    deferred = f"{IGNORED}the {name} detector leaves it to the others: {why}"
             if best_margin is None or margin > best_margin:
                 best, best_margin = name, margin
         abuse = self.abuse(alert)
@@ -193,7 +201,12 @@ class FlagRule:
             suppressed, confirmed = self.feedback.match(scored, flagged or ((best,) if best else ()))
             if abuse is not None:
                 suppressed = None
-        return Verdict(tuple(flagged), best, self.ignored(alert), abuse, None, suppressed, confirmed)
+        ignored = self.ignored(alert)
+        if ignored is None and not flagged:
+            # a record over its threshold says why it was not flagged (and a threshold override,
+            # judge_record, keeps it unflagged, as an ignore list's)
+            ignored = deferred
+        return Verdict(tuple(flagged), best, ignored, abuse, None, suppressed, confirmed)
 
     def judge_record(self, record: Mapping[str, Any]) -> Verdict:
         """The verdict on a scored record with this rule's thresholds: its detector's score

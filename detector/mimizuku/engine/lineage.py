@@ -127,6 +127,9 @@ def command_channel_head(alert: Dict[str, Any]) -> Optional[str]:
 
 #: marks a channel laid to a change by time (a scan after a package run), not by process tree
 BY_SCAN = "~scan"
+#: seconds after a package run on an agent within which the agent's (or manager's) own stop and
+#: start events are that run's: upgrading wazuh-agent restarts it (rules 506, 503) in seconds
+RESTART_WINDOW = 60
 
 
 def trust_key(channel: str) -> str:
@@ -196,13 +199,14 @@ class ProcessLineage:
         if pid:
             put_newest(self._procs, (agent, pid), (channel, t), self.max_entries)
 
-    def _package_run(self, agent: str, t: Optional[int]) -> Optional[str]:
-        """The channel of the package run on the agent a scan-time change can be laid to."""
+    def _package_run(self, agent: str, t: Optional[int], window: Optional[int] = None) -> Optional[str]:
+        """The channel of the package run on the agent that a change at ``t`` can be laid to: up
+        to ``window`` seconds before it (default ``scan_window``: a scan-time change)."""
         hit = self._package_runs.get(agent)
         if hit is None or t is None or hit[1] is None:
             return None
         ch, seen = hit
-        return ch if -60 <= t - seen <= self.scan_window else None
+        return ch if -60 <= t - seen <= (self.scan_window if window is None else window) else None
 
     def observe(self, alert: Dict[str, Any]) -> str:
         """The change channel of this alert ("" for none), trusted or not; remembers its process."""
@@ -228,6 +232,12 @@ class ProcessLineage:
                 agent = fields.agent_name(alert) or ""
                 self.heads[(agent, trust_key(log))] += 1
                 self._remember(agent, None, log, fields.alert_seconds(alert))
+                return log
+            if fields.is_lifecycle(groups):
+                # the agent (or manager) stopping and starting as its own package is upgraded
+                run = self._package_run(fields.agent_name(alert) or "", fields.alert_seconds(alert),
+                                        RESTART_WINDOW)
+                return run or ""
             return ""
         agent = fields.agent_name(alert) or ""
         head = command_channel_head(alert)
@@ -306,7 +316,31 @@ class ProcessLineage:
         self.forget_batch()
 
 
-class ChannelJudged:
+class ChannelAware:
+    """Mixin for a detector that asks which routine change channel an alert came through: it is
+    given the model's ``lineage`` (``mimizuku.engine.estimator`` attaches it), which a model file
+    never holds (it is the stream state of the model that owns the detector)."""
+
+    lineage: Optional[ProcessLineage]
+
+    def channel_of(self, alert: Dict[str, Any]) -> str:
+        """The routine change channel of the alert ("" without a lineage tracker)."""
+        lineage = self.__dict__.get("lineage")
+        return lineage.channel_of(alert) if lineage is not None else ""
+
+    _UNSAVED = ("lineage",)  # the stream state of the model that owns this detector
+
+    def __copy__(self):
+        """A copy without caches (as pickling gives) that still follows its model's lineage:
+        the nightly job's per-thread copies of a model in use must judge channels as it does."""
+        new = self.__class__.__new__(self.__class__)
+        new.__dict__.update(self.__getstate__())
+        if self.__dict__.get("lineage") is not None:
+            new.lineage = self.lineage
+        return new
+
+
+class ChannelJudged(ChannelAware):
     """Mixin for the LOF detectors: a change made through a routine channel is judged by novelty alone.
 
     Local Outlier Factor measures how far a situation is from the known ones by everything in it,
@@ -316,7 +350,6 @@ class ChannelJudged:
     sits in their key (``_CHANNEL_AT``) and give the detector a ``lineage`` (set by the model).
     """
 
-    lineage: Optional[ProcessLineage]
     _CHANNEL_AT = -1  # where the channel sits in the key (subclasses: a fixed index)
 
     def channel(self, key) -> str:
@@ -324,11 +357,6 @@ class ChannelJudged:
         for the alert. Public: what a key says about its alert's channel, checked from outside."""
         at = self._CHANNEL_AT
         return key[at] if len(key) > at else ""
-
-    def channel_of(self, alert: Dict[str, Any]) -> str:
-        """The routine change channel of the alert ("" without a lineage tracker)."""
-        lineage = self.__dict__.get("lineage")
-        return lineage.channel_of(alert) if lineage is not None else ""
 
     def _channel_raw(self, keys, raw, leave_out: int = 0):
         for i, k in enumerate(keys):
@@ -342,13 +370,3 @@ class ChannelJudged:
     def _raw(self, keys):
         return self._channel_raw(keys, super()._raw(keys))
 
-    _UNSAVED = ("lineage",)  # the stream state of the model that owns this detector
-
-    def __copy__(self):
-        """A copy without caches (as pickling gives) that still follows its model's lineage:
-        the nightly job's per-thread copies of a model in use must judge channels as it does."""
-        new = self.__class__.__new__(self.__class__)
-        new.__dict__.update(self.__getstate__())
-        if self.__dict__.get("lineage") is not None:
-            new.lineage = self.lineage
-        return new

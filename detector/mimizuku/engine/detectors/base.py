@@ -75,6 +75,11 @@ class Detector(BaseEstimator):
         """Why this alert must never be flagged by this detector (None if it may be)."""
         return None
 
+    def defers(self, alert: Dict[str, Any]) -> Optional[str]:
+        """Why this detector leaves this alert to the others, though it scored it (None: it
+        does not). Unlike ``ignored``, the alert still trains it: only its flag is withheld."""
+        return None
+
     def feedback_situation(self, key: Key) -> Optional[Tuple[str, str, str]]:
         """(what happened, agent, account) of a key, for analysts' verdicts
         (``mimizuku.engine.feedback``): what happened is the part of the key a verdict judges,

@@ -93,7 +93,7 @@ class CommandDetector(WaveJudged, ChannelJudged, LOFDetector):
     def key(self, alert: Dict[str, Any]) -> Key:
         cmd = fields.command_line(alert) or ""
         agent = fields.agent_name(alert) or ""
-        toks = command_tokens(cmd)
+        toks = command_tokens(cmd, self._hash_names())
         slots = self._slot_exts()
         if slots and toks:
             toks = fold_volatile(toks, slots.get((agent, toks[0])))

@@ -50,6 +50,7 @@ from mimizuku.engine.baselines import EntityBaselines
 from mimizuku.engine.calibration import TailCalibrator
 from mimizuku.engine.detectors.base import Detector, Key
 from mimizuku.engine.fleet import FleetWave, shared_along_waves, wave_reason
+from mimizuku.engine.lineage import BY_SCAN, ChannelAware
 
 # feature weights: categorical ones must exceed eps / sqrt(2) so blocks never touch
 W_RULE, W_GROUPS, W_LEVEL, W_AGENT, W_USER, W_IPCLASS, W_WIN = 1.0, 0.5, 0.5, 1.0, 0.7, 0.6, 1.0
@@ -157,7 +158,7 @@ def rate_bin(count: int) -> int:
     return max(0, int(count).bit_length() - 1)  # floor(log2(count))
 
 
-class ContextDetector(Detector):
+class ContextDetector(ChannelAware, Detector):
     """DBSCAN over the context of every alert; score = distance to the nearest core sample."""
 
     name = "context"
@@ -193,6 +194,17 @@ class ContextDetector(Detector):
         user = fields.any_user(alert)
         if user is not None and user in self.ignore_users:
             return f"user {user!r} is in ignore_users"
+        return None
+
+    def defers(self, alert: Dict[str, Any]) -> Optional[str]:
+        """What the package manager does where it runs routinely (a dpkg line, a file dpkg
+        wrote) is new by design: the files and commands detectors judge how and where it
+        changed things, and the command that started the run is judged as any command; its
+        context (a rule never seen on that host) is the package's choice, not evidence. A
+        change only a scheduled scan laid to a run (``~scan``) is still judged here."""
+        ch = self.channel_of(alert)
+        if ch.startswith("package:") and not ch.endswith(BY_SCAN):
+            return f"made by the package manager ({ch[len('package:'):]}), routine on its agent"
         return None
 
     def start_stream(self) -> None:

@@ -83,7 +83,7 @@ class FileIntegrityDetector(WaveJudged, ChannelJudged, LOFDetector):
         path = fields.file_path(alert) or ""
         return self.with_wave((
             fields.agent_name(alert) or "",
-            path_tokens(path),
+            path_tokens(path, self._hash_names()),
             fields.file_event(alert) or "",
             fields.file_user(alert) or "",
             fields.file_process(alert) or "",

@@ -163,6 +163,17 @@ class LOFDetector(Detector):
     def begin_fit(self) -> None:
         super().begin_fit()
         self._examples: Dict[Key, str] = {}
+        self.hash_names_ = True
+
+    def _hash_names(self) -> bool:
+        """Whether ``key`` reads a hash-like name as ``*`` whichever way its letters fall
+        (``features._hex_run``): always, but in a model fitted before that rule (fitted state
+        without ``hash_names_``), whose vocabulary holds the names as they were read then."""
+        d = self.__dict__
+        return "ref_keys_" not in d or d.get("hash_names_") is True
+
+    def key_scheme(self) -> Any:
+        return "hash-names" if self._hash_names() else None
 
     def observe(self, alert: Dict[str, Any], key: Optional[Key] = None) -> None:
         self._count(self.training_key(self.key(alert) if key is None else key), alert)
