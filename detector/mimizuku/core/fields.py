@@ -116,8 +116,9 @@ _NOT_LIFECYCLE = frozenset({"syscheck", "rootcheck", "attacks"})
 def is_lifecycle(groups) -> bool:
     """Whether an alert of these rule groups is the Wazuh agent's or manager's own life cycle
     (started, stopped, a log rotated: group ``ossec`` and none of ``_NOT_LIFECYCLE``)."""
-    g = frozenset(groups)
-    return "ossec" in g and not g & _NOT_LIFECYCLE
+    if "ossec" not in groups:   # most alerts: no set built (the lineage asks for every alert)
+        return False
+    return not _NOT_LIFECYCLE.intersection(groups)
 
 
 def rule_description(a: Dict[str, Any]) -> Optional[str]:

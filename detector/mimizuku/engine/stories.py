@@ -40,9 +40,8 @@ episode, issue 15). What an analyst follows is who did what on which host. So:
   within ``RESTART_SETTLE`` seconds: a host reports itself started minutes after ``reboot`` (a
   virtual machine in one or two, the generator's patch day up to 154 s after the command, a
   physical server's firmware checks take longer), while a file follows its action within
-  seconds. An
-  alert Wazuh itself classes as an attack (group ``attacks``: a log file shrinking) is never
-  an effect;
+  seconds. An alert Wazuh itself classes as an attack (group ``attacks``: a log file shrinking)
+  is never an effect;
 * the others are kept as the repeats are: flagged (training never learns them, validation counts
   them), scored, with their reasons, but not raised: their record's ``repeat_of`` names the
   story's first anomaly, its ``story`` says how far the story has come.
@@ -183,6 +182,17 @@ class Story(NamedTuple):
         return self.last - self.opened
 
 
+def _climbs(st: Story, rank: int, t: int) -> bool:
+    """Whether an anomaly of band ``rank`` at ``t`` is a higher band for the story, once
+    ``BAND_SETTLE`` passed since its last raise (news for it, effect or not)."""
+    return rank > st.top and t - st.told >= BAND_SETTLE
+
+
+def _new_technique(st: Story, technique: Optional[str]) -> bool:
+    """Whether an anomaly's technique is one the story has not shown (news, effect or not)."""
+    return technique is not None and technique not in st.techniques
+
+
 def _reaching(agents: FrozenSet[str], here: FrozenSet[str]) -> FrozenSet[str]:
     """A story's agents with the one an anomaly came from, up to ``MAX_STORY_AGENTS``."""
     return agents | here if len(agents) < MAX_STORY_AGENTS else agents
@@ -228,10 +238,9 @@ class StoryWindows:
         last = self._last_on.get(agent) if agent else None
         if effect and last is not None and 0 <= t - last[1] < (EFFECT_SETTLE if settle is None else settle):
             st = self._open.get(last[0])
-            if (self._goes_on(st, t) and (rank <= st.top or t - st.told < BAND_SETTLE)
-                    and (technique is None or technique in st.techniques)):
-                st = st._replace(last=max(st.last, t), top=max(st.top, rank), anomalies=st.anomalies + 1, kinds=st.kinds | {kind},
-                                 agents=_reaching(st.agents, here))
+            if self._goes_on(st, t) and not _climbs(st, rank, t) and not _new_technique(st, technique):
+                st = st._replace(last=max(st.last, t), top=max(st.top, rank), anomalies=st.anomalies + 1,
+                                 kinds=st.kinds | {kind}, agents=_reaching(st.agents, here))
                 put_newest(self._open, last[0], st, self.max_entries)
                 put_newest(self._last_on, agent, (last[0], t), self.max_entries)
                 return st
@@ -239,8 +248,8 @@ class StoryWindows:
             put_newest(self._last_on, agent, (key, t), self.max_entries)
         st = self._open.get(key)
         if self._goes_on(st, t):
-            news = ((rank > st.top and t - st.told >= BAND_SETTLE) or (kind not in st.kinds and t - st.told >= KIND_SETTLE)
-                    or (technique is not None and technique not in st.techniques))
+            news = (_climbs(st, rank, t) or (kind not in st.kinds and t - st.told >= KIND_SETTLE)
+                    or _new_technique(st, technique))
             st = st._replace(told=t if news else st.told, last=max(st.last, t), top=max(st.top, rank),
                              anomalies=st.anomalies + 1, kinds=st.kinds | {kind},
                              techniques=st.techniques | ({technique} if technique else frozenset()),
